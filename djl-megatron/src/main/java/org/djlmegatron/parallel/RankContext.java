@@ -1,0 +1,61 @@
+package org.djlmegatron.parallel;
+
+import ai.djl.ndarray.NDManager;
+import java.util.EnumMap;
+import java.util.Map;
+import org.djlmegatron.autograd.Tape;
+import org.djlmegatron.comm.ProcessGroup;
+
+/**
+ * Everything one rank needs: its place in the grid, its process groups, its own NDManager and
+ * its autograd tape. One instance per rank; a rank's thread is the only one that uses it.
+ */
+public final class RankContext implements AutoCloseable {
+
+    private final RankGrid grid;
+    private final int rank;
+    private final Map<GroupKind, ProcessGroup> groups;
+    private final NDManager manager;
+    private final Tape tape = new Tape();
+
+    public RankContext(RankGrid grid, int rank, Map<GroupKind, ProcessGroup> groups, NDManager manager) {
+        this.grid = grid;
+        this.rank = rank;
+        this.groups = new EnumMap<>(groups);
+        this.manager = manager;
+    }
+
+    public RankGrid grid() {
+        return grid;
+    }
+
+    /** Global rank. */
+    public int rank() {
+        return rank;
+    }
+
+    public ProcessGroup group(GroupKind kind) {
+        ProcessGroup g = groups.get(kind);
+        if (g == null) {
+            throw new IllegalStateException("rank " + rank + " has no " + kind + " group");
+        }
+        return g;
+    }
+
+    public ProcessGroup tensorGroup() {
+        return group(GroupKind.TENSOR);
+    }
+
+    public NDManager manager() {
+        return manager;
+    }
+
+    public Tape tape() {
+        return tape;
+    }
+
+    @Override
+    public void close() {
+        manager.close();
+    }
+}

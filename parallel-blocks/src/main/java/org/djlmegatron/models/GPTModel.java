@@ -1,0 +1,226 @@
+package org.djlmegatron.models;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.index.NDIndex;
+import ai.djl.ndarray.types.Shape;
+import ai.djl.nn.Parameter;
+import java.util.ArrayList;
+import java.util.List;
+import org.djlmegatron.comm.ReduceOp;
+import org.djlmegatron.nn.BlockList;
+import org.djlmegatron.nn.ColumnParallelLinear;
+import org.djlmegatron.nn.Norm;
+import org.djlmegatron.nn.ParallelBlock;
+import org.djlmegatron.nn.ShardLayout;
+import org.djlmegatron.nn.ShardedParameter;
+import org.djlmegatron.nn.VocabParallelCrossEntropy;
+import org.djlmegatron.nn.VocabParallelEmbedding;
+import org.djlmegatron.parallel.RankContext;
+import org.djlmegatron.transformer.TransformerConfig;
+import org.djlmegatron.transformer.TransformerLayer;
+
+/**
+ * A GPT-family decoder (Megatron-Core's {@code GPTModel}): vocab-parallel embedding, learned or
+ * rotary positions, pre-norm layers, final norm, vocab-parallel output layer (tied or not).
+ * {@link #apply} maps token ids {@code [b, s]} (int64) to this rank's vocabulary slice of the
+ * logits {@code [b, s, V/tp]}; {@link #gatherLogits} assembles the full vocabulary.
+ * Parameter names are Megatron-Core's state-dict names.
+ */
+public final class GPTModel extends ParallelBlock {
+
+    private static final int SEQ_AXIS = 1;
+
+    private final TransformerConfig cfg;
+    private final boolean sequenceParallel;
+    private final VocabParallelEmbedding wordEmbeddings;
+    private final Parameter positionEmbeddings;
+    private final List<TransformerLayer> layers = new ArrayList<>();
+    private final Norm finalNorm;
+    private final ColumnParallelLinear outputLayer;
+    private final VocabParallelCrossEntropy crossEntropy;
+
+    public GPTModel(RankContext ctx, TransformerConfig cfg, boolean sequenceParallel) {
+        super(ctx);
+        ctx.grid().validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(),
+                cfg.numExperts());
+        this.cfg = cfg;
+        this.sequenceParallel = sequenceParallel && tp.isParallel();
+        Embedding embedding = part("embedding", new Embedding(ctx));
+        wordEmbeddings = embedding.word;
+        positionEmbeddings = embedding.position;
+        Decoder decoder = part("decoder", new Decoder(ctx));
+        finalNorm = decoder.finalNorm;
+        outputLayer = cfg.tieEmbeddings() ? null : part("output_layer",
+                ColumnParallelLinear.builder(ctx).setInFeatures(cfg.hiddenSize())
+                        .setOutFeatures(cfg.vocabSize()).optBias(false).build());
+        crossEntropy = new VocabParallelCrossEntropy(tp);
+    }
+
+    public TransformerConfig config() {
+        return cfg;
+    }
+
+    public boolean isSequenceParallel() {
+        return sequenceParallel;
+    }
+
+    /** Local logits {@code [b, s, V/tp]} for token ids {@code [b, s]}. */
+    @Override
+    public NDArray apply(NDArray ids) {
+        long s = ids.getShape().get(1);
+        if (sequenceParallel && s % tp.group().size() != 0) {
+            throw new IllegalArgumentException("sequence length " + s + " is not divisible by the "
+                    + "tensor-parallel size " + tp.group().size() + " (sequence parallelism)");
+        }
+        if (s > cfg.maxPositionEmbeddings() && positionEmbeddings != null) {
+            throw new IllegalArgumentException("sequence length " + s
+                    + " exceeds max_position_embeddings " + cfg.maxPositionEmbeddings());
+        }
+        NDArray h = embed(ids);
+        for (TransformerLayer layer : layers) {
+            h = layer.apply(h);
+        }
+        NDArray x = finalNorm.apply(h);
+        if (tp.isParallel()) {
+            x = tape().cut(x, sequenceParallel
+                    ? tp.gatherFromSequenceRegion(SEQ_AXIS) : tp.copyToRegion());
+        }
+        if (outputLayer != null) {
+            return outputLayer.applyInRegion(x);
+        }
+        return x.getNDArrayInternal().linear(x, wordEmbeddings.weight().getArray(), null)
+                .singletonOrThrow();
+    }
+
+    /** Embedding output: replicated {@code [b, s, h]}, or this rank's sequence slice under SP. */
+    private NDArray embed(NDArray ids) {
+        NDArray partial = wordEmbeddings.partial(ids);
+        long s = ids.getShape().get(1);
+        NDArray h;
+        long posStart = 0;
+        long posLen = s;
+        if (sequenceParallel) {
+            h = tape().cut(partial, tp.reduceScatterToSequenceRegion(SEQ_AXIS));
+            posLen = s / tp.group().size();
+            posStart = posLen * tp.group().rank();
+        } else {
+            h = tp.reduceFromRegion(partial);
+        }
+        if (positionEmbeddings != null) {
+            h = h.add(positionEmbeddings.getArray().get(new NDIndex("{}:{}", posStart, posStart + posLen)));
+        }
+        return h;
+    }
+
+    /** Full-vocabulary logits {@code [b, s, V]} from local ones (same on every rank). */
+    public NDArray gatherLogits(NDArray localLogits) {
+        return tp.gatherFromRegion(localLogits, -1);
+    }
+
+    /** Mean cross-entropy of local logits against global labels (negative labels ignored). */
+    public NDArray loss(NDArray localLogits, NDArray labels) {
+        return crossEntropy.meanLoss(localLogits, labels);
+    }
+
+    /**
+     * Hugging Face's causal-LM loss: position t predicts token t+1, the last position is ignored,
+     * mean over the rest.
+     */
+    public NDArray causalLmLoss(NDArray ids) {
+        return loss(apply(ids), shiftLabels(ids));
+    }
+
+    /** {@code labels[:, t] = ids[:, t+1]}, and -100 at the last position. */
+    public static NDArray shiftLabels(NDArray ids) {
+        long s = ids.getShape().get(1);
+        NDArray next = ids.get(new NDIndex(":, 1:"));
+        NDArray pad = ids.getManager().full(new Shape(ids.getShape().get(0), 1), -100L);
+        return next.concat(pad, 1);
+    }
+
+    /**
+     * Sums, over the tensor-parallel group, the gradients that are partial on each rank
+     * (replicated weights that saw only part of the sequence, heads or expert outputs). Call after
+     * backward, before clipping and the optimizer step.
+     */
+    public void reducePartialGradients() {
+        if (!tp.isParallel()) {
+            return;
+        }
+        for (ShardedParameter sp : parameters()) {
+            if (sp.tpPartialGrad()) {
+                NDArray g = sp.parameter().getArray().getGradient();
+                NDArray sum = tp.group().allReduce(g, ReduceOp.SUM);
+                g.subi(g).addi(sum);
+                sum.close();
+            }
+        }
+    }
+
+    /** Zeroes every parameter gradient (before the next accumulation). */
+    public void zeroGradients() {
+        for (ShardedParameter sp : parameters()) {
+            NDArray a = sp.parameter().getArray();
+            if (a.hasGradient()) {
+                NDArray g = a.getGradient();
+                g.subi(g);
+            }
+        }
+    }
+
+    /** {@code embedding.*}: word embeddings and, for learned positions, position embeddings. */
+    private final class Embedding extends ParallelBlock {
+        final VocabParallelEmbedding word;
+        final Parameter position;
+
+        Embedding(RankContext ctx) {
+            super(ctx);
+            word = part("word_embeddings",
+                    new VocabParallelEmbedding(ctx, cfg.vocabSize(), cfg.hiddenSize()));
+            position = cfg.positionEmbedding() == TransformerConfig.PositionEmbedding.LEARNED_ABSOLUTE
+                    ? part("position_embeddings", new PositionTable(ctx)).weight
+                    : null;
+        }
+
+        @Override
+        public NDArray apply(NDArray ids) {
+            return embed(ids);
+        }
+    }
+
+    /** {@code embedding.position_embeddings.weight}: replicated [max_positions, hidden]. */
+    private final class PositionTable extends ParallelBlock {
+        final Parameter weight;
+
+        PositionTable(RankContext ctx) {
+            super(ctx);
+            weight = param("weight", new Shape(cfg.maxPositionEmbeddings(), cfg.hiddenSize()),
+                    ShardLayout.REPLICATED, sequenceParallel, ShardedParameter.Init.NORMAL);
+        }
+
+        @Override
+        public NDArray apply(NDArray x) {
+            throw new UnsupportedOperationException("used by the embedding");
+        }
+    }
+
+    /** {@code decoder.layers.N.*} and {@code decoder.final_layernorm}. */
+    private final class Decoder extends ParallelBlock {
+        final Norm finalNorm;
+
+        Decoder(RankContext ctx) {
+            super(ctx);
+            BlockList<TransformerLayer> list = part("layers", new BlockList<>(ctx));
+            for (int i = 0; i < cfg.numLayers(); i++) {
+                layers.add(list.add(new TransformerLayer(ctx, cfg, sequenceParallel)));
+            }
+            finalNorm = part("final_layernorm", new Norm(ctx, cfg.normalization(), cfg.hiddenSize(),
+                    cfg.normEpsilon(), sequenceParallel));
+        }
+
+        @Override
+        public NDArray apply(NDArray h) {
+            throw new UnsupportedOperationException("applied by GPTModel");
+        }
+    }
+}

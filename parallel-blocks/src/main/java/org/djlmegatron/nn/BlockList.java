@@ -1,0 +1,27 @@
+package org.djlmegatron.nn;
+
+import ai.djl.ndarray.NDArray;
+import org.djlmegatron.parallel.RankContext;
+
+/**
+ * Numbered children ({@code 0, 1, ...}), as Megatron names {@code layers.N} and
+ * {@code local_experts.E}. The owner applies them; the list only names them.
+ */
+public final class BlockList<B extends ParallelBlock> extends ParallelBlock {
+
+    private int count;
+
+    public BlockList(RankContext ctx) {
+        super(ctx);
+    }
+
+    /** Appends a block under the next index and returns it. */
+    public B add(B block) {
+        return part(Integer.toString(count++), block);
+    }
+
+    @Override
+    public NDArray apply(NDArray x) {
+        throw new UnsupportedOperationException("a BlockList is applied by its owner");
+    }
+}

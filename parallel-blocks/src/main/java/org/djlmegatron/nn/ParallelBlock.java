@@ -1,0 +1,153 @@
+package org.djlmegatron.nn;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
+import ai.djl.nn.AbstractBlock;
+import ai.djl.nn.Block;
+import ai.djl.nn.Parameter;
+import ai.djl.training.ParameterStore;
+import ai.djl.util.PairList;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Random;
+import org.djlmegatron.autograd.RegionMappings;
+import org.djlmegatron.autograd.Tape;
+import org.djlmegatron.parallel.RankContext;
+
+/**
+ * Base of the parallel layers: a DJL block that knows its rank, its tensor-parallel mappings, and
+ * its parameters under Megatron-Core names with their shard layouts. Parameters get their arrays
+ * from {@link #initializeRandom} or from a checkpoint (see {@link #parameters()}); one input and
+ * one output tensor, exposed as {@link #apply}.
+ */
+public abstract class ParallelBlock extends AbstractBlock {
+
+    protected final RankContext ctx;
+    protected final RegionMappings tp;
+    private final List<ShardedParameter> own = new ArrayList<>();
+    private final List<ParallelBlock> parts = new ArrayList<>();
+    private final List<String> partNames = new ArrayList<>();
+
+    protected ParallelBlock(RankContext ctx) {
+        this.ctx = ctx;
+        this.tp = new RegionMappings(ctx.tensorGroup());
+    }
+
+    /** The block's computation on one tensor. */
+    public abstract NDArray apply(NDArray x);
+
+    @Override
+    protected NDList forwardInternal(
+            ParameterStore store, NDList inputs, boolean training, PairList<String, Object> params) {
+        return new NDList(apply(inputs.singletonOrThrow()));
+    }
+
+    @Override
+    public Shape[] getOutputShapes(Shape[] inputShapes) {
+        return inputShapes;
+    }
+
+    /** Registers a parameter under {@code name} (relative to this block). */
+    protected Parameter param(
+            String name, Shape fullShape, ShardLayout layout, boolean tpPartialGrad,
+            ShardedParameter.Init init) {
+        Parameter p =
+                Parameter.builder()
+                        .setName(name)
+                        .setType(init == ShardedParameter.Init.NORMAL
+                                ? Parameter.Type.WEIGHT : Parameter.Type.OTHER)
+                        .build();
+        addParameter(p);
+        own.add(new ShardedParameter(
+                name, p, fullShape, layout, tp.group().rank(), tp.group().size(),
+                tpPartialGrad, init));
+        return p;
+    }
+
+    /** Registers a child block under a Megatron-Core name segment. */
+    protected <B extends ParallelBlock> B part(String name, B block) {
+        addChildBlock(name, block);
+        parts.add(block);
+        partNames.add(name);
+        return block;
+    }
+
+    /** Every parameter of this block and its parts, named as in a Megatron-Core state dict. */
+    public List<ShardedParameter> parameters() {
+        List<ShardedParameter> out = new ArrayList<>(own);
+        for (int i = 0; i < parts.size(); i++) {
+            String prefix = partNames.get(i) + ".";
+            for (ShardedParameter sp : parts.get(i).parameters()) {
+                out.add(new ShardedParameter(
+                        prefix + sp.name(), sp.parameter(), sp.fullShape(), sp.layout(),
+                        sp.tpRank(), sp.tpSize(), sp.tpPartialGrad(), sp.init()));
+            }
+        }
+        return out;
+    }
+
+    /**
+     * Initialises every parameter from scratch: each full tensor is drawn from a generator seeded
+     * by {@code seed} and the parameter name, then sharded, so any TP size gets the same model.
+     */
+    public void initializeRandom(long seed, float std) {
+        NDManager m = ctx.manager();
+        for (ShardedParameter sp : parameters()) {
+            NDArray full = fullInit(m, sp, seed, std);
+            setShard(sp, sp.shardOf(full).duplicate());
+            full.close();
+        }
+    }
+
+    /** Installs this rank's shard as the parameter's value (gradient attached). */
+    public static void setShard(ShardedParameter sp, NDArray shard) {
+        if (!shard.getShape().equals(sp.localShape())) {
+            throw new IllegalArgumentException(sp.name() + ": expected shard shape "
+                    + sp.localShape() + ", found " + shard.getShape());
+        }
+        Parameter p = sp.parameter();
+        if (p.isInitialized()) {
+            p.getArray().set(shard.toType(p.getArray().getDataType(), false).toByteBuffer());
+            shard.close();
+            return;
+        }
+        p.setArray(shard);
+        shard.setRequiresGradient(true);
+    }
+
+    private static NDArray fullInit(NDManager m, ShardedParameter sp, long seed, float std) {
+        switch (sp.init()) {
+            case ZEROS:
+                return m.zeros(sp.fullShape(), DataType.FLOAT32);
+            case ONES:
+                return m.ones(sp.fullShape(), DataType.FLOAT32);
+            default:
+                Random rng = new Random(seed * 1_000_003L + sp.name().hashCode());
+                float[] v = new float[Math.toIntExact(sp.fullShape().size())];
+                for (int i = 0; i < v.length; i++) {
+                    v[i] = (float) (rng.nextGaussian() * std);
+                }
+                return m.create(v, sp.fullShape());
+        }
+    }
+
+    @Override
+    protected void initializeChildBlocks(NDManager manager, DataType dataType, Shape... shapes) {
+        for (Block child : getChildren().values()) {
+            child.initialize(manager, dataType, shapes);
+        }
+    }
+
+    /** The rank this block belongs to. */
+    public RankContext rankContext() {
+        return ctx;
+    }
+
+    /** The rank's tape, where cuts around collectives are recorded. */
+    protected Tape tape() {
+        return ctx.tape();
+    }
+}

@@ -1,0 +1,115 @@
+package org.djlmegatron.transformer;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.index.NDIndex;
+import ai.djl.ndarray.types.DataType;
+import org.djlmegatron.nn.ColumnParallelLinear;
+import org.djlmegatron.nn.Norm;
+import org.djlmegatron.nn.ParallelBlock;
+import org.djlmegatron.nn.RowParallelLinear;
+import org.djlmegatron.parallel.RankContext;
+
+/**
+ * Causal self-attention (MHA or GQA) with Megatron-Core's fused q/k/v projection: the weight's
+ * rows are grouped per key/value head as [q heads of the group; k; v], so a contiguous TP shard
+ * holds whole groups. Optional q/k/v bias, per-head q/k RMSNorm and rotary positions.
+ * {@link #partial} returns the unreduced output projection; the layer reduces it.
+ */
+public final class Attention extends ParallelBlock {
+
+    private final TransformerConfig cfg;
+    private final ColumnParallelLinear linearQkv;
+    private final RowParallelLinear linearProj;
+    private final Norm qNorm;
+    private final Norm kNorm;
+    private final RotaryEmbedding rope;
+    private final int localGroups;
+
+    public Attention(RankContext ctx, TransformerConfig cfg, boolean sequenceParallel) {
+        super(ctx);
+        this.cfg = cfg;
+        int tpSize = tp.group().size();
+        localGroups = cfg.numQueryGroups() / tpSize;
+        int width = cfg.numAttentionHeads() * cfg.kvChannels();
+        linearQkv = part("linear_qkv", ColumnParallelLinear.builder(ctx)
+                .setInFeatures(cfg.hiddenSize()).setOutFeatures(cfg.qkvRows())
+                .optBias(cfg.addQkvBias()).build());
+        if (cfg.qkLayernorm()) {
+            qNorm = part("q_layernorm", new Norm(ctx, Norm.Kind.RMS_NORM, cfg.kvChannels(),
+                    cfg.normEpsilon(), tp.isParallel()));
+            kNorm = part("k_layernorm", new Norm(ctx, Norm.Kind.RMS_NORM, cfg.kvChannels(),
+                    cfg.normEpsilon(), tp.isParallel()));
+        } else {
+            qNorm = null;
+            kNorm = null;
+        }
+        linearProj = part("linear_proj", RowParallelLinear.builder(ctx)
+                .setInFeatures(width).setOutFeatures(cfg.hiddenSize())
+                .optBias(cfg.addBiasLinear()).optSequenceParallel(sequenceParallel).build());
+        rope = cfg.positionEmbedding() == TransformerConfig.PositionEmbedding.ROPE
+                ? new RotaryEmbedding(cfg.kvChannels(), cfg.rotaryBase())
+                : null;
+    }
+
+    /** Standalone use on a replicated input: reduces over the group and adds the bias. */
+    @Override
+    public NDArray apply(NDArray x) {
+        NDArray in = tp.isParallel() ? tape().cut(x, tp.copyToRegion()) : x;
+        return linearProj.addBias(tp.reduceFromRegion(partial(in)));
+    }
+
+    /** Unreduced attention output {@code [b, s, hidden]} for a full-sequence input in region. */
+    public NDArray partial(NDArray x) {
+        long b = x.getShape().get(0);
+        long s = x.getShape().get(1);
+        int qpg = cfg.headsPerGroup();
+        int d = cfg.kvChannels();
+        NDArray qkv = linearQkv.applyInRegion(x).reshape(b, s, localGroups, qpg + 2, d);
+        NDArray q = qkv.get(new NDIndex(":, :, :, :{}, :", qpg)); // [b, s, g, qpg, d]
+        NDArray k = qkv.get(new NDIndex(":, :, :, {}:{}, :", qpg, qpg + 1)); // [b, s, g, 1, d]
+        NDArray v = qkv.get(new NDIndex(":, :, :, {}:, :", qpg + 1));
+        if (qNorm != null) {
+            q = qNorm.apply(q);
+            k = kNorm.apply(k);
+        }
+        if (rope != null) {
+            NDManager m = ctx.manager();
+            q = rope.apply(m, q);
+            k = rope.apply(m, k);
+        }
+        // [b, g, heads-in-group, s, d]: keys and values broadcast over the group's query heads
+        q = q.transpose(0, 2, 3, 1, 4);
+        k = k.transpose(0, 2, 3, 4, 1); // [b, g, 1, d, s]
+        v = v.transpose(0, 2, 3, 1, 4);
+        NDArray scores = q.matMul(k).mul(1.0 / Math.sqrt(d)).add(causalMask(s));
+        NDArray probs = scores.toType(DataType.FLOAT32, false).softmax(-1).toType(x.getDataType(), false);
+        NDArray context = probs.matMul(v) // [b, g, qpg, s, d]
+                .transpose(0, 3, 1, 2, 4)
+                .reshape(b, s, (long) localGroups * qpg * d);
+        return linearProj.partial(context);
+    }
+
+    public RowParallelLinear linearProj() {
+        return linearProj;
+    }
+
+    private NDArray cachedMask;
+
+    /** [s, s] additive mask: 0 on and below the diagonal, -1e30 above (exp underflows to 0). */
+    private NDArray causalMask(long s) {
+        if (cachedMask == null || cachedMask.getShape().get(0) != s) {
+            if (cachedMask != null) {
+                cachedMask.close();
+            }
+            NDManager m = ctx.manager();
+            try (NDManager tmp = m.newSubManager()) {
+                NDArray idx = tmp.arange(0, (int) s, 1, DataType.INT64);
+                NDArray above = idx.expandDims(0).gt(idx.expandDims(1)); // column > row
+                cachedMask = above.toType(DataType.FLOAT32, false).mul(-1e30f);
+                cachedMask.attach(m);
+            }
+        }
+        return cachedMask;
+    }
+}

@@ -1,0 +1,80 @@
+package org.djlmegatron.transformer;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.index.NDIndex;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
+
+/**
+ * Rotary position embedding in the "rotate half" form used by Hugging Face Llama and
+ * Megatron-Core (non-interleaved): {@code x * cos + rotate_half(x) * sin}. Frequencies are
+ * computed in fp32 exactly as Hugging Face does; tables are cached per sequence length.
+ */
+public final class RotaryEmbedding {
+
+    private final int dim;
+    private final double base;
+    private long cachedLength = -1;
+    private NDArray cos;
+    private NDArray sin;
+
+    public RotaryEmbedding(int dim, double base) {
+        if (dim % 2 != 0) {
+            throw new IllegalArgumentException("rotary dimension must be even, found " + dim);
+        }
+        this.dim = dim;
+        this.base = base;
+    }
+
+    /**
+     * Rotates {@code x [batch, seq, ..., dim]}; the tables broadcast over the axes between the
+     * sequence and the last one.
+     */
+    public NDArray apply(NDManager manager, NDArray x) {
+        long seq = x.getShape().get(1);
+        tables(manager, seq);
+        int middle = x.getShape().dimension() - 3;
+        NDArray c = cos;
+        NDArray s = sin;
+        for (int i = 0; i < middle; i++) {
+            c = c.expandDims(1);
+            s = s.expandDims(1);
+        }
+        return x.mul(c).add(rotateHalf(x).mul(s));
+    }
+
+    private static NDArray rotateHalf(NDArray x) {
+        long half = x.getShape().get(x.getShape().dimension() - 1) / 2;
+        NDArray first = x.get(new NDIndex("..., :{}", half));
+        NDArray second = x.get(new NDIndex("..., {}:", half));
+        return NDArrays.concat(new NDList(second.neg(), first), -1);
+    }
+
+    private void tables(NDManager manager, long seq) {
+        if (seq == cachedLength) {
+            return;
+        }
+        if (cos != null) {
+            cos.close();
+            sin.close();
+        }
+        try (NDManager tmp = manager.newSubManager()) {
+            NDArray exponent = tmp.arange(0, dim, 2, DataType.INT64)
+                    .toType(DataType.FLOAT32, false).div(dim);
+            NDArray invFreq = tmp.ones(new Shape(dim / 2)).div(
+                    tmp.full(new Shape(dim / 2), (float) base).pow(exponent));
+            NDArray positions = tmp.arange(0, (int) seq, 1, DataType.INT64)
+                    .toType(DataType.FLOAT32, false);
+            NDArray freqs = positions.expandDims(1).mul(invFreq.expandDims(0)); // [seq, dim/2]
+            NDArray emb = NDArrays.concat(new NDList(freqs, freqs), -1); // [seq, dim]
+            cos = emb.cos();
+            sin = emb.sin();
+            cos.attach(manager);
+            sin.attach(manager);
+        }
+        cachedLength = seq;
+    }
+}
