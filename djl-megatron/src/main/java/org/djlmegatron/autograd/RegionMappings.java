@@ -10,7 +10,8 @@ import org.djlmegatron.comm.ReduceOp;
 /**
  * Megatron-Core's tensor-parallel region mappings for one group. Those whose backward is the
  * identity or a local slice need no cut (gradient flows through a zero-valued term or the
- * caller's own slice); the others are {@link Crossing}s to pass to {@link Tape#cut}.
+ * caller's own slice, whenever grad mode is on: DJL cannot tell whether a non-leaf tensor is in
+ * the graph); the others are {@link Crossing}s to pass to {@link Tape#cut}.
  */
 public final class RegionMappings {
 
@@ -53,7 +54,7 @@ public final class RegionMappings {
             return x;
         }
         NDArray sum = group.allReduce(x, ReduceOp.SUM);
-        if (!x.hasGradient()) {
+        if (!Tape.isRecording()) {
             return sum;
         }
         return sum.add(x.sub(x.stopGradient()));
@@ -68,7 +69,7 @@ public final class RegionMappings {
             return x;
         }
         NDArray all = group.allGather(x.stopGradient(), axis);
-        if (!x.hasGradient()) {
+        if (!Tape.isRecording()) {
             return all;
         }
         int a = axis < 0 ? axis + x.getShape().dimension() : axis;

@@ -1,5 +1,6 @@
 package org.djlmegatron.autograd;
 
+import ai.djl.engine.EngineException;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
 import ai.djl.pytorch.engine.PtNDArray;
@@ -15,7 +16,8 @@ import java.util.List;
  *
  * <p>A cut must cross every live tensor that later code uses (the residual stream too, with
  * {@link Crossing#IDENTITY}); otherwise the earlier segment would be traversed once per cut. Only
- * the thread that owns the rank uses its tape.
+ * the thread that owns the rank uses its tape. Cuts are recorded whenever libtorch's grad mode is
+ * on; the gradient of a cut's leaf reaches its source only if the source is in the graph.
  */
 public final class Tape {
 
@@ -35,7 +37,7 @@ public final class Tape {
             throw new IllegalArgumentException(
                     sources.size() + " sources but " + crossings.size() + " crossings");
         }
-        boolean record = isRecording() && anyRequiresGrad(sources);
+        boolean record = isRecording();
         NDList leaves = new NDList(sources.size());
         for (int i = 0; i < sources.size(); i++) {
             NDArray x = sources.get(i);
@@ -84,15 +86,6 @@ public final class Tape {
         cuts.clear();
     }
 
-    private static boolean anyRequiresGrad(NDList xs) {
-        for (NDArray x : xs) {
-            if (x.hasGradient()) {
-                return true;
-            }
-        }
-        return false;
-    }
-
     /** One recorded cut: sources in the earlier segment, leaves that start the next one. */
     private record Cut(NDList sources, NDList leaves, List<Crossing> crossings) {
 
@@ -102,29 +95,33 @@ public final class Tape {
          * sum(source * grad), whose gradient with respect to each source is exactly its grad.
          */
         void backward() {
-            List<NDArray> targets = new ArrayList<>();
-            List<NDArray> grads = new ArrayList<>();
+            NDArray total = null;
             for (int i = 0; i < sources.size(); i++) {
                 NDArray g = crossings.get(i).adjoint(leaves.get(i).getGradient());
-                if (sources.get(i).hasGradient()) {
-                    targets.add(sources.get(i));
-                    grads.add(g);
+                if (sources.size() == 1) {
+                    runBackward(sources.get(0), g);
+                    return;
                 }
-            }
-            if (targets.isEmpty()) {
-                return;
-            }
-            if (targets.size() == 1) {
-                JniUtils.backward((PtNDArray) targets.get(0), (PtNDArray) grads.get(0), false, false);
-                return;
-            }
-            NDArray total = null;
-            for (int i = 0; i < targets.size(); i++) {
-                NDArray term = targets.get(i).mul(grads.get(i)).sum();
+                NDArray term = sources.get(i).mul(g).sum();
                 total = total == null ? term : total.add(term);
             }
             try (NDArray one = total.onesLike()) {
-                JniUtils.backward((PtNDArray) total, (PtNDArray) one, false, false);
+                runBackward(total, one);
+            }
+        }
+
+        /**
+         * libtorch backward into the earlier segment. A source outside the graph (everything before
+         * it frozen) has nothing to receive gradients; libtorch says so and we stop there.
+         * (DJL's requiresGrad is unreliable for non-leaf tensors, so we cannot ask beforehand.)
+         */
+        private static void runBackward(NDArray output, NDArray grad) {
+            try {
+                JniUtils.backward((PtNDArray) output, (PtNDArray) grad, false, false);
+            } catch (EngineException e) {
+                if (!String.valueOf(e.getMessage()).contains("does not require grad")) {
+                    throw e;
+                }
             }
         }
     }

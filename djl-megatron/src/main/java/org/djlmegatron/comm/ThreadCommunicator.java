@@ -14,9 +14,10 @@ import java.util.concurrent.TimeUnit;
  * The state one group shares between its member threads: a two-phase rendezvous per collective
  * call and a FIFO mailbox per ordered pair of members.
  *
- * <p>Deposited arrays are detached views owned by this object, never by a member's manager, so a
- * member that leaves early (abort) and closes its manager cannot free memory another member is
- * still reading; the views are closed once every member that deposited has left the step.
+ * <p>Deposited arrays are detached views owned by this object, never by a member's manager; they
+ * are closed once every member that deposited has left the step. No member leaves a step, even
+ * when it fails, while another may still read its deposit: the view shares the input's memory,
+ * which the owner could overwrite or (for arrays made from Java arrays) release.
  *
  * <p>Any failure (timeout, mismatched calls, an error while computing, an external abort) aborts
  * the communicator: the call sequence is broken, so every later call fails at once.
@@ -66,9 +67,11 @@ final class ThreadCommunicator {
         final long call;
         final String[] signatures;
         final NDArray[] deposits;
-        final boolean[] finished;
+        /** Per member: done reading the deposits (or never will). */
+        final boolean[] doneReading;
         int arrived;
-        int finishedCount;
+        /** Members that may still read the deposits; set to the group size once all arrived. */
+        int reading;
         /** Members that deposited and have not left; deposits are closed when this reaches 0. */
         int active;
         String mismatch;
@@ -77,10 +80,10 @@ final class ThreadCommunicator {
             this.call = call;
             this.signatures = new String[size];
             this.deposits = new NDArray[size];
-            this.finished = new boolean[size];
+            this.doneReading = new boolean[size];
         }
 
-        /** The deposits in group-rank order; valid until this member calls finish or leave. */
+        /** The deposits in group-rank order; valid until this member calls finish or fail. */
         NDArray[] deposits() {
             return deposits;
         }
@@ -88,7 +91,8 @@ final class ThreadCommunicator {
 
     /**
      * Phase 1: deposits {@code deposit} (a detached view this object now owns, or null) and waits
-     * until every member has deposited into the same call.
+     * until every member has deposited into the same call. On success the caller must read the
+     * deposits and then call {@link #finish} or {@link #fail}.
      */
     Step arrive(int member, String op, String signature, NDArray deposit) {
         synchronized (lock) {
@@ -106,12 +110,15 @@ final class ThreadCommunicator {
                 step.mismatch = mismatch(step);
                 if (step.mismatch != null) {
                     abortLocked(step.mismatch);
+                } else {
+                    step.reading = size();
                 }
                 lock.notifyAll();
             }
             long deadline = System.nanoTime() + timeout.toNanos();
             while (step.arrived < size() && abortReason == null) {
                 if (!await(deadline, member, op)) {
+                    // not everybody arrived, so nobody reads: leaving at once is safe
                     String message = timeoutMessage(member, op, missing(step.signatures));
                     abortLocked(message);
                     leaveLocked(step);
@@ -123,6 +130,10 @@ final class ThreadCommunicator {
                 throw new CollectiveException(prefix(member, op) + step.mismatch);
             }
             if (abortReason != null) {
+                if (step.arrived == size()) {
+                    doneReadingLocked(step, member);
+                    awaitNoReaders(step);
+                }
                 leaveLocked(step);
                 throw aborted(member, op);
             }
@@ -130,34 +141,38 @@ final class ThreadCommunicator {
         }
     }
 
-    /** Phase 2: this member has read every deposit; waits until all members have. */
+    /**
+     * Phase 2: this member has read every deposit; waits until all members have, so that no
+     * member returns (and overwrites its input) while another still reads it.
+     */
     void finish(Step step, int member, String op) {
         synchronized (lock) {
-            step.finished[member] = true;
-            step.finishedCount++;
+            doneReadingLocked(step, member);
             leaveLocked(step);
-            if (step.finishedCount == size()) {
-                lock.notifyAll();
-                return;
-            }
             long deadline = System.nanoTime() + timeout.toNanos();
-            while (step.finishedCount < size() && abortReason == null) {
+            while (step.reading > 0 && abortReason == null) {
                 if (!await(deadline, member, op)) {
-                    String message = timeoutMessage(member, op, missing(step.finished));
+                    String message = timeoutMessage(member, op, missing(step.doneReading));
                     abortLocked(message);
                     throw new CollectiveException(message);
                 }
             }
-            if (step.finishedCount < size()) {
+            if (step.reading > 0) {
+                awaitNoReaders(step);
                 throw aborted(member, op);
             }
         }
     }
 
-    /** Leaves {@code step} after an error while reading its deposits; aborts the group. */
+    /**
+     * Leaves {@code step} after an error while reading its deposits and aborts the group; returns
+     * once nobody reads this member's input any more.
+     */
     void fail(Step step, int member, String op, Throwable error) {
         synchronized (lock) {
             abortLocked(prefix(member, op) + "failed: " + error);
+            doneReadingLocked(step, member);
+            awaitNoReaders(step);
             leaveLocked(step);
         }
     }
@@ -230,6 +245,36 @@ final class ThreadCommunicator {
             clearMailboxes();
         }
         lock.notifyAll();
+    }
+
+    private void doneReadingLocked(Step step, int member) {
+        step.doneReading[member] = true;
+        step.reading--;
+        lock.notifyAll();
+    }
+
+    /**
+     * On the way out after an abort: waits (at most the timeout) until no member reads the
+     * deposits, because a member's input must stay intact while anyone reads it, and inputs
+     * created from Java arrays live in a Java buffer that closing the array releases.
+     */
+    private void awaitNoReaders(Step step) {
+        boolean interrupted = Thread.interrupted(); // else timedWait would throw at once, forever
+        long deadline = System.nanoTime() + timeout.toNanos();
+        while (step.reading > 0) {
+            long left = deadline - System.nanoTime();
+            if (left <= 0) {
+                break;
+            }
+            try {
+                TimeUnit.NANOSECONDS.timedWait(lock, left);
+            } catch (InterruptedException e) {
+                interrupted = true;
+            }
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
     }
 
     private void leaveLocked(Step step) {

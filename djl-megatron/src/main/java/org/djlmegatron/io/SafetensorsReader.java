@@ -7,12 +7,9 @@ import ai.djl.ndarray.types.Shape;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import java.nio.file.Files;
-import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Collections;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -33,7 +30,7 @@ import java.util.TreeMap;
 public final class SafetensorsReader implements AutoCloseable {
 
     /** The single-file checkpoint name inside a model directory. */
-    public static final String MODEL_FILE = "model.safetensors";
+    public static final String MODEL_FILE = CheckpointFiles.MODEL_FILE;
 
     private static final long MAX_ARRAY_BYTES = Integer.MAX_VALUE;
 
@@ -43,12 +40,11 @@ public final class SafetensorsReader implements AutoCloseable {
     private final Map<String, String> metadata;
     private volatile boolean closed;
 
-    private SafetensorsReader(
-            Path source, Map<String, TensorInfo> tensors, Map<Path, MappedFile> files, Map<String, String> metadata) {
-        this.source = source;
-        this.tensors = Collections.unmodifiableMap(new TreeMap<>(tensors));
-        this.files = files;
-        this.metadata = Collections.unmodifiableMap(metadata);
+    private SafetensorsReader(CheckpointFiles checkpoint) {
+        this.source = checkpoint.source();
+        this.tensors = Collections.unmodifiableMap(new TreeMap<>(checkpoint.tensors()));
+        this.files = checkpoint.files();
+        this.metadata = Collections.unmodifiableMap(checkpoint.metadata());
     }
 
     /**
@@ -66,80 +62,7 @@ public final class SafetensorsReader implements AutoCloseable {
     /** As {@link #open(Path)}, with a custom mapping window size (tests use tiny ones). */
     static SafetensorsReader open(Path path, long windowSize) {
         ElementCopier.requireLittleEndianHost();
-        try {
-            if (Files.isDirectory(path)) {
-                Path single = path.resolve(MODEL_FILE);
-                Path index = path.resolve(ShardIndex.INDEX_NAME);
-                if (Files.isRegularFile(single)) {
-                    return openSingle(single, windowSize);
-                }
-                if (Files.isRegularFile(index)) {
-                    return openSharded(index, windowSize);
-                }
-                throw new SafetensorsException(path + ": directory holds neither " + MODEL_FILE + " nor "
-                        + ShardIndex.INDEX_NAME);
-            }
-            if (!Files.exists(path)) {
-                throw new SafetensorsException(path + ": no such file or directory", new NoSuchFileException(path.toString()));
-            }
-            String name = path.getFileName().toString();
-            return name.endsWith(".index.json") ? openSharded(path, windowSize) : openSingle(path, windowSize);
-        } catch (IOException e) {
-            throw new SafetensorsException(path + ": cannot read checkpoint: " + e, e);
-        }
-    }
-
-    private static SafetensorsReader openSingle(Path file, long windowSize) throws IOException {
-        MappedFile mapped = MappedFile.open(file, windowSize);
-        try {
-            SafetensorsHeader header = SafetensorsHeader.read(file, mapped.channel());
-            return new SafetensorsReader(file, header.tensors(), Map.of(file, mapped), header.metadata());
-        } catch (IOException | RuntimeException e) {
-            mapped.close();
-            throw e;
-        }
-    }
-
-    private static SafetensorsReader openSharded(Path indexFile, long windowSize) throws IOException {
-        ShardIndex index = ShardIndex.read(indexFile);
-        Map<Path, MappedFile> files = new LinkedHashMap<>();
-        try {
-            Map<Path, SafetensorsHeader> headers = new LinkedHashMap<>();
-            Map<String, String> metadata = new LinkedHashMap<>();
-            Map<String, TensorInfo> tensors = new LinkedHashMap<>();
-            for (Map.Entry<String, Path> e : index.weightMap().entrySet()) {
-                Path shard = e.getValue();
-                SafetensorsHeader header = headers.get(shard);
-                if (header == null) {
-                    if (!Files.isRegularFile(shard)) {
-                        throw new SafetensorsException(indexFile + ": field 'weight_map' tensor '" + e.getKey()
-                                + "': shard file " + shard + " does not exist");
-                    }
-                    MappedFile mapped = MappedFile.open(shard, windowSize);
-                    files.put(shard, mapped);
-                    header = SafetensorsHeader.read(shard, mapped.channel());
-                    headers.put(shard, header);
-                    metadata.putAll(header.metadata());
-                }
-                TensorInfo info = header.tensors().get(e.getKey());
-                if (info == null) {
-                    throw new SafetensorsException(indexFile + ": field 'weight_map' tensor '" + e.getKey()
-                            + "': expected in shard " + shard + ", but that file has no such tensor");
-                }
-                tensors.put(e.getKey(), info);
-            }
-            metadata.putAll(index.metadata());
-            return new SafetensorsReader(indexFile, tensors, files, metadata);
-        } catch (IOException | RuntimeException e) {
-            for (MappedFile f : files.values()) {
-                try {
-                    f.close();
-                } catch (IOException suppressed) {
-                    e.addSuppressed(suppressed);
-                }
-            }
-            throw e;
-        }
+        return new SafetensorsReader(CheckpointFiles.open(path, windowSize));
     }
 
     /** The file or index this reader was opened on. */

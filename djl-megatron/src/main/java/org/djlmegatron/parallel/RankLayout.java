@@ -40,10 +40,6 @@ final class RankLayout {
         worldSize = stride;
     }
 
-    int worldSize() {
-        return worldSize;
-    }
-
     /** The coordinate of {@code rank} along {@code dim}. */
     int coordinate(int rank, Dim dim) {
         return rank / strides[dim.ordinal()] % sizes[dim.ordinal()];

@@ -8,12 +8,17 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Random;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Function;
 import java.util.stream.Stream;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
@@ -44,10 +49,11 @@ class ThreadCollectivesTest {
     }
 
     static NDArray create(NDManager m, double[][] v, DataType type) {
-        double[] flat = Stream.of(v).flatMapToDouble(java.util.Arrays::stream).toArray();
-        try (NDArray d = m.create(flat, new Shape(v.length, v[0].length))) {
-            return d.toType(type, true);
-        }
+        double[] flat = Stream.of(v).flatMapToDouble(Arrays::stream).toArray();
+        NDArray d = m.create(flat, new Shape(v.length, v[0].length));
+        // not toType(type, true) + close: on PyTorch that aliases d when the type is unchanged,
+        // and closing d releases the Java buffer both point into
+        return type == DataType.FLOAT64 ? d : d.toType(type, false);
     }
 
     static Result result(NDArray y, RankContext ctx) {
@@ -147,6 +153,38 @@ class ThreadCollectivesTest {
             for (int r = 1; r < n; r++) {
                 assertThat(perRank.get(r).get(key).raw()).as(key).isEqualTo(perRank.get(0).get(key).raw());
             }
+        }
+    }
+
+    @Test
+    void sumOfInexactFloatsFollowsGroupRankOrderOnEveryMember() {
+        int n = 4;
+        int len = 1000;
+        float[][] in = new float[n][len];
+        Random random = new Random(42);
+        for (float[] row : in) {
+            for (int i = 0; i < len; i++) {
+                row[i] = (float) (random.nextGaussian() * Math.pow(10, random.nextInt(7) - 3));
+            }
+        }
+        List<byte[]> out = LocalWorld.run(tensorOnly(n), TIMEOUT, ctx -> ctx.tensorGroup()
+                .allReduce(ctx.manager().create(in[ctx.rank()]), ReduceOp.SUM)
+                .toByteArray());
+        // ((a0 + a1) + a2) + a3 in float32, the order the contract promises
+        float[] expected = new float[len];
+        for (int i = 0; i < len; i++) {
+            float acc = in[0][i];
+            for (int r = 1; r < n; r++) {
+                acc += in[r][i];
+            }
+            expected[i] = acc;
+        }
+        ByteBuffer bb = ByteBuffer.allocate(4 * len).order(ByteOrder.nativeOrder());
+        for (float f : expected) {
+            bb.putFloat(f);
+        }
+        for (byte[] got : out) {
+            assertThat(got).isEqualTo(bb.array());
         }
     }
 
@@ -399,6 +437,64 @@ class ThreadCollectivesTest {
         }
     }
 
+    @Test
+    void stressEightRanksOnAllGroupKindsWithNonContiguousInputs() {
+        RankGrid grid = RankGrid.create(8, 2, 2, 1, 2); // tp 2, pp 2, dp 2, ep 2
+        Function<RankContext, Double> work = ctx -> {
+            double check = 0;
+            for (int step = 0; step < 40; step++) {
+                try (NDManager m = ctx.manager().newSubManager()) {
+                    // a transposed (non-contiguous) view as input
+                    NDArray x = m.arange(0f, 64f * 32f).reshape(64, 32).add(ctx.rank()).transpose();
+                    NDArray a = ctx.group(GroupKind.TENSOR).allReduce(x, ReduceOp.SUM);
+                    NDArray b = ctx.group(GroupKind.DATA).allGather(a, 1);
+                    NDArray c = ctx.group(GroupKind.EXPERT).allToAll(b, 0, 1);
+                    NDArray d = ctx.group(GroupKind.PIPELINE).reduceScatter(c, 0, ReduceOp.MAX);
+                    NDArray e = ctx.group(GroupKind.MODEL).broadcast(d, step % 4);
+                    assertThat(a.getManager()).isSameAs(m);
+                    assertThat(e.getManager()).isSameAs(m);
+                    check += e.sum().getFloat();
+                }
+            }
+            return check;
+        };
+        List<Double> out = LocalWorld.run(grid, TIMEOUT, work);
+        // the last step broadcasts over the model-parallel group: equal inside it
+        for (int r = 0; r < 8; r++) {
+            assertThat(out.get(r)).isEqualTo(out.get(grid.group(GroupKind.MODEL, r)[0]));
+        }
+        assertThat(out.get(0)).isNotEqualTo(out.get(2)); // [0,1,4,5] and [2,3,6,7] differ
+        // and a race would show up as a run that does not reproduce
+        assertThat(LocalWorld.run(grid, TIMEOUT, work)).isEqualTo(out);
+    }
+
+    @Test
+    void failuresAtRandomStepsNeverHangOrCrash() {
+        RankGrid grid = RankGrid.create(4, 2, 1, 1, 1);
+        Random random = new Random(7);
+        for (int trial = 0; trial < 15; trial++) {
+            int victim = random.nextInt(4);
+            int failAt = random.nextInt(6);
+            long start = System.nanoTime();
+            Throwable thrown = catchRun(grid, Duration.ofSeconds(30), ctx -> {
+                for (int step = 0; step < 6; step++) {
+                    if (ctx.rank() == victim && step == failAt) {
+                        throw new IllegalStateException("injected at " + step);
+                    }
+                    // backed by a Java buffer (1 MB, so freed memory would be unmapped at once)
+                    NDArray x = ctx.manager().create(new float[256 * 1024], new Shape(512, 512));
+                    ctx.tensorGroup().allGather(x, 0).close();
+                    ctx.group(GroupKind.DATA).allReduce(x, ReduceOp.SUM).close();
+                    x.close();
+                }
+                return null;
+            });
+            assertThat((System.nanoTime() - start) / 1e9).isLessThan(5);
+            assertThat(thrown).hasMessageStartingWith("rank " + victim + " failed")
+                    .hasCauseInstanceOf(IllegalStateException.class);
+        }
+    }
+
     // ---- plain-Java reference implementations ----
 
     static double[][] reduce(double[][][] in, ReduceOp op, DataType type) {
@@ -431,7 +527,7 @@ class ThreadCollectivesTest {
         double[][] out = new double[parts[0].length][];
         for (int i = 0; i < out.length; i++) {
             int row = i;
-            out[i] = Stream.of(parts).flatMapToDouble(p -> java.util.Arrays.stream(p[row])).toArray();
+            out[i] = Stream.of(parts).flatMapToDouble(p -> Arrays.stream(p[row])).toArray();
         }
         return out;
     }
@@ -439,18 +535,18 @@ class ThreadCollectivesTest {
     static double[][] columns(double[][] v, int from, int count) {
         double[][] out = new double[v.length][];
         for (int i = 0; i < v.length; i++) {
-            out[i] = java.util.Arrays.copyOfRange(v[i], from, from + count);
+            out[i] = Arrays.copyOfRange(v[i], from, from + count);
         }
         return out;
     }
 
     static double[] flat(double[][] v) {
-        return Stream.of(v).flatMapToDouble(java.util.Arrays::stream).toArray();
+        return Stream.of(v).flatMapToDouble(Arrays::stream).toArray();
     }
 
     // ---- helpers ----
 
-    static Throwable catchRun(RankGrid grid, Duration timeout, java.util.function.Function<RankContext, ?> body) {
+    static Throwable catchRun(RankGrid grid, Duration timeout, Function<RankContext, ?> body) {
         try {
             LocalWorld.run(grid, timeout, body);
         } catch (RuntimeException e) {

@@ -127,6 +127,16 @@ class SafetensorsWriterTest {
     }
 
     @Test
+    void writtenFileHasOrdinaryPermissions() throws IOException {
+        Path file = tmp.resolve("perm.safetensors");
+        try (NDManager m = manager.newSubManager()) {
+            SafetensorsWriter.write(file, Map.of("a", m.create(new float[] {1})), null);
+        }
+        Path plain = Files.createFile(tmp.resolve("plain"));
+        assertThat(Files.getPosixFilePermissions(file)).isEqualTo(Files.getPosixFilePermissions(plain));
+    }
+
+    @Test
     void unsupportedDtypeMidwayLeavesExistingFileAndNoTempFile() throws IOException {
         Path file = tmp.resolve("model.safetensors");
         try (NDManager m = manager.newSubManager()) {

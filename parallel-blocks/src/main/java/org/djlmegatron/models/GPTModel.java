@@ -2,6 +2,7 @@ package org.djlmegatron.models;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.index.NDIndex;
+import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.nn.Parameter;
 import java.util.ArrayList;
@@ -132,9 +133,8 @@ public final class GPTModel extends ParallelBlock {
 
     /** {@code labels[:, t] = ids[:, t+1]}, and -100 at the last position. */
     public static NDArray shiftLabels(NDArray ids) {
-        long s = ids.getShape().get(1);
         NDArray next = ids.get(new NDIndex(":, 1:"));
-        NDArray pad = ids.getManager().full(new Shape(ids.getShape().get(0), 1), -100L);
+        NDArray pad = ids.getManager().full(new Shape(ids.getShape().get(0), 1), -100, DataType.INT64);
         return next.concat(pad, 1);
     }
 

@@ -80,6 +80,31 @@ public record ShardedParameter(
         }
     }
 
+    /**
+     * The full tensor from every rank's shard (in TP-rank order), the inverse of {@link #shardOf}.
+     * A replicated parameter returns rank 0's copy.
+     */
+    public static NDArray assemble(ShardLayout layout, java.util.List<NDArray> shards) {
+        NDList list = new NDList(shards.toArray(new NDArray[0]));
+        switch (layout) {
+            case SPLIT_ROWS:
+                return NDArrays.concat(list, 0);
+            case SPLIT_COLUMNS:
+                return NDArrays.concat(list, 1);
+            case SPLIT_ROWS_GATED:
+                NDList gates = new NDList();
+                NDList ups = new NDList();
+                for (NDArray s : shards) {
+                    NDList halves = s.split(2, 0);
+                    gates.add(halves.get(0));
+                    ups.add(halves.get(1));
+                }
+                return NDArrays.concat(new NDList(NDArrays.concat(gates, 0), NDArrays.concat(ups, 0)), 0);
+            default:
+                return shards.get(0);
+        }
+    }
+
     private static NDArray rows(NDArray full, long start, long length) {
         return full.get(new NDIndex("{}:{}", start, start + length));
     }
