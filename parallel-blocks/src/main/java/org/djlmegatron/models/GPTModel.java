@@ -4,6 +4,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import ai.djl.ndarray.types.SparseFormat;
 import ai.djl.nn.Parameter;
 import java.util.ArrayList;
 import java.util.List;
@@ -108,7 +109,12 @@ public final class GPTModel extends ParallelBlock {
             h = tp.reduceFromRegion(partial);
         }
         if (positionEmbeddings != null) {
-            h = h.add(positionEmbeddings.getArray().get(new NDIndex("{}:{}", posStart, posStart + posLen)));
+            // a lookup (not a slice of the weight) so the result lives in the step's manager
+            NDArray positions = ids.getManager()
+                    .arange((int) posStart, (int) (posStart + posLen), 1, DataType.INT64);
+            h = h.add(positions.getNDArrayInternal()
+                    .embedding(positions, positionEmbeddings.getArray(), SparseFormat.DENSE)
+                    .singletonOrThrow());
         }
         return h;
     }
@@ -149,10 +155,10 @@ public final class GPTModel extends ParallelBlock {
         }
         for (ShardedParameter sp : parameters()) {
             if (sp.tpPartialGrad()) {
-                NDArray g = sp.parameter().getArray().getGradient();
-                NDArray sum = tp.group().allReduce(g, ReduceOp.SUM);
-                g.subi(g).addi(sum);
-                sum.close();
+                try (NDArray g = sp.parameter().getArray().getGradient();
+                        NDArray sum = tp.group().allReduce(g, ReduceOp.SUM)) {
+                    g.subi(g).addi(sum);
+                }
             }
         }
     }
@@ -162,8 +168,9 @@ public final class GPTModel extends ParallelBlock {
         for (ShardedParameter sp : parameters()) {
             NDArray a = sp.parameter().getArray();
             if (a.hasGradient()) {
-                NDArray g = a.getGradient();
-                g.subi(g);
+                try (NDArray g = a.getGradient()) { // a new handle on the shared gradient
+                    g.subi(g);
+                }
             }
         }
     }

@@ -3,11 +3,13 @@ package org.djlmegatron.nn;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.nn.AbstractBlock;
 import ai.djl.nn.Block;
 import ai.djl.nn.Parameter;
+import ai.djl.pytorch.jni.JniUtils;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
 import java.util.ArrayList;
@@ -110,7 +112,14 @@ public abstract class ParallelBlock extends AbstractBlock {
         }
         Parameter p = sp.parameter();
         if (p.isInitialized()) {
-            p.getArray().set(shard.toType(p.getArray().getDataType(), false).toByteBuffer());
+            // in place, so views and the autograd leaf stay valid (set(Buffer) swaps the storage)
+            boolean gradMode = JniUtils.isGradMode();
+            JniUtils.setGradMode(false);
+            try {
+                p.getArray().set(new NDIndex("..."), shard.toType(p.getArray().getDataType(), false));
+            } finally {
+                JniUtils.setGradMode(gradMode);
+            }
             shard.close();
             return;
         }

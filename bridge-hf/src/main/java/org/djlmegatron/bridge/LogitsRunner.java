@@ -1,0 +1,68 @@
+package org.djlmegatron.bridge;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.pytorch.jni.JniUtils;
+import java.nio.file.Path;
+import java.util.List;
+import org.djlmegatron.bridge.hf.HfCheckpoint;
+import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.models.GPTModel;
+import org.djlmegatron.parallel.RankGrid;
+import org.djlmegatron.transformer.TransformerConfig;
+
+/**
+ * Runs a checkpoint's forward pass on thread ranks at a tensor-parallel size and returns the
+ * full-vocabulary logits. The layout is validated against the model before any weight is read.
+ */
+public final class LogitsRunner {
+
+    private LogitsRunner() {}
+
+    /**
+     * Logits {@code [batch, seq, vocab]} (fp32) for {@code ids [batch, seq]} (int64 values).
+     *
+     * @param checkpoint a Hugging Face checkpoint directory
+     * @param ids token ids, row-major
+     * @param batch rows of {@code ids}
+     * @param tp tensor-parallel size (threads in this JVM)
+     * @param sequenceParallel split activations along the sequence between TP regions
+     */
+    public static float[] logits(Path checkpoint, long[] ids, int batch, int tp, boolean sequenceParallel) {
+        try (HfCheckpoint ckpt = HfCheckpoint.open(checkpoint)) {
+            TransformerConfig cfg = ckpt.config();
+            RankGrid grid = RankGrid.create(tp, tp, 1, 1, 1);
+            grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
+            checkIds(ids, batch, cfg, tp, sequenceParallel);
+            List<float[]> out = LocalWorld.run(grid, ctx -> {
+                JniUtils.setGradMode(false);
+                GPTModel model = new GPTModel(ctx, cfg, sequenceParallel);
+                ckpt.loadInto(model);
+                NDManager m = ctx.manager();
+                NDArray input = m.create(ids, new ai.djl.ndarray.types.Shape(batch, ids.length / batch));
+                NDArray logits = model.gatherLogits(model.apply(input));
+                return ctx.rank() == 0 ? logits.toType(DataType.FLOAT32, false).toFloatArray() : null;
+            });
+            return out.get(0);
+        }
+    }
+
+    private static void checkIds(long[] ids, int batch, TransformerConfig cfg, int tp, boolean sp) {
+        if (batch < 1 || ids.length % batch != 0 || ids.length == 0) {
+            throw new IllegalArgumentException("input ids: " + ids.length + " values do not form "
+                    + batch + " non-empty rows");
+        }
+        long seq = ids.length / batch;
+        if (sp && seq % tp != 0) {
+            throw new IllegalArgumentException("sequence length " + seq
+                    + " is not divisible by the tensor-parallel size " + tp + " (--sequence-parallel)");
+        }
+        for (long id : ids) {
+            if (id < 0 || id >= cfg.vocabSize()) {
+                throw new IllegalArgumentException("input ids: token id " + id
+                        + " is outside the vocabulary [0, " + cfg.vocabSize() + ")");
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+package org.djlmegatron.cli;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import org.djlmegatron.bridge.LogitsRunner;
+import org.djlmegatron.io.SafetensorsReader;
+import org.djlmegatron.io.SafetensorsWriter;
+import org.djlmegatron.io.TensorInfo;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** {@code logits}: a checkpoint's forward pass, written as full-vocabulary float32 logits. */
+@Command(name = "logits", mixinStandardHelpOptions = true,
+        description = "Run the forward pass and write logits [batch, seq, vocab] (float32) as key 'logits'.")
+final class LogitsCommand implements Callable<Integer> {
+
+    @Option(names = "--checkpoint", required = true, description = "Hugging Face checkpoint directory")
+    Path checkpoint;
+
+    @Option(names = "--input-ids", required = true, description = "safetensors file with token ids [batch, seq]")
+    Path inputIds;
+
+    @Option(names = "--input-key", defaultValue = "input_ids", description = "tensor name in --input-ids (default: ${DEFAULT-VALUE})")
+    String inputKey;
+
+    @Option(names = "--output", required = true, description = "safetensors file to write")
+    Path output;
+
+    @Option(names = "--tp", defaultValue = "1", description = "tensor-parallel size (thread ranks, default: ${DEFAULT-VALUE})")
+    int tp;
+
+    @Option(names = "--sequence-parallel", description = "split activations along the sequence between TP regions")
+    boolean sequenceParallel;
+
+    @Override
+    public Integer call() {
+        long[] ids;
+        long[] shape;
+        try (SafetensorsReader in = SafetensorsReader.open(inputIds)) {
+            if (!in.contains(inputKey)) {
+                throw new IllegalArgumentException(inputIds + ": no tensor \"" + inputKey + "\" (found: "
+                        + String.join(", ", in.keys()) + ")");
+            }
+            TensorInfo info = in.info(inputKey);
+            shape = info.shape();
+            if (shape.length != 2) {
+                throw new IllegalArgumentException(inputIds + ": \"" + inputKey + "\" must be [batch, seq], found "
+                        + java.util.Arrays.toString(shape));
+            }
+            ids = in.loadLongs(inputKey);
+        }
+        float[] logits = LogitsRunner.logits(checkpoint, ids, (int) shape[0], tp, sequenceParallel);
+        long vocab = logits.length / (shape[0] * shape[1]);
+        try (NDManager m = NDManager.newBaseManager()) {
+            Map<String, NDArray> out = new LinkedHashMap<>();
+            out.put("logits", m.create(logits, new Shape(shape[0], shape[1], vocab)).toType(DataType.FLOAT32, false));
+            SafetensorsWriter.write(output, out, Map.of("format", "pt"));
+        }
+        System.out.printf("wrote logits [%d, %d, %d] to %s%n", shape[0], shape[1], vocab, output);
+        return 0;
+    }
+}
