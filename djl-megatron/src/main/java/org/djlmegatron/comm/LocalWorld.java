@@ -105,8 +105,8 @@ public final class LocalWorld {
     private <T> void runRank(
             RankGrid grid, int rank, Map<GroupKind, ProcessGroup> groups, Function<RankContext, T> body) {
         try {
+            NDManager manager = NDManager.newBaseManager(Device.cpu()); // loads the engine first
             JniUtils.setGradMode(true); // grad mode is thread-local in libtorch
-            NDManager manager = NDManager.newBaseManager(Device.cpu());
             try (RankContext ctx = new RankContext(grid, rank, groups, manager)) {
                 results[rank] = body.apply(ctx);
             }

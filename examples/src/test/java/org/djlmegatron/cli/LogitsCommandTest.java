@@ -1,0 +1,76 @@
+package org.djlmegatron.cli;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import org.djlmegatron.io.SafetensorsReader;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The {@code logits} command end to end on a Hugging Face fixture, and its refusals. */
+class LogitsCommandTest {
+
+    @TempDir
+    Path tmp;
+
+    private static Path fixture(String model) {
+        return Path.of(System.getProperty("djlm.repo.root", ".")).resolve("../shared/fixtures/hf").resolve(model)
+                .toAbsolutePath().normalize();
+    }
+
+    @Test
+    void writesGoldenLogitsAtTp2WithSequenceParallelism() {
+        Path out = tmp.resolve("logits.safetensors");
+        Path golden = fixture("qwen3").resolve("golden.safetensors");
+        int rc = Main.run("logits", "--checkpoint", fixture("qwen3").toString(), "--input-ids", golden.toString(),
+                "--output", out.toString(), "--tp", "2", "--sequence-parallel");
+        assertThat(rc).isZero();
+        try (SafetensorsReader ours = SafetensorsReader.open(out); SafetensorsReader ref = SafetensorsReader.open(golden)) {
+            assertThat(ours.info("logits").shape()).containsExactly(2, 24, 512);
+            float[] a = ours.loadFloats("logits");
+            float[] b = ref.loadFloats("logits");
+            double max = 0;
+            for (int i = 0; i < a.length; i++) {
+                max = Math.max(max, Math.abs(a[i] - b[i]));
+            }
+            assertThat(max).isLessThanOrEqualTo(1e-4);
+        }
+    }
+
+    @Test
+    void refusesTp4OnTwoKvHeadsWithOneLineAndNoOutput() {
+        Path out = tmp.resolve("logits.safetensors");
+        String err = stderrOf(() -> assertThat(Main.run("logits", "--checkpoint", fixture("llama").toString(),
+                "--input-ids", fixture("llama").resolve("golden.safetensors").toString(),
+                "--output", out.toString(), "--tp", "4")).isEqualTo(1));
+        assertThat(err.strip()).doesNotContain("\n")
+                .contains("tensor-parallel size 4 does not divide the 2 key/value heads");
+        assertThat(Files.exists(out)).isFalse();
+    }
+
+    @Test
+    void missingInputKeyNamesFileAndKey() {
+        Path out = tmp.resolve("logits.safetensors");
+        String err = stderrOf(() -> assertThat(Main.run("logits", "--checkpoint", fixture("gpt2").toString(),
+                "--input-ids", fixture("gpt2").resolve("golden.safetensors").toString(), "--input-key", "tokens",
+                "--output", out.toString())).isEqualTo(1));
+        assertThat(err).contains("golden.safetensors").contains("\"tokens\"").contains("input_ids");
+        assertThat(Files.exists(out)).isFalse();
+    }
+
+    private static String stderrOf(Runnable r) {
+        PrintStream old = System.err;
+        ByteArrayOutputStream buf = new ByteArrayOutputStream();
+        System.setErr(new PrintStream(buf, true, StandardCharsets.UTF_8));
+        try {
+            r.run();
+        } finally {
+            System.setErr(old);
+        }
+        return buf.toString(StandardCharsets.UTF_8);
+    }
+}
