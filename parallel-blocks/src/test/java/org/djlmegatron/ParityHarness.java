@@ -340,26 +340,40 @@ public final class ParityHarness {
      * @param inputShape the full input shape
      * @param input how the input is split over the ranks
      * @param output how the output is split over the ranks
+     * @param tokenIds for blocks that take token ids: the (replicated) int64 ids of shape
+     *     {@code inputShape}; null for a random float input, whose gradient is checked
      */
     public record BlockCase(
             Function<RankContext, ParallelBlock> build,
             BiFunction<ParallelBlock, NDArray, NDArray> forward,
             long[] inputShape,
             Sharding input,
-            Sharding output) {
+            Sharding output,
+            long[] tokenIds) {
 
-        /** A block applied with {@code apply}, replicated input and output. */
+        /** A block applied with {@code apply}, replicated random input and output. */
         public static BlockCase replicated(Function<RankContext, ParallelBlock> build, long... inputShape) {
             return new BlockCase(build, ParallelBlock::apply, inputShape, Sharding.REPLICATED,
-                    Sharding.REPLICATED);
+                    Sharding.REPLICATED, null);
+        }
+
+        /** A block applied with {@code apply} to token ids, replicated output. */
+        public static BlockCase onTokens(
+                Function<RankContext, ParallelBlock> build, long[] ids, long... inputShape) {
+            return new BlockCase(build, ParallelBlock::apply, inputShape, Sharding.REPLICATED,
+                    Sharding.REPLICATED, ids);
         }
 
         public BlockCase withInput(Sharding s) {
-            return new BlockCase(build, forward, inputShape, s, output);
+            return new BlockCase(build, forward, inputShape, s, output, tokenIds);
         }
 
         public BlockCase withOutput(Sharding s) {
-            return new BlockCase(build, forward, inputShape, input, s);
+            return new BlockCase(build, forward, inputShape, input, s, tokenIds);
+        }
+
+        public BlockCase withForward(BiFunction<ParallelBlock, NDArray, NDArray> f) {
+            return new BlockCase(build, f, inputShape, input, output, tokenIds);
         }
     }
 
@@ -374,9 +388,14 @@ public final class ParityHarness {
         ParallelBlock block = c.build().apply(ctx);
         installParameters(block);
 
-        Tensor fullX = Tensor.random(INPUT_SEED, 1.0, c.inputShape());
-        NDArray x = c.input().shard(fullX, rank, size).toNd(m);
-        x.setRequiresGradient(true);
+        NDArray x;
+        if (c.tokenIds() != null) {
+            x = m.create(c.tokenIds(), new Shape(c.inputShape()));
+        } else {
+            Tensor fullX = Tensor.random(INPUT_SEED, 1.0, c.inputShape());
+            x = c.input().shard(fullX, rank, size).toNd(m);
+            x.setRequiresGradient(true);
+        }
         NDArray y = c.forward().apply(block, x);
 
         long[] fullOut = c.output().fullShape(y.getShape().getShape(), size);
@@ -385,7 +404,8 @@ public final class ParityHarness {
         NDArray loss = y.mul(w).sum();
         ctx.tape().backward(loss);
         reducePartialGradients(block);
-        return new RankRun(Tensor.of(y), Tensor.of(x.getGradient()), gradients(block), loss.getFloat());
+        Tensor inputGrad = c.tokenIds() != null ? null : Tensor.of(x.getGradient());
+        return new RankRun(Tensor.of(y), inputGrad, gradients(block), loss.getFloat());
     }
 
     /** Runs {@code c} at TP=1 and at every size in {@code tps}, and asserts parity. */

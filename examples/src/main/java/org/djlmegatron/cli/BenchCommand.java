@@ -48,20 +48,20 @@ final class BenchCommand implements Callable<Integer> {
         System.out.printf("reference GPT: %d layers, hidden %d, %d heads, seq %d, batch %d, vocab %d, fp32, %s, "
                 + "libtorch intra-op threads %s%n", layers, hidden, heads, seq, batch, vocab,
                 Engine.getInstance().defaultDevice(), System.getProperty("ai.djl.pytorch.num_threads", "default"));
-        double gemm = matmulGflops(2048, 5);
-        System.out.printf("matmul 2048^3 fp32: %.1f GFLOP/s (the machine's own GEMM speed)%n", gemm);
         System.out.printf("model: %.2f GFLOP per training step (Megatron counting)%n", flops / 1e9);
         double base = 0;
         for (int tp : tpSizes) {
+            // the machine's own GEMM speed, measured next to each configuration (noisy hosts drift)
+            double gemm = matmulGflops(2048, 5);
             double seconds = stepSeconds(cfg, tp);
             double gflops = flops / seconds / 1e9;
             double tokens = batch * seq / seconds;
             if (base == 0) {
                 base = tokens;
             }
-            System.out.printf("tp=%d%s: %.1f ms/step, %.0f tokens/s, %.1f GFLOP/s = %.2f of matmul, "
-                    + "throughput vs tp=%d: %.2fx%n", tp, sequenceParallel && tp > 1 ? " sp" : "",
-                    seconds * 1e3, tokens, gflops, gflops / gemm, tpSizes.get(0), tokens / base);
+            System.out.printf("tp=%d%s: %.1f ms/step, %.0f tokens/s, %.1f GFLOP/s; matmul 2048^3 %.1f GFLOP/s; "
+                    + "model/matmul %.2f; throughput vs tp=%d %.2fx%n", tp, sequenceParallel && tp > 1 ? " sp" : "",
+                    seconds * 1e3, tokens, gflops, gemm, gflops / gemm, tpSizes.get(0), tokens / base);
         }
         return 0;
     }

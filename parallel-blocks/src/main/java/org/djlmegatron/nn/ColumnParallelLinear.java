@@ -1,6 +1,8 @@
 package org.djlmegatron.nn;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.nn.Parameter;
 import org.djlmegatron.parallel.RankContext;
@@ -15,6 +17,7 @@ public final class ColumnParallelLinear extends ParallelBlock {
     private final Parameter weight;
     private final Parameter bias;
     private final boolean gatherOutput;
+    private final boolean gated;
 
     private ColumnParallelLinear(Builder b) {
         super(b.ctx);
@@ -27,6 +30,7 @@ public final class ColumnParallelLinear extends ParallelBlock {
         weight = param("weight", new Shape(b.out, b.in), layout, false, ShardedParameter.Init.NORMAL);
         bias = b.bias ? param("bias", new Shape(b.out), layout, false, ShardedParameter.Init.ZEROS) : null;
         gatherOutput = b.gatherOutput;
+        gated = b.gated;
     }
 
     /**
@@ -37,7 +41,28 @@ public final class ColumnParallelLinear extends ParallelBlock {
     public NDArray apply(NDArray x) {
         NDArray in = tp.isParallel() ? tape().cut(x, tp.copyToRegion()) : x;
         NDArray y = applyInRegion(in);
-        return gatherOutput ? tp.gatherFromRegion(y, -1) : y;
+        if (!gatherOutput) {
+            return y;
+        }
+        NDArray all = tp.gatherFromRegion(y, -1);
+        return gated && tp.isParallel() ? gatesThenUps(all) : all;
+    }
+
+    /**
+     * The gathered gated output is [gate_0; up_0; gate_1; up_1; ...] along the last axis;
+     * reorders it to the full layer's [gate; up].
+     */
+    private NDArray gatesThenUps(NDArray gathered) {
+        int size = tp.group().size();
+        int last = gathered.getShape().dimension() - 1;
+        NDList chunks = gathered.split(2L * size, last);
+        NDList ordered = new NDList(2 * size);
+        for (int half = 0; half < 2; half++) {
+            for (int r = 0; r < size; r++) {
+                ordered.add(chunks.get(2 * r + half));
+            }
+        }
+        return NDArrays.concat(ordered, last);
     }
 
     /** The local matmul on an input already inside the tensor-parallel region. */
