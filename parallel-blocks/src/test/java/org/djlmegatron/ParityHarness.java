@@ -12,7 +12,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Random;
-import java.util.function.BiFunction;
 import java.util.function.Function;
 import org.djlmegatron.comm.LocalWorld;
 import org.djlmegatron.comm.ReduceOp;
@@ -335,8 +334,7 @@ public final class ParityHarness {
     /**
      * A block under test.
      *
-     * @param build the block, built for a rank
-     * @param forward the forward pass under test (usually {@code block.apply(x)})
+     * @param build the block, built for a rank (applied with {@link ParallelBlock#apply})
      * @param inputShape the full input shape
      * @param input how the input is split over the ranks
      * @param output how the output is split over the ranks
@@ -345,35 +343,30 @@ public final class ParityHarness {
      */
     public record BlockCase(
             Function<RankContext, ParallelBlock> build,
-            BiFunction<ParallelBlock, NDArray, NDArray> forward,
             long[] inputShape,
             Sharding input,
             Sharding output,
             long[] tokenIds) {
 
-        /** A block applied with {@code apply}, replicated random input and output. */
+        /** Replicated random input and output. */
         public static BlockCase replicated(Function<RankContext, ParallelBlock> build, long... inputShape) {
-            return new BlockCase(build, ParallelBlock::apply, inputShape, Sharding.REPLICATED,
+            return new BlockCase(build, inputShape, Sharding.REPLICATED,
                     Sharding.REPLICATED, null);
         }
 
-        /** A block applied with {@code apply} to token ids, replicated output. */
+        /** Token ids as input, replicated output. */
         public static BlockCase onTokens(
                 Function<RankContext, ParallelBlock> build, long[] ids, long... inputShape) {
-            return new BlockCase(build, ParallelBlock::apply, inputShape, Sharding.REPLICATED,
+            return new BlockCase(build, inputShape, Sharding.REPLICATED,
                     Sharding.REPLICATED, ids);
         }
 
         public BlockCase withInput(Sharding s) {
-            return new BlockCase(build, forward, inputShape, s, output, tokenIds);
+            return new BlockCase(build, inputShape, s, output, tokenIds);
         }
 
         public BlockCase withOutput(Sharding s) {
-            return new BlockCase(build, forward, inputShape, input, s, tokenIds);
-        }
-
-        public BlockCase withForward(BiFunction<ParallelBlock, NDArray, NDArray> f) {
-            return new BlockCase(build, f, inputShape, input, output, tokenIds);
+            return new BlockCase(build, inputShape, input, s, tokenIds);
         }
     }
 
@@ -396,7 +389,7 @@ public final class ParityHarness {
             x = c.input().shard(fullX, rank, size).toNd(m);
             x.setRequiresGradient(true);
         }
-        NDArray y = c.forward().apply(block, x);
+        NDArray y = block.apply(x);
 
         long[] fullOut = c.output().fullShape(y.getShape().getShape(), size);
         Tensor fullW = Tensor.random(LOSS_WEIGHT_SEED, 1.0, fullOut);

@@ -30,6 +30,10 @@ public final class Attention extends ParallelBlock {
         super(ctx);
         this.cfg = cfg;
         int tpSize = tp.group().size();
+        if (cfg.numQueryGroups() % tpSize != 0) {
+            throw new IllegalArgumentException("tensor-parallel size " + tpSize + " does not divide the "
+                    + cfg.numQueryGroups() + " key/value heads (num_query_groups)");
+        }
         localGroups = cfg.numQueryGroups() / tpSize;
         int width = cfg.numAttentionHeads() * cfg.kvChannels();
         linearQkv = part("linear_qkv", ColumnParallelLinear.builder(ctx)

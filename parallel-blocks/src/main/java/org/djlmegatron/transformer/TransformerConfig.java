@@ -77,6 +77,10 @@ public record TransformerConfig(
             throw new IllegalArgumentException("num_attention_heads " + numAttentionHeads
                     + " is not a multiple of num_query_groups " + numQueryGroups);
         }
+        if (numExperts > 0 && addBiasLinear) {
+            throw new IllegalArgumentException("add_bias_linear with MoE layers is not supported "
+                    + "(num_experts=" + numExperts + "): expert biases would need per-token routing weights");
+        }
         if (numExperts > 0 && (moeRouterTopK < 1 || moeRouterTopK > numExperts)) {
             throw new IllegalArgumentException("moe_router_topk " + moeRouterTopK
                     + " must be in [1, num_experts=" + numExperts + "]");

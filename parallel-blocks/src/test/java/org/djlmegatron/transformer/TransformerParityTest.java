@@ -1,5 +1,6 @@
 package org.djlmegatron.transformer;
 
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.djlmegatron.ParityHarness.assertParity;
 
 import java.util.stream.Stream;
@@ -9,6 +10,7 @@ import org.djlmegatron.moe.MoeLayer;
 import org.djlmegatron.nn.Norm;
 import org.djlmegatron.transformer.TransformerConfig.Activation;
 import org.djlmegatron.transformer.TransformerConfig.PositionEmbedding;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -71,6 +73,14 @@ class TransformerParityTest {
         TransformerConfig cfg = small().numExperts(4).moeRouterTopK(2).moeFfnHiddenSize(32)
                 .moeRenormalizeTopK(renormalize).build();
         assertParity(BlockCase.replicated(ctx -> new MoeLayer(ctx, cfg, false), INPUT), 2, 4);
+    }
+
+    /** Expert biases are not supported (no GPT-family MoE uses them): refused, not ignored. */
+    @Test
+    void moeWithLinearBiasIsRefused() {
+        assertThatThrownBy(() -> small().numExperts(4).moeRouterTopK(2).moeFfnHiddenSize(32)
+                .addBiasLinear(true).build())
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("add_bias_linear");
     }
 
     static Stream<Boolean> booleans() {

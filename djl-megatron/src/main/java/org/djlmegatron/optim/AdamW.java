@@ -1,0 +1,72 @@
+package org.djlmegatron.optim;
+
+import ai.djl.ndarray.NDArray;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * AdamW with decoupled weight decay, in the order and arithmetic of PyTorch's
+ * {@code torch.optim.AdamW} (single-tensor path): decay, moments, bias-corrected step.
+ */
+public final class AdamW implements Optimizer {
+
+    private final double beta1;
+    private final double beta2;
+    private final double eps;
+    private final double weightDecay;
+    private NDArray expAvg;
+    private NDArray expAvgSq;
+
+    public AdamW(double beta1, double beta2, double eps, double weightDecay) {
+        this.beta1 = beta1;
+        this.beta2 = beta2;
+        this.eps = eps;
+        this.weightDecay = weightDecay;
+    }
+
+    @Override
+    public void step(NDArray masters, NDArray grads, NDArray decayMask, double lr, long step) {
+        if (expAvg == null) {
+            expAvg = masters.zerosLike();
+            expAvgSq = masters.zerosLike();
+        }
+        if (weightDecay != 0) {
+            // p *= 1 - lr*wd where decay applies, 1 elsewhere
+            try (NDArray factor = decayMask.mul((float) (-lr * weightDecay)).add(1f)) {
+                masters.muli(factor);
+            }
+        }
+        try (NDArray g1 = grads.mul((float) (1 - beta1));
+                NDArray g2 = grads.square().mul((float) (1 - beta2))) {
+            expAvg.muli((float) beta1).addi(g1);
+            expAvgSq.muli((float) beta2).addi(g2);
+        }
+        double bc1 = 1 - Math.pow(beta1, step);
+        double bc2Sqrt = Math.sqrt(1 - Math.pow(beta2, step));
+        try (NDArray denom = expAvgSq.sqrt().divi((float) bc2Sqrt).addi((float) eps);
+                NDArray update = expAvg.div(denom).muli((float) (-lr / bc1))) {
+            masters.addi(update);
+        }
+    }
+
+    @Override
+    public Map<String, NDArray> state() {
+        Map<String, NDArray> s = new LinkedHashMap<>();
+        if (expAvg != null) {
+            s.put("exp_avg", expAvg);
+            s.put("exp_avg_sq", expAvgSq);
+        }
+        return s;
+    }
+
+    @Override
+    public void loadState(Map<String, NDArray> state) {
+        expAvg = state.get("exp_avg");
+        expAvgSq = state.get("exp_avg_sq");
+    }
+
+    @Override
+    public long stateBytes() {
+        return expAvg == null ? 0 : 2 * expAvg.getShape().size() * 4;
+    }
+}

@@ -1,0 +1,32 @@
+package org.djlmegatron.optim;
+
+import ai.djl.ndarray.NDArray;
+import java.util.Map;
+
+/**
+ * An optimizer over one flat fp32 range of master weights (all of a rank's parameters, or its
+ * data-parallel shard of them under the distributed optimizer). State arrays are created lazily
+ * in the masters' manager and have the masters' length.
+ */
+public interface Optimizer {
+
+    /**
+     * One update, in place.
+     *
+     * @param masters fp32 master weights
+     * @param grads fp32 gradients, same length, already averaged, unscaled and clipped
+     * @param decayMask 1 where weight decay applies, 0 elsewhere
+     * @param lr learning rate of this step
+     * @param step 1-based update count (Adam's bias correction)
+     */
+    void step(NDArray masters, NDArray grads, NDArray decayMask, double lr, long step);
+
+    /** State tensors by name (for checkpoints); empty before the first step. */
+    Map<String, NDArray> state();
+
+    /** Restores state saved by {@link #state()}. */
+    void loadState(Map<String, NDArray> state);
+
+    /** Bytes of optimizer state held (excluding the masters). */
+    long stateBytes();
+}

@@ -1,0 +1,58 @@
+package org.djlmegatron.optim;
+
+import ai.djl.ndarray.NDArray;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/** SGD with optional momentum and decoupled weight decay (Megatron's {@code --optimizer sgd}). */
+public final class Sgd implements Optimizer {
+
+    private final double momentum;
+    private final double weightDecay;
+    private NDArray velocity;
+
+    public Sgd(double momentum, double weightDecay) {
+        this.momentum = momentum;
+        this.weightDecay = weightDecay;
+    }
+
+    @Override
+    public void step(NDArray masters, NDArray grads, NDArray decayMask, double lr, long step) {
+        if (weightDecay != 0) {
+            try (NDArray factor = decayMask.mul((float) (-lr * weightDecay)).add(1f)) {
+                masters.muli(factor);
+            }
+        }
+        NDArray direction = grads;
+        if (momentum != 0) {
+            if (velocity == null) {
+                velocity = grads.duplicate();
+            } else {
+                velocity.muli((float) momentum).addi(grads);
+            }
+            direction = velocity;
+        }
+        try (NDArray update = direction.mul((float) -lr)) {
+            masters.addi(update);
+        }
+    }
+
+    @Override
+    public Map<String, NDArray> state() {
+        Map<String, NDArray> s = new LinkedHashMap<>();
+        if (velocity != null) {
+            s.put("momentum_buffer", velocity);
+        }
+        return s;
+    }
+
+    @Override
+    public void loadState(Map<String, NDArray> state) {
+        velocity = state.get("momentum_buffer");
+    }
+
+    @Override
+    public long stateBytes() {
+        return velocity == null ? 0 : velocity.getShape().size() * 4;
+    }
+}

@@ -1,0 +1,20 @@
+package org.djlmegatron.training;
+
+import ai.djl.ndarray.NDArray;
+import java.util.List;
+
+/** A model the {@link Trainer} can train: its parameters on this rank and its loss. */
+public interface TrainableModel {
+
+    /** Every trainable parameter of this rank, in a fixed order (the same on all DP replicas). */
+    List<TrainableParameter> trainableParameters();
+
+    /**
+     * Mean loss over the non-ignored labels of one micro-batch (scalar, fp32), recording the
+     * graph on the rank's tape.
+     */
+    NDArray loss(NDArray inputs, NDArray labels);
+
+    /** After backward: completes gradients that are partial on each tensor-parallel rank. */
+    void reduceTensorParallelGradients();
+}
