@@ -6,6 +6,9 @@ import ai.djl.ndarray.types.DataType;
 import ai.djl.pytorch.jni.JniUtils;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.function.Consumer;
+import org.djlmegatron.bridge.convert.CheckpointLoader;
+import org.djlmegatron.bridge.convert.WeightSource;
 import org.djlmegatron.bridge.hf.HfCheckpoint;
 import org.djlmegatron.comm.LocalWorld;
 import org.djlmegatron.models.GPTModel;
@@ -15,6 +18,7 @@ import org.djlmegatron.transformer.TransformerConfig;
 /**
  * Runs a checkpoint's forward pass on thread ranks at a tensor-parallel size and returns the
  * full-vocabulary logits. The layout is validated against the model before any weight is read.
+ * Any format of {@link CheckpointFormat} is accepted (detected from the directory).
  */
 public final class LogitsRunner {
 
@@ -30,22 +34,45 @@ public final class LogitsRunner {
      * @param sequenceParallel split activations along the sequence between TP regions
      */
     public static float[] logits(Path checkpoint, long[] ids, int batch, int tp, boolean sequenceParallel) {
-        try (HfCheckpoint ckpt = HfCheckpoint.open(checkpoint)) {
-            TransformerConfig cfg = ckpt.config();
-            RankGrid grid = RankGrid.create(tp, tp, 1, 1, 1);
-            grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
-            checkIds(ids, batch, cfg, tp, sequenceParallel);
-            List<float[]> out = LocalWorld.run(grid, ctx -> {
-                JniUtils.setGradMode(false);
-                GPTModel model = new GPTModel(ctx, cfg, sequenceParallel);
-                ckpt.loadInto(model);
-                NDManager m = ctx.manager();
-                NDArray input = m.create(ids, new ai.djl.ndarray.types.Shape(batch, ids.length / batch));
-                NDArray logits = model.gatherLogits(model.apply(input));
-                return ctx.rank() == 0 ? logits.toType(DataType.FLOAT32, false).toFloatArray() : null;
-            });
-            return out.get(0);
+        return logits(checkpoint, null, ids, batch, tp, sequenceParallel);
+    }
+
+    /**
+     * As {@link #logits(Path, long[], int, int, boolean)} for a checkpoint of any format.
+     *
+     * @param modelConfig Megatron arguments as JSON, for Megatron checkpoints without {@code args}
+     *     (may be null)
+     */
+    public static float[] logits(Path checkpoint, Path modelConfig, long[] ids, int batch, int tp,
+            boolean sequenceParallel) {
+        CheckpointFormat format = CheckpointFormat.detect(checkpoint);
+        if (format == CheckpointFormat.HF) {
+            // each rank reads only the bytes of its own shards
+            try (HfCheckpoint ckpt = HfCheckpoint.open(checkpoint)) {
+                return run(ckpt.config(), ckpt::loadInto, ids, batch, tp, sequenceParallel);
+            }
         }
+        try (WeightSource source = format.open(checkpoint, modelConfig)) {
+            return run(source.config(), model -> CheckpointLoader.loadInto(source, model), ids, batch, tp,
+                    sequenceParallel);
+        }
+    }
+
+    private static float[] run(TransformerConfig cfg, Consumer<GPTModel> load, long[] ids, int batch, int tp,
+            boolean sequenceParallel) {
+        RankGrid grid = RankGrid.create(tp, tp, 1, 1, 1);
+        grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
+        checkIds(ids, batch, cfg, tp, sequenceParallel);
+        List<float[]> out = LocalWorld.run(grid, ctx -> {
+            JniUtils.setGradMode(false);
+            GPTModel model = new GPTModel(ctx, cfg, sequenceParallel);
+            load.accept(model);
+            NDManager m = ctx.manager();
+            NDArray input = m.create(ids, new ai.djl.ndarray.types.Shape(batch, ids.length / batch));
+            NDArray logits = model.gatherLogits(model.apply(input));
+            return ctx.rank() == 0 ? logits.toType(DataType.FLOAT32, false).toFloatArray() : null;
+        });
+        return out.get(0);
     }
 
     private static void checkIds(long[] ids, int batch, TransformerConfig cfg, int tp, boolean sp) {

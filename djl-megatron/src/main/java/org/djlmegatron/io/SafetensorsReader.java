@@ -222,8 +222,12 @@ public final class SafetensorsReader implements AutoCloseable {
     }
 
     private static NDArray toNDArray(NDManager manager, TensorInfo t, ByteBuffer data, long[] shape) {
-        // A direct buffer is taken as the tensor's storage without another copy on the CPU.
-        return manager.create(data, new Shape(shape), t.dtype().loadType());
+        // DJL would take the direct buffer itself as the tensor's storage (torch::from_blob). Such
+        // tensors, used as trainable parameters, were seen corrupted at random (NaNs after a few
+        // backward passes) even with the buffer strongly held; a libtorch-owned copy never was.
+        try (NDArray view = manager.create(data, new Shape(shape), t.dtype().loadType())) {
+            return view.duplicate();
+        }
     }
 
     private void checkJavaArraySize(TensorInfo t) {

@@ -20,8 +20,11 @@ import picocli.CommandLine.Option;
         description = "Run the forward pass and write logits [batch, seq, vocab] (float32) as key 'logits'.")
 final class LogitsCommand implements Callable<Integer> {
 
-    @Option(names = "--checkpoint", required = true, description = "Hugging Face checkpoint directory")
+    @Option(names = "--checkpoint", required = true, description = "checkpoint directory: hf, megatron, megatron-dist or djl (detected)")
     Path checkpoint;
+
+    @Option(names = "--model-config", description = "Megatron arguments as JSON, for a Megatron checkpoint without args")
+    Path modelConfig;
 
     @Option(names = "--input-ids", required = true, description = "safetensors file with token ids [batch, seq]")
     Path inputIds;
@@ -55,7 +58,7 @@ final class LogitsCommand implements Callable<Integer> {
             }
             ids = in.loadLongs(inputKey);
         }
-        float[] logits = LogitsRunner.logits(checkpoint, ids, (int) shape[0], tp, sequenceParallel);
+        float[] logits = LogitsRunner.logits(checkpoint, modelConfig, ids, (int) shape[0], tp, sequenceParallel);
         long vocab = logits.length / (shape[0] * shape[1]);
         try (NDManager m = NDManager.newBaseManager()) {
             Map<String, NDArray> out = new LinkedHashMap<>();

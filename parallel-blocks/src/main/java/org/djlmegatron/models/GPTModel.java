@@ -18,6 +18,8 @@ import org.djlmegatron.nn.ShardedParameter;
 import org.djlmegatron.nn.VocabParallelCrossEntropy;
 import org.djlmegatron.nn.VocabParallelEmbedding;
 import org.djlmegatron.parallel.RankContext;
+import org.djlmegatron.training.TrainableModel;
+import org.djlmegatron.training.TrainableParameter;
 import org.djlmegatron.transformer.TransformerConfig;
 import org.djlmegatron.transformer.TransformerLayer;
 
@@ -28,7 +30,7 @@ import org.djlmegatron.transformer.TransformerLayer;
  * logits {@code [b, s, V/tp]}; {@link #gatherLogits} assembles the full vocabulary.
  * Parameter names are Megatron-Core's state-dict names.
  */
-public final class GPTModel extends ParallelBlock {
+public final class GPTModel extends ParallelBlock implements TrainableModel {
 
     private static final int SEQ_AXIS = 1;
 
@@ -125,7 +127,7 @@ public final class GPTModel extends ParallelBlock {
     }
 
     /** Mean cross-entropy of local logits against global labels (negative labels ignored). */
-    public NDArray loss(NDArray localLogits, NDArray labels) {
+    public NDArray lossFromLogits(NDArray localLogits, NDArray labels) {
         return crossEntropy.meanLoss(localLogits, labels);
     }
 
@@ -134,7 +136,7 @@ public final class GPTModel extends ParallelBlock {
      * mean over the rest.
      */
     public NDArray causalLmLoss(NDArray ids) {
-        return loss(apply(ids), shiftLabels(ids));
+        return lossFromLogits(apply(ids), shiftLabels(ids));
     }
 
     /** {@code labels[:, t] = ids[:, t+1]}, and -100 at the last position. */
@@ -161,6 +163,30 @@ public final class GPTModel extends ParallelBlock {
                 }
             }
         }
+    }
+
+    /**
+     * Parameters for the trainer: replicated ones are counted once in norms; weight decay on
+     * tensors of rank >= 2 only (biases and norms are not decayed), as Megatron and HF do.
+     */
+    @Override
+    public List<TrainableParameter> trainableParameters() {
+        List<TrainableParameter> out = new ArrayList<>();
+        for (ShardedParameter sp : parameters()) {
+            out.add(new TrainableParameter(sp.name(), sp.parameter().getArray(),
+                    sp.layout() == ShardLayout.REPLICATED, sp.fullShape().dimension() >= 2));
+        }
+        return out;
+    }
+
+    @Override
+    public NDArray loss(NDArray inputs, NDArray labels) {
+        return lossFromLogits(apply(inputs), labels);
+    }
+
+    @Override
+    public void reduceTensorParallelGradients() {
+        reducePartialGradients();
     }
 
     /** Zeroes every parameter gradient (before the next accumulation). */

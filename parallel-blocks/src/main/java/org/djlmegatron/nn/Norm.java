@@ -41,8 +41,8 @@ public final class Norm extends ParallelBlock {
         NDArray h = x.toType(DataType.FLOAT32, false);
         NDArray y;
         if (kind == Kind.RMS_NORM) {
-            NDArray inv = h.square().mean(new int[] {-1}, true).add(eps).sqrt().pow(-1);
-            y = h.mul(inv).toType(type, false).mul(weight.getArray());
+            NDArray rms = h.square().mean(new int[] {-1}, true).add(eps).sqrt();
+            y = h.div(rms).toType(type, false).mul(weight.getArray());
         } else {
             Shape last = new Shape(h.getShape().get(h.getShape().dimension() - 1));
             y = h.getNDArrayInternal()

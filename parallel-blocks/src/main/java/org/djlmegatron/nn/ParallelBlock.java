@@ -32,6 +32,7 @@ public abstract class ParallelBlock extends AbstractBlock {
     private final List<ShardedParameter> own = new ArrayList<>();
     private final List<ParallelBlock> parts = new ArrayList<>();
     private final List<String> partNames = new ArrayList<>();
+    private DataType parameterType = DataType.FLOAT32;
 
     protected ParallelBlock(RankContext ctx) {
         this.ctx = ctx;
@@ -99,9 +100,32 @@ public abstract class ParallelBlock extends AbstractBlock {
         NDManager m = ctx.manager();
         for (ShardedParameter sp : parameters()) {
             NDArray full = fullInit(m, sp, seed, std);
-            setShard(sp, sp.shardOf(full).duplicate());
+            installShard(sp, sp.shardOf(full).duplicate());
             full.close();
         }
+    }
+
+    /**
+     * The dtype parameters are installed in (fp32 by default; fp16 for mixed precision, the
+     * trainer keeps fp32 masters). Set it before {@link #initializeRandom} or loading.
+     */
+    public void setParameterType(DataType type) {
+        parameterType = type;
+    }
+
+    public DataType parameterType() {
+        return parameterType;
+    }
+
+    /** Installs {@code shard} (any float dtype) as the value of {@code sp}, in {@link #parameterType()}. */
+    public void installShard(ShardedParameter sp, NDArray shard) {
+        if (shard.getDataType() == parameterType) {
+            setShard(sp, shard);
+            return;
+        }
+        NDArray typed = shard.toType(parameterType, false);
+        shard.close();
+        setShard(sp, typed);
     }
 
     /** Installs this rank's shard as the parameter's value (gradient attached). */

@@ -4,6 +4,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
+import org.djlmegatron.autograd.Scalar;
 import org.djlmegatron.nn.ColumnParallelLinear;
 import org.djlmegatron.nn.Norm;
 import org.djlmegatron.nn.ParallelBlock;
@@ -25,6 +26,7 @@ public final class Attention extends ParallelBlock {
     private final Norm kNorm;
     private final RotaryEmbedding rope;
     private final int localGroups;
+    private final NDArray scale; // 1/sqrt(head dim); a cached Scalar, not mul(Number)
 
     public Attention(RankContext ctx, TransformerConfig cfg, boolean sequenceParallel) {
         super(ctx);
@@ -35,6 +37,7 @@ public final class Attention extends ParallelBlock {
                     + cfg.numQueryGroups() + " key/value heads (num_query_groups)");
         }
         localGroups = cfg.numQueryGroups() / tpSize;
+        scale = Scalar.of(ctx.manager(), 1.0 / Math.sqrt(cfg.kvChannels()));
         int width = cfg.numAttentionHeads() * cfg.kvChannels();
         linearQkv = part("linear_qkv", ColumnParallelLinear.builder(ctx)
                 .setInFeatures(cfg.hiddenSize()).setOutFeatures(cfg.qkvRows())
@@ -86,7 +89,7 @@ public final class Attention extends ParallelBlock {
         q = q.transpose(0, 2, 3, 1, 4);
         k = k.transpose(0, 2, 3, 4, 1); // [b, g, 1, d, s]
         v = v.transpose(0, 2, 3, 1, 4);
-        NDArray scores = q.matMul(k).mul(1.0 / Math.sqrt(d)).add(causalMask(s));
+        NDArray scores = q.matMul(k).mul(scale).add(causalMask(s));
         NDArray probs = scores.toType(DataType.FLOAT32, false).softmax(-1).toType(x.getDataType(), false);
         NDArray context = probs.matMul(v) // [b, g, qpg, s, d]
                 .transpose(0, 3, 1, 2, 4)

@@ -3,6 +3,7 @@ package org.djlmegatron.transformer;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
 import ai.djl.nn.Activation;
+import org.djlmegatron.autograd.Scalar;
 import org.djlmegatron.nn.ColumnParallelLinear;
 import org.djlmegatron.nn.ParallelBlock;
 import org.djlmegatron.nn.RowParallelLinear;
@@ -17,6 +18,10 @@ public final class Mlp extends ParallelBlock {
     private final TransformerConfig.Activation activation;
     private final ColumnParallelLinear fc1;
     private final RowParallelLinear fc2;
+    // cached constants: see Scalar for why not mul(Number)
+    private final NDArray half;
+    private final NDArray geluCubic;
+    private final NDArray geluScale;
 
     public Mlp(RankContext ctx, TransformerConfig cfg, int ffnHidden, boolean bias, boolean sequenceParallel) {
         super(ctx);
@@ -28,6 +33,9 @@ public final class Mlp extends ParallelBlock {
         fc2 = part("linear_fc2", RowParallelLinear.builder(ctx)
                 .setInFeatures(ffnHidden).setOutFeatures(cfg.hiddenSize())
                 .optBias(bias).optSequenceParallel(sequenceParallel).build());
+        half = Scalar.of(ctx.manager(), 0.5);
+        geluCubic = Scalar.of(ctx.manager(), 0.044715);
+        geluScale = Scalar.of(ctx.manager(), Math.sqrt(2.0 / Math.PI));
     }
 
     /** Standalone use on a replicated input: reduces over the group and adds the bias. */
@@ -56,8 +64,9 @@ public final class Mlp extends ParallelBlock {
     }
 
     /** 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GPT-2's gelu_new. */
-    static NDArray geluTanh(NDArray x) {
-        NDArray inner = x.add(x.pow(3).mul(0.044715f)).mul((float) Math.sqrt(2.0 / Math.PI));
-        return x.mul(0.5f).mul(inner.tanh().add(1f));
+    private NDArray geluTanh(NDArray x) {
+        NDArray cube = x.mul(x).mul(x);
+        NDArray inner = x.add(cube.mul(geluCubic)).mul(geluScale);
+        return x.mul(half).mul(inner.tanh().add(1f));
     }
 }

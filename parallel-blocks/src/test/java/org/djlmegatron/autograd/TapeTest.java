@@ -125,7 +125,7 @@ class TapeTest {
             RegionMappings mappings = new RegionMappings(ctx.tensorGroup());
             NDArray x = contribution(tpRank(ctx)).toNd(ctx.manager());
             x.setRequiresGradient(true);
-            NDArray y = mappings.reduceFromRegion(x.mul(1f)); // a non-leaf, as in a layer
+            NDArray y = mappings.reduceFromRegion(x.mul(Scalar.of(ctx.manager(), 1))); // a non-leaf, as in a layer
             ctx.tape().backward(y.mul(UPSTREAM.toNd(ctx.manager())).sum());
             return new Mapped(y.toFloatArray(), x.getGradient().toFloatArray());
         });
@@ -145,7 +145,7 @@ class TapeTest {
                 RegionMappings mappings = new RegionMappings(ctx.tensorGroup());
                 NDArray x = contribution(tpRank(ctx)).toNd(ctx.manager());
                 x.setRequiresGradient(true);
-                NDArray y = mappings.gatherFromRegion(x.mul(1f), axis);
+                NDArray y = mappings.gatherFromRegion(x.mul(Scalar.of(ctx.manager(), 1)), axis);
                 Tensor upstream = Tensor.random(300, 1.0, y.getShape().getShape());
                 ctx.tape().backward(y.mul(upstream.toNd(ctx.manager())).sum());
                 float[] expectedGrad = split.shard(upstream, tpRank(ctx), tpSize(ctx)).data();
@@ -212,7 +212,7 @@ class TapeTest {
         NDManager m = ctx.manager();
         NDArray x = xs.toNd(m);
         x.setRequiresGradient(true);
-        NDArray y = ctx.tape().cut(x.mul(1f), crossing);
+        NDArray y = ctx.tape().cut(x.mul(Scalar.of(ctx.manager(), 1)), crossing);
         assertThat(y.toFloatArray()).as("forward of the crossing").containsExactly(forward);
         ctx.tape().backward(y.mul(u.toNd(m)).sum());
         return x.getGradient().toFloatArray();

@@ -10,7 +10,6 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.djlmegatron.io.SafetensorsReader;
 import org.djlmegatron.models.GPTModel;
-import org.djlmegatron.nn.ParallelBlock;
 import org.djlmegatron.nn.ShardedParameter;
 import org.djlmegatron.transformer.TransformerConfig;
 
@@ -69,7 +68,7 @@ public final class HfCheckpoint implements AutoCloseable {
             for (ShardedParameter p : model.parameters()) {
                 NDArray shard = read(reads, p, used);
                 shard.attach(target);
-                ParallelBlock.setShard(p, shard);
+                model.installShard(p, shard);
             }
         }
         checkAllUsed(used);

@@ -1,0 +1,106 @@
+package org.djlmegatron.bridge.djl;
+
+import com.google.gson.GsonBuilder;
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import org.djlmegatron.bridge.convert.CheckpointException;
+import org.djlmegatron.bridge.convert.ParallelLayout;
+import org.djlmegatron.bridge.megatron.MegatronConfig;
+import org.djlmegatron.transformer.TransformerConfig;
+
+/**
+ * {@code metadata.json} of a djl-megatron checkpoint iteration: format name and version, the
+ * iteration, the parallel sizes the rank directories are split in, the model config (Megatron
+ * argument names, as {@link MegatronConfig} reads them) and which file each rank directory holds
+ * for each kind of content. Model weights are {@code "model": "model.safetensors"}; the trainer
+ * adds its own kinds (optimizer state, RNG) next to it.
+ *
+ * @param iteration training iteration (0 for a release)
+ * @param layout tensor, pipeline and expert parallel sizes
+ * @param config the model
+ * @param contents content kind to file name in every rank directory
+ */
+public record DjlMetadata(long iteration, ParallelLayout layout, TransformerConfig config,
+        Map<String, String> contents) {
+
+    public static final String FILE = "metadata.json";
+    public static final String FORMAT = "djl-megatron";
+    public static final int VERSION = 1;
+    public static final String MODEL = "model";
+    public static final String MODEL_FILE = "model.safetensors";
+
+    public DjlMetadata {
+        contents = Map.copyOf(contents);
+    }
+
+    /** Whether {@code iterationDir} holds a djl-megatron checkpoint. */
+    public static boolean isDjl(Path iterationDir) {
+        Path f = iterationDir.resolve(FILE);
+        if (!Files.isRegularFile(f)) {
+            return false;
+        }
+        try {
+            JsonObject o = JsonParser.parseString(Files.readString(f)).getAsJsonObject();
+            return o.has("format") && FORMAT.equals(o.get("format").getAsString());
+        } catch (IOException | RuntimeException e) {
+            return false;
+        }
+    }
+
+    public static DjlMetadata read(Path iterationDir) {
+        Path f = iterationDir.resolve(FILE);
+        try {
+            JsonObject o = JsonParser.parseString(Files.readString(f)).getAsJsonObject();
+            String format = o.get("format").getAsString();
+            int version = o.get("format_version").getAsInt();
+            if (!FORMAT.equals(format) || version != VERSION) {
+                throw new CheckpointException(f + ": format '" + format + "' version " + version + ", expected '"
+                        + FORMAT + "' version " + VERSION);
+            }
+            JsonObject p = o.getAsJsonObject("parallel");
+            ParallelLayout layout = new ParallelLayout(p.get("tensor_model_parallel_size").getAsInt(),
+                    p.get("pipeline_model_parallel_size").getAsInt(), p.get("expert_model_parallel_size").getAsInt());
+            TransformerConfig config = MegatronConfig.fromJson(o.getAsJsonObject(MODEL), f + " model");
+            Map<String, String> contents = new LinkedHashMap<>();
+            o.getAsJsonObject("contents").entrySet().forEach(e -> contents.put(e.getKey(), e.getValue().getAsString()));
+            return new DjlMetadata(o.get("iteration").getAsLong(), layout, config, contents);
+        } catch (IOException e) {
+            throw new CheckpointException(f + ": cannot read: " + e, e);
+        } catch (CheckpointException e) {
+            throw e;
+        } catch (RuntimeException e) {
+            throw new CheckpointException(f + ": malformed (" + e + "); expected format, format_version, iteration, "
+                    + "parallel, model and contents", e);
+        }
+    }
+
+    /** Writes {@code iterationDir/metadata.json}. */
+    public void write(Path iterationDir) {
+        JsonObject o = new JsonObject();
+        o.addProperty("format", FORMAT);
+        o.addProperty("format_version", VERSION);
+        o.addProperty("iteration", iteration);
+        JsonObject p = new JsonObject();
+        p.addProperty("tensor_model_parallel_size", layout.tp());
+        p.addProperty("pipeline_model_parallel_size", layout.pp());
+        p.addProperty("expert_model_parallel_size", layout.ep());
+        o.add("parallel", p);
+        o.add(MODEL, MegatronConfig.toJson(config));
+        JsonObject c = new JsonObject();
+        contents.forEach(c::addProperty);
+        o.add("contents", c);
+        Path f = iterationDir.resolve(FILE);
+        try {
+            Files.writeString(f, new GsonBuilder().setPrettyPrinting().serializeNulls().disableHtmlEscaping().create().toJson(o),
+                    StandardCharsets.UTF_8);
+        } catch (IOException e) {
+            throw new CheckpointException(f + ": write failed: " + e, e);
+        }
+    }
+}

@@ -1,0 +1,22 @@
+package org.djlmegatron.cli;
+
+import java.util.concurrent.Callable;
+import org.djlmegatron.pretrain.PretrainGpt;
+import org.djlmegatron.pretrain.PretrainOptions;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+
+/** {@code pretrain-gpt}: Megatron's GPT pretraining on thread ranks, with Megatron's flag names. */
+@Command(name = "pretrain-gpt", mixinStandardHelpOptions = true, sortOptions = false,
+        description = "Pretrain (or continue training) a GPT-family model with tensor and data parallelism.")
+final class PretrainGptCommand implements Callable<Integer> {
+
+    @Mixin
+    PretrainOptions options;
+
+    @Override
+    public Integer call() {
+        new PretrainGpt(options, System.out).run();
+        return 0;
+    }
+}

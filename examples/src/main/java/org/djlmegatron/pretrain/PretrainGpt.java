@@ -1,0 +1,164 @@
+package org.djlmegatron.pretrain;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
+import ai.djl.pytorch.jni.JniUtils;
+import java.io.PrintStream;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import org.djlmegatron.bridge.hf.HfCheckpoint;
+import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.comm.ProcessGroup;
+import org.djlmegatron.comm.ReduceOp;
+import org.djlmegatron.models.GPTModel;
+import org.djlmegatron.models.ModelFlops;
+import org.djlmegatron.nn.ShardedParameter;
+import org.djlmegatron.parallel.GroupKind;
+import org.djlmegatron.parallel.RankContext;
+import org.djlmegatron.parallel.RankGrid;
+import org.djlmegatron.training.MicroBatch;
+import org.djlmegatron.training.StepResult;
+import org.djlmegatron.training.Trainer;
+import org.djlmegatron.training.TrainerConfig;
+import org.djlmegatron.transformer.TransformerConfig;
+
+/**
+ * Megatron's {@code pretrain_gpt.py} on thread ranks: builds the grid and the model (from scratch
+ * or from a Hugging Face checkpoint), then runs the trainer over the data, logging on rank 0.
+ */
+public final class PretrainGpt {
+
+    private final PretrainOptions o;
+    private final PrintStream out;
+
+    public PretrainGpt(PretrainOptions options, PrintStream out) {
+        this.o = options;
+        this.out = out;
+    }
+
+    /** Trains and returns rank 0's per-iteration results. */
+    public List<StepResult> run() {
+        var scaler = o.scaler(); // option errors fail here, before any thread starts
+        var schedule = o.schedule();
+        var optimizer = o.optimizerFactory();
+        RankGrid grid = RankGrid.create(o.nprocPerNode, o.tensorModelParallelSize, 1, 1, 1);
+        try (HfCheckpoint hf = o.initHf == null ? null : HfCheckpoint.open(o.initHf)) {
+            TransformerConfig cfg = hf != null ? hf.config() : o.modelConfig();
+            grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
+            BatchSource data = dataSource(cfg);
+            int seq = data.seqLength();
+            int gbs = o.globalBatchSize != null ? o.globalBatchSize : o.microBatchSize * grid.dp();
+            TrainerConfig tc = new TrainerConfig(o.microBatchSize, gbs, optimizer, schedule, o.clipGrad,
+                    o.useDistributedOptimizer,
+                    o.ddpBucketSize != null ? o.ddpBucketSize : TrainerConfig.DEFAULT_BUCKET_ELEMENTS, scaler);
+            tc.microBatchesPerStep(grid.dp());
+            checkSequence(cfg, seq, grid);
+            out.printf(Locale.ROOT, "> building GPT model: %s%n> %s, micro batch %d, global batch %d, seq %d%s%n",
+                    describe(cfg), grid, o.microBatchSize, gbs, seq, o.fp16 ? ", fp16" : ", fp32");
+            double flops = ModelFlops.training(cfg, gbs, seq);
+            List<List<StepResult>> perRank = LocalWorld.run(grid, ctx -> train(ctx, cfg, hf, data, tc, gbs, flops));
+            return perRank.get(0);
+        }
+    }
+
+    private List<StepResult> train(RankContext ctx, TransformerConfig cfg, HfCheckpoint hf, BatchSource data,
+            TrainerConfig tc, int gbs, double flops) {
+        GPTModel model = new GPTModel(ctx, cfg, o.sequenceParallel);
+        model.setParameterType(o.fp16 ? DataType.FLOAT16 : DataType.FLOAT32);
+        if (hf != null) {
+            hf.loadInto(model);
+        } else {
+            model.initializeRandom(o.seed, o.initMethodStd);
+        }
+        ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
+        List<StepResult> results = new ArrayList<>();
+        boolean logger = ctx.rank() == 0;
+        try (Trainer trainer = new Trainer(ctx, model, tc);
+                TrainingLog log = logger ? new TrainingLog(out, o.trainIters, o.logInterval, flops, o.metricsOut) : null) {
+            if (logger) {
+                log.message(String.format(Locale.ROOT, "> number of parameters: %,d; optimizer state on rank 0: %,d bytes",
+                        parameterCount(model), trainer.optimizerBytes()));
+            }
+            for (long it = 0; it < o.trainIters; it++) {
+                List<MicroBatch> batches = data.microBatches(it, dp.rank(), dp.size(), o.microBatchSize, gbs);
+                StepResult r = trainer.step(batches);
+                results.add(r);
+                if (logger) {
+                    log.step(r, (it + 1) * gbs, gbs);
+                }
+                if (o.evalInterval > 0 && (it + 1) % o.evalInterval == 0) {
+                    double loss = evaluate(ctx, model, data, dp, gbs);
+                    if (logger) {
+                        log.eval(it + 1, loss);
+                    }
+                }
+            }
+        }
+        return results;
+    }
+
+    /** Mean loss over {@code --eval-iters} held-out global batches (grad mode off). */
+    private double evaluate(RankContext ctx, GPTModel model, BatchSource data, ProcessGroup dp, int gbs) {
+        if (!(data instanceof MockData)) {
+            return Double.NaN;
+        }
+        boolean gradMode = JniUtils.isGradMode();
+        JniUtils.setGradMode(false);
+        try (NDManager s = ctx.manager().newSubManager()) {
+            double sum = 0;
+            int count = 0;
+            long heldOut = 1L << 40; // iterations far beyond training: samples never trained on
+            for (int i = 0; i < o.evalIters; i++) {
+                for (MicroBatch mb : data.microBatches(heldOut + i, dp.rank(), dp.size(), o.microBatchSize, gbs)) {
+                    NDArray x = s.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
+                    NDArray y = s.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
+                    sum += model.loss(x, y).getFloat();
+                    count++;
+                }
+            }
+            NDArray mean = s.create(new float[] {(float) (sum / count)});
+            return dp.size() > 1 ? dp.allReduce(mean, ReduceOp.AVG).getFloat(0) : mean.getFloat(0);
+        } finally {
+            JniUtils.setGradMode(gradMode);
+        }
+    }
+
+    private BatchSource dataSource(TransformerConfig cfg) {
+        if (o.replayBatches != null) {
+            return new ReplayBatches(o.replayBatches, o.replayKey);
+        }
+        if (o.mockData) {
+            return new MockData(o.seqLength, cfg.vocabSize(), o.seed);
+        }
+        throw new IllegalArgumentException("no training data: give --mock-data or --replay-batches FILE");
+    }
+
+    private void checkSequence(TransformerConfig cfg, int seq, RankGrid grid) {
+        if (cfg.positionEmbedding() == TransformerConfig.PositionEmbedding.LEARNED_ABSOLUTE
+                && seq > cfg.maxPositionEmbeddings()) {
+            throw new IllegalArgumentException("sequence length " + seq + " exceeds max-position-embeddings "
+                    + cfg.maxPositionEmbeddings());
+        }
+        if (o.sequenceParallel && seq % grid.tp() != 0) {
+            throw new IllegalArgumentException("--sequence-parallel needs the sequence length (" + seq
+                    + ") divisible by the tensor-parallel size " + grid.tp());
+        }
+    }
+
+    private static long parameterCount(GPTModel model) {
+        long n = 0;
+        for (ShardedParameter p : model.parameters()) {
+            n += p.fullShape().size();
+        }
+        return n;
+    }
+
+    private static String describe(TransformerConfig c) {
+        return String.format(Locale.ROOT, "%d layers, hidden %d, %d heads (%d kv), ffn %d, vocab %d%s",
+                c.numLayers(), c.hiddenSize(), c.numAttentionHeads(), c.numQueryGroups(), c.ffnHiddenSize(),
+                c.vocabSize(), c.isMoe() ? ", " + c.numExperts() + " experts top-" + c.moeRouterTopK() : "");
+    }
+}

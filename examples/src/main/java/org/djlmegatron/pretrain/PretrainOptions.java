@@ -1,0 +1,191 @@
+package org.djlmegatron.pretrain;
+
+import java.nio.file.Path;
+import java.util.Locale;
+import org.djlmegatron.nn.Norm;
+import org.djlmegatron.optim.AdamW;
+import org.djlmegatron.optim.LearningRateSchedule;
+import org.djlmegatron.optim.Optimizer;
+import org.djlmegatron.optim.Sgd;
+import org.djlmegatron.training.LossScaler;
+import org.djlmegatron.transformer.TransformerConfig;
+import picocli.CommandLine.Option;
+
+/** {@code pretrain-gpt}'s options, named and defaulted as Megatron-LM's. */
+public final class PretrainOptions {
+
+    // model shape
+    @Option(names = "--num-layers", defaultValue = "2") public int numLayers;
+    @Option(names = "--hidden-size", defaultValue = "128") public int hiddenSize;
+    @Option(names = "--num-attention-heads", defaultValue = "4") public int numAttentionHeads;
+    @Option(names = "--num-query-groups", description = "key/value heads (GQA); default: MHA") public Integer numQueryGroups;
+    @Option(names = "--group-query-attention", description = "accepted for Megatron compatibility") public boolean groupQueryAttention;
+    @Option(names = "--kv-channels") public Integer kvChannels;
+    @Option(names = "--ffn-hidden-size") public Integer ffnHiddenSize;
+    @Option(names = "--seq-length", defaultValue = "128") public int seqLength;
+    @Option(names = "--max-position-embeddings") public Integer maxPositionEmbeddings;
+    @Option(names = "--swiglu") public boolean swiglu;
+    @Option(names = "--normalization", defaultValue = "LayerNorm", description = "LayerNorm or RMSNorm") public String normalization;
+    @Option(names = "--norm-epsilon", defaultValue = "1e-5") public double normEpsilon;
+    @Option(names = "--position-embedding-type", defaultValue = "learned_absolute", description = "learned_absolute or rope") public String positionEmbeddingType;
+    @Option(names = "--rotary-base", defaultValue = "10000") public double rotaryBase;
+    @Option(names = "--untie-embeddings-and-output-weights") public boolean untieEmbeddings;
+    @Option(names = "--disable-bias-linear") public boolean disableBiasLinear;
+    @Option(names = "--add-qkv-bias") public boolean addQkvBias;
+    @Option(names = "--qk-layernorm") public boolean qkLayernorm;
+    @Option(names = "--num-experts", defaultValue = "0") public int numExperts;
+    @Option(names = "--moe-router-topk", defaultValue = "2") public int moeRouterTopk;
+    @Option(names = "--moe-ffn-hidden-size") public Integer moeFfnHiddenSize;
+    @Option(names = "--vocab-size", defaultValue = "512", description = "vocabulary (mock data)") public int vocabSize;
+    @Option(names = "--init-method-std", defaultValue = "0.02") public float initMethodStd;
+
+    // batch and iterations
+    @Option(names = "--micro-batch-size", defaultValue = "4") public int microBatchSize;
+    @Option(names = "--global-batch-size") public Integer globalBatchSize;
+    @Option(names = "--train-iters", required = true) public long trainIters;
+
+    // optimizer and schedule
+    @Option(names = "--optimizer", defaultValue = "adam", description = "adam or sgd") public String optimizer;
+    @Option(names = "--lr", required = true) public double lr;
+    @Option(names = "--min-lr", defaultValue = "0") public double minLr;
+    @Option(names = "--adam-beta1", defaultValue = "0.9") public double adamBeta1;
+    @Option(names = "--adam-beta2", defaultValue = "0.999") public double adamBeta2;
+    @Option(names = "--adam-eps", defaultValue = "1e-8") public double adamEps;
+    @Option(names = "--sgd-momentum", defaultValue = "0.9") public double sgdMomentum;
+    @Option(names = "--weight-decay", defaultValue = "0.01") public double weightDecay;
+    @Option(names = "--clip-grad", defaultValue = "1.0") public double clipGrad;
+    @Option(names = "--lr-decay-style", defaultValue = "linear", description = "constant, linear, cosine, inverse-square-root or WSD") public String lrDecayStyle;
+    @Option(names = "--lr-decay-iters") public Long lrDecayIters;
+    @Option(names = "--lr-warmup-iters", defaultValue = "0") public long lrWarmupIters;
+    @Option(names = "--lr-warmup-fraction") public Double lrWarmupFraction;
+    @Option(names = "--lr-wsd-decay-iters") public Long lrWsdDecayIters;
+    @Option(names = "--lr-wsd-decay-style", defaultValue = "exponential") public String lrWsdDecayStyle;
+
+    // precision
+    @Option(names = "--fp16") public boolean fp16;
+    @Option(names = "--bf16") public boolean bf16;
+    @Option(names = "--loss-scale", description = "static loss scale (fp16); default: dynamic") public Double lossScale;
+    @Option(names = "--initial-loss-scale", defaultValue = "4294967296") public double initialLossScale;
+    @Option(names = "--min-loss-scale", defaultValue = "1.0") public double minLossScale;
+    @Option(names = "--loss-scale-window", defaultValue = "1000") public int lossScaleWindow;
+    @Option(names = "--hysteresis", defaultValue = "2") public int hysteresis;
+
+    // parallelism
+    @Option(names = "--tensor-model-parallel-size", defaultValue = "1") public int tensorModelParallelSize;
+    @Option(names = "--sequence-parallel") public boolean sequenceParallel;
+    @Option(names = "--use-distributed-optimizer") public boolean useDistributedOptimizer;
+    @Option(names = "--nproc-per-node", defaultValue = "1", description = "ranks (threads) in this JVM") public int nprocPerNode;
+    @Option(names = "--ddp-bucket-size", description = "elements per gradient all-reduce bucket") public Long ddpBucketSize;
+
+    // data
+    @Option(names = "--mock-data", description = "synthetic learnable sequences from the seed") public boolean mockData;
+    @Option(names = "--replay-batches", description = "int64 [iters, global_batch, seq+1] safetensors to train on, in order") public Path replayBatches;
+    @Option(names = "--replay-key", defaultValue = "train_batches") public String replayKey;
+
+    // ours and logging
+    @Option(names = "--init-hf", description = "start from a Hugging Face checkpoint (its config gives the shape)") public Path initHf;
+    @Option(names = "--metrics-out", description = "JSONL file, one object per iteration") public Path metricsOut;
+    @Option(names = "--seed", defaultValue = "1234") public long seed;
+    @Option(names = "--log-interval", defaultValue = "10") public int logInterval;
+    @Option(names = "--eval-interval", defaultValue = "0") public long evalInterval;
+    @Option(names = "--eval-iters", defaultValue = "10") public int evalIters;
+
+    /** The model shape from the shape flags. */
+    public TransformerConfig modelConfig() {
+        String norm = normalization.toLowerCase(Locale.ROOT);
+        if (!norm.equals("layernorm") && !norm.equals("rmsnorm")) {
+            throw new IllegalArgumentException("--normalization must be LayerNorm or RMSNorm, found " + normalization);
+        }
+        String pos = positionEmbeddingType.toLowerCase(Locale.ROOT);
+        if (!pos.equals("learned_absolute") && !pos.equals("rope")) {
+            throw new IllegalArgumentException("--position-embedding-type must be learned_absolute or rope, found "
+                    + positionEmbeddingType);
+        }
+        TransformerConfig.Builder b = TransformerConfig.builder()
+                .numLayers(numLayers).hiddenSize(hiddenSize).numAttentionHeads(numAttentionHeads)
+                .vocabSize(vocabSize)
+                .maxPositionEmbeddings(maxPositionEmbeddings != null ? maxPositionEmbeddings : seqLength)
+                .normalization(norm.equals("rmsnorm") ? Norm.Kind.RMS_NORM : Norm.Kind.LAYER_NORM)
+                .normEpsilon(normEpsilon)
+                .activation(swiglu ? TransformerConfig.Activation.SWIGLU : TransformerConfig.Activation.GELU_TANH)
+                .positionEmbedding(pos.equals("rope") ? TransformerConfig.PositionEmbedding.ROPE
+                        : TransformerConfig.PositionEmbedding.LEARNED_ABSOLUTE)
+                .rotaryBase(rotaryBase)
+                .addBiasLinear(!disableBiasLinear && numExperts == 0)
+                .addQkvBias(addQkvBias || (!disableBiasLinear && numExperts == 0))
+                .qkLayernorm(qkLayernorm)
+                .tieEmbeddings(!untieEmbeddings)
+                .numExperts(numExperts).moeRouterTopK(moeRouterTopk);
+        if (numQueryGroups != null) {
+            b.numQueryGroups(numQueryGroups);
+        }
+        if (kvChannels != null) {
+            b.kvChannels(kvChannels);
+        }
+        if (ffnHiddenSize != null) {
+            b.ffnHiddenSize(ffnHiddenSize);
+        }
+        if (moeFfnHiddenSize != null) {
+            b.moeFfnHiddenSize(moeFfnHiddenSize);
+        }
+        return b.build();
+    }
+
+    /** The optimizer factory for {@code --optimizer}. */
+    public java.util.function.Supplier<Optimizer> optimizerFactory() {
+        switch (optimizer.toLowerCase(Locale.ROOT)) {
+            case "adam":
+            case "adamw":
+                return () -> new AdamW(adamBeta1, adamBeta2, adamEps, weightDecay);
+            case "sgd":
+                return () -> new Sgd(sgdMomentum, weightDecay);
+            default:
+                throw new IllegalArgumentException("--optimizer must be adam or sgd, found " + optimizer);
+        }
+    }
+
+    /** Megatron's schedule from the lr flags. */
+    public LearningRateSchedule schedule() {
+        LearningRateSchedule.DecayStyle style = decayStyle();
+        long decay = lrDecayIters != null ? lrDecayIters : trainIters;
+        long warmup = lrWarmupIters;
+        if (lrWarmupFraction != null) {
+            if (lrWarmupIters != 0) {
+                throw new IllegalArgumentException("give --lr-warmup-iters or --lr-warmup-fraction, not both");
+            }
+            warmup = (long) (lrWarmupFraction * decay);
+        }
+        long wsd = lrWsdDecayIters != null ? lrWsdDecayIters : 0;
+        if (style == LearningRateSchedule.DecayStyle.WSD && lrWsdDecayIters == null) {
+            throw new IllegalArgumentException("--lr-decay-style WSD needs --lr-wsd-decay-iters");
+        }
+        LearningRateSchedule.AnnealStyle anneal = LearningRateSchedule.AnnealStyle.valueOf(
+                lrWsdDecayStyle.toUpperCase(Locale.ROOT).replace('-', '_'));
+        return new LearningRateSchedule(lr, minLr, warmup, decay, style, wsd, anneal);
+    }
+
+    private LearningRateSchedule.DecayStyle decayStyle() {
+        String s = lrDecayStyle.toUpperCase(Locale.ROOT).replace('-', '_');
+        try {
+            return LearningRateSchedule.DecayStyle.valueOf(s);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("--lr-decay-style must be constant, linear, cosine, "
+                    + "inverse-square-root or WSD, found " + lrDecayStyle);
+        }
+    }
+
+    /** Loss scaling for the precision flags. */
+    public java.util.function.Supplier<LossScaler> scaler() {
+        if (bf16) {
+            throw new IllegalArgumentException("--bf16 needs an engine with bfloat16: DJL's stock PyTorch JNI "
+                    + "aborts the JVM on bfloat16 tensors; use --fp16, or fp32 (no flag)");
+        }
+        if (!fp16) {
+            return LossScaler::none;
+        }
+        if (lossScale != null) {
+            return () -> LossScaler.fixed(lossScale);
+        }
+        return () -> LossScaler.dynamic(initialLossScale, minLossScale, lossScaleWindow, hysteresis);
+    }
+}
