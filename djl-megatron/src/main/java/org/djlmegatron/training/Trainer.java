@@ -127,7 +127,7 @@ public final class Trainer implements AutoCloseable {
             double lr = config.schedule().lr(updates);
             updates++;
             optimizer.step(masters, grads, decayMask, lr, updates);
-            writeBack(s);
+            writeBackMasters();
             return new Update(norm, lr, false);
         }
     }
@@ -198,7 +198,8 @@ public final class Trainer implements AutoCloseable {
         }
     }
 
-    private void writeBack(NDManager s) {
+    /** Copies the fp32 masters (all-gathered over DP when sharded) into the model's weights. Collective. */
+    public void writeBackMasters() {
         NDArray full = config.distributedOptimizer() && dp.size() > 1 ? dp.allGather(masters, 0) : masters;
         layout.writeBack(full);
         if (full != masters) {

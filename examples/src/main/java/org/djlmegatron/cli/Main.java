@@ -22,6 +22,9 @@ public final class Main {
         CommandLine cli = new CommandLine(new Main());
         cli.setExecutionExceptionHandler((ex, cmd, parsed) -> {
             cmd.getErr().println("djl-megatron " + cmd.getCommandName() + ": error: " + reason(ex));
+            if (System.getenv("DJLM_DEBUG") != null) {
+                ex.printStackTrace(cmd.getErr());
+            }
             return 1;
         });
         return cli.execute(args);

@@ -5,6 +5,8 @@ import org.djlmegatron.pretrain.PretrainGpt;
 import org.djlmegatron.pretrain.PretrainOptions;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Spec;
 
 /** {@code pretrain-gpt}: Megatron's GPT pretraining on thread ranks, with Megatron's flag names. */
 @Command(name = "pretrain-gpt", mixinStandardHelpOptions = true, sortOptions = false,
@@ -14,8 +16,12 @@ final class PretrainGptCommand implements Callable<Integer> {
     @Mixin
     PretrainOptions options;
 
+    @Spec
+    CommandSpec spec;
+
     @Override
     public Integer call() {
+        options.setCommandLine(spec.commandLine().getParseResult().originalArgs().toArray(new String[0]));
         new PretrainGpt(options, System.out).run();
         return 0;
     }

@@ -9,6 +9,7 @@ import java.io.PrintStream;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
+import org.djlmegatron.bridge.convert.CheckpointLoader;
 import org.djlmegatron.bridge.hf.HfCheckpoint;
 import org.djlmegatron.comm.LocalWorld;
 import org.djlmegatron.comm.ProcessGroup;
@@ -45,8 +46,12 @@ public final class PretrainGpt {
         var schedule = o.schedule();
         var optimizer = o.optimizerFactory();
         RankGrid grid = RankGrid.create(o.nprocPerNode, o.tensorModelParallelSize, 1, 1, 1);
+        if (o.initHf != null && o.load != null) {
+            throw new IllegalArgumentException("give --init-hf or --load, not both");
+        }
+        Start start = Start.of(o);
         try (HfCheckpoint hf = o.initHf == null ? null : HfCheckpoint.open(o.initHf)) {
-            TransformerConfig cfg = hf != null ? hf.config() : o.modelConfig();
+            TransformerConfig cfg = hf != null ? hf.config() : start.config() != null ? start.config() : o.modelConfig();
             grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
             BatchSource data = dataSource(cfg);
             int seq = data.seqLength();
@@ -59,17 +64,28 @@ public final class PretrainGpt {
             out.printf(Locale.ROOT, "> building GPT model: %s%n> %s, micro batch %d, global batch %d, seq %d%s%n",
                     describe(cfg), grid, o.microBatchSize, gbs, seq, o.fp16 ? ", fp16" : ", fp32");
             double flops = ModelFlops.training(cfg, gbs, seq);
-            List<List<StepResult>> perRank = LocalWorld.run(grid, ctx -> train(ctx, cfg, hf, data, tc, gbs, flops));
-            return perRank.get(0);
+            if (start.resume() != null) {
+                out.printf(Locale.ROOT, "> resuming from %s (iteration %d)%n", start.iterDir(), start.resume().iteration());
+            } else if (start.weights() != null) {
+                out.printf(Locale.ROOT, "> loading weights from %s%n", start.weights().describe());
+            }
+            try {
+                List<List<StepResult>> perRank = LocalWorld.run(grid, ctx -> train(ctx, cfg, hf, start, data, tc, gbs, flops));
+                return perRank.get(0);
+            } finally {
+                start.close();
+            }
         }
     }
 
-    private List<StepResult> train(RankContext ctx, TransformerConfig cfg, HfCheckpoint hf, BatchSource data,
-            TrainerConfig tc, int gbs, double flops) {
+    private List<StepResult> train(RankContext ctx, TransformerConfig cfg, HfCheckpoint hf, Start start,
+            BatchSource data, TrainerConfig tc, int gbs, double flops) {
         GPTModel model = new GPTModel(ctx, cfg, o.sequenceParallel);
         model.setParameterType(o.fp16 ? DataType.FLOAT16 : DataType.FLOAT32);
         if (hf != null) {
             hf.loadInto(model);
+        } else if (start.weights() != null) {
+            CheckpointLoader.loadInto(start.weights(), model);
         } else {
             model.initializeRandom(o.seed, o.initMethodStd);
         }
@@ -82,12 +98,24 @@ public final class PretrainGpt {
                 log.message(String.format(Locale.ROOT, "> number of parameters: %,d; optimizer state on rank 0: %,d bytes",
                         parameterCount(model), trainer.optimizerBytes()));
             }
-            for (long it = 0; it < o.trainIters; it++) {
+            long first = 0;
+            if (start.resume() != null && !o.noLoadOptim) {
+                TrainingCheckpoint.restore(start.iterDir(), ctx, trainer, start.resume(), gbs, o.useDistributedOptimizer);
+                first = start.resume().iteration();
+            }
+            for (long it = first; it < o.trainIters; it++) {
                 List<MicroBatch> batches = data.microBatches(it, dp.rank(), dp.size(), o.microBatchSize, gbs);
                 StepResult r = trainer.step(batches);
                 results.add(r);
                 if (logger) {
                     log.step(r, (it + 1) * gbs, gbs);
+                }
+                if (o.save != null && (it + 1 == o.trainIters
+                        || (o.saveInterval != null && (it + 1) % o.saveInterval == 0))) {
+                    TrainingCheckpoint.save(o.save, ctx, model, trainer, trainerState(trainer, gbs, dp.size()));
+                    if (logger) {
+                        log.message(String.format(Locale.ROOT, "> saved checkpoint at iteration %d to %s", it + 1, o.save));
+                    }
                 }
                 if (o.evalInterval > 0 && (it + 1) % o.evalInterval == 0) {
                     double loss = evaluate(ctx, model, data, dp, gbs);
@@ -98,6 +126,12 @@ public final class PretrainGpt {
             }
         }
         return results;
+    }
+
+    private TrainingCheckpoint.TrainerState trainerState(Trainer trainer, int gbs, int dpSize) {
+        return new TrainingCheckpoint.TrainerState(trainer.iteration(), trainer.updates(), trainer.iteration() * gbs,
+                gbs, dpSize, o.useDistributedOptimizer, trainer.layout().paddedSize(), trainer.scaler().state(),
+                o.seed, String.join(" ", o.commandLine()));
     }
 
     /** Mean loss over {@code --eval-iters} held-out global batches (grad mode off). */

@@ -82,6 +82,13 @@ public final class PretrainOptions {
     @Option(names = "--replay-batches", description = "int64 [iters, global_batch, seq+1] safetensors to train on, in order") public Path replayBatches;
     @Option(names = "--replay-key", defaultValue = "train_batches") public String replayKey;
 
+    // checkpoints
+    @Option(names = "--save", description = "checkpoint directory to write") public Path save;
+    @Option(names = "--save-interval", description = "iterations between checkpoints (default: only at the end)") public Long saveInterval;
+    @Option(names = "--load", description = "checkpoint to resume (djl) or start from (hf, megatron, megatron-dist, djl weights)") public Path load;
+    @Option(names = "--no-load-optim", description = "with --load: take the weights, not the optimizer state") public boolean noLoadOptim;
+    @Option(names = "--model-config", description = "Megatron arguments as JSON, for Megatron checkpoints without args") public Path modelConfig;
+
     // ours and logging
     @Option(names = "--init-hf", description = "start from a Hugging Face checkpoint (its config gives the shape)") public Path initHf;
     @Option(names = "--metrics-out", description = "JSONL file, one object per iteration") public Path metricsOut;
@@ -89,6 +96,17 @@ public final class PretrainOptions {
     @Option(names = "--log-interval", defaultValue = "10") public int logInterval;
     @Option(names = "--eval-interval", defaultValue = "0") public long evalInterval;
     @Option(names = "--eval-iters", defaultValue = "10") public int evalIters;
+
+    private String[] commandLine = new String[0];
+
+    /** The arguments as given (recorded in checkpoints). */
+    public String[] commandLine() {
+        return commandLine.clone();
+    }
+
+    public void setCommandLine(String[] args) {
+        commandLine = args.clone();
+    }
 
     /** The model shape from the shape flags. */
     public TransformerConfig modelConfig() {

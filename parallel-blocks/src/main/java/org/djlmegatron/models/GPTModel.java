@@ -92,7 +92,7 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
         if (outputLayer != null) {
             return outputLayer.applyInRegion(x);
         }
-        return x.getNDArrayInternal().linear(x, wordEmbeddings.weight().getArray(), null)
+        return x.getNDArrayInternal().linear(x, value(wordEmbeddings.weight(), x), null)
                 .singletonOrThrow();
     }
 
@@ -115,7 +115,7 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
             NDArray positions = ids.getManager()
                     .arange((int) posStart, (int) (posStart + posLen), 1, DataType.INT64);
             h = h.add(positions.getNDArrayInternal()
-                    .embedding(positions, positionEmbeddings.getArray(), SparseFormat.DENSE)
+                    .embedding(positions, value(positionEmbeddings, positions), SparseFormat.DENSE)
                     .singletonOrThrow());
         }
         return h;

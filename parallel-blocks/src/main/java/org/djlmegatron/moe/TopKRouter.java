@@ -35,7 +35,7 @@ public final class TopKRouter extends ParallelBlock {
 
     /** Routes tokens {@code [T, hidden]}. */
     public Routing route(NDArray tokens) {
-        NDArray logits = tokens.getNDArrayInternal().linear(tokens, weight.getArray(), null)
+        NDArray logits = tokens.getNDArrayInternal().linear(tokens, value(weight, tokens), null)
                 .singletonOrThrow();
         NDArray probs = logits.toType(DataType.FLOAT32, false).softmax(-1);
         NDList top = probs.topK(topK, -1, true, true);

@@ -67,8 +67,8 @@ public final class ColumnParallelLinear extends ParallelBlock {
 
     /** The local matmul on an input already inside the tensor-parallel region. */
     public NDArray applyInRegion(NDArray x) {
-        NDArray b = bias == null ? null : bias.getArray();
-        return x.getNDArrayInternal().linear(x, weight.getArray(), b).singletonOrThrow();
+        NDArray b = bias == null ? null : value(bias, x);
+        return x.getNDArrayInternal().linear(x, value(weight, x), b).singletonOrThrow();
     }
 
     public static Builder builder(RankContext ctx) {

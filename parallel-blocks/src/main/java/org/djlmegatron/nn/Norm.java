@@ -42,14 +42,13 @@ public final class Norm extends ParallelBlock {
         NDArray y;
         if (kind == Kind.RMS_NORM) {
             NDArray rms = h.square().mean(new int[] {-1}, true).add(eps).sqrt();
-            y = h.div(rms).toType(type, false).mul(weight.getArray());
+            y = h.div(rms).mul(value(weight, h));
         } else {
             Shape last = new Shape(h.getShape().get(h.getShape().dimension() - 1));
             y = h.getNDArrayInternal()
-                    .layerNorm(h, last, weight.getArray(), bias.getArray(), eps)
-                    .singletonOrThrow()
-                    .toType(type, false);
+                    .layerNorm(h, last, value(weight, h), value(bias, h), eps)
+                    .singletonOrThrow();
         }
-        return y;
+        return y.toType(type, false);
     }
 }

@@ -174,6 +174,25 @@ public abstract class ParallelBlock extends AbstractBlock {
         }
     }
 
+    /**
+     * The value of a parameter for arithmetic on {@code activation}: the array itself in fp32; an
+     * fp32 copy of an fp16 parameter otherwise, made by multiplying with a one-element fp32 tensor
+     * because DJL's cast runs without autograd. So under --fp16 weights and their gradients are
+     * fp16 while arithmetic is fp32 (the stock engine's CPU fp16 kernels are slow anyway).
+     */
+    public static NDArray value(Parameter p, NDArray activation) {
+        NDArray a = p.getArray();
+        if (a.getDataType() == DataType.FLOAT32) {
+            return a;
+        }
+        NDManager m = activation.getManager();
+        try (NDArray one = m.ones(new Shape(1), DataType.FLOAT32)) {
+            NDArray up = a.mul(one);
+            up.attach(m);
+            return up;
+        }
+    }
+
     /** The rank this block belongs to. */
     public RankContext rankContext() {
         return ctx;

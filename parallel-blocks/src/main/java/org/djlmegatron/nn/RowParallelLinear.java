@@ -41,12 +41,12 @@ public final class RowParallelLinear extends ParallelBlock {
 
     /** This rank's partial product (no bias, no reduction). */
     public NDArray partial(NDArray x) {
-        return x.getNDArrayInternal().linear(x, weight.getArray(), null).singletonOrThrow();
+        return x.getNDArrayInternal().linear(x, value(weight, x), null).singletonOrThrow();
     }
 
     /** Adds the bias to an already reduced output. */
     public NDArray addBias(NDArray y) {
-        return bias == null ? y : y.add(bias.getArray());
+        return bias == null ? y : y.add(value(bias, y));
     }
 
     public static Builder builder(RankContext ctx) {

@@ -35,7 +35,7 @@ public final class VocabParallelEmbedding extends ParallelBlock {
 
     /** Partial (unreduced) embedding of {@code ids [batch, seq]} (int64). */
     public NDArray partial(NDArray ids) {
-        NDArray w = weight.getArray();
+        NDArray w = value(weight, ids);
         if (!tp.isParallel()) {
             return lookup(ids, w);
         }

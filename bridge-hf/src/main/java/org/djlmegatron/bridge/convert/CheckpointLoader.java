@@ -5,7 +5,6 @@ import ai.djl.ndarray.types.Shape;
 import java.util.HashMap;
 import java.util.Map;
 import org.djlmegatron.models.GPTModel;
-import org.djlmegatron.nn.ParallelBlock;
 import org.djlmegatron.nn.ShardedParameter;
 
 /**
@@ -26,8 +25,9 @@ public final class CheckpointLoader {
                         + " that the checkpoint layout does not know");
             }
             HostTensor shard = TpSharding.shard(source.read(spec), p.layout(), p.tpRank(), p.tpSize());
-            NDArray a = model.rankContext().manager().create(shard.toFloats(), new Shape(shard.shape()));
-            ParallelBlock.setShard(p, a);
+            try (NDArray javaBacked = model.rankContext().manager().create(shard.toFloats(), new Shape(shard.shape()))) {
+                model.installShard(p, javaBacked.duplicate()); // libtorch-owned, in the model's dtype
+            }
         }
     }
 }

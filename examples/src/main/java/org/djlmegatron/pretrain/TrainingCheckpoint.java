@@ -1,0 +1,251 @@
+package org.djlmegatron.pretrain;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.index.NDIndex;
+import com.google.gson.GsonBuilder;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.Comparator;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.stream.Stream;
+import org.djlmegatron.bridge.convert.CheckpointException;
+import org.djlmegatron.bridge.convert.ParallelLayout;
+import org.djlmegatron.bridge.convert.RankFile;
+import org.djlmegatron.bridge.djl.DjlMetadata;
+import org.djlmegatron.bridge.megatron.IterationTracker;
+import org.djlmegatron.comm.ProcessGroup;
+import org.djlmegatron.io.SafetensorsReader;
+import org.djlmegatron.io.SafetensorsWriter;
+import org.djlmegatron.models.GPTModel;
+import org.djlmegatron.nn.ShardedParameter;
+import org.djlmegatron.parallel.GroupKind;
+import org.djlmegatron.parallel.RankContext;
+import org.djlmegatron.training.Trainer;
+
+/**
+ * Training checkpoints in the djl-megatron format: per tensor rank {@code mp_rank_TT/} the model
+ * shards ({@code model.safetensors}, written by DP rank 0) and the optimizer's fp32 masters and
+ * moments ({@code optim_dp_RRR.safetensors}, one per DP shard under the distributed optimizer),
+ * plus {@code trainer_state.json} (counters, loss scale, data position, arguments) and
+ * {@code metadata.json}. Everything is written into a hidden staging directory, which is renamed
+ * to {@code iter_XXXXXXX} once complete; {@code latest_checkpointed_iteration.txt} is replaced
+ * last, atomically. A process killed mid-save leaves the previous checkpoint current.
+ * Every rank of the world calls {@link #save} and {@link #restore} together.
+ */
+final class TrainingCheckpoint {
+
+    static final String TRAINER_FILE = "trainer_state.json";
+    static final String OPTIMIZER = "optimizer";
+    private static final String STAGING_PREFIX = ".staging_";
+
+    private TrainingCheckpoint() {}
+
+    static String optimizerFile(int dpRank) {
+        return String.format("optim_dp_%03d.safetensors", dpRank);
+    }
+
+    /** What the trainer records besides tensors. */
+    record TrainerState(long iteration, long updates, long consumedSamples, int globalBatchSize, int dpSize,
+            boolean distributedOptimizer, long flatSize, double[] lossScaler, long seed, String args) {}
+
+    /** Saves iteration {@code state.iteration()} under {@code root}. Collective. */
+    static void save(Path root, RankContext ctx, GPTModel model, Trainer trainer, TrainerState state) {
+        ProcessGroup tp = ctx.tensorGroup();
+        ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
+        Path staging = root.resolve(STAGING_PREFIX + IterationTracker.dirName(state.iteration()));
+        if (ctx.rank() == 0) {
+            prepareStaging(root, staging);
+        }
+        worldBarrier(tp, dp);
+        Path rankDir = staging.resolve(new RankFile(tp.rank(), 0, 0).dirName(new ParallelLayout(tp.size(), 1, 1)));
+        createDirectories(rankDir);
+        if (dp.rank() == 0) {
+            Map<String, NDArray> weights = new LinkedHashMap<>();
+            for (ShardedParameter p : model.parameters()) {
+                weights.put(p.name(), p.parameter().getArray().stopGradient());
+            }
+            SafetensorsWriter.write(rankDir.resolve(DjlMetadata.MODEL_FILE), weights, Map.of("format", "pt"));
+        }
+        if (state.distributedOptimizer() || dp.rank() == 0) {
+            Map<String, NDArray> optim = new LinkedHashMap<>();
+            optim.put("masters", trainer.masters());
+            trainer.optimizer().state().forEach(optim::put);
+            SafetensorsWriter.write(rankDir.resolve(optimizerFile(dp.rank())), optim, Map.of());
+        }
+        pauseForTests();
+        worldBarrier(tp, dp);
+        if (ctx.rank() == 0) {
+            Map<String, String> contents = new LinkedHashMap<>();
+            contents.put(DjlMetadata.MODEL, DjlMetadata.MODEL_FILE);
+            contents.put(OPTIMIZER, "optim_dp_RRR.safetensors");
+            new DjlMetadata(state.iteration(), new ParallelLayout(tp.size(), 1, 1), model.config(), contents)
+                    .write(staging);
+            writeString(staging.resolve(TRAINER_FILE),
+                    new GsonBuilder().setPrettyPrinting().create().toJson(state));
+            publish(root, staging, state.iteration());
+        }
+        worldBarrier(tp, dp);
+    }
+
+    /** The newest complete iteration directory under {@code root}. */
+    static Path latest(Path root) {
+        try {
+            Path dir = IterationTracker.iterationDir(root);
+            if (Files.isRegularFile(dir.resolve(TRAINER_FILE))) {
+                return dir;
+            }
+        } catch (CheckpointException e) {
+            // fall through: look for complete iteration directories
+        }
+        try (Stream<Path> dirs = Files.list(root)) {
+            return dirs.filter(d -> d.getFileName().toString().startsWith("iter_"))
+                    .filter(d -> Files.isRegularFile(d.resolve(TRAINER_FILE)))
+                    .max(Comparator.comparingLong(IterationTracker::iterationOf))
+                    .orElseThrow(() -> new CheckpointException(root + ": no complete checkpoint (no "
+                            + IterationTracker.TRACKER + " naming an iteration with " + TRAINER_FILE + ")"));
+        } catch (IOException e) {
+            throw new CheckpointException(root + ": cannot list: " + e, e);
+        }
+    }
+
+    static TrainerState readState(Path iterDir) {
+        Path f = iterDir.resolve(TRAINER_FILE);
+        try {
+            return new GsonBuilder().create().fromJson(Files.readString(f), TrainerState.class);
+        } catch (IOException | RuntimeException e) {
+            throw new CheckpointException(f + ": cannot read trainer state: " + e, e);
+        }
+    }
+
+    /** Restores the optimizer shard, counters and loss scale of this rank. */
+    static void restore(Path iterDir, RankContext ctx, Trainer trainer, TrainerState state, int globalBatchSize,
+            boolean distributedOptimizer) {
+        ProcessGroup tp = ctx.tensorGroup();
+        ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
+        Path f0 = iterDir.resolve(TRAINER_FILE);
+        if (state.globalBatchSize() != globalBatchSize) {
+            throw new CheckpointException(f0 + ": saved with global batch size " + state.globalBatchSize()
+                    + ", resumed with " + globalBatchSize + " (the data position would shift); use the same, "
+                    + "or --no-load-optim to start a new run from these weights");
+        }
+        if (state.distributedOptimizer() != distributedOptimizer
+                || (state.distributedOptimizer() && state.dpSize() != dp.size())) {
+            throw new CheckpointException(f0 + ": optimizer state saved with data-parallel size " + state.dpSize()
+                    + (state.distributedOptimizer() ? " (distributed optimizer)" : "") + ", resumed with "
+                    + dp.size() + (distributedOptimizer ? " (distributed optimizer)" : "")
+                    + "; resume with the same layout, or --no-load-optim");
+        }
+        int file = state.distributedOptimizer() ? dp.rank() : 0;
+        Path rankDir = iterDir.resolve(new RankFile(tp.rank(), 0, 0).dirName(new ParallelLayout(tp.size(), 1, 1)));
+        Path f = rankDir.resolve(optimizerFile(file));
+        NDManager m = trainer.masters().getManager();
+        try (SafetensorsReader r = SafetensorsReader.open(f)) {
+            NDArray masters = r.load(m, "masters");
+            if (!masters.getShape().equals(trainer.masters().getShape())) {
+                throw new CheckpointException(f + ": masters have shape " + masters.getShape() + ", this rank holds "
+                        + trainer.masters().getShape() + " (different model or parallel layout)");
+            }
+            trainer.masters().set(new NDIndex("..."), masters);
+            masters.close();
+            Map<String, NDArray> optState = new LinkedHashMap<>();
+            for (String key : r.keys()) {
+                if (!key.equals("masters")) {
+                    optState.put(key, r.load(m, key));
+                }
+            }
+            trainer.optimizer().loadState(optState);
+        }
+        trainer.scaler().loadState(state.lossScaler());
+        trainer.restoreCounters(state.iteration(), state.updates());
+        trainer.writeBackMasters();
+    }
+
+    /** Removes stale staging directories (from killed saves) and makes a fresh one. */
+    private static void prepareStaging(Path root, Path staging) {
+        createDirectories(root);
+        try (Stream<Path> dirs = Files.list(root)) {
+            for (Path d : (Iterable<Path>) dirs.filter(p -> p.getFileName().toString().startsWith(STAGING_PREFIX))::iterator) {
+                deleteTree(d);
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot clean " + root, e);
+        }
+        createDirectories(staging);
+    }
+
+    /** Renames the staging directory into place, then points the tracker at it. */
+    private static void publish(Path root, Path staging, long iteration) {
+        Path target = root.resolve(IterationTracker.dirName(iteration));
+        try {
+            if (Files.exists(target)) {
+                Path old = root.resolve(STAGING_PREFIX + "old_" + target.getFileName());
+                Files.move(target, old, StandardCopyOption.ATOMIC_MOVE);
+                Files.move(staging, target, StandardCopyOption.ATOMIC_MOVE);
+                deleteTree(old);
+            } else {
+                Files.move(staging, target, StandardCopyOption.ATOMIC_MOVE);
+            }
+            Path tmp = root.resolve(STAGING_PREFIX + IterationTracker.TRACKER);
+            Files.writeString(tmp, Long.toString(iteration), StandardCharsets.UTF_8);
+            Files.move(tmp, root.resolve(IterationTracker.TRACKER), StandardCopyOption.ATOMIC_MOVE,
+                    StandardCopyOption.REPLACE_EXISTING);
+        } catch (AtomicMoveNotSupportedException e) {
+            throw new CheckpointException(root + ": the file system cannot rename atomically: " + e, e);
+        } catch (IOException e) {
+            throw new CheckpointException(root + ": cannot publish iteration " + iteration + ": " + e, e);
+        }
+    }
+
+    /** All ranks of a TP x DP grid: TP peers, then the DP group, have arrived. */
+    private static void worldBarrier(ProcessGroup tp, ProcessGroup dp) {
+        tp.barrier();
+        dp.barrier();
+        tp.barrier();
+    }
+
+    /** Test hook: a forked JVM sleeps here so the test can kill it in the middle of a save. */
+    private static void pauseForTests() {
+        long ms = Long.getLong("djlm.test.pauseInSaveMs", 0);
+        if (ms > 0) {
+            System.out.println("SAVE-IN-PROGRESS");
+            System.out.flush();
+            try {
+                Thread.sleep(ms);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
+
+    private static void createDirectories(Path dir) {
+        try {
+            Files.createDirectories(dir);
+        } catch (IOException e) {
+            throw new CheckpointException(dir + ": cannot create: " + e, e);
+        }
+    }
+
+    private static void writeString(Path f, String text) {
+        try {
+            Files.writeString(f, text, StandardCharsets.UTF_8);
+        } catch (IOException e) {
+            throw new CheckpointException(f + ": write failed: " + e, e);
+        }
+    }
+
+    private static void deleteTree(Path dir) throws IOException {
+        try (Stream<Path> all = Files.walk(dir)) {
+            for (Path p : (Iterable<Path>) all.sorted(Comparator.reverseOrder())::iterator) {
+                Files.deleteIfExists(p);
+            }
+        }
+    }
+
+}
