@@ -11,7 +11,8 @@ import java.util.List;
 import java.util.Locale;
 import org.djlmegatron.bridge.convert.CheckpointLoader;
 import org.djlmegatron.bridge.hf.HfCheckpoint;
-import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.comm.DistributedWorld;
+import org.djlmegatron.comm.LaunchConfig;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.models.GPTModel;
@@ -40,12 +41,17 @@ public final class PretrainGpt {
         this.out = out;
     }
 
-    /** Trains and returns rank 0's per-iteration results. */
+    /**
+     * Trains and returns the per-iteration results (identical on every rank). Several JVMs join
+     * one world through the torchrun/Slurm environment (MASTER_ADDR, MASTER_PORT, NNODES,
+     * NODE_RANK, ...), each running --nproc-per-node thread ranks.
+     */
     public List<StepResult> run() {
         var scaler = o.scaler(); // option errors fail here, before any thread starts
         var schedule = o.schedule();
         var optimizer = o.optimizerFactory();
-        RankGrid grid = RankGrid.create(o.nprocPerNode, o.tensorModelParallelSize, 1, 1, 1);
+        LaunchConfig launch = LaunchConfig.fromEnvironment(o.nprocPerNode);
+        RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, 1, 1, 1);
         if (o.initHf != null && o.load != null) {
             throw new IllegalArgumentException("give --init-hf or --load, not both");
         }
@@ -70,8 +76,9 @@ public final class PretrainGpt {
                 out.printf(Locale.ROOT, "> loading weights from %s%n", start.weights().describe());
             }
             try {
-                List<List<StepResult>> perRank = LocalWorld.run(grid, ctx -> train(ctx, cfg, hf, start, data, tc, gbs, flops));
-                return perRank.get(0);
+                List<List<StepResult>> local = DistributedWorld.run(grid, launch,
+                        ctx -> train(ctx, cfg, hf, start, data, tc, gbs, flops));
+                return local.get(0); // this JVM's first rank (global rank 0 on node 0)
             } finally {
                 start.close();
             }

@@ -79,7 +79,7 @@ final class TrainingCheckpoint {
             trainer.optimizer().state().forEach(optim::put);
             SafetensorsWriter.write(rankDir.resolve(optimizerFile(dp.rank())), optim, Map.of());
         }
-        pauseForTests();
+        pauseForTests(state.iteration());
         worldBarrier(tp, dp);
         if (ctx.rank() == 0) {
             Map<String, String> contents = new LinkedHashMap<>();
@@ -210,17 +210,20 @@ final class TrainingCheckpoint {
         tp.barrier();
     }
 
-    /** Test hook: a forked JVM sleeps here so the test can kill it in the middle of a save. */
-    private static void pauseForTests() {
-        long ms = Long.getLong("djlm.test.pauseInSaveMs", 0);
-        if (ms > 0) {
-            System.out.println("SAVE-IN-PROGRESS");
-            System.out.flush();
-            try {
-                Thread.sleep(ms);
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-            }
+    /**
+     * Test hook: with {@code -Ddjlm.test.pauseInSaveAtIteration=N} the save of iteration N stops
+     * after the rank files are written, so a test can kill the JVM in the middle of a save.
+     */
+    private static void pauseForTests(long iteration) {
+        if (Long.getLong("djlm.test.pauseInSaveAtIteration", -1) != iteration) {
+            return;
+        }
+        System.out.println("SAVE-IN-PROGRESS");
+        System.out.flush();
+        try {
+            Thread.sleep(600_000);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
         }
     }
 

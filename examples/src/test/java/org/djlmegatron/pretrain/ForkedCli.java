@@ -1,0 +1,53 @@
+package org.djlmegatron.pretrain;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+
+/** Runs {@code djl-megatron} commands in a separate JVM (a new process, as a user would). */
+final class ForkedCli {
+
+    private ForkedCli() {}
+
+    static Process start(List<String> jvmProps, Map<String, String> env, Path log, String... args) throws IOException {
+        List<String> cmd = new ArrayList<>();
+        cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+        cmd.add("-Xmx2g");
+        cmd.add("-Dai.djl.offline=true");
+        cmd.addAll(jvmProps);
+        cmd.add("-cp");
+        cmd.add(System.getProperty("java.class.path"));
+        cmd.add("org.djlmegatron.cli.Main");
+        cmd.addAll(List.of(args));
+        ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile());
+        pb.environment().putAll(env);
+        return pb.start();
+    }
+
+    /** Runs to completion (bounded), failing with the JVM's output when it does not exit 0. */
+    static void run(Map<String, String> env, Path log, String... args) throws Exception {
+        Process p = start(List.of(), env, log, args);
+        if (!p.waitFor(300, TimeUnit.SECONDS)) {
+            p.destroyForcibly();
+            throw new AssertionError("forked JVM timed out; output:\n" + Files.readString(log));
+        }
+        if (p.exitValue() != 0) {
+            throw new AssertionError("forked JVM exited " + p.exitValue() + "; output:\n" + Files.readString(log));
+        }
+    }
+
+    /** Per-iteration (loss, grad norm) from a --metrics-out file. */
+    static List<double[]> metrics(Path jsonl) throws IOException {
+        List<double[]> out = new ArrayList<>();
+        for (String line : Files.readAllLines(jsonl)) {
+            var o = com.google.gson.JsonParser.parseString(line).getAsJsonObject();
+            out.add(new double[] {o.get("iteration").getAsDouble(), o.get("loss").getAsDouble(),
+                o.get("grad_norm").getAsDouble()});
+        }
+        return out;
+    }
+}
