@@ -49,17 +49,15 @@ public record LearningRateSchedule(
         if (warmupIters > 0 && n <= warmupIters) {
             return maxLr * n / warmupIters;
         }
-        switch (style) {
-            case CONSTANT:
-                return maxLr;
-            case INVERSE_SQUARE_ROOT:
-                long w = Math.max(warmupIters, 1);
-                return Math.max(minLr, maxLr * Math.sqrt(w) / Math.sqrt(Math.max(n, 1)));
-            default:
-                break;
+        if (style == DecayStyle.CONSTANT) {
+            return maxLr;
         }
-        if (n > decayIters) {
+        if (n > decayIters) { // before inverse-square-root too, as in Megatron
             return minLr;
+        }
+        if (style == DecayStyle.INVERSE_SQUARE_ROOT) {
+            long w = Math.max(warmupIters, 1);
+            return Math.max(minLr, maxLr * Math.sqrt(w) / Math.sqrt(Math.max(n, 1)));
         }
         double ratio = (double) (n - warmupIters) / (decayIters - warmupIters);
         double coeff;
@@ -88,8 +86,8 @@ public record LearningRateSchedule(
                 return 1.0 - r;
             case COSINE:
                 return 0.5 * (Math.cos(Math.PI * r) + 1.0);
-            case EXPONENTIAL:
-                return Math.pow(2.0, -r);
+            case EXPONENTIAL: // Megatron: 2 * 0.5^r - 1, from 1 down to 0
+                return 2.0 * Math.pow(0.5, r) - 1.0;
             default:
                 return 1.0 - Math.sqrt(r);
         }

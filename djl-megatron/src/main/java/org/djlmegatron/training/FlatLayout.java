@@ -7,6 +7,7 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import ai.djl.pytorch.engine.PtNDArray;
 import ai.djl.pytorch.jni.JniUtils;
 import java.util.List;
 
@@ -85,13 +86,15 @@ public final class FlatLayout {
         }
     }
 
-    /** Zeroes every parameter's accumulated gradient. */
+    /**
+     * Zeroes every parameter's accumulated gradient. With libtorch's {@code zero_()}, not
+     * {@code g - g}: after an fp16 overflow a gradient holds inf, and inf - inf would leave NaN
+     * behind, so every later step would be skipped as well.
+     */
     public void zeroGradients() {
         for (TrainableParameter p : params) {
             if (p.array().hasGradient()) {
-                try (NDArray g = p.array().getGradient()) { // a new handle on the shared gradient
-                    g.subi(g);
-                }
+                JniUtils.zeroGrad((PtNDArray) p.array());
             }
         }
     }

@@ -14,6 +14,7 @@ import org.djlmegatron.bridge.hf.HfCheckpoint;
 import org.djlmegatron.comm.DistributedWorld;
 import org.djlmegatron.comm.LaunchConfig;
 import org.djlmegatron.comm.ProcessGroup;
+import org.djlmegatron.data.TextTokenizer;
 import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.models.GPTModel;
 import org.djlmegatron.models.ModelFlops;
@@ -57,9 +58,13 @@ public final class PretrainGpt {
         }
         Start start = Start.of(o);
         try (HfCheckpoint hf = o.initHf == null ? null : HfCheckpoint.open(o.initHf)) {
+            if (hf == null && start.config() == null && o.tokenizerType != null) {
+                o.vocabSize = paddedVocab(grid.tp());
+            }
             TransformerConfig cfg = hf != null ? hf.config() : start.config() != null ? start.config() : o.modelConfig();
             grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
-            BatchSource data = dataSource(cfg);
+            BatchSource data = dataSource(cfg, o.globalBatchSize != null ? o.globalBatchSize
+                    : o.microBatchSize * grid.dp());
             int seq = data.seqLength();
             int gbs = o.globalBatchSize != null ? o.globalBatchSize : o.microBatchSize * grid.dp();
             TrainerConfig tc = new TrainerConfig(o.microBatchSize, gbs, optimizer, schedule, o.clipGrad,
@@ -75,10 +80,14 @@ public final class PretrainGpt {
             } else if (start.weights() != null) {
                 out.printf(Locale.ROOT, "> loading weights from %s%n", start.weights().describe());
             }
-            try {
+            try (AutoCloseable closeData = data instanceof AutoCloseable c ? c : () -> { }) {
                 List<List<StepResult>> local = DistributedWorld.run(grid, launch,
                         ctx -> train(ctx, cfg, hf, start, data, tc, gbs, flops));
                 return local.get(0); // this JVM's first rank (global rank 0 on node 0)
+            } catch (RuntimeException e) {
+                throw e;
+            } catch (Exception e) {
+                throw new IllegalStateException(e);
             } finally {
                 start.close();
             }
@@ -143,7 +152,7 @@ public final class PretrainGpt {
 
     /** Mean loss over {@code --eval-iters} held-out global batches (grad mode off). */
     private double evaluate(RankContext ctx, GPTModel model, BatchSource data, ProcessGroup dp, int gbs) {
-        if (!(data instanceof MockData)) {
+        if (!(data instanceof MockData) && !(data instanceof IndexedData)) {
             return Double.NaN;
         }
         boolean gradMode = JniUtils.isGradMode();
@@ -153,7 +162,10 @@ public final class PretrainGpt {
             int count = 0;
             long heldOut = 1L << 40; // iterations far beyond training: samples never trained on
             for (int i = 0; i < o.evalIters; i++) {
-                for (MicroBatch mb : data.microBatches(heldOut + i, dp.rank(), dp.size(), o.microBatchSize, gbs)) {
+                List<MicroBatch> batches = data instanceof IndexedData indexed
+                        ? indexed.validBatches(i, dp.rank(), dp.size(), o.microBatchSize, gbs)
+                        : data.microBatches(heldOut + i, dp.rank(), dp.size(), o.microBatchSize, gbs);
+                for (MicroBatch mb : batches) {
                     NDArray x = s.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
                     NDArray y = s.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
                     sum += model.loss(x, y).getFloat();
@@ -167,14 +179,17 @@ public final class PretrainGpt {
         }
     }
 
-    private BatchSource dataSource(TransformerConfig cfg) {
+    private BatchSource dataSource(TransformerConfig cfg, int gbs) {
+        if (o.dataPath != null) {
+            return new IndexedData(o, gbs);
+        }
         if (o.replayBatches != null) {
             return new ReplayBatches(o.replayBatches, o.replayKey);
         }
         if (o.mockData) {
             return new MockData(o.seqLength, cfg.vocabSize(), o.seed);
         }
-        throw new IllegalArgumentException("no training data: give --mock-data or --replay-batches FILE");
+        throw new IllegalArgumentException("no training data: give --data-path, --mock-data or --replay-batches FILE");
     }
 
     private void checkSequence(TransformerConfig cfg, int seq, RankGrid grid) {
@@ -186,6 +201,16 @@ public final class PretrainGpt {
         if (o.sequenceParallel && seq % grid.tp() != 0) {
             throw new IllegalArgumentException("--sequence-parallel needs the sequence length (" + seq
                     + ") divisible by the tensor-parallel size " + grid.tp());
+        }
+    }
+
+    /** The tokenizer's vocabulary padded as Megatron pads it (a multiple of divisible-by x TP). */
+    private int paddedVocab(int tp) {
+        try (TextTokenizer t = TextTokenizer.create(o.tokenizerType, o.tokenizerModel)) {
+            int multiple = o.makeVocabSizeDivisibleBy * tp;
+            return (t.vocabSize() + multiple - 1) / multiple * multiple;
+        } catch (Exception e) {
+            throw e instanceof RuntimeException r ? r : new IllegalStateException(e);
         }
     }
 

@@ -81,6 +81,12 @@ public final class PretrainOptions {
     @Option(names = "--mock-data", description = "synthetic learnable sequences from the seed") public boolean mockData;
     @Option(names = "--replay-batches", description = "int64 [iters, global_batch, seq+1] safetensors to train on, in order") public Path replayBatches;
     @Option(names = "--replay-key", defaultValue = "train_batches") public String replayKey;
+    @Option(names = "--data-path", arity = "1..*", description = "Megatron datasets: PREFIX, or WEIGHT PREFIX WEIGHT PREFIX ... (blend)") public java.util.List<String> dataPath;
+    @Option(names = "--split", defaultValue = "969,30,1", description = "train,valid,test proportions (default: ${DEFAULT-VALUE})") public String split;
+    @Option(names = "--data-cache-path", description = "where index files are cached (default: beside the data)") public Path dataCachePath;
+    @Option(names = "--tokenizer-type", description = "HuggingFaceTokenizer or ByteLevelTokenizer: gives the vocabulary size") public String tokenizerType;
+    @Option(names = "--tokenizer-model", description = "tokenizer.json or its directory") public Path tokenizerModel;
+    @Option(names = "--make-vocab-size-divisible-by", defaultValue = "128") public int makeVocabSizeDivisibleBy;
 
     // checkpoints
     @Option(names = "--save", description = "checkpoint directory to write") public Path save;
