@@ -8,7 +8,8 @@ import org.djlmegatron.transformer.TransformerConfig;
 
 /**
  * Where training starts: from scratch, from a checkpoint's weights (any format), or resuming a
- * djl-megatron training checkpoint (weights, optimizer state, counters).
+ * djl-megatron training checkpoint (weights, optimizer state, counters). A djl checkpoint without
+ * training state (made by {@code convert}) is a weights-only start.
  *
  * @param weights weights to load, or null
  * @param iterDir the resumed iteration directory, or null
@@ -24,7 +25,7 @@ record Start(WeightSource weights, Path iterDir, TrainingCheckpoint.TrainerState
             throw new IllegalArgumentException("--load " + o.load + ": not a directory");
         }
         CheckpointFormat format = CheckpointFormat.detect(o.load);
-        if (format == CheckpointFormat.DJL) {
+        if (format == CheckpointFormat.DJL && TrainingCheckpoint.hasTrainingState(o.load)) {
             Path iter = TrainingCheckpoint.latest(o.load);
             TrainingCheckpoint.TrainerState state = TrainingCheckpoint.readState(iter);
             return new Start(format.open(iter, o.modelConfig), iter, state);

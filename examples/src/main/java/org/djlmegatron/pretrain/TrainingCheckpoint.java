@@ -94,6 +94,16 @@ final class TrainingCheckpoint {
         worldBarrier(tp, dp);
     }
 
+    /** Whether {@code root} holds any complete training checkpoint (not just converted weights). */
+    static boolean hasTrainingState(Path root) {
+        try {
+            latest(root);
+            return true;
+        } catch (CheckpointException e) {
+            return false;
+        }
+    }
+
     /** The newest complete iteration directory under {@code root}. */
     static Path latest(Path root) {
         try {

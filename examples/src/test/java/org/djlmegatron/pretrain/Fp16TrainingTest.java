@@ -1,21 +1,131 @@
 package org.djlmegatron.pretrain;
 
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.assertj.core.api.Assertions.within;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.List;
 import org.djlmegatron.training.StepResult;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
+/** {@code pretrain-gpt --fp16}: dynamic loss scaling on a small GPT over mock data. */
 class Fp16TrainingTest {
+
+    private static final int ITERS = 60;
+    private static final double LR = 3e-3;
+
+    @TempDir
+    Path tmp;
+
+    private static String[] args(String... more) {
+        List<String> a = new ArrayList<>(List.of("--mock-data", "--num-layers", "2", "--hidden-size", "64",
+                "--num-attention-heads", "4", "--seq-length", "32", "--vocab-size", "128", "--micro-batch-size", "4",
+                "--lr", String.valueOf(LR), "--lr-decay-style", "constant", "--seed", "7"));
+        a.addAll(List.of(more));
+        return a.toArray(new String[0]);
+    }
+
+    private static double meanLossOfLast(List<StepResult> r, int n) {
+        return r.subList(r.size() - n, r.size()).stream().mapToDouble(StepResult::loss).average().orElseThrow();
+    }
+
+    private static void assertNoNanLoss(List<StepResult> r) {
+        for (StepResult s : r) {
+            assertThat(s.loss()).as("loss at iteration %d", s.iteration()).isFinite();
+        }
+    }
+
     @Test
-    void probe() {
-        for (String scale : new String[] {"4096", "1099511627776"}) {
-            long t0 = System.nanoTime();
-            List<StepResult> r = PretrainRunner.run("--mock-data", "--fp16", "--num-layers", "2", "--hidden-size", "64",
-                    "--num-attention-heads", "4", "--seq-length", "32", "--vocab-size", "128", "--micro-batch-size", "4",
-                    "--train-iters", "60", "--lr", "3e-3", "--lr-decay-style", "constant", "--initial-loss-scale", scale);
-            System.out.println("scale " + scale + " took " + (System.nanoTime() - t0) / 1e9);
-            for (StepResult s : r) {
-                System.out.printf("%d loss %.4f norm %.4f lr %.5f scale %.0f skipped %s%n", s.iteration(), s.loss(), s.gradNorm(), s.lr(), s.lossScale(), s.skipped());
+    void fp16TrainingConvergesWithTheDynamicScaleStartingAtTheInitialScale() {
+        List<StepResult> r = PretrainRunner.run(args("--fp16", "--train-iters", String.valueOf(ITERS),
+                "--initial-loss-scale", "4096"));
+        assertThat(r).hasSize(ITERS);
+        assertNoNanLoss(r);
+        assertThat(r.get(0).lossScale()).isEqualTo(4096.0);
+        long skipped = r.stream().filter(StepResult::skipped).count();
+        assertThat(skipped).as("a modest scale does not overflow fp16 gradients").isLessThanOrEqualTo(2);
+        for (StepResult s : r) {
+            assertThat(s.lossScale()).as("scale at iteration %d", s.iteration()).isLessThanOrEqualTo(4096.0);
+            if (!s.skipped()) {
+                assertThat(s.lr()).isEqualTo(LR);
+                assertThat(s.gradNorm()).as("grad norm at iteration %d", s.iteration()).isFinite().isPositive();
             }
         }
+        double first = r.get(0).loss();
+        assertThat(meanLossOfLast(r, 10)).as("mean loss of the last 10 iterations vs the first %.4f", first)
+                .isLessThanOrEqualTo(first - 0.3);
+    }
+
+    @Test
+    void aHugeInitialScaleOverflowsBacksOffAndThenTrains() {
+        double initial = Math.pow(2, 40);
+        List<StepResult> r = PretrainRunner.run(args("--fp16", "--train-iters", String.valueOf(ITERS),
+                "--initial-loss-scale", String.valueOf(initial)));
+        assertThat(r).hasSize(ITERS);
+        assertNoNanLoss(r);
+        assertThat(r.get(0).lossScale()).isEqualTo(initial);
+        assertThat(r.get(0).skipped()).as("2^40 overflows fp16 gradients").isTrue();
+
+        int leading = 0;
+        while (leading < r.size() && r.get(leading).skipped()) {
+            leading++;
+        }
+        assertThat(leading).as("skipped iterations at the start").isBetween(3, ITERS - 25);
+        // hysteresis 2 (Megatron's default): the first overflow keeps the scale, every later one halves it
+        assertThat(r.get(1).lossScale()).isEqualTo(initial);
+        for (int i = 2; i <= leading; i++) {
+            assertThat(r.get(i).lossScale()).as("scale at iteration %d", i + 1)
+                    .isEqualTo(r.get(i - 1).lossScale() / 2);
+        }
+        for (int i = 0; i < leading; i++) {
+            StepResult s = r.get(i);
+            assertThat(s.lr()).isEqualTo(0.0);
+            assertThat(s.gradNorm()).isNaN();
+        }
+        // then training proceeds, at a scale that no longer overflows
+        StepResult firstUpdate = r.get(leading);
+        assertThat(firstUpdate.lossScale()).isLessThan(initial / 8);
+        assertThat(firstUpdate.lr()).isEqualTo(LR);
+        assertThat(firstUpdate.gradNorm()).isFinite().isPositive();
+        List<StepResult> rest = r.subList(leading, r.size());
+        long laterSkips = rest.stream().filter(StepResult::skipped).count();
+        assertThat(laterSkips).as("skips once the scale has settled").isLessThanOrEqualTo(3);
+        for (int i = 1; i < rest.size(); i++) {
+            assertThat(rest.get(i).lossScale()).isLessThanOrEqualTo(rest.get(i - 1).lossScale());
+        }
+        double first = r.get(0).loss();
+        assertThat(meanLossOfLast(r, 10)).as("mean loss of the last 10 iterations vs the first %.4f", first)
+                .isLessThanOrEqualTo(first - 0.3);
+    }
+
+    @Test
+    void aStaticLossScaleNeverChanges() {
+        List<StepResult> r = PretrainRunner.run(args("--fp16", "--train-iters", "8", "--loss-scale", "1024"));
+        assertThat(r).hasSize(8);
+        for (StepResult s : r) {
+            assertThat(s.lossScale()).isEqualTo(1024.0);
+            assertThat(s.skipped()).isFalse();
+            assertThat(s.loss()).isFinite();
+        }
+        // fp32 reports no scaling, and fp16 at this scale follows fp32 closely at the start
+        List<StepResult> fp32 = PretrainRunner.run(args("--train-iters", "2"));
+        assertThat(fp32.get(0).lossScale()).isEqualTo(1.0);
+        assertThat(r.get(0).loss()).isCloseTo(fp32.get(0).loss(), within(0.01));
+    }
+
+    @Test
+    void bf16FailsClearlyBeforeAnyWork() {
+        Path save = tmp.resolve("ckpt");
+        Path metrics = tmp.resolve("metrics.jsonl");
+        assertThatThrownBy(() -> PretrainRunner.run(args("--bf16", "--train-iters", "5", "--save", save.toString(),
+                "--metrics-out", metrics.toString())))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("--bf16")
+                .hasMessageContaining("bfloat16");
+        assertThat(save).doesNotExist();
+        assertThat(metrics).doesNotExist();
     }
 }
