@@ -4,7 +4,10 @@ import ai.djl.ndarray.NDArray;
 import java.util.LinkedHashMap;
 import java.util.Map;
 
-/** SGD with optional momentum and decoupled weight decay (Megatron's {@code --optimizer sgd}). */
+/**
+ * SGD as {@code torch.optim.SGD}, which Megatron's {@code --optimizer sgd} uses: L2 weight decay
+ * added to the gradient ({@code g + wd*p}, where decay applies), momentum with dampening 0.
+ */
 public final class Sgd implements Optimizer {
 
     private final double momentum;
@@ -18,25 +21,22 @@ public final class Sgd implements Optimizer {
 
     @Override
     public void step(NDArray masters, NDArray grads, NDArray decayMask, double lr, long step) {
-        if (weightDecay != 0) {
-            try (NDArray factor = decayMask.mul((float) (-lr * weightDecay)).add(1f)) {
-                masters.muli(factor);
+        try (NDArray decay = masters.mul(decayMask).muli((float) weightDecay);
+                NDArray g = grads.add(decay)) {
+            NDArray direction = g;
+            if (momentum != 0) {
+                if (velocity == null) {
+                    velocity = g.duplicate();
+                } else {
+                    velocity.muli((float) momentum).addi(g);
+                }
+                direction = velocity;
             }
-        }
-        NDArray direction = grads;
-        if (momentum != 0) {
-            if (velocity == null) {
-                velocity = grads.duplicate();
-            } else {
-                velocity.muli((float) momentum).addi(grads);
+            try (NDArray update = direction.mul((float) -lr)) {
+                masters.addi(update);
             }
-            direction = velocity;
-        }
-        try (NDArray update = direction.mul((float) -lr)) {
-            masters.addi(update);
         }
     }
-
     @Override
     public Map<String, NDArray> state() {
         Map<String, NDArray> s = new LinkedHashMap<>();

@@ -16,9 +16,9 @@ import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 /**
- * {@link Sgd} against a double-precision reference: decoupled decay {@code p *= 1 - lr*wd} where the
- * mask is 1, then torch's momentum buffer (first step: the gradient; then {@code mu*buf + g},
- * dampening 0) and {@code p -= lr*buf}.
+ * {@link Sgd} against a double-precision reference of {@code torch.optim.SGD} (what Megatron's
+ * {@code --optimizer sgd} uses): {@code g += wd*p} where the mask is 1, then the momentum buffer
+ * (first step: g; then {@code mu*buf + g}, dampening 0) and {@code p -= lr*buf}.
  */
 class SgdTest {
 
@@ -45,30 +45,22 @@ class SgdTest {
         }
         double[] buf = null;
         for (int s = 1; s <= steps; s++) {
-            float[] g = grad(s);
+            float[] g0 = grad(s);
             double lr = lr(s);
+            double[] g = new double[p.length];
             for (int i = 0; i < p.length; i++) {
-                if (MASK[i] != 0) {
-                    p[i] *= 1 - lr * wd;
-                }
+                g[i] = g0[i] + (MASK[i] != 0 ? wd * p[i] : 0); // torch's coupled L2 decay
             }
-            double[] dir = new double[p.length];
+            double[] dir = g;
             if (momentum != 0) {
                 if (buf == null) {
-                    buf = new double[p.length];
-                    for (int i = 0; i < p.length; i++) {
-                        buf[i] = g[i];
-                    }
+                    buf = g.clone();
                 } else {
                     for (int i = 0; i < p.length; i++) {
                         buf[i] = momentum * buf[i] + g[i];
                     }
                 }
                 dir = buf;
-            } else {
-                for (int i = 0; i < p.length; i++) {
-                    dir[i] = g[i];
-                }
             }
             for (int i = 0; i < p.length; i++) {
                 p[i] -= lr * dir[i];
