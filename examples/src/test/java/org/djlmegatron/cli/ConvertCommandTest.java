@@ -2,9 +2,6 @@ package org.djlmegatron.cli;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import org.djlmegatron.io.SafetensorsReader;
@@ -26,7 +23,7 @@ class ConvertCommandTest {
     void convertsToMegatronDistAndTheLogitsCommandReadsIt() {
         Path hf = fixtures().resolve("hf/qwen2");
         Path dist = tmp.resolve("qwen2-dist");
-        String out = stdoutOf(() -> assertThat(Main.run("convert", "--input", hf.toString(), "--output", dist.toString(),
+        String out = CliCapture.stdoutOf(() -> assertThat(Main.run("convert", "--input", hf.toString(), "--output", dist.toString(),
                 "--to", "megatron-dist", "--quiet")).isZero());
         assertThat(out).contains("converted hf -> megatron-dist");
         assertGoldenLogits(dist, hf.resolve("golden.safetensors"), null);
@@ -46,7 +43,7 @@ class ConvertCommandTest {
     @Test
     void impossibleLayoutIsOneLineAndLeavesNothing() {
         Path out = tmp.resolve("llama-tp4");
-        String err = stderrOf(() -> assertThat(Main.run("convert", "--input", fixtures().resolve("hf/llama").toString(),
+        String err = CliCapture.stderrOf(() -> assertThat(Main.run("convert", "--input", fixtures().resolve("hf/llama").toString(),
                 "--output", out.toString(), "--to", "megatron", "--tp", "4")).isEqualTo(1));
         assertThat(err.strip()).doesNotContain("\n").contains("djl-megatron convert: error:")
                 .contains("tensor-parallel size 4 does not divide the 2 key/value heads");
@@ -55,7 +52,7 @@ class ConvertCommandTest {
 
     @Test
     void benchmarkReportsTheRatioToAPlainCopyAndThePeakHeap() {
-        String out = stdoutOf(() -> assertThat(Main.run("bench-convert", "--size-gb", "0.02", "--work-dir",
+        String out = CliCapture.stdoutOf(() -> assertThat(Main.run("bench-convert", "--size-gb", "0.02", "--work-dir",
                 tmp.resolve("bench").toString())).isZero());
         assertThat(out).contains("plain copy").contains("x the plain copy").contains("peak heap");
     }
@@ -67,7 +64,7 @@ class ConvertCommandTest {
                     "--output", out.toString(), "--tp", "2"}
                 : new String[] {"logits", "--checkpoint", checkpoint.toString(), "--model-config", config.toString(),
                     "--input-ids", golden.toString(), "--output", out.toString(), "--tp", "2"};
-        stdoutOf(() -> assertThat(Main.run(args)).isZero());
+        CliCapture.stdoutOf(() -> assertThat(Main.run(args)).isZero());
         try (SafetensorsReader ours = SafetensorsReader.open(out); SafetensorsReader ref = SafetensorsReader.open(golden)) {
             float[] a = ours.loadFloats("logits");
             float[] b = ref.loadFloats("logits");
@@ -79,27 +76,4 @@ class ConvertCommandTest {
         }
     }
 
-    private static String stdoutOf(Runnable r) {
-        PrintStream old = System.out;
-        ByteArrayOutputStream buf = new ByteArrayOutputStream();
-        System.setOut(new PrintStream(buf, true, StandardCharsets.UTF_8));
-        try {
-            r.run();
-        } finally {
-            System.setOut(old);
-        }
-        return buf.toString(StandardCharsets.UTF_8);
-    }
-
-    private static String stderrOf(Runnable r) {
-        PrintStream old = System.err;
-        ByteArrayOutputStream buf = new ByteArrayOutputStream();
-        System.setErr(new PrintStream(buf, true, StandardCharsets.UTF_8));
-        try {
-            r.run();
-        } finally {
-            System.setErr(old);
-        }
-        return buf.toString(StandardCharsets.UTF_8);
-    }
 }

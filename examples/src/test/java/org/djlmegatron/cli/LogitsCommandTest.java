@@ -2,9 +2,6 @@ package org.djlmegatron.cli;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import org.djlmegatron.io.SafetensorsReader;
@@ -44,7 +41,7 @@ class LogitsCommandTest {
     @Test
     void refusesTp4OnTwoKvHeadsWithOneLineAndNoOutput() {
         Path out = tmp.resolve("logits.safetensors");
-        String err = stderrOf(() -> assertThat(Main.run("logits", "--checkpoint", fixture("llama").toString(),
+        String err = CliCapture.stderrOf(() -> assertThat(Main.run("logits", "--checkpoint", fixture("llama").toString(),
                 "--input-ids", fixture("llama").resolve("golden.safetensors").toString(),
                 "--output", out.toString(), "--tp", "4")).isEqualTo(1));
         assertThat(err.strip()).doesNotContain("\n")
@@ -55,22 +52,11 @@ class LogitsCommandTest {
     @Test
     void missingInputKeyNamesFileAndKey() {
         Path out = tmp.resolve("logits.safetensors");
-        String err = stderrOf(() -> assertThat(Main.run("logits", "--checkpoint", fixture("gpt2").toString(),
+        String err = CliCapture.stderrOf(() -> assertThat(Main.run("logits", "--checkpoint", fixture("gpt2").toString(),
                 "--input-ids", fixture("gpt2").resolve("golden.safetensors").toString(), "--input-key", "tokens",
                 "--output", out.toString())).isEqualTo(1));
         assertThat(err).contains("golden.safetensors").contains("\"tokens\"").contains("input_ids");
         assertThat(Files.exists(out)).isFalse();
     }
 
-    private static String stderrOf(Runnable r) {
-        PrintStream old = System.err;
-        ByteArrayOutputStream buf = new ByteArrayOutputStream();
-        System.setErr(new PrintStream(buf, true, StandardCharsets.UTF_8));
-        try {
-            r.run();
-        } finally {
-            System.setErr(old);
-        }
-        return buf.toString(StandardCharsets.UTF_8);
-    }
 }
