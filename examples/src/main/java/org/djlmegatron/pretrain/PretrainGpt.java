@@ -48,6 +48,7 @@ public final class PretrainGpt {
      * NODE_RANK, ...), each running --nproc-per-node thread ranks.
      */
     public List<StepResult> run() {
+        o.checkUnsupported();
         var scaler = o.scaler(); // option errors fail here, before any thread starts
         var schedule = o.schedule();
         var optimizer = o.optimizerFactory();

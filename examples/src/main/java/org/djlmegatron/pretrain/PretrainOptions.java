@@ -38,6 +38,8 @@ public final class PretrainOptions {
     @Option(names = "--moe-ffn-hidden-size") public Integer moeFfnHiddenSize;
     @Option(names = "--vocab-size", defaultValue = "512", description = "vocabulary (mock data)") public int vocabSize;
     @Option(names = "--init-method-std", defaultValue = "0.02") public float initMethodStd;
+    @Option(names = "--hidden-dropout", defaultValue = "0.0", description = "only 0 (dropout is not implemented yet; Megatron's default is 0.1)") public double hiddenDropout;
+    @Option(names = "--attention-dropout", defaultValue = "0.0", description = "only 0 (dropout is not implemented yet; Megatron's default is 0.1)") public double attentionDropout;
 
     // batch and iterations
     @Option(names = "--micro-batch-size", defaultValue = "4") public int microBatchSize;
@@ -195,6 +197,14 @@ public final class PretrainOptions {
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException("--lr-decay-style must be constant, linear, cosine, "
                     + "inverse-square-root or WSD, found " + lrDecayStyle);
+        }
+    }
+
+    /** Refuses what the model would silently ignore. */
+    public void checkUnsupported() {
+        if (hiddenDropout != 0 || attentionDropout != 0) {
+            throw new IllegalArgumentException("--hidden-dropout " + hiddenDropout + " / --attention-dropout "
+                    + attentionDropout + ": dropout is not implemented yet; pass 0 (the default here, Megatron's is 0.1)");
         }
     }
 
