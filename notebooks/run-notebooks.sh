@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Executes the notebooks in notebooks/ headless with a Java kernel (rapaio-jupyter-kernel, JShell)
+# whose classpath is this checkout's build; exits non-zero if any cell of any notebook fails.
+#
+#   notebooks/run-notebooks.sh                    run every notebook into a temporary directory
+#                                                 (the committed notebooks are left untouched)
+#   notebooks/run-notebooks.sh --inplace [NB...]  run and write the outputs back into the notebooks
+#   notebooks/run-notebooks.sh --install-kernel   only install what is missing and register the
+#                                                 "Java (djl-megatron)" kernel for Jupyter/JupyterLab
+#
+# Build the project first (mvn -q install -DskipTests). Installs what is missing: Debian's
+# jupyter-nbconvert, python3-nbclient and jupyter-client (apt, as root or through sudo) and the kernel
+# jar io.github.padreati:rapaio-jupyter-kernel from Maven Central (into ~/.cache/djl-megatron/jupyter).
+# Environment: NOTEBOOK_TIMEOUT (seconds per cell, default 600), DJLM_KERNEL_HOME, DJLM_KERNEL_JAVA_OPTS.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NB_DIR="$ROOT/notebooks"
+KERNEL_NAME="djl-megatron"
+KERNEL_ARTIFACT="io.github.padreati:rapaio-jupyter-kernel:3.0.1"
+KERNEL_HOME="${DJLM_KERNEL_HOME:-$HOME/.cache/djl-megatron/jupyter}"
+KERNEL_JAR="$KERNEL_HOME/rapaio-jupyter-kernel-3.0.1.jar"
+JAR="$ROOT/examples/target/djl-megatron-examples-0.1.0-SNAPSHOT.jar"
+CP_FILE="$ROOT/examples/target/classpath.txt"
+TIMEOUT="${NOTEBOOK_TIMEOUT:-600}"
+
+mode=run
+notebooks=()
+for arg in "$@"; do
+  case "$arg" in
+    --inplace) mode=inplace ;;
+    --install-kernel) mode=install ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "run-notebooks: unknown option $arg" >&2; exit 2 ;;
+    *) notebooks+=("$(cd "$(dirname "$arg")" && pwd)/$(basename "$arg")") ;;
+  esac
+done
+if [[ ${#notebooks[@]} -eq 0 ]]; then
+  notebooks=("$NB_DIR"/[0-9]*.ipynb)
+fi
+
+log() { echo "run-notebooks: $*"; }
+
+if [[ ! -f "$JAR" || ! -f "$CP_FILE" ]]; then
+  echo "run-notebooks: the project is not built; run: (cd $ROOT && mvn -q install -DskipTests)" >&2
+  exit 2
+fi
+
+# --- 1. Jupyter's executor (Debian packages). Debian's tools run on /usr/bin/python3, whatever
+#        python3 comes first on the PATH.
+PY=/usr/bin/python3
+have_jupyter() {
+  [[ -x /usr/bin/jupyter-nbconvert ]] && "$PY" -c 'import nbconvert, nbclient, jupyter_client' 2>/dev/null
+}
+if ! have_jupyter; then
+  packages=(jupyter-nbconvert python3-nbclient jupyter-client python3-ipykernel fontconfig fonts-dejavu-core)
+  SUDO=()
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "run-notebooks: need root (or sudo) to apt-get install ${packages[*]}" >&2; exit 2; }
+    SUDO=(sudo)
+  fi
+  log "installing ${packages[*]} (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  for attempt in 1 2 3; do
+    if "${SUDO[@]}" apt-get update -qq && "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null; then
+      break
+    fi
+    [[ $attempt -eq 3 ]] && { echo "run-notebooks: apt-get install failed 3 times" >&2; exit 2; }
+    log "apt-get failed (attempt $attempt); retrying in 10 s"
+    sleep 10
+  done
+  have_jupyter || { echo "run-notebooks: jupyter-nbconvert still unusable after installing" >&2; exit 2; }
+fi
+
+# --- 2. The kernel jar (Maven Central).
+if [[ ! -f "$KERNEL_JAR" ]]; then
+  log "fetching $KERNEL_ARTIFACT (Maven Central)"
+  mkdir -p "$KERNEL_HOME"
+  if ! mvn -q -B -ntp dependency:copy -Dartifact="$KERNEL_ARTIFACT" -DoutputDirectory="$KERNEL_HOME" >"$KERNEL_HOME/fetch.log" 2>&1; then
+    cat "$KERNEL_HOME/fetch.log" >&2
+    echo "run-notebooks: could not fetch $KERNEL_ARTIFACT" >&2
+    exit 2
+  fi
+fi
+
+# --- 3. The kernel spec: rapaio's kernel reads RJK_CLASSPATH (';'-separated) and adds it to JShell.
+write_kernel_spec() { # $1: a Jupyter data directory
+  local dir="$1/kernels/$KERNEL_NAME"
+  mkdir -p "$dir"
+  "$PY" - "$dir/kernel.json" "$KERNEL_JAR" "$JAR:$(cat "$CP_FILE")" "${DJLM_KERNEL_JAVA_OPTS:--Xmx6g}" <<'EOF'
+import json, sys
+spec_file, kernel_jar, classpath, java_opts = sys.argv[1:5]
+argv = ["java"] + java_opts.split() + ["-Dai.djl.offline=true", "-Djava.awt.headless=true",
+                                       "-jar", kernel_jar, "{connection_file}"]
+spec = {"argv": argv, "display_name": "Java (djl-megatron)", "language": "java",
+        "interrupt_mode": "message",
+        "env": {"RJK_CLASSPATH": ";".join(p for p in classpath.split(":") if p)}}
+with open(spec_file, "w") as f:
+    json.dump(spec, f, indent=1)
+EOF
+  echo "$dir"
+}
+
+if [[ $mode == install ]]; then
+  data_dir="$(jupyter --data-dir 2>/dev/null || echo "$HOME/.local/share/jupyter")"
+  log "kernel \"Java (djl-megatron)\" installed: $(write_kernel_spec "$data_dir")/kernel.json"
+  exit 0
+fi
+
+# --- 4. Execute. A private kernel spec, so a checkout's run never changes the user's kernels.
+work="$(mktemp -d "${TMPDIR:-/tmp}/djlm-notebooks.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+write_kernel_spec "$work/jupyter" >/dev/null
+export JUPYTER_PATH="$work/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}"
+
+passed=0
+failed=0
+start_all=$SECONDS
+for nb in "${notebooks[@]}"; do
+  name="$(basename "$nb")"
+  args=(--to notebook --execute "--ExecutePreprocessor.timeout=$TIMEOUT" "--ExecutePreprocessor.kernel_name=$KERNEL_NAME")
+  if [[ $mode == inplace ]]; then
+    args+=(--inplace)
+  else
+    args+=(--output-dir "$work/out")
+  fi
+  t0=$SECONDS
+  if /usr/bin/jupyter-nbconvert "${args[@]}" "$nb" >"$work/$name.log" 2>&1; then
+    passed=$((passed + 1))
+    log "$name passed ($((SECONDS - t0)) s)"
+  else
+    failed=$((failed + 1))
+    log "$name FAILED ($((SECONDS - t0)) s):"
+    # the kernel's own INFO chatter is left out; nbconvert's error names the cell and the exception
+    grep -v -E '^\[[0-9-]+ [0-9:]+\] \[(INFO|FINE)' "$work/$name.log" | tail -n 60 >&2 || true
+  fi
+done
+log "$((SECONDS - start_all)) s in all"
+echo "notebooks: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]
