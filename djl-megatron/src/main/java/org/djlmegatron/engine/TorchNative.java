@@ -1,0 +1,144 @@
+package org.djlmegatron.engine;
+
+import ai.djl.engine.Engine;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.pytorch.engine.PtNDArray;
+import ai.djl.pytorch.engine.PtNDManager;
+
+/**
+ * The project's own natives, compiled into {@code libdjl_torch.so} next to DJL's JNI contract
+ * ({@code djl-megatron/src/main/native}). They exist only when DJL runs on that library
+ * ({@code PYTORCH_LIBRARY_PATH} pointing at the directory {@code build-native.sh} lays out);
+ * callers ask {@link #isAvailable()} and fall back to composed DJL operations otherwise.
+ *
+ * <p>Tensors cross as libtorch handles ({@link PtNDArray#getHandle()}); results come back as new
+ * handles owned by the first operand's manager. dtype codes are DJL's {@link DataType} ordinals.
+ */
+public final class TorchNative {
+
+    private static final String VERSION = probe();
+
+    private TorchNative() {}
+
+    /** Whether DJL runs on the project's native library. */
+    public static boolean isAvailable() {
+        return VERSION != null;
+    }
+
+    /** The native library and the libtorch it was built against, or {@code null} when absent. */
+    public static String version() {
+        return VERSION;
+    }
+
+    private static String probe() {
+        Engine.getEngine("PyTorch"); // loads libdjl_torch.so (ours or DJL's)
+        try {
+            return nativeVersion();
+        } catch (UnsatisfiedLinkError e) {
+            return null; // DJL's stock JNI: none of our natives
+        }
+    }
+
+    private static void require() {
+        if (!isAvailable()) {
+            throw new IllegalStateException("the djl-megatron native library is not loaded: DJL runs on its stock "
+                    + "JNI; build it with djl-megatron/src/main/native/build-native.sh and set PYTORCH_LIBRARY_PATH");
+        }
+    }
+
+    private static long handle(NDArray a) {
+        return ((PtNDArray) a).getHandle();
+    }
+
+    private static NDArray wrap(NDArray like, long handle) {
+        return new PtNDArray((PtNDManager) like.getManager(), handle);
+    }
+
+    /**
+     * Causal or full scaled-dot-product attention, differentiable. {@code q [b, hq, s, d]},
+     * {@code k, v [b, hkv, s, d]} with {@code hq % hkv == 0} (grouped-query: each key/value head
+     * serves {@code hq / hkv} consecutive query heads). Returns {@code [b, hq, s, d]}. Uses
+     * libtorch's fused kernels (flash, memory-efficient) where it has them, the composed math
+     * otherwise.
+     */
+    public static NDArray scaledDotProductAttention(NDArray q, NDArray k, NDArray v, boolean causal, double scale) {
+        require();
+        return wrap(q, sdpa(handle(q), handle(k), handle(v), causal, scale));
+    }
+
+    /**
+     * One AdamW step in place, with {@code torch.optim.AdamW}'s single-tensor arithmetic: decay
+     * ({@code p *= 1 - lr * wd * decayMask}), moments, bias-corrected update. All five tensors
+     * have the same shape and dtype (fp32).
+     */
+    public static void adamwStep(NDArray param, NDArray grad, NDArray expAvg, NDArray expAvgSq, NDArray decayMask,
+            double lr, double beta1, double beta2, double eps, double weightDecay, long step) {
+        require();
+        adamw(handle(param), handle(grad), handle(expAvg), handle(expAvgSq), handle(decayMask), lr, beta1, beta2,
+                eps, weightDecay, step);
+    }
+
+    /** A cast that autograd sees through (DJL's {@code toType} runs without grad). */
+    public static NDArray cast(NDArray x, DataType type) {
+        require();
+        return x.getDataType() == type ? x : wrap(x, castTo(handle(x), type.ordinal()));
+    }
+
+    /** Address of the tensor's first element (a device pointer for CUDA tensors); never read from Java. */
+    public static long dataPointer(NDArray x) {
+        require();
+        return dataPtr(handle(x));
+    }
+
+    /** The current CUDA stream of {@code device} (a {@code cudaStream_t}); 0 without CUDA. */
+    public static long currentCudaStream(int device) {
+        require();
+        return cudaCurrentStream(device);
+    }
+
+    /** Waits for all work on {@code device}. */
+    public static void synchronizeCuda(int device) {
+        require();
+        cudaSynchronize(device);
+    }
+
+    /** Bytes {@code [allocated, reserved, peak allocated, peak reserved]} of libtorch's CUDA allocator on {@code device}. */
+    public static long[] cudaMemoryStats(int device) {
+        require();
+        return cudaMemory(device);
+    }
+
+    /** Number of CUDA devices libtorch sees (0 on a CPU build). */
+    public static int cudaDeviceCount() {
+        require();
+        return cudaDevices();
+    }
+
+    /** Seeds the generator of one device: {@code device < 0} is the CPU, else that CUDA device. */
+    public static void manualSeed(int device, long seed) {
+        require();
+        seed(device, seed);
+    }
+
+    private static native String nativeVersion();
+
+    private static native long sdpa(long q, long k, long v, boolean causal, double scale);
+
+    private static native void adamw(long param, long grad, long expAvg, long expAvgSq, long decayMask, double lr,
+            double beta1, double beta2, double eps, double weightDecay, long step);
+
+    private static native long castTo(long handle, int dtype);
+
+    private static native long dataPtr(long handle);
+
+    private static native long cudaCurrentStream(int device);
+
+    private static native void cudaSynchronize(int device);
+
+    private static native long[] cudaMemory(int device);
+
+    private static native int cudaDevices();
+
+    private static native void seed(int device, long seed);
+}
