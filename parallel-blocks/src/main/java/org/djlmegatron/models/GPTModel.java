@@ -20,6 +20,7 @@ import org.djlmegatron.nn.VocabParallelEmbedding;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.training.TrainableModel;
 import org.djlmegatron.training.TrainableParameter;
+import org.djlmegatron.transformer.AttentionBackend;
 import org.djlmegatron.transformer.TransformerConfig;
 import org.djlmegatron.transformer.TransformerLayer;
 
@@ -66,6 +67,11 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
 
     public boolean isSequenceParallel() {
         return sequenceParallel;
+    }
+
+    /** Chooses how every layer computes attention (default {@link AttentionBackend#AUTO}). */
+    public void setAttentionBackend(AttentionBackend backend) {
+        layers.forEach(l -> l.attention().setBackend(backend));
     }
 
     /** Local logits {@code [b, s, V/tp]} for token ids {@code [b, s]}. */

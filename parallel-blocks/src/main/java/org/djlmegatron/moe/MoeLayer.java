@@ -7,6 +7,7 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
 import java.util.ArrayList;
 import java.util.List;
+import org.djlmegatron.engine.Cast;
 import org.djlmegatron.nn.BlockList;
 import org.djlmegatron.nn.ParallelBlock;
 import org.djlmegatron.transformer.Mlp;
@@ -81,7 +82,7 @@ public final class MoeLayer extends ParallelBlock {
         }
         NDArray all = outputs.size() == 1 ? outputs.get(0) : NDArrays.concat(outputs);
         NDArray rows = m.create(rowOf, new Shape(numTokens, k));
-        NDArray weights = routing.weights().toType(x.getDataType(), false); // [T, k]
+        NDArray weights = Cast.to(routing.weights(), x.getDataType()); // [T, k]
         NDArray out = null;
         for (int j = 0; j < k; j++) {
             NDArray slot = all.get(rows.get(":, " + j)).mul(weights.get(":, " + j + ":" + (j + 1)));

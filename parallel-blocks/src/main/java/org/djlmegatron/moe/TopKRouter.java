@@ -5,6 +5,7 @@ import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.nn.Parameter;
+import org.djlmegatron.engine.Cast;
 import org.djlmegatron.nn.ParallelBlock;
 import org.djlmegatron.nn.ShardLayout;
 import org.djlmegatron.nn.ShardedParameter;
@@ -37,7 +38,7 @@ public final class TopKRouter extends ParallelBlock {
     public Routing route(NDArray tokens) {
         NDArray logits = tokens.getNDArrayInternal().linear(tokens, value(weight, tokens), null)
                 .singletonOrThrow();
-        NDArray probs = logits.toType(DataType.FLOAT32, false).softmax(-1);
+        NDArray probs = Cast.to(logits, DataType.FLOAT32).softmax(-1);
         NDList top = probs.topK(topK, -1, true, true);
         NDArray w = top.get(0);
         if (renormalize) {

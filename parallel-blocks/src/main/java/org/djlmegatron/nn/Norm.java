@@ -4,6 +4,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.nn.Parameter;
+import org.djlmegatron.engine.Cast;
 import org.djlmegatron.parallel.RankContext;
 
 /**
@@ -38,7 +39,7 @@ public final class Norm extends ParallelBlock {
     @Override
     public NDArray apply(NDArray x) {
         DataType type = x.getDataType();
-        NDArray h = x.toType(DataType.FLOAT32, false);
+        NDArray h = Cast.to(x, DataType.FLOAT32);
         NDArray y;
         if (kind == Kind.RMS_NORM) {
             NDArray rms = h.square().mean(new int[] {-1}, true).add(eps).sqrt();
@@ -49,6 +50,6 @@ public final class Norm extends ParallelBlock {
                     .layerNorm(h, last, value(weight, h), value(bias, h), eps)
                     .singletonOrThrow();
         }
-        return y.toType(type, false);
+        return Cast.to(y, type);
     }
 }

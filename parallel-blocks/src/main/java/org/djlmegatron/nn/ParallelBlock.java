@@ -17,6 +17,7 @@ import java.util.List;
 import java.util.Random;
 import org.djlmegatron.autograd.RegionMappings;
 import org.djlmegatron.autograd.Tape;
+import org.djlmegatron.engine.Cast;
 import org.djlmegatron.parallel.RankContext;
 
 /**
@@ -175,22 +176,21 @@ public abstract class ParallelBlock extends AbstractBlock {
     }
 
     /**
-     * The value of a parameter for arithmetic on {@code activation}: the array itself in fp32; an
-     * fp32 copy of an fp16 parameter otherwise, made by multiplying with a one-element fp32 tensor
-     * because DJL's cast runs without autograd. So under --fp16 weights and their gradients are
-     * fp16 while arithmetic is fp32 (the stock engine's CPU fp16 kernels are slow anyway).
+     * The value of a parameter for arithmetic on {@code activation}: in the activation's dtype
+     * when that is floating (fp32 arithmetic in norms and the loss), else (token ids) in the
+     * parameter's compute dtype. fp16 weights compute in fp32 (the stock engine's fp16 CPU
+     * kernels are slow, and it cannot cast them differentiably other than by widening), bf16
+     * weights in bf16 (only on the native library). Casts keep the graph ({@link Cast}).
      */
     public static NDArray value(Parameter p, NDArray activation) {
         NDArray a = p.getArray();
-        if (a.getDataType() == DataType.FLOAT32) {
-            return a;
+        DataType act = activation.getDataType();
+        DataType target = act.isFloating() ? act : a.getDataType() == DataType.FLOAT16 ? DataType.FLOAT32 : a.getDataType();
+        NDArray v = Cast.to(a, target);
+        if (v != a) {
+            v.attach(activation.getManager()); // a temporary of this step, not of the model
         }
-        NDManager m = activation.getManager();
-        try (NDArray one = m.ones(new Shape(1), DataType.FLOAT32)) {
-            NDArray up = a.mul(one);
-            up.attach(m);
-            return up;
-        }
+        return v;
     }
 
     /** The rank this block belongs to. */

@@ -4,6 +4,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.types.DataType;
 import org.djlmegatron.autograd.RegionMappings;
 import org.djlmegatron.comm.ReduceOp;
+import org.djlmegatron.engine.Cast;
 
 /**
  * Cross-entropy over logits whose vocabulary is split across the tensor-parallel group (as
@@ -27,7 +28,7 @@ public final class VocabParallelCrossEntropy {
      * global label ids {@code [batch, seq]}; ignored positions give 0.
      */
     public NDArray tokenLosses(NDArray localLogits, NDArray labels) {
-        NDArray logits = localLogits.toType(DataType.FLOAT32, false);
+        NDArray logits = Cast.to(localLogits, DataType.FLOAT32);
         long part = logits.getShape().get(logits.getShape().dimension() - 1);
         long start = part * tp.group().rank();
 

@@ -4,7 +4,10 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
 import org.djlmegatron.autograd.Scalar;
+import org.djlmegatron.engine.Cast;
+import org.djlmegatron.engine.TorchNative;
 import org.djlmegatron.nn.ColumnParallelLinear;
 import org.djlmegatron.nn.Norm;
 import org.djlmegatron.nn.ParallelBlock;
@@ -27,6 +30,7 @@ public final class Attention extends ParallelBlock {
     private final RotaryEmbedding rope;
     private final int localGroups;
     private final NDArray scale; // 1/sqrt(head dim); a cached Scalar, not mul(Number)
+    private AttentionBackend backend = AttentionBackend.AUTO.resolve();
 
     public Attention(RankContext ctx, TransformerConfig cfg, boolean sequenceParallel) {
         super(ctx);
@@ -85,16 +89,43 @@ public final class Attention extends ParallelBlock {
             q = rope.apply(m, q);
             k = rope.apply(m, k);
         }
+        NDArray context = backend == AttentionBackend.FUSED ? fused(q, k, v) : unfused(q, k, v);
+        return linearProj.partial(context.reshape(b, s, (long) localGroups * qpg * d));
+    }
+
+    /** Chooses the backend (resolved now: FUSED without the native library is refused here). */
+    public void setBackend(AttentionBackend backend) {
+        this.backend = backend.resolve();
+    }
+
+    public AttentionBackend backend() {
+        return backend;
+    }
+
+    /** q {@code [b, s, g, qpg, d]}, k and v {@code [b, s, g, 1, d]} to the context {@code [b, s, g, qpg, d]}. */
+    private NDArray fused(NDArray q, NDArray k, NDArray v) {
+        Shape qs = q.getShape(); // heads ordered group by group: each key/value head serves qpg consecutive ones
+        long b = qs.get(0);
+        long s = qs.get(1);
+        long g = qs.get(2);
+        long qpg = qs.get(3);
+        long d = qs.get(4);
+        NDArray qh = q.transpose(0, 2, 3, 1, 4).reshape(b, g * qpg, s, d);
+        NDArray kh = k.transpose(0, 2, 3, 1, 4).reshape(b, g, s, d);
+        NDArray vh = v.transpose(0, 2, 3, 1, 4).reshape(b, g, s, d);
+        NDArray out = TorchNative.scaledDotProductAttention(qh, kh, vh, true, 1.0 / Math.sqrt(d));
+        return out.reshape(b, g, qpg, s, d).transpose(0, 3, 1, 2, 4);
+    }
+
+    private NDArray unfused(NDArray q, NDArray k, NDArray v) {
+        long s = q.getShape().get(1);
         // [b, g, heads-in-group, s, d]: keys and values broadcast over the group's query heads
-        q = q.transpose(0, 2, 3, 1, 4);
-        k = k.transpose(0, 2, 3, 4, 1); // [b, g, 1, d, s]
-        v = v.transpose(0, 2, 3, 1, 4);
-        NDArray scores = q.matMul(k).mul(scale).add(causalMask(s));
-        NDArray probs = scores.toType(DataType.FLOAT32, false).softmax(-1).toType(x.getDataType(), false);
-        NDArray context = probs.matMul(v) // [b, g, qpg, s, d]
-                .transpose(0, 3, 1, 2, 4)
-                .reshape(b, s, (long) localGroups * qpg * d);
-        return linearProj.partial(context);
+        NDArray qt = q.transpose(0, 2, 3, 1, 4);
+        NDArray kt = k.transpose(0, 2, 3, 4, 1); // [b, g, 1, d, s]
+        NDArray vt = v.transpose(0, 2, 3, 1, 4);
+        NDArray scores = qt.matMul(kt).mul(scale).add(causalMask(s));
+        NDArray probs = Cast.to(Cast.to(scores, DataType.FLOAT32).softmax(-1), q.getDataType());
+        return probs.matMul(vt).transpose(0, 3, 1, 2, 4); // [b, s, g, qpg, d]
     }
 
     public RowParallelLinear linearProj() {

@@ -37,13 +37,23 @@ public final class RotaryEmbedding {
         long seq = x.getShape().get(1);
         tables(manager, seq);
         int middle = x.getShape().dimension() - 3;
-        NDArray c = cos;
-        NDArray s = sin;
+        NDArray c = inTypeOf(cos, x);
+        NDArray s = inTypeOf(sin, x);
         for (int i = 0; i < middle; i++) {
             c = c.expandDims(1);
             s = s.expandDims(1);
         }
         return x.mul(c).add(rotateHalf(x).mul(s));
+    }
+
+    /** The fp32 table in {@code x}'s dtype, as transformers uses it (a temporary of x's step). */
+    private static NDArray inTypeOf(NDArray table, NDArray x) {
+        if (table.getDataType() == x.getDataType()) {
+            return table;
+        }
+        NDArray typed = table.toType(x.getDataType(), false);
+        typed.attach(x.getManager());
+        return typed;
     }
 
     private static NDArray rotateHalf(NDArray x) {

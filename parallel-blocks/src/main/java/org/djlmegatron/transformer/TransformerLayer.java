@@ -77,4 +77,8 @@ public final class TransformerLayer extends ParallelBlock {
         }
         return h.add(y);
     }
+
+    public Attention attention() {
+        return attention;
+    }
 }
