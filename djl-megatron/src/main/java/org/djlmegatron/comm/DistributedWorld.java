@@ -70,6 +70,12 @@ public final class DistributedWorld {
      *     exceptions
      */
     public static <T> List<T> run(RankGrid grid, LaunchConfig launch, Function<RankContext, T> body) {
+        return run(grid, launch, RankDevices.cpu(), body);
+    }
+
+    /** {@link #run(RankGrid, LaunchConfig, Function)} with each local rank on the device {@code devices} names. */
+    public static <T> List<T> run(RankGrid grid, LaunchConfig launch, RankDevices devices,
+            Function<RankContext, T> body) {
         if (grid.worldSize() != launch.worldSize()) {
             throw new IllegalArgumentException("the grid has " + grid.worldSize() + " ranks but the launch has "
                     + launch.nnodes() + " node(s) x " + launch.nprocPerNode() + " ranks per node = "
@@ -81,10 +87,10 @@ public final class DistributedWorld {
             Rendezvous.Links links = Rendezvous.join(launch, grid.toString());
             mesh = new NodeMesh(launch.nodeRank(), links.sockets(), links.addresses());
         }
-        return new DistributedWorld(grid, launch, mesh).run(body);
+        return new DistributedWorld(grid, launch, mesh).run(body, devices);
     }
 
-    private <T> List<T> run(Function<RankContext, T> body) {
+    private <T> List<T> run(Function<RankContext, T> body, RankDevices devices) {
         int nproc = launch.nprocPerNode();
         int[] ranks = new int[nproc];
         Arrays.setAll(ranks, i -> launch.firstRank() + i);
@@ -92,7 +98,7 @@ public final class DistributedWorld {
         boolean clean = false;
         try {
             List<Map<GroupKind, ProcessGroup>> groups = buildGroups();
-            ranksHere = new RankThreads<>(grid, ranks, groups, this::failedHere);
+            ranksHere = new RankThreads<>(grid, ranks, groups, this::failedHere, devices);
             synchronized (this) {
                 threads = ranksHere;
             }

@@ -1,6 +1,5 @@
 package org.djlmegatron.comm;
 
-import ai.djl.Device;
 import ai.djl.ndarray.NDManager;
 import ai.djl.pytorch.jni.JniUtils;
 import java.time.Duration;
@@ -18,7 +17,7 @@ import org.djlmegatron.parallel.RankGrid;
 
 /**
  * Runs this JVM's ranks, one thread each (named {@code "rank-N"}, N the global rank), with grad
- * mode on, its own CPU {@link NDManager} and its groups; collects their results and failures.
+ * mode on, its own {@link NDManager} on its device and its groups; collects their results and failures.
  * The first failure, of a rank here or reported from elsewhere with {@link #failExternally},
  * starts the clock: the others get {@code timeout} to stop before they are abandoned.
  */
@@ -28,6 +27,7 @@ final class RankThreads<T> {
     private final int[] ranks;
     private final List<Map<GroupKind, ProcessGroup>> groups;
     private final Consumer<String> onLocalFailure;
+    private final RankDevices devices;
     private final Object[] results;
     private final Throwable[] failures;
     private final List<Thread> threads = new ArrayList<>();
@@ -42,13 +42,15 @@ final class RankThreads<T> {
      * @param ranks the global ranks to run here
      * @param groups per entry of {@code ranks}, its groups
      * @param onLocalFailure told (once, outside any lock) the reason when a rank here fails first
+     * @param devices the device of each entry of {@code ranks}
      */
     RankThreads(RankGrid grid, int[] ranks, List<Map<GroupKind, ProcessGroup>> groups,
-            Consumer<String> onLocalFailure) {
+            Consumer<String> onLocalFailure, RankDevices devices) {
         this.grid = grid;
         this.ranks = ranks.clone();
         this.groups = groups;
         this.onLocalFailure = onLocalFailure;
+        this.devices = devices;
         this.results = new Object[ranks.length];
         this.failures = new Throwable[ranks.length];
     }
@@ -149,7 +151,7 @@ final class RankThreads<T> {
 
     private void runRank(int index, Function<RankContext, T> body) {
         try {
-            NDManager manager = NDManager.newBaseManager(Device.cpu()); // loads the engine first
+            NDManager manager = NDManager.newBaseManager(devices.of(index)); // loads the engine first
             JniUtils.setGradMode(true); // grad mode is thread-local in libtorch
             try (RankContext ctx = new RankContext(grid, ranks[index], groups.get(index), manager)) {
                 results[index] = body.apply(ctx);

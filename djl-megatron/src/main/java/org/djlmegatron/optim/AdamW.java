@@ -3,10 +3,14 @@ package org.djlmegatron.optim;
 import ai.djl.ndarray.NDArray;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import org.djlmegatron.engine.TorchNative;
 
 /**
  * AdamW with decoupled weight decay, in the order and arithmetic of PyTorch's
- * {@code torch.optim.AdamW} (single-tensor path): decay, moments, bias-corrected step.
+ * {@code torch.optim.AdamW} (single-tensor path): decay, moments, bias-corrected step. On the
+ * project's native library the step is one native call over the flat buffer (the benefit of a
+ * fused multi-tensor kernel, one launch per op instead of one per parameter, comes from the flat
+ * buffer already); the composed DJL ops otherwise.
  */
 public final class AdamW implements Optimizer {
 
@@ -29,6 +33,10 @@ public final class AdamW implements Optimizer {
         if (expAvg == null) {
             expAvg = masters.zerosLike();
             expAvgSq = masters.zerosLike();
+        }
+        if (TorchNative.isAvailable()) { // the same arithmetic in one native call, no temporaries
+            TorchNative.adamwStep(masters, grads, expAvg, expAvgSq, decayMask, lr, beta1, beta2, eps, weightDecay, step);
+            return;
         }
         if (weightDecay != 0) {
             // p *= 1 - lr*wd where decay applies, 1 elsewhere

@@ -2,7 +2,6 @@ package org.djlmegatron.pretrain;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
-import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.pytorch.jni.JniUtils;
 import java.io.PrintStream;
@@ -14,6 +13,7 @@ import org.djlmegatron.bridge.hf.HfCheckpoint;
 import org.djlmegatron.comm.DistributedWorld;
 import org.djlmegatron.comm.LaunchConfig;
 import org.djlmegatron.comm.ProcessGroup;
+import org.djlmegatron.comm.RankDevices;
 import org.djlmegatron.data.TextTokenizer;
 import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.models.GPTModel;
@@ -26,6 +26,7 @@ import org.djlmegatron.training.MicroBatch;
 import org.djlmegatron.training.StepResult;
 import org.djlmegatron.training.Trainer;
 import org.djlmegatron.training.TrainerConfig;
+import org.djlmegatron.transformer.AttentionBackend;
 import org.djlmegatron.transformer.TransformerConfig;
 
 /**
@@ -52,7 +53,9 @@ public final class PretrainGpt {
         var scaler = o.scaler(); // option errors fail here, before any thread starts
         var schedule = o.schedule();
         var optimizer = o.optimizerFactory();
+        var attention = o.attentionBackend();
         LaunchConfig launch = LaunchConfig.fromEnvironment(o.nprocPerNode);
+        RankDevices devices = RankDevices.parse(o.device, o.nprocPerNode);
         RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, 1, 1, 1);
         if (o.initHf != null && o.load != null) {
             throw new IllegalArgumentException("give --init-hf or --load, not both");
@@ -74,7 +77,7 @@ public final class PretrainGpt {
             tc.microBatchesPerStep(grid.dp());
             checkSequence(cfg, seq, grid);
             out.printf(Locale.ROOT, "> building GPT model: %s%n> %s, micro batch %d, global batch %d, seq %d%s%n",
-                    describe(cfg), grid, o.microBatchSize, gbs, seq, o.fp16 ? ", fp16" : ", fp32");
+                    describe(cfg), grid, o.microBatchSize, gbs, seq, ", " + precision() + ", attention " + attention.name().toLowerCase(Locale.ROOT));
             double flops = ModelFlops.training(cfg, gbs, seq);
             if (start.resume() != null) {
                 out.printf(Locale.ROOT, "> resuming from %s (iteration %d)%n", start.iterDir(), start.resume().iteration());
@@ -82,8 +85,8 @@ public final class PretrainGpt {
                 out.printf(Locale.ROOT, "> loading weights from %s%n", start.weights().describe());
             }
             try (AutoCloseable closeData = data instanceof AutoCloseable c ? c : () -> { }) {
-                List<List<StepResult>> local = DistributedWorld.run(grid, launch,
-                        ctx -> train(ctx, cfg, hf, start, data, tc, gbs, flops));
+                List<List<StepResult>> local = DistributedWorld.run(grid, launch, devices,
+                        ctx -> train(ctx, cfg, hf, start, data, tc, gbs, flops, attention));
                 return local.get(0); // this JVM's first rank (global rank 0 on node 0)
             } catch (RuntimeException e) {
                 throw e;
@@ -96,9 +99,10 @@ public final class PretrainGpt {
     }
 
     private List<StepResult> train(RankContext ctx, TransformerConfig cfg, HfCheckpoint hf, Start start,
-            BatchSource data, TrainerConfig tc, int gbs, double flops) {
+            BatchSource data, TrainerConfig tc, int gbs, double flops, AttentionBackend attention) {
         GPTModel model = new GPTModel(ctx, cfg, o.sequenceParallel);
-        model.setParameterType(o.fp16 ? DataType.FLOAT16 : DataType.FLOAT32);
+        model.setParameterType(o.parameterType());
+        model.setAttentionBackend(attention);
         if (hf != null) {
             hf.loadInto(model);
         } else if (start.weights() != null) {
@@ -143,6 +147,10 @@ public final class PretrainGpt {
             }
         }
         return results;
+    }
+
+    private String precision() {
+        return o.fp16 ? "fp16" : o.bf16 ? "bf16" : "fp32";
     }
 
     private TrainingCheckpoint.TrainerState trainerState(Trainer trainer, int gbs, int dpSize) {

@@ -1,13 +1,16 @@
 package org.djlmegatron.pretrain;
 
+import ai.djl.ndarray.types.DataType;
 import java.nio.file.Path;
 import java.util.Locale;
+import org.djlmegatron.engine.TorchNative;
 import org.djlmegatron.nn.Norm;
 import org.djlmegatron.optim.AdamW;
 import org.djlmegatron.optim.LearningRateSchedule;
 import org.djlmegatron.optim.Optimizer;
 import org.djlmegatron.optim.Sgd;
 import org.djlmegatron.training.LossScaler;
+import org.djlmegatron.transformer.AttentionBackend;
 import org.djlmegatron.transformer.TransformerConfig;
 import picocli.CommandLine.Option;
 
@@ -65,7 +68,9 @@ public final class PretrainOptions {
 
     // precision
     @Option(names = "--fp16") public boolean fp16;
-    @Option(names = "--bf16") public boolean bf16;
+    @Option(names = "--bf16", description = "bf16 weights and arithmetic, fp32 masters (needs the native library)") public boolean bf16;
+    @Option(names = "--attention-backend", defaultValue = "auto", description = "auto, fused (libtorch SDPA, native library) or unfused") public String attentionBackend;
+    @Option(names = "--device", defaultValue = "auto", description = "auto, cpu or cuda (local rank i on GPU i; auto: cuda when every rank has a GPU)") public String device;
     @Option(names = "--loss-scale", description = "static loss scale (fp16); default: dynamic") public Double lossScale;
     @Option(names = "--initial-loss-scale", defaultValue = "4294967296") public double initialLossScale;
     @Option(names = "--min-loss-scale", defaultValue = "1.0") public double minLossScale;
@@ -208,11 +213,28 @@ public final class PretrainOptions {
         }
     }
 
+    /** The dtype weights are held and computed in: fp16 weights compute in fp32 (see ParallelBlock.value). */
+    public DataType parameterType() {
+        return fp16 ? DataType.FLOAT16 : bf16 ? DataType.BFLOAT16 : DataType.FLOAT32;
+    }
+
+    /** {@code --attention-backend}, resolved (fused without the native library is refused). */
+    public AttentionBackend attentionBackend() {
+        try {
+            return AttentionBackend.valueOf(attentionBackend.toUpperCase(Locale.ROOT)).resolve();
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("--attention-backend must be auto, fused or unfused, found " + attentionBackend);
+        }
+    }
+
     /** Loss scaling for the precision flags. */
     public java.util.function.Supplier<LossScaler> scaler() {
-        if (bf16) {
-            throw new IllegalArgumentException("--bf16 needs an engine with bfloat16: DJL's stock PyTorch JNI "
-                    + "aborts the JVM on bfloat16 tensors; use --fp16, or fp32 (no flag)");
+        if (bf16 && fp16) {
+            throw new IllegalArgumentException("give --fp16 or --bf16, not both");
+        }
+        if (bf16 && !TorchNative.isAvailable()) {
+            throw new IllegalArgumentException("--bf16 needs the djl-megatron native library: DJL's stock PyTorch JNI "
+                    + "aborts the JVM on bfloat16 tensors; build it (docs/native.md), or use --fp16, or fp32 (no flag)");
         }
         if (!fp16) {
             return LossScaler::none;
