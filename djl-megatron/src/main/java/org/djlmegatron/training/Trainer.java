@@ -84,17 +84,29 @@ public final class Trainer implements AutoCloseable {
         long t0 = System.nanoTime();
         layout.zeroGradients();
         double scale = scaler.scale();
-        double lossSum = 0;
+        float[] losses = new float[batches.size()];
         long tokens = 0;
-        for (MicroBatch mb : batches) {
-            try (NDManager step = ctx.manager().newSubManager()) {
-                NDArray inputs = step.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
-                NDArray labels = step.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
-                NDArray loss = model.loss(inputs, labels);
-                lossSum += loss.getFloat();
-                ctx.tape().backward(loss.mul(Scalar.of(step, scale / microBatches)));
-                tokens += mb.tokens();
+        try (NDManager stepLosses = ctx.manager().newSubManager()) {
+            NDList pending = new NDList(batches.size()); // read once after the last backward: no device sync between
+            for (MicroBatch mb : batches) {
+                try (NDManager step = ctx.manager().newSubManager()) {
+                    NDArray inputs = step.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
+                    NDArray labels = step.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
+                    NDArray loss = model.loss(inputs, labels);
+                    NDArray value = loss.stopGradient();
+                    value.attach(stepLosses);
+                    pending.add(value);
+                    ctx.tape().backward(loss.mul(Scalar.of(step, scale / microBatches)));
+                    tokens += mb.tokens();
+                }
             }
+            for (int i = 0; i < losses.length; i++) {
+                losses[i] = pending.get(i).getFloat();
+            }
+        }
+        double lossSum = 0;
+        for (float l : losses) {
+            lossSum += l; // in micro-batch order, as before: the same double sum
         }
         model.reduceTensorParallelGradients();
         double loss = averageOverDp(lossSum / microBatches);

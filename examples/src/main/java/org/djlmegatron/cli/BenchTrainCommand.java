@@ -1,5 +1,7 @@
 package org.djlmegatron.cli;
 
+import ai.djl.Device;
+import ai.djl.ndarray.types.DataType;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
@@ -7,6 +9,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
+import org.djlmegatron.comm.RankDevices;
 import org.djlmegatron.models.ModelFlops;
 import org.djlmegatron.pretrain.PretrainGpt;
 import org.djlmegatron.pretrain.PretrainOptions;
@@ -17,44 +20,95 @@ import picocli.CommandLine.Option;
 
 /**
  * {@code bench-train}: full training steps (forward, backward, gradient reduction, optimizer) of
- * the reference GPT under several data/tensor-parallel layouts, as ratios of a same-run matmul and
- * of the first layout, with optimizer memory per rank.
+ * a GPT under several data/tensor-parallel layouts, as ratios of a same-run matmul (same device,
+ * same dtype) and of the first layout, with optimizer memory per rank and, given a peak, MFU.
  */
 @Command(name = "bench-train", mixinStandardHelpOptions = true,
-        description = "Benchmark training steps (tokens/s, model FLOP/s vs matmul, DP scaling, optimizer memory).")
+        description = "Benchmark training steps (tokens/s, model FLOP/s vs matmul, MFU, DP scaling, optimizer memory).")
 final class BenchTrainCommand implements Callable<Integer> {
 
-    @Option(names = "--num-layers", defaultValue = "4") int layers;
-    @Option(names = "--hidden-size", defaultValue = "512") int hidden;
-    @Option(names = "--num-attention-heads", defaultValue = "8") int heads;
-    @Option(names = "--seq-length", defaultValue = "256") int seq;
-    @Option(names = "--micro-batch-size", defaultValue = "2") int micro;
-    @Option(names = "--vocab-size", defaultValue = "8192") int vocab;
+    /** GPT shapes of platform-facts.md's H100 anchors (GPT-2 style: LayerNorm, GELU, learned positions, tied). */
+    enum Preset {
+        REFERENCE(4, 512, 8, 256, 2, 8192),
+        GPT_124M(12, 768, 12, 1024, 16, 50304),
+        GPT_350M(24, 1024, 16, 1024, 16, 50304),
+        GPT_1_3B(24, 2048, 16, 2048, 8, 50304);
+
+        final int layers;
+        final int hidden;
+        final int heads;
+        final int seq;
+        final int micro;
+        final int vocab;
+
+        Preset(int layers, int hidden, int heads, int seq, int micro, int vocab) {
+            this.layers = layers;
+            this.hidden = hidden;
+            this.heads = heads;
+            this.seq = seq;
+            this.micro = micro;
+            this.vocab = vocab;
+        }
+
+        static Preset parse(String name) {
+            String n = name.toUpperCase(Locale.ROOT).replace('-', '_').replace('.', '_');
+            try {
+                return valueOf(n);
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException("--preset must be reference, gpt-124m, gpt-350m or gpt-1.3b, found " + name);
+            }
+        }
+    }
+
+    @Option(names = "--preset", defaultValue = "reference",
+            description = "model and batch: reference, gpt-124m, gpt-350m, gpt-1.3b (default: ${DEFAULT-VALUE})") String preset;
+    @Option(names = "--num-layers") Integer layers;
+    @Option(names = "--hidden-size") Integer hidden;
+    @Option(names = "--num-attention-heads") Integer heads;
+    @Option(names = "--seq-length") Integer seq;
+    @Option(names = "--micro-batch-size", description = "per rank") Integer micro;
+    @Option(names = "--vocab-size") Integer vocab;
     @Option(names = "--iters", defaultValue = "4", description = "timed iterations per layout (after one warm-up)") int iters;
     @Option(names = "--layouts", split = ",", defaultValue = "dp1,dp2,dp2-distopt,tp2",
             description = "layouts to run: dpN, dpN-distopt, tpN (default: ${DEFAULT-VALUE})") List<String> layouts;
+    @Option(names = "--device", defaultValue = "cpu", description = "cpu or cuda (default: ${DEFAULT-VALUE})") String device;
+    @Option(names = "--bf16", description = "bf16 weights and arithmetic (native library)") boolean bf16;
+    @Option(names = "--attention-backend", defaultValue = "auto") String attentionBackend;
+    @Option(names = "--peak-tflops", description = "the device's peak dense TFLOP/s in the run's dtype, for MFU "
+            + "(H100/H200 SXM bf16: 989)") Double peakTflops;
 
     @Override
     public Integer call() {
-        System.out.printf(Locale.ROOT, "reference GPT: %d layers, hidden %d, %d heads, seq %d, micro batch %d per rank, "
-                + "vocab %d, fp32, global batch = micro x DP%n", layers, hidden, heads, seq, micro, vocab);
+        Preset p = Preset.parse(preset);
+        int l = layers != null ? layers : p.layers;
+        int h = hidden != null ? hidden : p.hidden;
+        int a = heads != null ? heads : p.heads;
+        int s = seq != null ? seq : p.seq;
+        int mb = micro != null ? micro : p.micro;
+        int v = vocab != null ? vocab : p.vocab;
+        DataType type = bf16 ? DataType.BFLOAT16 : DataType.FLOAT32;
+        Device dev = RankDevices.parse(device, 1).of(0);
+        System.out.printf(Locale.ROOT, "GPT %s: %d layers, hidden %d, %d heads, seq %d, micro batch %d per rank, vocab %d, "
+                + "%s on %s, global batch = micro x DP%n", p.name().toLowerCase(Locale.ROOT), l, h, a, s, mb, v,
+                bf16 ? "bf16" : "fp32", dev);
         double base = 0;
         for (String layout : layouts) {
-            double gemm = BenchCommand.matmulGflops(2048, 5);
-            Run r = run(layout);
+            double gemm = BenchCommand.matmulGflops(dev, type, dev.isGpu() ? 8192 : 2048, 5);
+            Run r = run(layout, l, h, a, s, mb, v);
             if (base == 0) {
                 base = r.tokensPerS;
             }
-            System.out.printf(Locale.ROOT, "%-12s %7.0f tokens/s  %6.1f GFLOP/s  matmul %6.1f GFLOP/s  model/matmul %.2f  "
-                    + "throughput vs %s %.2fx  optimizer %,d bytes/rank%n", layout, r.tokensPerS, r.gflops, gemm,
-                    r.gflops / gemm, layouts.get(0), r.tokensPerS / base, r.optimizerBytes);
+            String mfu = peakTflops == null ? "" : String.format(Locale.ROOT, "  MFU %.3f", r.gflops / 1e3 / peakTflops);
+            System.out.printf(Locale.ROOT, "%-12s %9.0f tokens/s  %8.1f GFLOP/s  matmul %8.1f GFLOP/s  model/matmul %.2f  "
+                    + "throughput vs %s %.2fx  optimizer %,d bytes/rank%s%n", layout, r.tokensPerS, r.gflops, gemm,
+                    r.gflops / gemm, layouts.get(0), r.tokensPerS / base, r.optimizerBytes, mfu);
         }
         return 0;
     }
 
     private record Run(double tokensPerS, double gflops, long optimizerBytes) {}
 
-    private Run run(String layout) {
+    private Run run(String layout, int l, int h, int a, int s, int mb, int v) {
         int dp = 1;
         int tp = 1;
         boolean distopt = layout.endsWith("-distopt");
@@ -66,25 +120,29 @@ final class BenchTrainCommand implements Callable<Integer> {
         } else {
             throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt or tpN");
         }
-        List<String> a = new ArrayList<>(List.of("--mock-data", "--num-layers", "" + layers, "--hidden-size", "" + hidden,
-                "--num-attention-heads", "" + heads, "--seq-length", "" + seq, "--vocab-size", "" + vocab,
-                "--micro-batch-size", "" + micro, "--global-batch-size", "" + micro * dp, "--lr", "1e-4",
+        List<String> args = new ArrayList<>(List.of("--mock-data", "--num-layers", "" + l, "--hidden-size", "" + h,
+                "--num-attention-heads", "" + a, "--seq-length", "" + s, "--vocab-size", "" + v,
+                "--micro-batch-size", "" + mb, "--global-batch-size", "" + mb * dp, "--lr", "1e-4",
                 "--train-iters", "" + (iters + 1), "--nproc-per-node", "" + dp * tp,
-                "--tensor-model-parallel-size", "" + tp, "--log-interval", "1000000"));
+                "--tensor-model-parallel-size", "" + tp, "--log-interval", "1000000", "--device", device,
+                "--attention-backend", attentionBackend));
         if (distopt) {
-            a.add("--use-distributed-optimizer");
+            args.add("--use-distributed-optimizer");
+        }
+        if (bf16) {
+            args.add("--bf16");
         }
         PretrainOptions o = new PretrainOptions();
-        new CommandLine(o).parseArgs(a.toArray(new String[0]));
+        new CommandLine(o).parseArgs(args.toArray(new String[0]));
         ByteArrayOutputStream buf = new ByteArrayOutputStream();
         List<StepResult> steps = new PretrainGpt(o, new PrintStream(buf, true, StandardCharsets.UTF_8)).run();
         double seconds = 0;
         long tokens = 0;
-        for (StepResult s : steps.subList(1, steps.size())) {
-            seconds += s.seconds();
-            tokens += s.tokens();
+        for (StepResult r : steps.subList(1, steps.size())) {
+            seconds += r.seconds();
+            tokens += r.tokens();
         }
-        double flops = ModelFlops.training(o.modelConfig(), (long) micro * dp, seq) * (steps.size() - 1);
+        double flops = ModelFlops.training(o.modelConfig(), (long) mb * dp, s) * (steps.size() - 1);
         return new Run(tokens / seconds, flops / seconds / 1e9, optimizerBytes(buf.toString(StandardCharsets.UTF_8)));
     }
 
