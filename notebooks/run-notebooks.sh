@@ -128,7 +128,9 @@ failed=0
 start_all=$SECONDS
 for nb in "${notebooks[@]}"; do
   name="$(basename "$nb")"
-  args=(--to notebook --execute "--ExecutePreprocessor.timeout=$TIMEOUT" "--ExecutePreprocessor.kernel_name=$KERNEL_NAME")
+  # record_timing off: no execution timestamps in the cells' metadata (committed notebooks diff cleanly)
+  args=(--to notebook --execute "--ExecutePreprocessor.timeout=$TIMEOUT" "--ExecutePreprocessor.kernel_name=$KERNEL_NAME"
+        --ExecutePreprocessor.record_timing=False)
   if [[ $mode == inplace ]]; then
     args+=(--inplace)
   else
