@@ -143,10 +143,11 @@ for nb in "${notebooks[@]}"; do
   else
     failed=$((failed + 1))
     log "$name FAILED ($((SECONDS - t0)) s):"
-    # nbclient's error shows the failing cell and the exception (the Python traceback before it is
-    # left out); any other failure: the end of the log, less the kernel's own INFO chatter
+    # nbclient's error shows the failing cell and the exception, without the kernel's colours (the
+    # Python traceback before it is left out); any other failure: the end of the log, less the
+    # kernel's own INFO chatter
     if grep -q 'CellExecutionError:' "$work/$name.log"; then
-      sed -n '/CellExecutionError:/,$p' "$work/$name.log" | head -n 60 >&2
+      sed -n '/CellExecutionError:/,$p' "$work/$name.log" | sed 's/\x1b\[[0-9;]*m//g' | head -n 80 >&2
     else
       grep -v -E '^\[[0-9-]+ [0-9:]+\] \[(INFO|FINE)' "$work/$name.log" | tail -n 60 >&2 || true
     fi
