@@ -12,8 +12,10 @@
 # jupyter-nbconvert, python3-nbclient and jupyter-client (apt, as root or through sudo), and from Maven
 # Central the kernel jar io.github.padreati:rapaio-jupyter-kernel and the plotting library
 # org.knowm.xchart:xchart that the notebooks draw with (into ~/.cache/djl-megatron/jupyter; XChart is
-# on the kernel's classpath only, never a dependency of the project's modules).
-# Environment: NOTEBOOK_TIMEOUT (seconds per cell, default 600), DJLM_KERNEL_HOME, DJLM_KERNEL_JAVA_OPTS.
+# on the kernel's classpath only, never a dependency of the project's modules). The kernel runs with
+# notebooks/kernel-fix/LoopThread.java (compiled here) ahead of its jar: 3.0.1's start-up races fixed.
+# Environment: NOTEBOOK_TIMEOUT (seconds per cell, default 600), DJLM_KERNEL_HOME, DJLM_KERNEL_JAVA_OPTS,
+# DJLM_KEEP_WORK=1 (keep the run's directory: nbconvert's and the kernel's logs, the executed notebooks).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -93,15 +95,27 @@ fetch_jar() { # $1: groupId:artifactId:version, $2: the jar it gives in $KERNEL_
 fetch_jar "$KERNEL_ARTIFACT" "$KERNEL_JAR"
 fetch_jar "$XCHART_ARTIFACT" "$XCHART_JAR"
 
+# The kernel's start-up race fixed (notebooks/kernel-fix/LoopThread.java says what and why): the
+# fixed class, compiled once, goes ahead of the kernel jar on its classpath.
+FIX_SRC="$NB_DIR/kernel-fix/LoopThread.java"
+FIX_DIR="$KERNEL_HOME/rapaio-jupyter-kernel-3.0.1-fix"
+FIX_CLASS="$FIX_DIR/org/rapaio/jupyter/kernel/channels/LoopThread.class"
+if [[ ! -f "$FIX_CLASS" || "$FIX_SRC" -nt "$FIX_CLASS" ]]; then
+  mkdir -p "$FIX_DIR"
+  javac -nowarn --release 17 -cp "$KERNEL_JAR" -d "$FIX_DIR" "$FIX_SRC" \
+    || { echo "run-notebooks: could not compile $FIX_SRC" >&2; exit 2; }
+fi
+
 # --- 3. The kernel spec: rapaio's kernel reads RJK_CLASSPATH (';'-separated) and adds it to JShell.
 write_kernel_spec() { # $1: a Jupyter data directory
   local dir="$1/kernels/$KERNEL_NAME"
   mkdir -p "$dir"
-  "$PY" - "$dir/kernel.json" "$KERNEL_JAR" "$JAR:$(cat "$CP_FILE"):$XCHART_JAR" "${DJLM_KERNEL_JAVA_OPTS:--Xmx6g}" <<'EOF'
+  "$PY" - "$dir/kernel.json" "$FIX_DIR:$KERNEL_JAR" "$JAR:$(cat "$CP_FILE"):$XCHART_JAR" "${DJLM_KERNEL_JAVA_OPTS:--Xmx6g}" <<'EOF'
 import json, sys
-spec_file, kernel_jar, classpath, java_opts = sys.argv[1:5]
+spec_file, kernel_classpath, classpath, java_opts = sys.argv[1:5]
 argv = ["java"] + java_opts.split() + ["-Dai.djl.offline=true", "-Djava.awt.headless=true",
-                                       "-jar", kernel_jar, "{connection_file}"]
+                                       "-cp", kernel_classpath, "org.rapaio.jupyter.kernel.MainApp",
+                                       "{connection_file}"]
 spec = {"argv": argv, "display_name": "Java (djl-megatron)", "language": "java",
         "interrupt_mode": "message",
         "env": {"RJK_CLASSPATH": ";".join(p for p in classpath.split(":") if p)}}
@@ -119,7 +133,11 @@ fi
 
 # --- 4. Execute. A private kernel spec, so a checkout's run never changes the user's kernels.
 work="$(mktemp -d "${TMPDIR:-/tmp}/djlm-notebooks.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
+if [[ -n "${DJLM_KEEP_WORK:-}" ]]; then
+  trap 'log "kept $work"' EXIT
+else
+  trap 'rm -rf "$work"' EXIT
+fi
 write_kernel_spec "$work/jupyter" >/dev/null
 export JUPYTER_PATH="$work/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}"
 
