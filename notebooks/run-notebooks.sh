@@ -9,17 +9,23 @@
 #                                                 "Java (djl-megatron)" kernel for Jupyter/JupyterLab
 #
 # Build the project first (mvn -q install -DskipTests). Installs what is missing: Debian's
-# jupyter-nbconvert, python3-nbclient and jupyter-client (apt, as root or through sudo) and the kernel
-# jar io.github.padreati:rapaio-jupyter-kernel from Maven Central (into ~/.cache/djl-megatron/jupyter).
-# Environment: NOTEBOOK_TIMEOUT (seconds per cell, default 600), DJLM_KERNEL_HOME, DJLM_KERNEL_JAVA_OPTS.
+# jupyter-nbconvert, python3-nbclient and jupyter-client (apt, as root or through sudo), and from Maven
+# Central the kernel jar io.github.padreati:rapaio-jupyter-kernel and the plotting library
+# org.knowm.xchart:xchart that the notebooks draw with (into ~/.cache/djl-megatron/jupyter; XChart is
+# on the kernel's classpath only, never a dependency of the project's modules). The kernel runs with
+# notebooks/kernel-fix/LoopThread.java (compiled here) ahead of its jar: 3.0.1's start-up races fixed.
+# Environment: NOTEBOOK_TIMEOUT (seconds per cell, default 600), DJLM_KERNEL_HOME, DJLM_KERNEL_JAVA_OPTS,
+# DJLM_KEEP_WORK=1 (keep the run's directory: nbconvert's and the kernel's logs, the executed notebooks).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NB_DIR="$ROOT/notebooks"
 KERNEL_NAME="djl-megatron"
-KERNEL_ARTIFACT="io.github.padreati:rapaio-jupyter-kernel:3.0.1"
 KERNEL_HOME="${DJLM_KERNEL_HOME:-$HOME/.cache/djl-megatron/jupyter}"
+KERNEL_ARTIFACT="io.github.padreati:rapaio-jupyter-kernel:3.0.1"
 KERNEL_JAR="$KERNEL_HOME/rapaio-jupyter-kernel-3.0.1.jar"
+XCHART_ARTIFACT="org.knowm.xchart:xchart:4.0.3" # PNG export needs no other jar (its other encoders are optional)
+XCHART_JAR="$KERNEL_HOME/xchart-4.0.3.jar"
 JAR="$ROOT/examples/target/djl-megatron-examples-0.1.0-SNAPSHOT.jar"
 CP_FILE="$ROOT/examples/target/classpath.txt"
 TIMEOUT="${NOTEBOOK_TIMEOUT:-600}"
@@ -30,9 +36,11 @@ for arg in "$@"; do
   case "$arg" in
     --inplace) mode=inplace ;;
     --install-kernel) mode=install ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^set /p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "run-notebooks: unknown option $arg" >&2; exit 2 ;;
-    *) notebooks+=("$(cd "$(dirname "$arg")" && pwd)/$(basename "$arg")") ;;
+    *)
+      [[ -f "$arg" ]] || { echo "run-notebooks: no such notebook: $arg" >&2; exit 2; }
+      notebooks+=("$(cd "$(dirname "$arg")" && pwd)/$(basename "$arg")") ;;
   esac
 done
 if [[ ${#notebooks[@]} -eq 0 ]]; then
@@ -72,26 +80,42 @@ if ! have_jupyter; then
   have_jupyter || { echo "run-notebooks: jupyter-nbconvert still unusable after installing" >&2; exit 2; }
 fi
 
-# --- 2. The kernel jar (Maven Central).
-if [[ ! -f "$KERNEL_JAR" ]]; then
-  log "fetching $KERNEL_ARTIFACT (Maven Central)"
+# --- 2. The kernel jar and XChart (Maven Central).
+fetch_jar() { # $1: groupId:artifactId:version, $2: the jar it gives in $KERNEL_HOME
+  [[ -f "$2" ]] && return 0
+  log "fetching $1 (Maven Central)"
   mkdir -p "$KERNEL_HOME"
-  if ! mvn -q -B -ntp dependency:copy -Dartifact="$KERNEL_ARTIFACT" -DoutputDirectory="$KERNEL_HOME" >"$KERNEL_HOME/fetch.log" 2>&1; then
+  if ! mvn -q -B -ntp dependency:copy -Dartifact="$1" -DoutputDirectory="$KERNEL_HOME" >"$KERNEL_HOME/fetch.log" 2>&1 \
+      || [[ ! -f "$2" ]]; then
     cat "$KERNEL_HOME/fetch.log" >&2
-    echo "run-notebooks: could not fetch $KERNEL_ARTIFACT" >&2
+    echo "run-notebooks: could not fetch $1" >&2
     exit 2
   fi
+}
+fetch_jar "$KERNEL_ARTIFACT" "$KERNEL_JAR"
+fetch_jar "$XCHART_ARTIFACT" "$XCHART_JAR"
+
+# The kernel's start-up race fixed (notebooks/kernel-fix/LoopThread.java says what and why): the
+# fixed class, compiled once, goes ahead of the kernel jar on its classpath.
+FIX_SRC="$NB_DIR/kernel-fix/LoopThread.java"
+FIX_DIR="$KERNEL_HOME/rapaio-jupyter-kernel-3.0.1-fix"
+FIX_CLASS="$FIX_DIR/org/rapaio/jupyter/kernel/channels/LoopThread.class"
+if [[ ! -f "$FIX_CLASS" || "$FIX_SRC" -nt "$FIX_CLASS" ]]; then
+  mkdir -p "$FIX_DIR"
+  javac -nowarn --release 17 -cp "$KERNEL_JAR" -d "$FIX_DIR" "$FIX_SRC" \
+    || { echo "run-notebooks: could not compile $FIX_SRC" >&2; exit 2; }
 fi
 
 # --- 3. The kernel spec: rapaio's kernel reads RJK_CLASSPATH (';'-separated) and adds it to JShell.
 write_kernel_spec() { # $1: a Jupyter data directory
   local dir="$1/kernels/$KERNEL_NAME"
   mkdir -p "$dir"
-  "$PY" - "$dir/kernel.json" "$KERNEL_JAR" "$JAR:$(cat "$CP_FILE")" "${DJLM_KERNEL_JAVA_OPTS:--Xmx6g}" <<'EOF'
+  "$PY" - "$dir/kernel.json" "$FIX_DIR:$KERNEL_JAR" "$JAR:$(cat "$CP_FILE"):$XCHART_JAR" "${DJLM_KERNEL_JAVA_OPTS:--Xmx6g}" <<'EOF'
 import json, sys
-spec_file, kernel_jar, classpath, java_opts = sys.argv[1:5]
+spec_file, kernel_classpath, classpath, java_opts = sys.argv[1:5]
 argv = ["java"] + java_opts.split() + ["-Dai.djl.offline=true", "-Djava.awt.headless=true",
-                                       "-jar", kernel_jar, "{connection_file}"]
+                                       "-cp", kernel_classpath, "org.rapaio.jupyter.kernel.MainApp",
+                                       "{connection_file}"]
 spec = {"argv": argv, "display_name": "Java (djl-megatron)", "language": "java",
         "interrupt_mode": "message",
         "env": {"RJK_CLASSPATH": ";".join(p for p in classpath.split(":") if p)}}
@@ -109,7 +133,11 @@ fi
 
 # --- 4. Execute. A private kernel spec, so a checkout's run never changes the user's kernels.
 work="$(mktemp -d "${TMPDIR:-/tmp}/djlm-notebooks.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
+if [[ -n "${DJLM_KEEP_WORK:-}" ]]; then
+  trap 'log "kept $work"' EXIT
+else
+  trap 'rm -rf "$work"' EXIT
+fi
 write_kernel_spec "$work/jupyter" >/dev/null
 export JUPYTER_PATH="$work/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}"
 
@@ -118,7 +146,9 @@ failed=0
 start_all=$SECONDS
 for nb in "${notebooks[@]}"; do
   name="$(basename "$nb")"
-  args=(--to notebook --execute "--ExecutePreprocessor.timeout=$TIMEOUT" "--ExecutePreprocessor.kernel_name=$KERNEL_NAME")
+  # record_timing off: no execution timestamps in the cells' metadata (committed notebooks diff cleanly)
+  args=(--to notebook --execute "--ExecutePreprocessor.timeout=$TIMEOUT" "--ExecutePreprocessor.kernel_name=$KERNEL_NAME"
+        --ExecutePreprocessor.record_timing=False)
   if [[ $mode == inplace ]]; then
     args+=(--inplace)
   else
@@ -131,8 +161,14 @@ for nb in "${notebooks[@]}"; do
   else
     failed=$((failed + 1))
     log "$name FAILED ($((SECONDS - t0)) s):"
-    # the kernel's own INFO chatter is left out; nbconvert's error names the cell and the exception
-    grep -v -E '^\[[0-9-]+ [0-9:]+\] \[(INFO|FINE)' "$work/$name.log" | tail -n 60 >&2 || true
+    # nbclient's error shows the failing cell and the exception, without the kernel's colours (the
+    # Python traceback before it is left out); any other failure: the end of the log, less the
+    # kernel's own INFO chatter
+    if grep -q 'CellExecutionError:' "$work/$name.log"; then
+      sed -n '/CellExecutionError:/,$p' "$work/$name.log" | sed 's/\x1b\[[0-9;]*m//g' | head -n 80 >&2
+    else
+      grep -v -E '^\[[0-9-]+ [0-9:]+\] \[(INFO|FINE)' "$work/$name.log" | tail -n 60 >&2 || true
+    fi
   fi
 done
 log "$((SECONDS - start_all)) s in all"
