@@ -84,10 +84,10 @@ public final class JavaCppNccl implements Nccl {
     }
 
     /** A JavaCPP pointer at a raw address (device memory: never dereferenced here). */
-    private static Pointer at(long address) {
+    private static Pointer at(long raw) {
         return new Pointer() {
             {
-                this.address = address;
+                address = raw; // the parameter must not be named address: the inherited field would shadow it
             }
         };
     }

@@ -42,10 +42,11 @@ import org.djlmegatron.comm.nccl.CallSignature.Kind;
  * communicator ({@code ncclCommAbort}), and this and every later call fail naming the group, the
  * rank and the operation, with NCCL's error string.
  *
- * <p>{@link #send} returns once the message is queued (the host never waits for the receiver);
- * NCCL matches sends and receives in stream order, so on the device a send finishes only when its
- * receive runs: two members that both send large messages before receiving wait for each other
- * until the timeout.
+ * <p>{@link #send} returns once the message is queued (the host never waits for the receiver),
+ * but unlike the CPU backends' mailboxes NCCL buffers nothing beyond its own FIFOs: sends and
+ * receives run in stream order, and a send finishes only when its receive runs. A pattern where
+ * members send (large messages) to each other before receiving therefore waits for itself until
+ * the timeout; order such exchanges (even members send first, odd ones receive first).
  */
 public final class NcclProcessGroup implements ProcessGroup, AutoCloseable {
 
@@ -169,7 +170,7 @@ public final class NcclProcessGroup implements ProcessGroup, AutoCloseable {
         try (NDManager scratch = x.getManager().newSubManager()) {
             // chunk j along a becomes the j-th contiguous block, as NCCL scatters them
             NDArray in = splitLeading(x, a, scratch);
-            long[] dims = x.getShape().getShape();
+            long[] dims = x.getShape().getShape().clone(); // getShape() hands out the Shape's own array
             dims[a] /= size();
             NDArray out = scratch.create(new Shape(dims), x.getDataType());
             launch(name, out.size(), (c, s) -> nccl.reduceScatter(TensorMemory.address(in),
@@ -226,7 +227,7 @@ public final class NcclProcessGroup implements ProcessGroup, AutoCloseable {
                 return first == Nccl.SUCCESS ? end : first;
             }, waitOnHost, null);
             // received blocks are chunks of x's shape; concatenating them along ca is merging n into ca
-            long[] chunkDims = x.getShape().getShape();
+            long[] chunkDims = x.getShape().getShape().clone();
             chunkDims[sa] /= size();
             return owned(mergeLeading(received.reshape(prepend(size(), new Shape(chunkDims))), ca), x.getManager());
         }
@@ -409,6 +410,10 @@ public final class NcclProcessGroup implements ProcessGroup, AutoCloseable {
             synchronized (lock) {
                 requireOpen(op);
                 reapLocked();
+                int state = nccl.asyncError(c); // an earlier call may have failed after it was queued
+                if (state != Nccl.SUCCESS) {
+                    throw fail(op, "NCCL reported an asynchronous error before this call: " + error(state));
+                }
                 rc = enqueue.run(c, stream);
             }
             settle(op, "NCCL " + op, rc);
@@ -598,7 +603,7 @@ public final class NcclProcessGroup implements ProcessGroup, AutoCloseable {
         abortWith(message);
         synchronized (lock) {
             // if something else aborted first, report both
-            return new CollectiveException(message.equals(abortReason) ? message + " (communicator aborted)"
+            return new CollectiveException(message.equals(abortReason) ? message + " (group aborted)"
                     : message + " (the group was already aborted: " + abortReason + ")");
         }
     }
