@@ -11,6 +11,9 @@ import java.util.Map;
 import java.util.StringJoiner;
 import java.util.function.Function;
 import java.util.stream.Collectors;
+import org.djlmegatron.comm.nccl.JavaCppNccl;
+import org.djlmegatron.comm.nccl.Nccl;
+import org.djlmegatron.comm.nccl.NcclProcessGroup;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.parallel.RankGrid;
@@ -33,21 +36,28 @@ import org.djlmegatron.parallel.RankGrid;
  * node's end looks like a crash to the others and a late failure anywhere fails every node;
  * like {@link LocalWorld}, which waits for its slowest rank, this wait has no deadline, but a
  * node whose process dies closes its links and so fails it at once.
+ *
+ * <p>When {@link RankDevices} puts the ranks on CUDA, every group a rank sees is a
+ * {@link NcclProcessGroup} over the CPU group above (which hands out NCCL's unique id and compares
+ * calls); they are aborted with the CPU groups on failure and closed when the run ends.
  */
 public final class DistributedWorld {
 
     private final RankGrid grid;
     private final LaunchConfig launch;
     private final NodeMesh mesh; // null for a single node
+    private final Nccl nccl; // null: the ranks use the CPU groups themselves
+    private final List<NcclProcessGroup> ncclGroups = new ArrayList<>();
     private final List<GroupCommunicator> communicators = new ArrayList<>();
     private final Map<Integer, GroupCommunicator> distributed = new HashMap<>();
     private final boolean[] nodeDone;
     private RankThreads<?> threads;
 
-    private DistributedWorld(RankGrid grid, LaunchConfig launch, NodeMesh mesh) {
+    private DistributedWorld(RankGrid grid, LaunchConfig launch, NodeMesh mesh, Nccl nccl) {
         this.grid = grid;
         this.launch = launch;
         this.mesh = mesh;
+        this.nccl = nccl;
         this.nodeDone = new boolean[launch.nnodes()];
     }
 
@@ -73,8 +83,21 @@ public final class DistributedWorld {
         return run(grid, launch, RankDevices.cpu(), body);
     }
 
-    /** {@link #run(RankGrid, LaunchConfig, Function)} with each local rank on the device {@code devices} names. */
+    /**
+     * {@link #run(RankGrid, LaunchConfig, Function)} with each local rank on the device {@code devices}
+     * names; ranks on CUDA communicate through NCCL (loaded here, failing at once if it cannot be).
+     */
     public static <T> List<T> run(RankGrid grid, LaunchConfig launch, RankDevices devices,
+            Function<RankContext, T> body) {
+        boolean cuda = false;
+        for (int i = 0; i < launch.nprocPerNode(); i++) {
+            cuda |= devices.of(i).isGpu();
+        }
+        return run(grid, launch, devices, cuda ? JavaCppNccl.load() : null, body);
+    }
+
+    /** The above with NCCL groups over {@code nccl} (null: CPU groups), whatever the devices. */
+    static <T> List<T> run(RankGrid grid, LaunchConfig launch, RankDevices devices, Nccl nccl,
             Function<RankContext, T> body) {
         if (grid.worldSize() != launch.worldSize()) {
             throw new IllegalArgumentException("the grid has " + grid.worldSize() + " ranks but the launch has "
@@ -87,7 +110,7 @@ public final class DistributedWorld {
             Rendezvous.Links links = Rendezvous.join(launch, grid.toString());
             mesh = new NodeMesh(launch.nodeRank(), links.sockets(), links.addresses());
         }
-        return new DistributedWorld(grid, launch, mesh).run(body, devices);
+        return new DistributedWorld(grid, launch, mesh, nccl).run(body, devices);
     }
 
     private <T> List<T> run(Function<RankContext, T> body, RankDevices devices) {
@@ -97,7 +120,7 @@ public final class DistributedWorld {
         RankThreads<T> ranksHere = null;
         boolean clean = false;
         try {
-            List<Map<GroupKind, ProcessGroup>> groups = buildGroups();
+            List<Map<GroupKind, ProcessGroup>> groups = buildGroups(devices);
             ranksHere = new RankThreads<>(grid, ranks, groups, this::failedHere, devices);
             synchronized (this) {
                 threads = ranksHere;
@@ -108,9 +131,15 @@ public final class DistributedWorld {
             ranksHere.start(body);
             List<T> results = ranksHere.await(launch.timeout());
             awaitOtherNodes(ranksHere);
+            for (NcclProcessGroup g : ncclGroups) {
+                g.close(); // waits for queued device work: its failure is the run's
+            }
             clean = true;
             return results;
         } finally {
+            if (!clean) {
+                ncclGroups.forEach(g -> g.abort("the run failed"));
+            }
             if (ranksHere != null && ranksHere.allFinished()) {
                 communicators.forEach(GroupCommunicator::dispose);
             }
@@ -123,7 +152,7 @@ public final class DistributedWorld {
     }
 
     /** Builds every group of every kind that has a member here, with the backend it needs. */
-    private List<Map<GroupKind, ProcessGroup>> buildGroups() {
+    private List<Map<GroupKind, ProcessGroup>> buildGroups(RankDevices devices) {
         int nproc = launch.nprocPerNode();
         int self = launch.nodeRank();
         List<Map<GroupKind, ProcessGroup>> perRank = new ArrayList<>(nproc);
@@ -151,7 +180,15 @@ public final class DistributedWorld {
                 for (int i = 0; i < ranks.length; i++) {
                     GroupMember member = members.get(i);
                     if (member != null) {
-                        perRank.get(ranks[i] - launch.firstRank()).put(kind, member);
+                        int local = ranks[i] - launch.firstRank();
+                        ProcessGroup g = member;
+                        if (nccl != null) {
+                            NcclProcessGroup onDevice = new NcclProcessGroup(member, devices.of(local), launch.timeout(),
+                                    nccl, reason -> failedElsewhere(reason, true));
+                            ncclGroups.add(onDevice);
+                            g = onDevice;
+                        }
+                        perRank.get(local).put(kind, g);
                         comm = member.comm;
                     }
                 }
@@ -172,7 +209,10 @@ public final class DistributedWorld {
         }
     }
 
-    /** News of a failure from outside the ranks: the first one is what every rank here fails with. */
+    /**
+     * News of a failure from outside the ranks (another node, a broken link, queued NCCL work):
+     * the first one is what every rank here fails with.
+     */
     private void failedElsewhere(String reason, boolean tellOthers) {
         RankThreads<?> t;
         synchronized (this) {
@@ -182,7 +222,7 @@ public final class DistributedWorld {
         // recorded before the abort, so that it, not its echo in the ranks, is reported first
         if (t.failExternally(reason)) {
             abortGroups(reason);
-            if (tellOthers) {
+            if (tellOthers && mesh != null) {
                 mesh.sendUrgently(new Frame.Abort(reason));
             }
         }
@@ -193,6 +233,7 @@ public final class DistributedWorld {
 
     private void abortGroups(String reason) {
         communicators.forEach(c -> c.abort(reason));
+        ncclGroups.forEach(g -> g.abort(reason));
     }
 
     /**
