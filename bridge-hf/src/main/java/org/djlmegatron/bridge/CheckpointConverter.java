@@ -56,7 +56,56 @@ public final class CheckpointConverter {
      */
     public record Options(Path input, Path output, CheckpointFormat to, CheckpointFormat from, ParallelLayout layout,
             SafetensorsDType dtype, Path modelConfig, String hfModelType, long maxShardSize, boolean overwrite,
-            PrintStream progress) {}
+            PrintStream progress) {
+
+        /** Options converting {@code input} (format detected) to {@code to} at {@code output}, unsharded. */
+        public static Builder builder(Path input, Path output, CheckpointFormat to) {
+            return new Builder(input, output, to);
+        }
+    }
+
+    /** Builder of {@link Options}: everything but input, output and format has a default. */
+    public static final class Builder {
+        private final Path input;
+        private final Path output;
+        private final CheckpointFormat to;
+        private CheckpointFormat from;
+        private ParallelLayout layout = ParallelLayout.SINGLE;
+        private SafetensorsDType dtype;
+        private Path modelConfig;
+        private String hfModelType;
+        private long maxShardSize = DEFAULT_MAX_SHARD_SIZE;
+        private boolean overwrite;
+        private PrintStream progress;
+
+        private Builder(Path input, Path output, CheckpointFormat to) {
+            this.input = input;
+            this.output = output;
+            this.to = to;
+        }
+
+        /** The input's format, when detection should not decide. */
+        public Builder from(CheckpointFormat v) { from = v; return this; }
+        /** TP/PP/EP sizes of Megatron or djl output. */
+        public Builder layout(ParallelLayout v) { layout = v; return this; }
+        /** Floating-point type of the output (default: keep the input's). */
+        public Builder dtype(SafetensorsDType v) { dtype = v; return this; }
+        /** Megatron arguments as JSON, for Megatron checkpoints without {@code args}. */
+        public Builder modelConfig(Path v) { modelConfig = v; return this; }
+        /** Hugging Face {@code model_type} of HF output (default: from the model). */
+        public Builder hfModelType(String v) { hfModelType = v; return this; }
+        /** Largest HF safetensors shard in bytes. */
+        public Builder maxShardSize(long v) { maxShardSize = v; return this; }
+        /** Replace a non-empty output directory. */
+        public Builder overwrite(boolean v) { overwrite = v; return this; }
+        /** Where the progress bar goes (default: none). */
+        public Builder progress(PrintStream v) { progress = v; return this; }
+
+        public Options build() {
+            return new Options(input, output, to, from, layout, dtype, modelConfig, hfModelType, maxShardSize,
+                    overwrite, progress);
+        }
+    }
 
     /**
      * What was done.
@@ -67,6 +116,9 @@ public final class CheckpointConverter {
      * @param seconds wall time of the conversion (opening to rename)
      */
     public record Result(CheckpointFormat from, TransformerConfig config, long bytes, double seconds) {}
+
+    /** transformers' default {@code max_shard_size}: 5 GB. */
+    public static final long DEFAULT_MAX_SHARD_SIZE = 5_000_000_000L;
 
     private static final SecureRandom RANDOM = new SecureRandom();
 

@@ -29,6 +29,49 @@ public record TrainerConfig(
     /** Megatron's default bucket: 40M elements. */
     public static final long DEFAULT_BUCKET_ELEMENTS = 40_000_000L;
 
+    /**
+     * A builder with Megatron's defaults: AdamW (0.9, 0.999, 1e-8, weight decay 0.01), clipping at
+     * 1.0, plain data-parallel all-reduce in 40M-element buckets, no loss scaling; the global batch
+     * equals the micro-batch (one micro-batch per step at DP=1) unless set.
+     */
+    public static Builder builder(int microBatchSize, LearningRateSchedule schedule) {
+        return new Builder(microBatchSize, schedule);
+    }
+
+    /** Builder of {@link TrainerConfig}. */
+    public static final class Builder {
+        private final int microBatchSize;
+        private final LearningRateSchedule schedule;
+        private Integer globalBatchSize;
+        private Supplier<Optimizer> optimizer = () -> new org.djlmegatron.optim.AdamW(0.9, 0.999, 1e-8, 0.01);
+        private double clipGrad = 1.0;
+        private boolean distributedOptimizer;
+        private long bucketElements = DEFAULT_BUCKET_ELEMENTS;
+        private Supplier<LossScaler> scaler = LossScaler::none;
+
+        private Builder(int microBatchSize, LearningRateSchedule schedule) {
+            this.microBatchSize = microBatchSize;
+            this.schedule = schedule;
+        }
+
+        /** Sequences per optimizer step over all data-parallel ranks (a multiple of micro x DP). */
+        public Builder globalBatchSize(int v) { globalBatchSize = v; return this; }
+        /** Creates each rank's optimizer. */
+        public Builder optimizer(Supplier<Optimizer> v) { optimizer = v; return this; }
+        /** Global gradient-norm clip; 0 turns clipping off. */
+        public Builder clipGrad(double v) { clipGrad = v; return this; }
+        /** ZeRO-1: fp32 masters and optimizer state sharded over data parallelism. */
+        public Builder distributedOptimizer(boolean v) { distributedOptimizer = v; return this; }
+        public Builder bucketElements(long v) { bucketElements = v; return this; }
+        /** Loss scaling (fp16). */
+        public Builder scaler(Supplier<LossScaler> v) { scaler = v; return this; }
+
+        public TrainerConfig build() {
+            return new TrainerConfig(microBatchSize, globalBatchSize != null ? globalBatchSize : microBatchSize,
+                    optimizer, schedule, clipGrad, distributedOptimizer, bucketElements, scaler);
+        }
+    }
+
     /** Micro-batches per step on each rank, checking that the batch sizes fit the DP size. */
     public int microBatchesPerStep(int dpSize) {
         long perStep = (long) microBatchSize * dpSize;

@@ -22,7 +22,6 @@ import org.djlmegatron.optim.AdamW;
 import org.djlmegatron.optim.LearningRateSchedule;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.parallel.RankGrid;
-import org.djlmegatron.training.LossScaler;
 import org.djlmegatron.training.MicroBatch;
 import org.djlmegatron.training.TrainableModel;
 import org.djlmegatron.training.TrainableParameter;
@@ -138,9 +137,9 @@ public final class BringYourOwnModel implements Callable<Integer> {
 
     /** Trains the model on {@code tp} thread ranks; returns the loss of every iteration. */
     public static List<Double> train(int tp, int iters) {
-        TrainerConfig config = new TrainerConfig(BATCH, BATCH, () -> new AdamW(0.9, 0.95, 1e-8, 0.0),
-                LearningRateSchedule.constant(3e-3), 1.0, false, TrainerConfig.DEFAULT_BUCKET_ELEMENTS,
-                LossScaler::none);
+        TrainerConfig config = TrainerConfig.builder(BATCH, LearningRateSchedule.constant(3e-3))
+                .optimizer(() -> new AdamW(0.9, 0.95, 1e-8, 0.0))
+                .build();
         return LocalWorld.run(RankGrid.create(tp, tp, 1, 1, 1), ctx -> {
             TwoTokenLm model = new TwoTokenLm(ctx);
             model.initializeRandom(42, 0.05f); // full tensors from the seed, then sharded: same model at any TP

@@ -109,8 +109,8 @@ public final class ConvertCheckpoints implements Callable<Integer> {
     }
 
     static void convert(Path in, Path out, CheckpointFormat to, ParallelLayout layout, PrintStream log) {
-        CheckpointConverter.Result r = CheckpointConverter.convert(new CheckpointConverter.Options(in, out, to, null,
-                layout, null, null, null, 5_000_000_000L, true, null));
+        CheckpointConverter.Result r = CheckpointConverter.convert(
+                CheckpointConverter.Options.builder(in, out, to).layout(layout).overwrite(true).build());
         log.printf(Locale.ROOT, "converted %s -> %s (tp %d, pp %d): %,d bytes in %.2f s%n", r.from().cliName(),
                 to.cliName(), layout.tp(), layout.pp(), r.bytes(), r.seconds());
     }

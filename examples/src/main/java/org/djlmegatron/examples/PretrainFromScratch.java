@@ -27,7 +27,6 @@ import org.djlmegatron.optim.LearningRateSchedule;
 import org.djlmegatron.optim.LearningRateSchedule.AnnealStyle;
 import org.djlmegatron.optim.LearningRateSchedule.DecayStyle;
 import org.djlmegatron.parallel.RankGrid;
-import org.djlmegatron.training.LossScaler;
 import org.djlmegatron.training.MicroBatch;
 import org.djlmegatron.training.Trainer;
 import org.djlmegatron.training.TrainerConfig;
@@ -104,9 +103,10 @@ public final class PretrainFromScratch implements Callable<Integer> {
                     data.documentCount(), data.tokenCount(), train.size(), seq + 1);
 
             // 3. Train on tp thread ranks; every rank returns the same results, rank 0's are kept.
-            TrainerConfig tc = new TrainerConfig(batch, batch, () -> new AdamW(0.9, 0.95, 1e-8, 0.01),
-                    new LearningRateSchedule(3e-3, 3e-4, 10, trainIters, DecayStyle.COSINE, 0, AnnealStyle.LINEAR),
-                    1.0, false, TrainerConfig.DEFAULT_BUCKET_ELEMENTS, LossScaler::none);
+            TrainerConfig tc = TrainerConfig.builder(batch,
+                            new LearningRateSchedule(3e-3, 3e-4, 10, trainIters, DecayStyle.COSINE, 0, AnnealStyle.LINEAR))
+                    .optimizer(() -> new AdamW(0.9, 0.95, 1e-8, 0.01))
+                    .build();
             return LocalWorld.run(RankGrid.create(tp, tp, 1, 1, 1), ctx -> {
                 GPTModel model = new GPTModel(ctx, cfg, true); // sequence parallel
                 model.initializeRandom(1234, 0.02f);
