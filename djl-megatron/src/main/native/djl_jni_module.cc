@@ -84,7 +84,7 @@ PT_NATIVE(jlong, moduleLoad__Ljava_lang_String_2_3IZ_3Ljava_lang_String_2_3Ljava
     std::vector<std::string> keys;
     jsize n = extraKeys == nullptr ? 0 : env->GetArrayLength(extraKeys);
     for (jsize i = 0; i < n; ++i) {
-      keys.push_back(string(env, static_cast<jstring>(env->GetObjectArrayElement(extraKeys, i))));
+      keys.push_back(stringAt(env, extraKeys, i));
       extra[keys.back()] = "";
     }
     bool mapped = mapLocation == JNI_TRUE;
@@ -300,8 +300,7 @@ PT_NATIVE(jlong, iValueFromStringMap, jobjectArray jkeys, jlongArray handles) {
     std::vector<at::Tensor> values = tensors(env, handles);
     c10::Dict<std::string, at::Tensor> dict;
     for (size_t i = 0; i < values.size(); ++i) {
-      dict.insert(string(env, static_cast<jstring>(env->GetObjectArrayElement(jkeys, static_cast<jsize>(i)))),
-          values[i]);
+      dict.insert(stringAt(env, jkeys, static_cast<jsize>(i)), values[i]);
     }
     return releaseValue(dict);
   });
@@ -314,8 +313,7 @@ PT_NATIVE(jlong, iValueFromStringIValueMap, jobjectArray jkeys, jlongArray handl
     c10::impl::GenericDict dict(c10::StringType::get(),
         values.empty() ? c10::TensorType::get() : c10::unshapedType(values.front().type()));
     for (size_t i = 0; i < values.size(); ++i) {
-      dict.insert(string(env, static_cast<jstring>(env->GetObjectArrayElement(jkeys, static_cast<jsize>(i)))),
-          values[i]);
+      dict.insert(stringAt(env, jkeys, static_cast<jsize>(i)), values[i]);
     }
     return releaseValue(dict);
   });

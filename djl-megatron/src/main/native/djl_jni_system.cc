@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "jni_util.h"
 
@@ -77,6 +78,7 @@ namespace {
 struct Profile {
   std::ostringstream trace;
   std::unique_ptr<torch::autograd::profiler::RecordProfile> recorder;
+  std::thread::id thread;  // the profiler state is thread-local: only this thread can stop it
 };
 std::mutex profileMutex;
 std::unique_ptr<Profile> activeProfile;
@@ -91,6 +93,7 @@ PT_NATIVE(void, torchStartProfile, jboolean, jboolean, jboolean) {
       throw std::logic_error("a profile is already running; call stopProfile first");
     }
     auto profile = std::make_unique<Profile>();
+    profile->thread = std::this_thread::get_id();
     profile->recorder = std::make_unique<torch::autograd::profiler::RecordProfile>(profile->trace);
     activeProfile = std::move(profile);
   });
@@ -101,6 +104,9 @@ PT_NATIVE(void, torchStopProfile, jstring outputFile) {
     std::lock_guard<std::mutex> lock(profileMutex);
     if (!activeProfile) {
       throw std::logic_error("no profile is running; call startProfile first");
+    }
+    if (activeProfile->thread != std::this_thread::get_id()) {
+      throw std::logic_error("stopProfile must run on the thread that called startProfile");
     }
     std::string path = string(env, outputFile);
     std::unique_ptr<Profile> profile = std::move(activeProfile);

@@ -81,6 +81,14 @@ std::string string(JNIEnv* env, jstring value) {
   return out;
 }
 
+std::string stringAt(JNIEnv* env, jobjectArray array, jsize index) {
+  auto element = static_cast<jstring>(env->GetObjectArrayElement(array, index));
+  checkJava(env);
+  std::string out = string(env, element);
+  env->DeleteLocalRef(element);
+  return out;
+}
+
 at::ScalarType scalarType(jint dtype) {
   switch (dtype) {
     case 0: return at::kFloat;

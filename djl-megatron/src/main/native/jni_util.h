@@ -101,6 +101,7 @@ jlongArray toJava(JNIEnv* env, const std::vector<jlong>& values);
 jlongArray releaseAll(JNIEnv* env, const std::vector<at::Tensor>& tensors);
 std::vector<at::Tensor> tensors(JNIEnv* env, jlongArray handles);
 std::string string(JNIEnv* env, jstring value);
+std::string stringAt(JNIEnv* env, jobjectArray array, jsize index);
 
 // DJL DataType ordinals (FLOAT32 = 0 ... INT16 = 15) <-> libtorch scalar types.
 at::ScalarType scalarType(jint dtype);

@@ -16,6 +16,7 @@ import java.io.IOException;
 import java.lang.reflect.Method;
 import java.lang.reflect.Modifier;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.util.ArrayList;
@@ -30,6 +31,7 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 /** The JVM runs on the project's libdjl_torch.so: loaded from build/native, complete, errors as exceptions. */
 @Tag("native")
@@ -115,6 +117,16 @@ class NativeLibraryTest {
                         .hasMessageStartingWith("torchZeros: DataType " + type.name() + " needs libtorch >= 2.3");
             }
         }
+    }
+
+    @Test
+    void profilerWritesAChromeTrace(@TempDir Path dir) throws IOException {
+        Path trace = dir.resolve("trace.json");
+        JniUtils.startProfile(false, false, false);
+        manager.ones(new Shape(4, 4)).matMul(manager.ones(new Shape(4, 4)));
+        JniUtils.stopProfile(trace.toString());
+        String json = Files.readString(trace);
+        assertThat(json.trim()).startsWith("[").endsWith("]").contains("\"name\": \"aten::matmul\"");
     }
 
     /** JNI symbol names; overloaded natives carry their mangled argument signature. */
