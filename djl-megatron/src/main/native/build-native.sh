@@ -7,7 +7,9 @@
 #
 # libtorch, first found: $TORCH_DIR (a libtorch or pip torch directory, or a directory holding
 # TorchConfig.cmake); the torch of `python3`; Debian's libtorch-dev. JNI headers: $JAVA_HOME or the javac on
-# the PATH ($JNI_INCLUDE_DIR on hosts without a JDK). Rebuilds only when sources or libtorch changed.
+# the PATH ($JNI_INCLUDE_DIR on hosts without a JDK). CUDA headers, for a libtorch with CUDA: $CUDA_HOME or
+# /usr/local/cuda*. Builds with CMake, or with g++ alone where there is no cmake (DJLM_NATIVE_BUILDER=cmake|gxx
+# chooses). Rebuilds only when sources or libtorch changed.
 set -euo pipefail
 
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -70,18 +72,68 @@ fi
 flavor=cpu
 [[ -n $cuda ]] && flavor=cu${cuda//./}
 
-stamp=$work/sources.sha256
+# A directory holding cuda_runtime_api.h, for a libtorch with CUDA (its c10/cuda headers include it).
+find_cuda_include() {
+  local c
+  for c in "${CUDA_HOME:-}" "${CUDAToolkit_ROOT:-}" /usr/local/cuda /usr/local/cuda-* "$torch_root/../nvidia/cuda_runtime"; do
+    for inc in "$c/include" "$c/targets/x86_64-linux/include"; do
+      [[ -f $inc/cuda_runtime_api.h ]] && { echo "$inc"; return 0; }
+    done
+  done
+  return 1
+}
+
+build_cmake() {
+  local args=(-DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_cmake" -DDJLM_LIBTORCH_VERSION="$version")
+  if [[ -n $cuda ]] && cuda_inc=$(find_cuda_include); then
+    args+=(-DCUDAToolkit_ROOT="$(dirname "$cuda_inc")")
+  fi
+  cmake -S "$src" -B "$work" "${args[@]}" >"$log" 2>&1 &&
+    cmake --build "$work" -j"$(nproc)" >>"$log" 2>&1
+}
+
+# The same build without CMake (hosts with a compiler and libtorch but no cmake).
+build_gxx() {
+  local inc=/usr/include
+  [[ -d $(dirname "$lib_dir")/include/torch ]] && inc=$(dirname "$lib_dir")/include
+  local jni=${JNI_INCLUDE_DIR:-}
+  if [[ -z $jni ]]; then
+    local jdk=${JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v javac)")")")}
+    jni=$jdk/include
+  fi
+  [[ -f $jni/jni.h ]] || { say "jni.h not found: set JAVA_HOME or JNI_INCLUDE_DIR"; return 1; }
+  local abi
+  abi=$(sed -n 's/.*\(-D_GLIBCXX_USE_CXX11_ABI=[01]\).*/\1/p' "$torch_cmake/TorchConfig.cmake" | head -1)
+  local native_version
+  native_version=$(sed -n 's/^project(djl_torch VERSION \([0-9.]*\).*/\1/p' "$src/CMakeLists.txt")
+  local flags=(-O2 -std=c++17 -fPIC -fvisibility=hidden -fvisibility-inlines-hidden ${abi:+"$abi"}
+    -DDJLM_NATIVE_VERSION="\"$native_version\"" -DDJLM_LIBTORCH_VERSION="\"$version\""
+    -I"$inc" -I"$inc/torch/csrc/api/include" -I"$jni" -I"$jni/linux")
+  local libs=(-ltorch -ltorch_cpu -lc10)
+  if [[ -n $cuda ]]; then
+    local cuda_inc
+    cuda_inc=$(find_cuda_include) || { say "cuda_runtime_api.h not found: set CUDA_HOME"; return 1; }
+    flags+=(-DDJLM_WITH_CUDA -I"$cuda_inc")
+    libs+=(-ltorch_cuda -lc10_cuda)
+  fi
+  mkdir -p "$work/gxx"
+  # shellcheck disable=SC2016
+  printf '%s\n' "$src"/*.cc | xargs -P "$(nproc)" -I{} \
+    bash -c 'g++ "${@:2}" -c "$1" -o "$0/$(basename "$1" .cc).o"' "$work/gxx" {} "${flags[@]}" >"$log" 2>&1 &&
+    g++ -shared -o "$work/libdjl_torch.so" "$work"/gxx/*.o -L"$lib_dir" -Wl,-rpath,"$lib_dir" "${libs[@]}" >>"$log" 2>&1
+}
+
+stamp=$out/.libdjl_torch.sources.sha256  # not a .so: DJL ignores it
 fingerprint=$( (cat "$src"/*.cc "$src"/*.h "$src"/CMakeLists.txt; echo "$torch_cmake $version") | sha256sum | cut -d' ' -f1)
 if [[ -f $out/libdjl_torch.so && -f $stamp && $(cat "$stamp") == "$fingerprint" ]]; then
   say "up to date: $out/libdjl_torch.so"
 else
-  say "building against libtorch $version ($flavor) from $torch_cmake"
+  builder=${DJLM_NATIVE_BUILDER:-$(command -v cmake >/dev/null && echo cmake || echo gxx)}
+  say "building with $builder against libtorch $version ($flavor) from $torch_cmake"
   start=$(date +%s)
   mkdir -p "$work"
   log=$work/build.log
-  cmake -S "$src" -B "$work" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_cmake" \
-    -DDJLM_LIBTORCH_VERSION="$version" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
-  cmake --build "$work" -j"$(nproc)" >>"$log" 2>&1 || { cat "$log" >&2; exit 1; }
+  "build_$builder" || { cat "$log" >&2; say "build failed (log: $log)"; exit 1; }
   mkdir -p "$out"
   cp "$work/libdjl_torch.so" "$out/libdjl_torch.so.tmp"
   mv "$out/libdjl_torch.so.tmp" "$out/libdjl_torch.so"

@@ -1,4 +1,6 @@
 // Autograd and DJL's built-in optimizer updates.
+#include <torch/csrc/autograd/function.h>
+
 #include "jni_util.h"
 
 using namespace djlm;

@@ -1,6 +1,9 @@
 // TorchScript modules and IValues of DJL's contract (PtSymbolBlock, IValue, IValueUtils).
-#include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <torch/script.h>
+#if __has_include(<torch/csrc/jit/python/update_graph_executor_opt.h>)
+#include <torch/csrc/jit/python/update_graph_executor_opt.h>
+#define DJLM_HAS_GRAPH_EXECUTOR_OPT
+#endif
 
 #include <sstream>
 
@@ -183,7 +186,13 @@ PT_NATIVE(jlong, moduleRunMethod, jlong handle, jstring jmethod, jlongArray jinp
 }
 
 PT_NATIVE(void, setGraphExecutorOptimize, jboolean enabled) {
-  guard(env, __func__, [&] { torch::jit::setGraphExecutorOptimize(enabled == JNI_TRUE); });
+  guard(env, __func__, [&] {
+#ifdef DJLM_HAS_GRAPH_EXECUTOR_OPT
+    torch::jit::setGraphExecutorOptimize(enabled == JNI_TRUE);
+#else
+    throw Unsupported("this libtorch has no torch::jit::setGraphExecutorOptimize");
+#endif
+  });
 }
 
 PT_NATIVE(jlongArray, moduleGetParams, jlong handle) {

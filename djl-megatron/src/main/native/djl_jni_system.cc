@@ -1,6 +1,9 @@
 // Process-wide settings of DJL's contract: grad mode, threads, seeds, build features, profiler, CUDA cache.
 #include <ATen/Parallel.h>
+#if __has_include(<torch/csrc/autograd/profiler_legacy.h>)
 #include <torch/csrc/autograd/profiler_legacy.h>
+#define DJLM_HAS_LEGACY_PROFILER
+#endif
 
 #include <fstream>
 #include <memory>
@@ -71,6 +74,7 @@ PT_NATIVE(void, torchShowConfig, jobject set) {
   });
 }
 
+#ifdef DJLM_HAS_LEGACY_PROFILER
 namespace {
 
 // The legacy profiler is enabled on the calling thread; RecordProfile writes a chrome://tracing JSON when it
@@ -118,6 +122,15 @@ PT_NATIVE(void, torchStopProfile, jstring outputFile) {
     }
   });
 }
+#else
+PT_NATIVE(void, torchStartProfile, jboolean, jboolean, jboolean) {
+  guard(env, __func__, [&] { throw Unsupported("this libtorch has no legacy profiler (RecordProfile)"); });
+}
+
+PT_NATIVE(void, torchStopProfile, jstring) {
+  guard(env, __func__, [&] { throw Unsupported("this libtorch has no legacy profiler (RecordProfile)"); });
+}
+#endif
 
 PT_NATIVE(void, torchCudaEmptyCache) {
   guard(env, __func__, [&] {
