@@ -47,9 +47,9 @@ fi
 
 # The release version (x.y.z, as DJL's PYTORCH_VERSION wants it) and CUDA flavor of that libtorch.
 cuda=""
-if [[ -f $torch_root/version.py ]]; then  # pip torch: __version__ = '2.11.0+cu130', cuda = '13.0'
-  version=$(sed -n "s/^__version__ = '\([0-9.]*\).*/\1/p" "$torch_root/version.py")
-  cuda=$(sed -n "s/^cuda = '\([0-9.]*\)'.*/\1/p" "$torch_root/version.py")
+if [[ -f $torch_root/version.py ]]; then  # pip torch: __version__ = '2.11.0+cu130', cuda: Optional[str] = '13.0'
+  version=$(sed -n "s/^__version__[^=]*= *['\"]\([0-9.]*\).*/\1/p" "$torch_root/version.py")
+  cuda=$(sed -n "s/^cuda[^=]*= *['\"]\([0-9.]*\)['\"].*/\1/p" "$torch_root/version.py")
 elif [[ -f $torch_root/build-version ]]; then  # libtorch zip: 2.7.1+cu128
   version=$(sed 's/[^0-9.].*//' "$torch_root/build-version")
 elif [[ $torch_cmake == /usr/lib/* ]] && dpkg_version=$(dpkg-query -W -f='${Version}' libtorch-dev 2>/dev/null); then
@@ -149,4 +149,21 @@ for lib in libtorch.so libtorch_cpu.so libc10.so libtorch_cuda.so libc10_cuda.so
   fi
 done
 
+# pip wheels find their bundled and nvidia-* dependencies through RUNPATH $ORIGIN, which the symlinks in
+# $out break (glibc takes $ORIGIN from the path a library was loaded by): those directories go on
+# LD_LIBRARY_PATH instead.
+origin_dirs() {
+  local lib real
+  for lib in libtorch.so libtorch_cpu.so libc10.so libtorch_cuda.so libc10_cuda.so; do
+    [[ -f $lib_dir/$lib ]] || continue
+    real=$(dirname "$(readlink -f "$lib_dir/$lib")")
+    readelf -d "$lib_dir/$lib" | sed -n 's/.*(R[UN]*PATH).*\[\(.*\)\]/\1/p' | tr ':' '\n' |
+      grep -F '$ORIGIN' | sed "s|\$ORIGIN|$real|"
+  done | while read -r dir; do [[ -d $dir ]] && (cd "$dir" && pwd); done | awk '!seen[$0]++' | paste -sd:
+}
+
 echo "export PYTORCH_LIBRARY_PATH=$out PYTORCH_VERSION=$version PYTORCH_FLAVOR=$flavor"
+dependency_dirs=$(origin_dirs)
+if [[ -n $dependency_dirs ]]; then
+  echo "export LD_LIBRARY_PATH=$dependency_dirs\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+fi
