@@ -91,7 +91,9 @@ PT_NATIVE(jlong, moduleLoad__Ljava_lang_String_2_3IZ_3Ljava_lang_String_2_3Ljava
       extra[keys.back()] = "";
     }
     bool mapped = mapLocation == JNI_TRUE;
-    auto m = torch::jit::load(string(env, jpath), mapped ? Optional<c10::Device>(target) : Optional<c10::Device>(), extra);
+    std::string path = string(env, jpath);
+    // {} is "no device" for c10::optional and std::optional alike (libtorch switched in 2.x)
+    auto m = mapped ? torch::jit::load(path, target, extra) : torch::jit::load(path, {}, extra);
     for (jsize i = 0; i < n; ++i) {
       jstring value = env->NewStringUTF(extra[keys[i]].c_str());
       env->SetObjectArrayElement(extraValues, i, value);
@@ -127,7 +129,7 @@ PT_NATIVE(jlong, moduleLoad__Ljava_io_InputStream_2_3IZ_3BJ, jobject stream, jin
     std::istringstream in(bytes);
     c10::Device target = device(env, jdevice);
     bool mapped = mapLocation == JNI_TRUE;
-    auto m = torch::jit::load(in, mapped ? Optional<c10::Device>(target) : Optional<c10::Device>());
+    auto m = mapped ? torch::jit::load(in, target) : torch::jit::load(in);
     return reinterpret_cast<jlong>(new torch::jit::Module(placed(std::move(m), target, mapped, JNI_FALSE)));
   });
 }

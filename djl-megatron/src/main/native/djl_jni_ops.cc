@@ -183,8 +183,8 @@ PT_NATIVE(jlong, torchQuantile, jlong handle, jfloat q, jlong dim, jboolean keep
 
 PT_NATIVE(jlong, torchNorm, jlong handle, jint ord, jlongArray jdims, jboolean keepDim) {
   return guard(env, __func__, [&] {
-    return release(tensor(handle).norm(Optional<at::Scalar>(at::Scalar(static_cast<int64_t>(ord))),
-        at::IntArrayRef(longs(env, jdims)), keepDim == JNI_TRUE));
+    return release(tensor(handle).norm(at::Scalar(static_cast<int64_t>(ord)), at::IntArrayRef(longs(env, jdims)),
+        keepDim == JNI_TRUE));
   });
 }
 
@@ -315,12 +315,13 @@ PT_NATIVE(jlong, torchIfft2, jlong handle, jlongArray jsizes, jlongArray jdims) 
   });
 }
 
-// window handle -1 (or 0): no window.
+// window handle -1 (or 0): no window (an undefined tensor, which libtorch treats as absent). {} leaves an
+// optional argument unset whether the libtorch uses c10::optional or std::optional.
 PT_NATIVE(jlong, torchStft, jlong handle, jlong nFft, jlong hopLength, jlong window, jboolean center,
     jboolean normalize, jboolean returnComplex) {
   return guard(env, __func__, [&] {
-    Optional<at::Tensor> w = (window == -1 || window == 0) ? Optional<at::Tensor>() : Optional<at::Tensor>(tensor(window));
-    return release(tensor(handle).stft(nFft, hopLength, kNone, w, center == JNI_TRUE, "reflect",
-        normalize == JNI_TRUE, kNone, returnComplex == JNI_TRUE));
+    at::Tensor w = window == -1 ? at::Tensor() : optionalTensor(window);
+    return release(tensor(handle).stft(nFft, hopLength, {}, w, center == JNI_TRUE, "reflect", normalize == JNI_TRUE,
+        {}, returnComplex == JNI_TRUE));
   });
 }

@@ -6,7 +6,6 @@
 #include <jni.h>
 #include <torch/version.h>
 
-#include <optional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -30,17 +29,6 @@
   extern "C" JNIEXPORT ret JNICALL Java_org_djlmegatron_engine_TorchNative_##name(JNIEnv* env, jclass, ##__VA_ARGS__)
 
 namespace djlm {
-
-// libtorch moved from c10::optional to std::optional in 2.4; APIs take whichever their version uses.
-#if DJLM_TORCH_AT_LEAST(2, 4)
-template <class T>
-using Optional = std::optional<T>;
-inline constexpr auto kNone = std::nullopt;
-#else
-template <class T>
-using Optional = c10::optional<T>;
-inline constexpr auto kNone = c10::nullopt;
-#endif
 
 // A Java exception is already pending (a JNI call back into Java threw); the guard leaves it in place.
 struct JavaPending : std::exception {};

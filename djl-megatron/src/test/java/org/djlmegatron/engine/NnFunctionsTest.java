@@ -101,6 +101,11 @@ class NnFunctionsTest {
     void fftStatisticsAndLinearAlgebra() {
         // DFT of [1, 2, 3, 4]: 10, -2+2i, -2, -2-2i (real, imaginary pairs)
         assertThat(floats(m.create(new float[] {1, 2, 3, 4}).fft(4).real())).containsExactly(10, 0, -2, 2, -2, 0, -2, -2);
+        NDArray signal = m.arange(16f).sin();
+        NDArray spectrum = signal.stft(4, 2, false, m.hanningWindow(4), true);
+        assertThat(spectrum.getDataType()).isEqualTo(DataType.COMPLEX64);
+        assertThat(spectrum.getShape()).isEqualTo(new Shape(3, 7)); // 4/2+1 bins, 1+(16-4)/2 frames
+        assertThat(floats(m.hanningWindow(4))).containsExactly(new float[] {0, 0.5f, 1, 0.5f}, within(1e-6f));
         assertThat(floats(m.create(new float[] {3, 1, 2}).median())).containsExactly(2);
         assertThat(floats(m.create(new float[] {1, 2, 3, 4}).percentile(50))).containsExactly(2.5f);
         assertThat(floats(m.create(new float[] {3, 1, 3, 2}).unique().get(0))).containsExactly(1, 2, 3);

@@ -96,6 +96,21 @@ class TorchScriptTest {
         }
     }
 
+    /** mapLocation loads straight onto the device; trainParam makes the parameters trainable. */
+    @Test
+    void loadOptions() throws Exception {
+        try (Model model = Model.newInstance("affine", Device.cpu(), "PyTorch")) {
+            model.load(fixtureDir(), "affine", Map.of("mapLocation", "true", "trainParam", "true"));
+            PtSymbolBlock block = (PtSymbolBlock) model.getBlock();
+            for (Parameter p : block.getDirectParameters().values()) {
+                assertThat(p.getArray().hasGradient()).as(p.getName()).isTrue();
+            }
+            NDArray x = model.getNDManager().create(X, new Shape(2, 2));
+            NDList out = block.forward(new ParameterStore(model.getNDManager(), false), new NDList(x), false);
+            assertThat(out.singletonOrThrow().toFloatArray()).containsExactly(Y);
+        }
+    }
+
     /** saveParameters writes the module through a Java stream; loadParameters reads it back. */
     @Test
     void modulesRoundTripThroughJavaStreams() throws Exception {
