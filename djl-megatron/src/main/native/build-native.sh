@@ -15,7 +15,7 @@ set -euo pipefail
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$src/../../../.." && pwd)
 out=${1:-$repo/build/native}
-work=$repo/build/native-cmake   # outside $out: DJL walks $out recursively
+work=$repo/build/native-build   # outside $out: DJL walks $out recursively
 
 say() { echo "build-native: $*" >&2; }
 
@@ -74,7 +74,7 @@ flavor=cpu
 
 # A directory holding cuda_runtime_api.h, for a libtorch with CUDA (its c10/cuda headers include it).
 find_cuda_include() {
-  local c
+  local c inc
   for c in "${CUDA_HOME:-}" "${CUDAToolkit_ROOT:-}" /usr/local/cuda /usr/local/cuda-* "$torch_root/../nvidia/cuda_runtime"; do
     for inc in "$c/include" "$c/targets/x86_64-linux/include"; do
       [[ -f $inc/cuda_runtime_api.h ]] && { echo "$inc"; return 0; }

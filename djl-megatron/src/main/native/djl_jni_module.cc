@@ -86,6 +86,9 @@ PT_NATIVE(jlong, moduleLoad__Ljava_lang_String_2_3IZ_3Ljava_lang_String_2_3Ljava
     torch::jit::ExtraFilesMap extra;
     std::vector<std::string> keys;
     jsize n = extraKeys == nullptr ? 0 : env->GetArrayLength(extraKeys);
+    if (n > 0 && (extraValues == nullptr || env->GetArrayLength(extraValues) < n)) {
+      throw std::invalid_argument("extraValues must have room for every extra file name");
+    }
     for (jsize i = 0; i < n; ++i) {
       keys.push_back(stringAt(env, extraKeys, i));
       extra[keys.back()] = "";
