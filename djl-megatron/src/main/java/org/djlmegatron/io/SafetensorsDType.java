@@ -70,8 +70,9 @@ public enum SafetensorsDType {
     }
 
     /**
-     * The dtype a DJL array of the given type is written as. Only types that round-trip through
-     * {@link #loadType()} unchanged are accepted.
+     * The dtype a DJL array of the given type is written as. Only types whose values round-trip
+     * through {@link #loadType()} are accepted: all unchanged but BFLOAT16 (arrays exist only on the
+     * project's native library), which loads widened to FLOAT32, exactly.
      *
      * @return the dtype, or {@code null} when the type cannot be written
      */
@@ -80,6 +81,7 @@ public enum SafetensorsDType {
             case FLOAT64 -> F64;
             case FLOAT32 -> F32;
             case FLOAT16 -> F16;
+            case BFLOAT16 -> BF16;
             case INT64 -> I64;
             case INT32 -> I32;
             case INT8 -> I8;

@@ -42,7 +42,7 @@ public final class SafetensorsWriter {
      * spaces to a multiple of 8 bytes (as the Rust implementation does, so data is 8-byte aligned).
      *
      * @param file the target; replaced atomically if it exists
-     * @param tensors FLOAT64, FLOAT32, FLOAT16, INT64, INT32, INT8, UINT8 or BOOLEAN arrays on any
+     * @param tensors FLOAT64, FLOAT32, FLOAT16, BFLOAT16, INT64, INT32, INT8, UINT8 or BOOLEAN arrays on any
      *     device; use a {@link java.util.LinkedHashMap} for a defined order
      * @param metadata written as {@code __metadata__}; {@code null} or empty writes none
      * @throws SafetensorsException on an unsupported dtype, a reserved name or an I/O failure
@@ -118,8 +118,8 @@ public final class SafetensorsWriter {
             SafetensorsDType dtype = SafetensorsDType.forWriting(a.getDataType());
             if (dtype == null) {
                 throw new SafetensorsException(file + ": tensor '" + name + "': field 'dtype': cannot write "
-                        + a.getDataType().name() + ", expected FLOAT64, FLOAT32, FLOAT16, INT64, INT32, INT8, UINT8"
-                        + " or BOOLEAN");
+                        + a.getDataType().name() + ", expected FLOAT64, FLOAT32, FLOAT16, BFLOAT16, INT64, INT32, INT8,"
+                        + " UINT8 or BOOLEAN");
             }
             long length = byteLength(a);
             JsonObject t = new JsonObject();
