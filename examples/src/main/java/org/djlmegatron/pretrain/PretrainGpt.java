@@ -1,5 +1,6 @@
 package org.djlmegatron.pretrain;
 
+import ai.djl.Device;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
@@ -15,6 +16,7 @@ import org.djlmegatron.comm.LaunchConfig;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.RankDevices;
 import org.djlmegatron.data.TextTokenizer;
+import org.djlmegatron.engine.TorchNative;
 import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.models.GPTModel;
 import org.djlmegatron.models.ModelFlops;
@@ -103,6 +105,7 @@ public final class PretrainGpt {
         GPTModel model = new GPTModel(ctx, cfg, o.sequenceParallel);
         model.setParameterType(o.parameterType());
         model.setAttentionBackend(attention);
+        seedDevice(ctx);
         if (hf != null) {
             hf.loadInto(model);
         } else if (start.weights() != null) {
@@ -130,6 +133,9 @@ public final class PretrainGpt {
                 results.add(r);
                 if (logger) {
                     log.step(r, (it + 1) * gbs, gbs);
+                    if (it + 1 == Math.min(o.logInterval, o.trainIters)) {
+                        logDeviceMemory(ctx, log, it + 1);
+                    }
                 }
                 if (o.save != null && (it + 1 == o.trainIters
                         || (o.saveInterval != null && (it + 1) % o.saveInterval == 0))) {
@@ -147,6 +153,31 @@ public final class PretrainGpt {
             }
         }
         return results;
+    }
+
+    /**
+     * Seeds libtorch's generator of this rank's device as Megatron seeds its default stream
+     * ({@code seed + 100 x pp rank}: every rank of a TP group draws alike). Nothing draws from it yet
+     * (no dropout); it makes a later dropout reproducible. Only with the native library, which has
+     * per-device seeding.
+     */
+    private void seedDevice(RankContext ctx) {
+        if (TorchNative.isAvailable()) {
+            Device d = ctx.manager().getDevice();
+            TorchNative.manualSeed(d.isGpu() ? d.getDeviceId() : -1, o.seed + 100L * ctx.grid().ppRank(ctx.rank()));
+        }
+    }
+
+    /** Megatron's one memory line after the first logged iteration, on CUDA (the native library's allocator stats). */
+    private static void logDeviceMemory(RankContext ctx, TrainingLog log, long iteration) {
+        Device d = ctx.manager().getDevice();
+        if (!d.isGpu() || !TorchNative.isAvailable()) {
+            return;
+        }
+        long[] m = TorchNative.cudaMemoryStats(d.getDeviceId());
+        log.message(String.format(Locale.ROOT, "[Rank %d] (after %d iterations) memory (MB) | allocated: %.1f | "
+                + "max allocated: %.1f | reserved: %.1f | max reserved: %.1f", ctx.rank(), iteration, m[0] / 1048576.0,
+                m[2] / 1048576.0, m[1] / 1048576.0, m[3] / 1048576.0));
     }
 
     private String precision() {
