@@ -8,6 +8,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import org.djlmegatron.training.StepResult;
+import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -117,15 +118,37 @@ class Fp16TrainingTest {
     }
 
     @Test
-    void bf16FailsClearlyBeforeAnyWork() {
+    @Tag("stock-engine") // on the native library --bf16 trains (Bf16TrainingTest)
+    void bf16WithoutTheNativeLibraryFailsClearlyBeforeAnyWork() {
         Path save = tmp.resolve("ckpt");
         Path metrics = tmp.resolve("metrics.jsonl");
         assertThatThrownBy(() -> PretrainRunner.run(args("--bf16", "--train-iters", "5", "--save", save.toString(),
                 "--metrics-out", metrics.toString())))
                 .isInstanceOf(IllegalArgumentException.class)
                 .hasMessageContaining("--bf16")
-                .hasMessageContaining("bfloat16");
+                .hasMessageContaining("bfloat16")
+                .hasMessageContaining("native library");
         assertThat(save).doesNotExist();
         assertThat(metrics).doesNotExist();
+    }
+
+    @Test
+    @Tag("stock-engine")
+    void fusedAttentionWithoutTheNativeLibraryFailsClearly() {
+        assertThatThrownBy(() -> PretrainRunner.run(args("--attention-backend", "fused", "--train-iters", "1")))
+                .isInstanceOf(IllegalStateException.class)
+                .hasMessageContaining("--attention-backend fused needs the djl-megatron native library");
+    }
+
+    @Test
+    void fp16AndBf16TogetherAndUnknownBackendsOrDevicesAreRefused() {
+        assertThatThrownBy(() -> PretrainRunner.run(args("--fp16", "--bf16", "--train-iters", "1")))
+                .hasMessageContaining("give --fp16 or --bf16, not both");
+        assertThatThrownBy(() -> PretrainRunner.run(args("--attention-backend", "flash", "--train-iters", "1")))
+                .hasMessageContaining("--attention-backend must be auto, fused or unfused, found flash");
+        assertThatThrownBy(() -> PretrainRunner.run(args("--device", "tpu", "--train-iters", "1")))
+                .hasMessageContaining("--device must be auto, cpu or cuda, found tpu");
+        assertThatThrownBy(() -> PretrainRunner.run(args("--device", "cuda", "--train-iters", "1")))
+                .hasMessageContaining("--device cuda: 1 ranks in this JVM but the engine sees 0 CUDA device(s)");
     }
 }
