@@ -50,6 +50,20 @@ PT_NATIVE(void, zeroGrad, jlong handle) {
   });
 }
 
+namespace {
+// DJL's optimizers' gradient preparation: a copy, rescaled, clipped from above only (as DJL's JNI does).
+at::Tensor scaledClippedGradient(jlong gradient, jfloat rescaleGrad, jfloat clipGrad) {
+  at::Tensor grad = tensor(gradient).clone();
+  if (rescaleGrad != 1.0f) {
+    grad.mul_(rescaleGrad);
+  }
+  if (clipGrad >= 0.0f) {
+    grad.clamp_max_(clipGrad);
+  }
+  return grad;
+}
+}  // namespace
+
 // DJL's Adam/AdamW update (MXNet conventions, as DJL's own JNI does it): the gradient is rescaled, clipped from
 // above when clipGrad >= 0, then L2-decayed (Adam) or the weight decoupled-decayed (AdamW); the step uses DJL's
 // bias-corrected learning rate.
@@ -59,13 +73,7 @@ PT_NATIVE(void, adamUpdate, jlong weight, jlong gradient, jlong mean, jlong vari
   guard(env, __func__, [&] {
     at::NoGradGuard noGrad;
     at::Tensor& w = tensor(weight);
-    at::Tensor grad = tensor(gradient).clone();
-    if (rescaleGrad != 1.0f) {
-      grad.mul_(rescaleGrad);
-    }
-    if (clipGrad >= 0.0f) {
-      grad.clamp_max_(clipGrad);
-    }
+    at::Tensor grad = scaledClippedGradient(gradient, rescaleGrad, clipGrad);
     if (adamw == JNI_TRUE) {
       w.sub_(w.mul(lr).mul(weightDecay));
     } else {
@@ -83,13 +91,7 @@ PT_NATIVE(void, sgdUpdate, jlong weight, jlong gradient, jlong state, jfloat lr,
   guard(env, __func__, [&] {
     at::NoGradGuard noGrad;
     at::Tensor& w = tensor(weight);
-    at::Tensor grad = tensor(gradient).clone();
-    if (rescaleGrad != 1.0f) {
-      grad.mul_(rescaleGrad);
-    }
-    if (clipGrad >= 0.0f) {
-      grad.clamp_max_(clipGrad);
-    }
+    at::Tensor grad = scaledClippedGradient(gradient, rescaleGrad, clipGrad);
     grad.add_(w, weightDecay).mul_(lr);
     if (momentum == 0.0f) {
       w.sub_(grad);
