@@ -4,35 +4,20 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.within;
 
 import ai.djl.ndarray.NDArray;
-import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.pytorch.engine.PtNDArray;
 import ai.djl.pytorch.jni.JniUtils;
 import java.util.Random;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 
 /** bfloat16 (which kills the JVM on DJL's stock JNI) computes what fp32 does, within bf16 rounding. */
 @Tag("native")
-class Bf16Test {
+class Bf16Test extends ArrayTestBase {
 
     /** Unit roundoff of bfloat16 (8 significant bits). */
     static final double U = Math.pow(2, -8);
-
-    private NDManager m;
-
-    @BeforeEach
-    void open() {
-        m = NDManager.newBaseManager();
-    }
-
-    @AfterEach
-    void close() {
-        m.close();
-    }
 
     static float[] random(Random r, int n) {
         float[] out = new float[n];

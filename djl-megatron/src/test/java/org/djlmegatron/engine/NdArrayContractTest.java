@@ -15,8 +15,6 @@ import ai.djl.pytorch.engine.PtNDArray;
 import ai.djl.pytorch.jni.JniUtils;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 
@@ -25,7 +23,7 @@ import org.junit.jupiter.api.Test;
  * every dtype, arithmetic, reductions, indexing, linear algebra, shape operations, sorting, autograd, seeding.
  */
 @Tag("native")
-class NdArrayContractTest {
+class NdArrayContractTest extends ArrayTestBase {
 
     /** 2 x 3, row-major. */
     static final float[] A = {1, 2, 3, 4, 5, 6};
@@ -33,22 +31,6 @@ class NdArrayContractTest {
     static final float[] C = {0.5f, -1, 2, 0, -3, 1.5f};
     /** A row broadcast over A's rows. */
     static final float[] ROW = {0.5f, -1, 2};
-
-    private NDManager m;
-
-    @BeforeEach
-    void open() {
-        m = NDManager.newBaseManager();
-    }
-
-    @AfterEach
-    void close() {
-        m.close();
-    }
-
-    static float[] floats(NDArray a) {
-        return a.toType(DataType.FLOAT32, false).toFloatArray();
-    }
 
     static long[] longs(NDArray a) {
         return a.toType(DataType.INT64, false).toLongArray();

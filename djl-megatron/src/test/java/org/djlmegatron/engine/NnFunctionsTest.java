@@ -4,7 +4,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.within;
 
 import ai.djl.ndarray.NDArray;
-import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.ndarray.types.SparseFormat;
@@ -15,30 +14,12 @@ import ai.djl.nn.core.Linear;
 import ai.djl.nn.norm.BatchNorm;
 import ai.djl.nn.norm.LayerNorm;
 import ai.djl.nn.pooling.Pool;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 
 /** DJL's neural-network functions, FFT, statistics and linear algebra on the project's library. */
 @Tag("native")
-class NnFunctionsTest {
-
-    private NDManager m;
-
-    @BeforeEach
-    void open() {
-        m = NDManager.newBaseManager();
-    }
-
-    @AfterEach
-    void close() {
-        m.close();
-    }
-
-    static float[] floats(NDArray a) {
-        return a.toType(DataType.FLOAT32, false).toFloatArray();
-    }
+class NnFunctionsTest extends ArrayTestBase {
 
     @Test
     void layers() {
