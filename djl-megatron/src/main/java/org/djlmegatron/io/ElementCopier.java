@@ -74,21 +74,4 @@ final class ElementCopier {
             default -> throw new IllegalStateException("not a widened dtype: " + dtype);
         }
     }
-
-    /** IEEE 754 binary16 to float32 (Java 17 lacks {@code Float.float16ToFloat}). */
-    static float halfToFloat(short half) {
-        int h = half & 0xFFFF;
-        int sign = (h & 0x8000) << 16;
-        int exp = (h >>> 10) & 0x1F;
-        int mant = h & 0x3FF;
-        if (exp == 0x1F) { // inf / nan: keep the payload
-            return Float.intBitsToFloat(sign | 0x7F800000 | (mant << 13));
-        }
-        if (exp == 0) {
-            // zero or subnormal: mant * 2^-24, exactly representable in float32
-            float v = mant * 0x1p-24f;
-            return sign != 0 ? -v : v;
-        }
-        return Float.intBitsToFloat(sign | ((exp + 112) << 23) | (mant << 13));
-    }
 }

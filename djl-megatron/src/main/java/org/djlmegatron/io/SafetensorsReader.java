@@ -158,7 +158,7 @@ public final class SafetensorsReader implements AutoCloseable {
         float[] out = new float[(int) t.numel()];
         if (d == SafetensorsDType.F16) {
             for (int i = 0; i < out.length; i++) {
-                out[i] = ElementCopier.halfToFloat(data.getShort(2 * i));
+                out[i] = HalfFloats.halfToFloat(data.getShort(2 * i));
             }
         } else {
             data.asFloatBuffer().get(out); // BF16 arrives widened

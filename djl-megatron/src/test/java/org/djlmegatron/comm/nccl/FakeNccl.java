@@ -13,6 +13,7 @@ import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.Pointer;
+import org.djlmegatron.io.HalfFloats;
 
 /**
  * NCCL on host memory, for tests: buffers are CPU tensors' addresses, read and written through
@@ -404,10 +405,10 @@ public final class FakeNccl implements Nccl {
                     case INT64 -> acc.putLong(at, combineLong(acc.getLong(at), next.getLong(at), op));
                     case FLOAT32 -> acc.putFloat(at, (float) combine(acc.getFloat(at), next.getFloat(at), op));
                     case FLOAT64 -> acc.putDouble(at, combine(acc.getDouble(at), next.getDouble(at), op));
-                    case FLOAT16 -> acc.putShort(at, floatToHalf((float) combine(halfToFloat(acc.getShort(at)),
-                            halfToFloat(next.getShort(at)), op)));
-                    case BFLOAT16 -> acc.putShort(at, floatToBfloat16((float) combine(
-                            bfloat16ToFloat(acc.getShort(at)), bfloat16ToFloat(next.getShort(at)), op)));
+                    case FLOAT16 -> acc.putShort(at, HalfFloats.floatToHalf((float) combine(
+                            HalfFloats.halfToFloat(acc.getShort(at)), HalfFloats.halfToFloat(next.getShort(at)), op)));
+                    case BFLOAT16 -> acc.putShort(at, HalfFloats.floatToBf16((float) combine(
+                            HalfFloats.bf16ToFloat(acc.getShort(at)), HalfFloats.bf16ToFloat(next.getShort(at)), op)));
                     default -> throw new AssertionError("type " + type);
                 }
             }
@@ -432,67 +433,5 @@ public final class FakeNccl implements Nccl {
             case MIN -> Math.min(a, b);
             default -> throw new AssertionError("op " + op);
         };
-    }
-
-    static float halfToFloat(short h) {
-        int bits = h & 0xffff;
-        int sign = (bits & 0x8000) << 16;
-        int exp = (bits >>> 10) & 0x1f;
-        int mant = bits & 0x3ff;
-        if (exp == 0x1f) {
-            return Float.intBitsToFloat(sign | 0x7f800000 | (mant << 13));
-        }
-        if (exp == 0) {
-            float v = mant * 0x1p-24f;
-            return sign != 0 ? -v : v;
-        }
-        return Float.intBitsToFloat(sign | ((exp - 15 + 127) << 23) | (mant << 13));
-    }
-
-    /** Round to nearest, ties to even, as torch's float-to-half conversion does. */
-    static short floatToHalf(float f) {
-        int bits = Float.floatToRawIntBits(f);
-        int sign = (bits >>> 16) & 0x8000;
-        int exp = (bits >>> 23) & 0xff;
-        int mant = bits & 0x7fffff;
-        if (exp == 0xff) {
-            return (short) (sign | 0x7c00 | (mant != 0 ? 0x200 | (mant >>> 13) : 0));
-        }
-        int e = exp - 127 + 15;
-        if (e >= 0x1f) {
-            return (short) (sign | 0x7c00);
-        }
-        if (e <= 0) {
-            if (e < -10) {
-                return (short) sign;
-            }
-            int m = mant | 0x800000;
-            int shift = 14 - e;
-            int half = m >>> shift;
-            int rest = m & ((1 << shift) - 1);
-            int mid = 1 << (shift - 1);
-            if (rest > mid || (rest == mid && (half & 1) == 1)) {
-                half++;
-            }
-            return (short) (sign | half);
-        }
-        int half = (e << 10) | (mant >>> 13);
-        int rest = mant & 0x1fff;
-        if (rest > 0x1000 || (rest == 0x1000 && (half & 1) == 1)) {
-            half++; // a carry into the exponent is the right answer, up to infinity
-        }
-        return (short) (sign | half);
-    }
-
-    static float bfloat16ToFloat(short b) {
-        return Float.intBitsToFloat((b & 0xffff) << 16);
-    }
-
-    static short floatToBfloat16(float f) {
-        int bits = Float.floatToRawIntBits(f);
-        if (Float.isNaN(f)) {
-            return (short) ((bits >>> 16) | 0x40);
-        }
-        return (short) ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16);
     }
 }

@@ -334,20 +334,7 @@ class NcclProcessGroupTest {
     }
 
     @Test
-    void halfAndBfloat16RoundToNearestEven() {
-        // exhaustive round trip of every finite half, and ties that must go to the even neighbour
-        for (int h = 0; h < 0x10000; h++) {
-            short half = (short) h;
-            float f = FakeNccl.halfToFloat(half);
-            if (!Float.isNaN(f)) {
-                assertThat(FakeNccl.floatToHalf(f)).as("half %04x", h).isEqualTo(half);
-            }
-        }
-        assertThat(FakeNccl.floatToHalf(1 + 0x1p-11f)).isEqualTo((short) 0x3c00); // tie, even below
-        assertThat(FakeNccl.floatToHalf(1 + 3 * 0x1p-11f)).isEqualTo((short) 0x3c02); // tie, even above
-        assertThat(FakeNccl.floatToHalf(65520f)).isEqualTo((short) 0x7c00); // rounds to infinity
-        assertThat(FakeNccl.floatToBfloat16(1 + 0x1p-8f)).isEqualTo((short) 0x3f80);
-        assertThat(FakeNccl.floatToBfloat16(1 + 3 * 0x1p-8f)).isEqualTo((short) 0x3f82);
+    void theFakeReducesBfloat16InFloat() {
         byte[][] in = {{(byte) 0x80, 0x3f}, {0x00, 0x40}}; // bf16 1 + 2 = 3 (0x4040)
         assertThat(FakeNccl.reduce(in, Nccl.BFLOAT16, Nccl.SUM)).containsExactly(0x40, 0x40);
     }
