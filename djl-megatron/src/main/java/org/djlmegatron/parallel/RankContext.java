@@ -16,7 +16,7 @@ public final class RankContext implements AutoCloseable {
     private final int rank;
     private final Map<GroupKind, ProcessGroup> groups;
     private final NDManager manager;
-    private final Tape tape = new Tape();
+    private Tape tape = new Tape();
 
     public RankContext(RankGrid grid, int rank, Map<GroupKind, ProcessGroup> groups, NDManager manager) {
         this.grid = grid;
@@ -50,8 +50,19 @@ public final class RankContext implements AutoCloseable {
         return manager;
     }
 
+    /**
+     * The tape forward code records on now. A rank keeps one tape per forward pass in flight (one
+     * per micro-batch and model chunk under pipelining); {@link #useTape} switches between them.
+     */
     public Tape tape() {
         return tape;
+    }
+
+    /** Makes {@code next} the current tape and returns the one it replaces. */
+    public Tape useTape(Tape next) {
+        Tape previous = tape;
+        tape = next;
+        return previous;
     }
 
     @Override

@@ -7,9 +7,12 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.Shape;
 import java.util.List;
+import org.djlmegatron.autograd.RandomKey;
 import org.djlmegatron.autograd.Scalar;
+import org.djlmegatron.autograd.Tape;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ReduceOp;
+import org.djlmegatron.engine.HeldMemory;
 import org.djlmegatron.optim.Optimizer;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
@@ -40,6 +43,8 @@ public final class Trainer implements AutoCloseable {
     private NDArray normMask;
     private long iteration;
     private long updates;
+    private boolean measureHeld;
+    private long heldBytes = -1;
 
     public Trainer(RankContext ctx, TrainableModel model, TrainerConfig config) {
         this.ctx = ctx;
@@ -88,16 +93,25 @@ public final class Trainer implements AutoCloseable {
         long tokens = 0;
         try (NDManager stepLosses = ctx.manager().newSubManager()) {
             NDList pending = new NDList(batches.size()); // read once after the last backward: no device sync between
-            for (MicroBatch mb : batches) {
+            for (int m = 0; m < batches.size(); m++) {
+                MicroBatch mb = batches.get(m);
+                Tape tape = ctx.tape();
+                tape.setKey(new RandomKey(iteration, firstSample(m)));
                 try (NDManager step = ctx.manager().newSubManager()) {
                     NDArray inputs = step.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
                     NDArray labels = step.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
                     NDArray loss = model.loss(inputs, labels);
+                    if (measureHeld) {
+                        heldBytes = HeldMemory.bytes(step);
+                        measureHeld = false;
+                    }
                     NDArray value = loss.stopGradient();
                     value.attach(stepLosses);
                     pending.add(value);
-                    ctx.tape().backward(loss.mul(Scalar.of(step, scale / microBatches)));
+                    tape.backward(loss, Scalar.of(step, scale / microBatches));
                     tokens += mb.tokens();
+                } finally {
+                    tape.setKey(null);
                 }
             }
             for (int i = 0; i < losses.length; i++) {
@@ -116,6 +130,25 @@ public final class Trainer implements AutoCloseable {
         long globalTokens = tokens * dp.size();
         return new StepResult(iteration, loss, u.gradNorm, u.lr, scale, u.skipped, globalTokens,
                 (System.nanoTime() - t0) / 1e9);
+    }
+
+    /**
+     * Global index of micro-batch {@code m}'s first sample in this iteration's global batch: the
+     * batch sources split the global batch over DP ranks in order, then into micro-batches.
+     */
+    private long firstSample(int m) {
+        return iteration * config.globalBatchSize() + (long) dp.rank() * (config.globalBatchSize() / dp.size())
+                + (long) m * config.microBatchSize();
+    }
+
+    /** Measures, in the next step's first micro-batch, the bytes its forward keeps for backward. */
+    public void measureHeldBytes() {
+        measureHeld = true;
+    }
+
+    /** Bytes the last measured forward kept for backward on this rank ({@link HeldMemory}); -1 before. */
+    public long heldBytes() {
+        return heldBytes;
     }
 
     private record Update(double gradNorm, double lr, boolean skipped) {}

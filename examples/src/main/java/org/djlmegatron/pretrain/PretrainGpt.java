@@ -11,6 +11,7 @@ import java.util.List;
 import java.util.Locale;
 import org.djlmegatron.bridge.convert.CheckpointLoader;
 import org.djlmegatron.bridge.hf.HfCheckpoint;
+import org.djlmegatron.bridge.hf.HfDropout;
 import org.djlmegatron.comm.DistributedWorld;
 import org.djlmegatron.comm.LaunchConfig;
 import org.djlmegatron.comm.ProcessGroup;
@@ -29,6 +30,7 @@ import org.djlmegatron.training.StepResult;
 import org.djlmegatron.training.Trainer;
 import org.djlmegatron.training.TrainerConfig;
 import org.djlmegatron.transformer.AttentionBackend;
+import org.djlmegatron.transformer.Recompute;
 import org.djlmegatron.transformer.TransformerConfig;
 
 /**
@@ -51,7 +53,10 @@ public final class PretrainGpt {
      * NODE_RANK, ...), each running --nproc-per-node thread ranks.
      */
     public List<StepResult> run() {
-        o.checkUnsupported();
+        var recompute = o.activations.recompute();
+        HfDropout hfDropout = o.initHf == null ? null : HfDropout.read(o.initHf);
+        double[] dropout = o.activations.dropout(hfDropout == null ? null
+                : new double[] {hfDropout.hidden(), hfDropout.attention()});
         var scaler = o.scaler(); // option errors fail here, before any thread starts
         var schedule = o.schedule();
         var optimizer = o.optimizerFactory();
@@ -80,6 +85,8 @@ public final class PretrainGpt {
             checkSequence(cfg, seq, grid);
             out.printf(Locale.ROOT, "> building GPT model: %s%n> %s, micro batch %d, global batch %d, seq %d%s%n",
                     describe(cfg), grid, o.microBatchSize, gbs, seq, ", " + precision() + ", attention " + attention.name().toLowerCase(Locale.ROOT));
+            out.printf(Locale.ROOT, "> dropout: hidden %s, attention %s; activation recomputation: %s%n",
+                    dropout[0], dropout[1], recompute);
             double flops = ModelFlops.training(cfg, gbs, seq);
             if (start.resume() != null) {
                 out.printf(Locale.ROOT, "> resuming from %s (iteration %d)%n", start.iterDir(), start.resume().iteration());
@@ -88,7 +95,7 @@ public final class PretrainGpt {
             }
             try (AutoCloseable closeData = data instanceof AutoCloseable c ? c : () -> { }) {
                 List<List<StepResult>> local = DistributedWorld.run(grid, launch, devices,
-                        ctx -> train(ctx, cfg, hf, start, data, tc, gbs, flops, attention));
+                        ctx -> train(ctx, cfg, hf, start, data, tc, gbs, flops, attention, recompute, dropout));
                 return local.get(0); // this JVM's first rank (global rank 0 on node 0)
             } catch (RuntimeException e) {
                 throw e;
@@ -101,10 +108,13 @@ public final class PretrainGpt {
     }
 
     private List<StepResult> train(RankContext ctx, TransformerConfig cfg, HfCheckpoint hf, Start start,
-            BatchSource data, TrainerConfig tc, int gbs, double flops, AttentionBackend attention) {
+            BatchSource data, TrainerConfig tc, int gbs, double flops, AttentionBackend attention, Recompute recompute,
+            double[] dropout) {
         GPTModel model = new GPTModel(ctx, cfg, o.sequenceParallel);
         model.setParameterType(o.parameterType());
         model.setAttentionBackend(attention);
+        model.setRecompute(recompute);
+        model.setDropout(dropout[0], dropout[1], o.seed);
         seedDevice(ctx);
         if (hf != null) {
             hf.loadInto(model);
@@ -127,10 +137,16 @@ public final class PretrainGpt {
                 TrainingCheckpoint.restore(start.iterDir(), ctx, trainer, start.resume(), gbs, o.useDistributedOptimizer);
                 first = start.resume().iteration();
             }
+            trainer.measureHeldBytes();
             for (long it = first; it < o.trainIters; it++) {
                 List<MicroBatch> batches = data.microBatches(it, dp.rank(), dp.size(), o.microBatchSize, gbs);
                 StepResult r = trainer.step(batches);
                 results.add(r);
+                if (logger && it == first) {
+                    log.message(String.format(Locale.ROOT, "> activations held for backward at the end of a "
+                            + "micro-batch's forward: %.2f MB on rank 0 (recomputation: %s)",
+                            trainer.heldBytes() / 1048576.0, recompute));
+                }
                 if (logger) {
                     log.step(r, (it + 1) * gbs, gbs);
                     if (it + 1 == Math.min(o.logInterval, o.trainIters)) {
@@ -157,9 +173,9 @@ public final class PretrainGpt {
 
     /**
      * Seeds libtorch's generator of this rank's device as Megatron seeds its default stream
-     * ({@code seed + 100 x pp rank}: every rank of a TP group draws alike). Nothing draws from it yet
-     * (no dropout); it makes a later dropout reproducible. Only with the native library, which has
-     * per-device seeding.
+     * ({@code seed + 100 x pp rank}: every rank of a TP group draws alike). Our dropout does not draw
+     * from it (its masks are functions of the seed and the sample, {@code PositionalDropout}); it
+     * seeds whatever else libtorch draws. Only with the native library, which has per-device seeding.
      */
     private void seedDevice(RankContext ctx) {
         if (TorchNative.isAvailable()) {

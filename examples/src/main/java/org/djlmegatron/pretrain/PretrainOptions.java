@@ -12,6 +12,7 @@ import org.djlmegatron.optim.Sgd;
 import org.djlmegatron.training.LossScaler;
 import org.djlmegatron.transformer.AttentionBackend;
 import org.djlmegatron.transformer.TransformerConfig;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /** {@code pretrain-gpt}'s options, named and defaulted as Megatron-LM's. */
@@ -41,8 +42,8 @@ public final class PretrainOptions {
     @Option(names = "--moe-ffn-hidden-size") public Integer moeFfnHiddenSize;
     @Option(names = "--vocab-size", defaultValue = "512", description = "vocabulary (mock data)") public int vocabSize;
     @Option(names = "--init-method-std", defaultValue = "0.02") public float initMethodStd;
-    @Option(names = "--hidden-dropout", defaultValue = "0.0", description = "only 0 (dropout is not implemented yet; Megatron's default is 0.1)") public double hiddenDropout;
-    @Option(names = "--attention-dropout", defaultValue = "0.0", description = "only 0 (dropout is not implemented yet; Megatron's default is 0.1)") public double attentionDropout;
+
+    @Mixin public ActivationOptions activations = new ActivationOptions();
 
     // batch and iterations
     @Option(names = "--micro-batch-size", defaultValue = "4") public int microBatchSize;
@@ -206,13 +207,6 @@ public final class PretrainOptions {
     }
 
     /** Refuses what the model would silently ignore. */
-    public void checkUnsupported() {
-        if (hiddenDropout != 0 || attentionDropout != 0) {
-            throw new IllegalArgumentException("--hidden-dropout " + hiddenDropout + " / --attention-dropout "
-                    + attentionDropout + ": dropout is not implemented yet; pass 0 (the default here, Megatron's is 0.1)");
-        }
-    }
-
     /** The dtype weights are held and computed in: fp16 weights compute in fp32 (see ParallelBlock.value). */
     public DataType parameterType() {
         return fp16 ? DataType.FLOAT16 : bf16 ? DataType.BFLOAT16 : DataType.FLOAT32;

@@ -12,6 +12,7 @@ import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.nn.BlockList;
 import org.djlmegatron.nn.ColumnParallelLinear;
 import org.djlmegatron.nn.Norm;
+import org.djlmegatron.nn.PositionalDropout;
 import org.djlmegatron.nn.ParallelBlock;
 import org.djlmegatron.nn.ShardLayout;
 import org.djlmegatron.nn.ShardedParameter;
@@ -21,6 +22,7 @@ import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.training.TrainableModel;
 import org.djlmegatron.training.TrainableParameter;
 import org.djlmegatron.transformer.AttentionBackend;
+import org.djlmegatron.transformer.Recompute;
 import org.djlmegatron.transformer.TransformerConfig;
 import org.djlmegatron.transformer.TransformerLayer;
 
@@ -43,6 +45,8 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
     private final Norm finalNorm;
     private final ColumnParallelLinear outputLayer;
     private final VocabParallelCrossEntropy crossEntropy;
+    private Recompute recompute = Recompute.NONE;
+    private PositionalDropout embeddingDropout = new PositionalDropout(0, 0);
 
     public GPTModel(RankContext ctx, TransformerConfig cfg, boolean sequenceParallel) {
         super(ctx);
@@ -87,8 +91,8 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
                     + " exceeds max_position_embeddings " + cfg.maxPositionEmbeddings());
         }
         NDArray h = embed(ids);
-        for (TransformerLayer layer : layers) {
-            h = layer.apply(h);
+        for (Recompute.LayerGroup g : recompute.groups(layers.size())) {
+            h = g.checkpointed() ? tape().checkpoint(h, in -> applyLayers(g, in)) : applyLayers(g, h);
         }
         NDArray x = finalNorm.apply(h);
         if (tp.isParallel()) {
@@ -100,6 +104,35 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
         }
         return x.getNDArrayInternal().linear(x, value(wordEmbeddings.weight(), x), null)
                 .singletonOrThrow();
+    }
+
+    private NDArray applyLayers(Recompute.LayerGroup g, NDArray h) {
+        for (int i = g.start(); i < g.end(); i++) {
+            h = layers.get(i).apply(h);
+        }
+        return h;
+    }
+
+    /** Activation recomputation ({@code --recompute-granularity} and friends; a last uniform group may be shorter). */
+    public void setRecompute(Recompute recompute) {
+        this.recompute = recompute;
+        layers.forEach(l -> l.setRecompute(recompute));
+    }
+
+    public Recompute recompute() {
+        return recompute;
+    }
+
+    /**
+     * Dropout: {@code hidden} after the embeddings and on each attention and MLP output,
+     * {@code attention} on the attention probabilities; masks are functions of {@code seed} and the
+     * tape's {@link org.djlmegatron.autograd.RandomKey} (see {@link PositionalDropout}).
+     */
+    public void setDropout(double hidden, double attention, long seed) {
+        embeddingDropout = new PositionalDropout(hidden, seed);
+        PositionalDropout h = new PositionalDropout(hidden, seed);
+        PositionalDropout a = new PositionalDropout(attention, seed);
+        layers.forEach(l -> l.setDropout(h, a));
     }
 
     /** Embedding output: replicated {@code [b, s, h]}, or this rank's sequence slice under SP. */
@@ -124,7 +157,7 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
                     .embedding(positions, value(positionEmbeddings, positions), SparseFormat.DENSE)
                     .singletonOrThrow());
         }
-        return h;
+        return embeddingDropout.hidden(h, tape().key(), 0, PositionalDropout.Site.EMBEDDING, posStart);
     }
 
     /** Full-vocabulary logits {@code [b, s, V]} from local ones (same on every rank). */
@@ -251,7 +284,7 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
             super(ctx);
             BlockList<TransformerLayer> list = part("layers", new BlockList<>(ctx));
             for (int i = 0; i < cfg.numLayers(); i++) {
-                layers.add(list.add(new TransformerLayer(ctx, cfg, sequenceParallel)));
+                layers.add(list.add(new TransformerLayer(ctx, cfg, sequenceParallel, i)));
             }
             finalNorm = part("final_layernorm", new Norm(ctx, cfg.normalization(), cfg.hiddenSize(),
                     cfg.normEpsilon(), sequenceParallel));

@@ -7,6 +7,7 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.Function;
 import org.djlmegatron.engine.Cast;
 import org.djlmegatron.nn.BlockList;
 import org.djlmegatron.nn.ParallelBlock;
@@ -24,6 +25,7 @@ public final class MoeLayer extends ParallelBlock {
 
     private final TopKRouter router;
     private final List<Mlp> experts = new ArrayList<>();
+    private boolean recomputeActivation;
 
     public MoeLayer(RankContext ctx, TransformerConfig cfg, boolean sequenceParallel) {
         super(ctx);
@@ -64,6 +66,8 @@ public final class MoeLayer extends ParallelBlock {
         NDList outputs = new NDList();
         NDManager m = x.getManager();
         int next = 0;
+        List<Mlp> used = new ArrayList<>();
+        NDList hidden = new NDList();
         for (int e = 0; e < experts.size(); e++) {
             List<Integer> ids = perExpert.get(e);
             offset[e] = next;
@@ -72,8 +76,12 @@ public final class MoeLayer extends ParallelBlock {
                 continue;
             }
             long[] idx = ids.stream().mapToLong(Integer::longValue).toArray();
-            NDArray in = tokens.get(m.create(idx));
-            outputs.add(experts.get(e).partial(in));
+            used.add(experts.get(e));
+            hidden.add(used.get(used.size() - 1).up(tokens.get(m.create(idx))));
+        }
+        NDList activated = activate(used, hidden, routing.weights());
+        for (int i = 0; i < used.size(); i++) {
+            outputs.add(used.get(i).down(activated.get(i)));
         }
         int[] seen = new int[experts.size()];
         for (int i = 0; i < chosen.length; i++) {
@@ -82,13 +90,36 @@ public final class MoeLayer extends ParallelBlock {
         }
         NDArray all = outputs.size() == 1 ? outputs.get(0) : NDArrays.concat(outputs);
         NDArray rows = m.create(rowOf, new Shape(numTokens, k));
-        NDArray weights = Cast.to(routing.weights(), x.getDataType()); // [T, k]
+        NDArray weights = Cast.to(activated.get(used.size()), x.getDataType()); // [T, k]
         NDArray out = null;
         for (int j = 0; j < k; j++) {
             NDArray slot = all.get(rows.get(":, " + j)).mul(weights.get(":, " + j + ":" + (j + 1)));
             out = out == null ? slot : out.add(slot);
         }
         return out.reshape(shape);
+    }
+
+    /**
+     * Every used expert's activation, recomputed in backward under {@code moe_act}; the router
+     * weights (still needed by the combine) pass through as the last element.
+     */
+    private NDList activate(List<Mlp> used, NDList hidden, NDArray weights) {
+        Function<NDList, NDList> fn = in -> {
+            NDList out = new NDList(in.size());
+            for (int i = 0; i < used.size(); i++) {
+                out.add(used.get(i).activate(in.get(i)));
+            }
+            out.add(in.get(used.size()));
+            return out;
+        };
+        NDList in = new NDList(hidden);
+        in.add(weights);
+        return recomputeActivation ? tape().checkpoint(in, fn) : fn.apply(in);
+    }
+
+    /** Recomputes the experts' activations in backward ({@code --recompute-modules moe_act}). */
+    public void setRecomputeActivation(boolean recompute) {
+        this.recomputeActivation = recompute;
     }
 
     /** {@code experts.local_experts.E}. */

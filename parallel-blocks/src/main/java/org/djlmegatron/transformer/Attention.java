@@ -1,6 +1,7 @@
 package org.djlmegatron.transformer;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
@@ -10,6 +11,7 @@ import org.djlmegatron.engine.Cast;
 import org.djlmegatron.engine.TorchNative;
 import org.djlmegatron.nn.ColumnParallelLinear;
 import org.djlmegatron.nn.Norm;
+import org.djlmegatron.nn.PositionalDropout;
 import org.djlmegatron.nn.ParallelBlock;
 import org.djlmegatron.nn.RowParallelLinear;
 import org.djlmegatron.parallel.RankContext;
@@ -30,11 +32,20 @@ public final class Attention extends ParallelBlock {
     private final RotaryEmbedding rope;
     private final int localGroups;
     private final NDArray scale; // 1/sqrt(head dim); a cached Scalar, not mul(Number)
+    private final int layerNumber;
     private AttentionBackend backend = AttentionBackend.AUTO.resolve();
+    private boolean recomputeCore;
+    private PositionalDropout dropout = new PositionalDropout(0, 0);
 
     public Attention(RankContext ctx, TransformerConfig cfg, boolean sequenceParallel) {
+        this(ctx, cfg, sequenceParallel, 0);
+    }
+
+    /** The attention of layer {@code layerNumber} (0-based, global): it numbers the dropout masks. */
+    public Attention(RankContext ctx, TransformerConfig cfg, boolean sequenceParallel, int layerNumber) {
         super(ctx);
         this.cfg = cfg;
+        this.layerNumber = layerNumber;
         int tpSize = tp.group().size();
         if (cfg.numQueryGroups() % tpSize != 0) {
             throw new IllegalArgumentException("tensor-parallel size " + tpSize + " does not divide the "
@@ -89,8 +100,29 @@ public final class Attention extends ParallelBlock {
             q = rope.apply(m, q);
             k = rope.apply(m, k);
         }
-        NDArray context = backend == AttentionBackend.FUSED ? fused(q, k, v) : unfused(q, k, v);
+        NDArray context = recomputeCore
+                ? tape().checkpoint(new NDList(q, k, v), in -> new NDList(core(in.get(0), in.get(1), in.get(2)))).get(0)
+                : core(q, k, v);
         return linearProj.partial(context.reshape(b, s, (long) localGroups * qpg * d));
+    }
+
+    /**
+     * softmax(q k^T / sqrt(d) + causal) v. The fused kernel draws its own dropout mask from
+     * libtorch's generator, so with attention dropout active the composed path applies ours.
+     */
+    private NDArray core(NDArray q, NDArray k, NDArray v) {
+        boolean ourDropout = dropout.active(tape().key());
+        return backend == AttentionBackend.FUSED && !ourDropout ? fused(q, k, v) : unfused(q, k, v);
+    }
+
+    /** Recomputes the core attention (softmax(QK^T)V) in backward instead of keeping its activations. */
+    public void setRecomputeCore(boolean recompute) {
+        this.recomputeCore = recompute;
+    }
+
+    /** Dropout of the attention probabilities. */
+    public void setDropout(PositionalDropout dropout) {
+        this.dropout = dropout;
     }
 
     /** Chooses the backend (resolved now: FUSED without the native library is refused here). */
@@ -125,6 +157,8 @@ public final class Attention extends ParallelBlock {
         NDArray vt = v.transpose(0, 2, 3, 1, 4);
         NDArray scores = qt.matMul(kt).mul(scale).add(causalMask(s));
         NDArray probs = Cast.to(Cast.to(scores, DataType.FLOAT32).softmax(-1), q.getDataType());
+        long heads = qt.getShape().get(1) * qt.getShape().get(2);
+        probs = dropout.probabilities(probs, tape().key(), layerNumber, heads * tp.group().rank());
         return probs.matMul(vt).transpose(0, 3, 1, 2, 4); // [b, s, g, qpg, d]
     }
 

@@ -47,14 +47,25 @@ public final class Mlp extends ParallelBlock {
 
     /** Unreduced output for an input inside the tensor-parallel region. */
     public NDArray partial(NDArray x) {
-        return fc2.partial(activate(fc1.applyInRegion(x)));
+        return down(activate(up(x)));
+    }
+
+    /** {@code linear_fc1} on an input inside the tensor-parallel region. */
+    public NDArray up(NDArray x) {
+        return fc1.applyInRegion(x);
+    }
+
+    /** {@code linear_fc2}, unreduced. */
+    public NDArray down(NDArray a) {
+        return fc2.partial(a);
     }
 
     public RowParallelLinear linearFc2() {
         return fc2;
     }
 
-    private NDArray activate(NDArray h) {
+    /** The activation (SwiGLU on the fused [gate; up], or GPT-2's tanh GELU). */
+    public NDArray activate(NDArray h) {
         if (activation == TransformerConfig.Activation.SWIGLU) {
             NDList halves = h.split(2, h.getShape().dimension() - 1);
             NDArray gate = halves.get(0);

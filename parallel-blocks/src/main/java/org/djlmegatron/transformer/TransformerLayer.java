@@ -2,11 +2,11 @@ package org.djlmegatron.transformer;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
-import java.util.List;
 import java.util.function.UnaryOperator;
-import org.djlmegatron.autograd.Crossing;
+import org.djlmegatron.autograd.Tape;
 import org.djlmegatron.moe.MoeLayer;
 import org.djlmegatron.nn.Norm;
+import org.djlmegatron.nn.PositionalDropout;
 import org.djlmegatron.nn.ParallelBlock;
 import org.djlmegatron.nn.RowParallelLinear;
 import org.djlmegatron.parallel.RankContext;
@@ -21,20 +21,29 @@ public final class TransformerLayer extends ParallelBlock {
 
     private static final int SEQ_AXIS = 1;
 
+    private final int layerNumber;
     private final boolean sequenceParallel;
     private final Norm inputNorm;
     private final Attention attention;
     private final Norm preMlpNorm;
     private final Mlp mlp;
     private final MoeLayer moe;
+    private Recompute recompute = Recompute.NONE;
+    private PositionalDropout hiddenDropout = new PositionalDropout(0, 0);
 
     public TransformerLayer(RankContext ctx, TransformerConfig cfg, boolean sequenceParallel) {
+        this(ctx, cfg, sequenceParallel, 0);
+    }
+
+    /** Layer {@code layerNumber} (0-based, global over pipeline stages): it numbers the dropout masks. */
+    public TransformerLayer(RankContext ctx, TransformerConfig cfg, boolean sequenceParallel, int layerNumber) {
         super(ctx);
+        this.layerNumber = layerNumber;
         this.sequenceParallel = sequenceParallel && tp.isParallel();
         boolean sp = this.sequenceParallel;
         inputNorm = part("input_layernorm",
                 new Norm(ctx, cfg.normalization(), cfg.hiddenSize(), cfg.normEpsilon(), sp));
-        attention = part("self_attention", new Attention(ctx, cfg, sp));
+        attention = part("self_attention", new Attention(ctx, cfg, sp, layerNumber));
         preMlpNorm = part("pre_mlp_layernorm",
                 new Norm(ctx, cfg.normalization(), cfg.hiddenSize(), cfg.normEpsilon(), sp));
         if (cfg.isMoe()) {
@@ -49,33 +58,72 @@ public final class TransformerLayer extends ParallelBlock {
     /** {@code h}: {@code [b, s, hidden]}, or {@code [b, s/tp, hidden]} under sequence parallelism. */
     @Override
     public NDArray apply(NDArray h) {
-        h = residualBranch(h, inputNorm, attention::partial, attention.linearProj());
-        UnaryOperator<NDArray> ffn = mlp != null ? mlp::partial : moe::partial;
-        return residualBranch(h, preMlpNorm, ffn, mlp != null ? mlp.linearFc2() : null);
+        UnaryOperator<NDArray> attn = attention::partial;
+        h = residualBranch(h, inputNorm, attn, attention.linearProj(), PositionalDropout.Site.ATTENTION_OUTPUT);
+        UnaryOperator<NDArray> ffn;
+        if (mlp != null) {
+            ffn = recompute.selects(Recompute.Module.MLP) ? x -> tape().checkpoint(x, mlp::partial) : mlp::partial;
+        } else {
+            ffn = recompute.selects(Recompute.Module.MOE) ? x -> tape().checkpoint(x, moe::partial) : moe::partial;
+        }
+        return residualBranch(h, preMlpNorm, ffn, mlp != null ? mlp.linearFc2() : null, PositionalDropout.Site.MLP_OUTPUT);
     }
 
-    private NDArray residualBranch(
-            NDArray h, Norm norm, UnaryOperator<NDArray> branch, RowParallelLinear out) {
-        NDArray x = norm.apply(h);
-        if (tp.isParallel()) {
-            Crossing in = sequenceParallel ? tp.gatherFromSequenceRegion(SEQ_AXIS) : tp.copyToRegion();
-            NDList c = tape().cut(new NDList(h, x), List.of(Crossing.IDENTITY, in));
-            h = c.get(0);
-            x = c.get(1);
-        }
-        NDArray y = branch.apply(x);
-        if (sequenceParallel) {
-            NDList c = tape().cut(new NDList(h, y),
-                    List.of(Crossing.IDENTITY, tp.reduceScatterToSequenceRegion(SEQ_AXIS)));
-            h = c.get(0);
-            y = c.get(1);
+    /**
+     * {@code h + dropout(out(branch(norm(h))))}: the residual {@code h} is carried across every cut
+     * the branch makes (it stays live), the normed input enters the tensor-parallel region and the
+     * branch's partial output is reduced (all-reduce, or reduce-scatter under sequence parallelism).
+     */
+    private NDArray residualBranch(NDArray h, Norm norm, UnaryOperator<NDArray> branch, RowParallelLinear out,
+            PositionalDropout.Site site) {
+        NDArray x;
+        if (recompute.selects(Recompute.Module.LAYERNORM)) {
+            NDList r = tape().checkpoint(new NDList(h), in -> new NDList(in.get(0), norm.apply(in.get(0))));
+            h = r.get(0);
+            x = r.get(1);
         } else {
+            x = norm.apply(h);
+        }
+        NDList live = new NDList(h);
+        NDArray y;
+        try (Tape.Carry c = tape().carry(live)) {
+            if (tp.isParallel()) {
+                x = tape().cut(x, sequenceParallel ? tp.gatherFromSequenceRegion(SEQ_AXIS) : tp.copyToRegion());
+            }
+            y = branch.apply(x);
+            if (sequenceParallel) {
+                y = tape().cut(y, tp.reduceScatterToSequenceRegion(SEQ_AXIS));
+            }
+        }
+        h = live.get(0);
+        if (!sequenceParallel) {
             y = tp.reduceFromRegion(y);
         }
         if (out != null) {
             y = out.addBias(y);
         }
+        long firstPosition = sequenceParallel ? y.getShape().get(SEQ_AXIS) * tp.group().rank() : 0;
+        y = hiddenDropout.hidden(y, tape().key(), layerNumber, site, firstPosition);
         return h.add(y);
+    }
+
+    /** Which activations this layer recomputes in backward. */
+    public void setRecompute(Recompute recompute) {
+        this.recompute = recompute;
+        attention.setRecomputeCore(recompute.selects(Recompute.Module.CORE_ATTN));
+        if (moe != null) {
+            moe.setRecomputeActivation(recompute.selects(Recompute.Module.MOE_ACT));
+        }
+    }
+
+    /** Dropout of the attention and MLP outputs ({@code hidden}) and of the attention probabilities. */
+    public void setDropout(PositionalDropout hidden, PositionalDropout attentionProbs) {
+        this.hiddenDropout = hidden;
+        attention.setDropout(attentionProbs);
+    }
+
+    public int layerNumber() {
+        return layerNumber;
     }
 
     public Attention attention() {

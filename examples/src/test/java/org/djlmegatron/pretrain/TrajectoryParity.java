@@ -1,0 +1,81 @@
+package org.djlmegatron.pretrain;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import org.djlmegatron.training.StepResult;
+
+/**
+ * The project's training parity harness: a run on one rank is the reference, and every parallel
+ * layout (and every execution choice that must not change the arithmetic, such as recomputation)
+ * must reproduce its trajectory. A {@link Variant} is one point of the matrix, as the extra
+ * {@code pretrain-gpt} flags that select it; each issue adds its axis as more variants.
+ */
+final class TrajectoryParity {
+
+    private TrajectoryParity() {}
+
+    /** One point of the matrix: a name and the flags that select it. */
+    record Variant(String name, List<String> flags) {
+        static Variant of(String name, String... flags) {
+            return new Variant(name, List.of(flags));
+        }
+
+        /** This variant combined with {@code other}'s flags. */
+        Variant with(Variant other) {
+            List<String> f = new ArrayList<>(flags);
+            f.addAll(other.flags);
+            return new Variant(name + "+" + other.name, f);
+        }
+
+        @Override
+        public String toString() {
+            return name;
+        }
+    }
+
+    // layouts: the global batch is the same in each, so the trajectories are comparable
+    static final Variant SINGLE = Variant.of("tp1", "--nproc-per-node", "1");
+    static final Variant TP2 = Variant.of("tp2", "--nproc-per-node", "2", "--tensor-model-parallel-size", "2");
+    static final Variant TP2_SP = Variant.of("tp2-sp", "--nproc-per-node", "2", "--tensor-model-parallel-size", "2",
+            "--sequence-parallel");
+    static final Variant DP2_DISTOPT = Variant.of("dp2-distopt", "--nproc-per-node", "2", "--use-distributed-optimizer");
+
+    /** Runs {@code base + variant} flags. */
+    static List<StepResult> run(List<String> base, Variant variant) {
+        List<String> args = new ArrayList<>(base);
+        args.addAll(variant.flags());
+        return PretrainRunner.run(args.toArray(new String[0]));
+    }
+
+    /** Loss and gradient norm of every step equal, bit for bit. */
+    static void assertIdentical(List<StepResult> expected, List<StepResult> actual, String what) {
+        assertThat(actual).hasSameSizeAs(expected);
+        for (int i = 0; i < expected.size(); i++) {
+            assertThat(actual.get(i).loss()).as("%s: loss of step %d", what, i + 1).isEqualTo(expected.get(i).loss());
+            assertThat(actual.get(i).gradNorm()).as("%s: grad norm of step %d", what, i + 1)
+                    .isEqualTo(expected.get(i).gradNorm());
+        }
+    }
+
+    /** Loss within {@code tol} absolute and gradient norm within {@code tol} relative, every step. */
+    static void assertClose(List<StepResult> expected, List<StepResult> actual, double tol, String what) {
+        assertThat(actual).hasSameSizeAs(expected);
+        for (int i = 0; i < expected.size(); i++) {
+            StepResult e = expected.get(i);
+            StepResult a = actual.get(i);
+            assertThat(a.skipped()).as("%s: step %d skipped", what, i + 1).isFalse();
+            assertThat(Math.abs(a.loss() - e.loss())).as("%s: loss of step %d (%s vs %s)", what, i + 1, a.loss(), e.loss())
+                    .isLessThanOrEqualTo(tol);
+            assertThat(Math.abs(a.gradNorm() - e.gradNorm()) / e.gradNorm())
+                    .as("%s: grad norm of step %d (%s vs %s)", what, i + 1, a.gradNorm(), e.gradNorm())
+                    .isLessThanOrEqualTo(tol);
+        }
+    }
+
+    static List<String> args(String... a) {
+        return new ArrayList<>(Arrays.asList(a));
+    }
+}
