@@ -142,6 +142,12 @@ public final class Tape {
      * {@link RandomKey}, so the same dropout masks), back-propagates through it and continues into
      * the earlier segment. {@code fn} must be deterministic and call collectives in the same order
      * each time. Its temporaries live in a scratch manager freed when it returns.
+     *
+     * <p>Gradients come out bit-identical to running {@code fn} plainly when every tensor entering
+     * the checkpoint receives at most two gradient contributions in total (one from inside, one from
+     * later code): float addition commutes but does not associate, and the recompute sums the inside
+     * contributions before the outside one is added. A transformer layer's input is used twice (its
+     * norm and the residual), which is why every recomputation mode reproduces a run exactly.
      */
     public NDList checkpoint(NDList inputs, Function<NDList, NDList> fn) {
         Tape t = active();
@@ -443,10 +449,11 @@ public final class Tape {
         return leaf;
     }
 
-    /** The first caller outside this package: where an entry was recorded, for messages. */
+    /** The first caller outside the tape: where an entry was recorded, for messages. */
     private static String site() {
         return StackWalker.getInstance().walk(frames -> frames
-                .filter(f -> !f.getClassName().startsWith(Tape.class.getPackageName()))
+                .filter(f -> !f.getClassName().equals(Tape.class.getName())
+                        && !f.getClassName().startsWith(Tape.class.getName() + "$"))
                 .findFirst()
                 .map(f -> f.getClassName().substring(f.getClassName().lastIndexOf('.') + 1) + "."
                         + f.getMethodName() + ":" + f.getLineNumber())

@@ -75,6 +75,17 @@ final class TrajectoryParity {
         }
     }
 
+    /** {@code args} with the value after {@code flag} replaced. */
+    static List<String> replace(List<String> args, String flag, String value) {
+        List<String> out = new ArrayList<>(args);
+        int i = out.indexOf(flag);
+        if (i < 0) {
+            throw new IllegalArgumentException(flag + " is not among " + args);
+        }
+        out.set(i + 1, value);
+        return out;
+    }
+
     static List<String> args(String... a) {
         return new ArrayList<>(Arrays.asList(a));
     }
