@@ -70,7 +70,10 @@ final class BenchTrainCommand implements Callable<Integer> {
     @Option(names = "--vocab-size") Integer vocab;
     @Option(names = "--iters", defaultValue = "4", description = "timed iterations per layout (after one warm-up)") int iters;
     @Option(names = "--layouts", split = ",", defaultValue = "dp1,dp2,dp2-distopt,tp2",
-            description = "layouts to run: dpN, dpN-distopt, tpN (default: ${DEFAULT-VALUE})") List<String> layouts;
+            description = "layouts to run: dpN, dpN-distopt, tpN, each optionally suffixed -full (full recomputation, "
+                    + "uniform, 1 layer) or -selective (core attention) (default: ${DEFAULT-VALUE})") List<String> layouts;
+    @Option(names = "--dropout", defaultValue = "0", description = "hidden and attention dropout of the benchmarked model "
+            + "(default: ${DEFAULT-VALUE}, as the PyTorch peer)") double dropout;
     @Option(names = "--device", defaultValue = "cpu", description = "cpu or cuda (default: ${DEFAULT-VALUE})") String device;
     @Option(names = "--bf16", description = "bf16 weights and arithmetic (native library)") boolean bf16;
     @Option(names = "--attention-backend", defaultValue = "auto") String attentionBackend;
@@ -92,40 +95,54 @@ final class BenchTrainCommand implements Callable<Integer> {
                 + "%s on %s, global batch = micro x DP%n", p.name().toLowerCase(Locale.ROOT), l, h, a, s, mb, v,
                 bf16 ? "bf16" : "fp32", dev);
         double base = 0;
+        double baseStep = 0;
         for (String layout : layouts) {
             double gemm = BenchCommand.matmulGflops(dev, type, dev.isGpu() ? 8192 : 2048, 5);
             Run r = run(layout, l, h, a, s, mb, v);
             if (base == 0) {
                 base = r.tokensPerS;
+                baseStep = r.stepSeconds;
             }
             String mfu = peakTflops == null ? "" : String.format(Locale.ROOT, "  MFU %.3f", r.gflops / 1e3 / peakTflops);
-            System.out.printf(Locale.ROOT, "%-12s %9.0f tokens/s  %8.1f GFLOP/s  matmul %8.1f GFLOP/s  model/matmul %.2f  "
-                    + "throughput vs %s %.2fx  optimizer %,d bytes/rank%s%n", layout, r.tokensPerS, r.gflops, gemm,
-                    r.gflops / gemm, layouts.get(0), r.tokensPerS / base, r.optimizerBytes, mfu);
+            System.out.printf(Locale.ROOT, "%-16s %9.0f tokens/s  %8.1f GFLOP/s  matmul %8.1f GFLOP/s  model/matmul %.2f  "
+                    + "throughput vs %s %.2fx  step %.3f s (%.2fx of %s)  optimizer %,d bytes/rank  held for backward %.1f MB/rank%s%n",
+                    layout, r.tokensPerS, r.gflops, gemm, r.gflops / gemm, layouts.get(0), r.tokensPerS / base,
+                    r.stepSeconds, r.stepSeconds / baseStep, layouts.get(0), r.optimizerBytes, r.heldBytes / 1048576.0, mfu);
         }
         return 0;
     }
 
-    private record Run(double tokensPerS, double gflops, long optimizerBytes) {}
+    private record Run(double tokensPerS, double gflops, long optimizerBytes, long heldBytes, double stepSeconds) {}
 
     private Run run(String layout, int l, int h, int a, int s, int mb, int v) {
         int dp = 1;
         int tp = 1;
-        boolean distopt = layout.endsWith("-distopt");
-        String kind = distopt ? layout.substring(0, layout.length() - "-distopt".length()) : layout;
+        String kind = layout;
+        List<String> recompute = List.of();
+        if (kind.endsWith("-full")) {
+            recompute = List.of("--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1");
+            kind = kind.substring(0, kind.length() - "-full".length());
+        } else if (kind.endsWith("-selective")) {
+            recompute = List.of("--recompute-activations");
+            kind = kind.substring(0, kind.length() - "-selective".length());
+        }
+        boolean distopt = kind.endsWith("-distopt");
+        kind = distopt ? kind.substring(0, kind.length() - "-distopt".length()) : kind;
         if (kind.startsWith("dp")) {
             dp = Integer.parseInt(kind.substring(2));
         } else if (kind.startsWith("tp")) {
             tp = Integer.parseInt(kind.substring(2));
         } else {
-            throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt or tpN");
+            throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt or tpN, optionally "
+                    + "followed by -full or -selective");
         }
         List<String> args = new ArrayList<>(List.of("--mock-data", "--num-layers", "" + l, "--hidden-size", "" + h,
                 "--num-attention-heads", "" + a, "--seq-length", "" + s, "--vocab-size", "" + v,
                 "--micro-batch-size", "" + mb, "--global-batch-size", "" + mb * dp, "--lr", "1e-4",
                 "--train-iters", "" + (iters + 1), "--nproc-per-node", "" + dp * tp,
                 "--tensor-model-parallel-size", "" + tp, "--log-interval", "1000000", "--device", device,
-                "--attention-backend", attentionBackend));
+                "--attention-backend", attentionBackend, "--hidden-dropout", "" + dropout, "--attention-dropout", "" + dropout));
+        args.addAll(recompute);
         if (distopt) {
             args.add("--use-distributed-optimizer");
         }
@@ -143,7 +160,16 @@ final class BenchTrainCommand implements Callable<Integer> {
             tokens += r.tokens();
         }
         double flops = ModelFlops.training(o.modelConfig(), (long) mb * dp, s) * (steps.size() - 1);
-        return new Run(tokens / seconds, flops / seconds / 1e9, optimizerBytes(buf.toString(StandardCharsets.UTF_8)));
+        String log = buf.toString(StandardCharsets.UTF_8);
+        return new Run(tokens / seconds, flops / seconds / 1e9, optimizerBytes(log), heldBytes(log),
+                seconds / (steps.size() - 1));
+    }
+
+    /** The "activations held for backward" figure pretrain-gpt prints, in bytes. */
+    private static long heldBytes(String log) {
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile("held for backward at the end of a micro-batch's "
+                + "forward: ([0-9.]+) MB").matcher(log);
+        return m.find() ? Math.round(Double.parseDouble(m.group(1)) * 1048576) : -1;
     }
 
     /** The "optimizer state on rank 0" figure pretrain-gpt prints. */

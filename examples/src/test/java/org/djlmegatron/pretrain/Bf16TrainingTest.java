@@ -64,4 +64,22 @@ class Bf16TrainingTest {
                 org.assertj.core.data.Offset.offset(0.15));
         assertThat(tmp.resolve("ckpt/latest_checkpointed_iteration.txt")).hasContent(String.valueOf(ITERS));
     }
+
+    /** Recomputation in bf16 with the fused attention (and with dropout, which the composed path applies) is exact. */
+    @Test
+    void bf16RecomputationReproducesTheRunBitForBit() {
+        List<String> base = TrajectoryParity.replace(List.of(args("--bf16")), "--train-iters", "8");
+        TrajectoryParity.Variant full = TrajectoryParity.Variant.of("full", "--recompute-granularity", "full",
+                "--recompute-method", "uniform", "--recompute-num-layers", "1");
+        TrajectoryParity.Variant selective = TrajectoryParity.Variant.of("selective", "--recompute-activations");
+        TrajectoryParity.Variant noDropout = TrajectoryParity.Variant.of("fused", "--hidden-dropout", "0",
+                "--attention-dropout", "0", "--attention-backend", "fused");
+        TrajectoryParity.Variant dropout = TrajectoryParity.Variant.of("dropout", "--hidden-dropout", "0.1",
+                "--attention-dropout", "0.1");
+        for (TrajectoryParity.Variant v : new TrajectoryParity.Variant[] {noDropout, dropout}) {
+            List<StepResult> plain = TrajectoryParity.run(base, v);
+            TrajectoryParity.assertIdentical(plain, TrajectoryParity.run(base, v.with(full)), "bf16 " + v.with(full));
+            TrajectoryParity.assertIdentical(plain, TrajectoryParity.run(base, v.with(selective)), "bf16 " + v.with(selective));
+        }
+    }
 }

@@ -151,4 +151,17 @@ class Fp16TrainingTest {
         assertThatThrownBy(() -> PretrainRunner.run(args("--device", "cuda", "--train-iters", "1")))
                 .hasMessageContaining("--device cuda: 1 ranks in this JVM but the engine sees 0 CUDA device(s)");
     }
+
+    /** fp16 with dynamic loss scaling: full and selective recomputation reproduce the run bit for bit. */
+    @Test
+    void fp16RecomputationReproducesTheRunBitForBit() {
+        List<String> base = List.of(args("--fp16", "--train-iters", "6", "--nproc-per-node", "2",
+                "--tensor-model-parallel-size", "2", "--sequence-parallel"));
+        TrajectoryParity.Variant none = TrajectoryParity.Variant.of("none");
+        List<StepResult> plain = TrajectoryParity.run(base, none);
+        TrajectoryParity.assertIdentical(plain, TrajectoryParity.run(base, TrajectoryParity.Variant.of("full",
+                "--recompute-granularity", "full", "--recompute-method", "block", "--recompute-num-layers", "2")), "fp16 full");
+        TrajectoryParity.assertIdentical(plain, TrajectoryParity.run(base, TrajectoryParity.Variant.of("selective",
+                "--recompute-granularity", "selective", "--recompute-modules", "core_attn,mlp,layernorm")), "fp16 selective");
+    }
 }

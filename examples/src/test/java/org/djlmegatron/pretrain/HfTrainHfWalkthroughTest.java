@@ -34,7 +34,7 @@ class HfTrainHfWalkthroughTest {
                 "--global-batch-size", "2", "--micro-batch-size", "2", "--nproc-per-node", "2",
                 "--tensor-model-parallel-size", "2", "--lr", "1e-3", "--lr-decay-style", "constant",
                 "--adam-beta1", "0.9", "--adam-beta2", "0.95", "--adam-eps", "1e-8", "--weight-decay", "0.1",
-                "--clip-grad", "1.0");
+                "--clip-grad", "1.0", "--hidden-dropout", "0", "--attention-dropout", "0"); // Megatron's default is 0.1
         float[] losses;
         long[] ids;
         float[] original;

@@ -16,10 +16,14 @@ import org.junit.jupiter.params.provider.MethodSource;
  * Three AdamW steps from each HF fixture reproduce transformers' own losses and pre-clip gradient
  * norms: on one rank, with TP=2, and with DP=2 under the distributed optimizer.
  *
+ * Recomputation (full at TP=2, selective on one rank) changes nothing.
+ *
  * <p>GPT-2 is the exception: its fixture trajectory was recorded in train mode with GPT-2's
  * dropouts (attn/resid/embd 0.1), so it depends on torch's RNG stream and no other implementation
- * can reproduce it. For GPT-2 the three layouts must agree with each other to 1e-5, and the
- * trajectory must stay within the dropout noise of transformers' (loss 0.05, norm 10%).
+ * can reproduce it. We train it with the config's dropouts too (our masks, the same in every
+ * layout): the layouts must agree with each other to 1e-5, and the trajectory must stay within the
+ * dropout noise of transformers' (loss 0.05, norm 10%). Without dropout it must match the
+ * dropout-free reference to 1e-4.
  */
 class HfTrajectoryTest {
 
@@ -31,8 +35,45 @@ class HfTrajectoryTest {
                 "--micro-batch-size", "2"}));
             out.add(Arguments.of(m, "dp2-distopt", new String[] {"--nproc-per-node", "2", "--micro-batch-size", "1",
                 "--use-distributed-optimizer"}));
+            out.add(Arguments.of(m, "tp2-full-recompute", new String[] {"--nproc-per-node", "2",
+                "--tensor-model-parallel-size", "2", "--micro-batch-size", "2",
+                "--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1"}));
+            out.add(Arguments.of(m, "selective-recompute", new String[] {"--nproc-per-node", "1", "--micro-batch-size", "2",
+                "--recompute-granularity", "selective", "--recompute-modules", "core_attn,layernorm,"
+                    + (m.contains("moe") || m.equals("mixtral") ? "moe_act" : "mlp")}));
         }
         return out.stream();
+    }
+
+    /**
+     * GPT-2 with every dropout off reproduces the fixture's dropout-free trajectory (torch autograd in
+     * fp64, golden_nodropout.json), also with recomputation at TP=2 (24-token sequences: no SP).
+     */
+    @ParameterizedTest(name = "gpt2 without dropout, {0}")
+    @org.junit.jupiter.params.provider.ValueSource(strings = {"single", "tp2-recompute"})
+    void gpt2WithoutDropoutReproducesTheDropoutFreeTrajectory(String layout) throws java.io.IOException {
+        Path dir = PretrainRunner.fixtures().resolve("hf").resolve("gpt2");
+        List<String> args = new ArrayList<>(List.of("--init-hf", dir.toString(),
+                "--replay-batches", dir.resolve("golden.safetensors").toString(), "--hidden-dropout", "0",
+                "--attention-dropout", "0", "--train-iters", "3", "--global-batch-size", "2", "--micro-batch-size", "2",
+                "--lr", "1e-3", "--lr-decay-style", "constant", "--lr-warmup-iters", "0", "--adam-beta1", "0.9",
+                "--adam-beta2", "0.95", "--adam-eps", "1e-8", "--weight-decay", "0.1", "--clip-grad", "1.0"));
+        if (layout.equals("single")) {
+            args.addAll(List.of("--nproc-per-node", "1"));
+        } else {
+            args.addAll(List.of("--nproc-per-node", "2", "--tensor-model-parallel-size", "2",
+                    "--recompute-granularity", "full", "--recompute-method", "block", "--recompute-num-layers", "1"));
+        }
+        List<StepResult> steps = PretrainRunner.run(args.toArray(new String[0]));
+        com.google.gson.JsonObject golden = com.google.gson.JsonParser.parseString(
+                java.nio.file.Files.readString(dir.resolve("golden_nodropout.json"))).getAsJsonObject();
+        for (int i = 0; i < 3; i++) {
+            double loss = golden.getAsJsonArray("train_losses").get(i).getAsDouble();
+            double norm = golden.getAsJsonArray("train_grad_norms").get(i).getAsDouble();
+            assertThat(Math.abs(steps.get(i).loss() - loss)).as("loss of step %d", i + 1).isLessThanOrEqualTo(1e-4);
+            assertThat(Math.abs(steps.get(i).gradNorm() - norm) / norm).as("grad norm of step %d", i + 1)
+                    .isLessThanOrEqualTo(1e-4);
+        }
     }
 
     @ParameterizedTest(name = "{0} {1}")
@@ -64,7 +105,7 @@ class HfTrajectoryTest {
                     .isLessThanOrEqualTo(normTol);
             assertThat(s.skipped()).isFalse();
         }
-        if (dropoutInFixture && !layout.equals("single")) {
+        if (dropoutInFixture && !layout.equals("single")) { // our masks are the same in every layout
             List<String> one = new ArrayList<>(args.subList(0, args.size() - parallel.length));
             one.addAll(List.of("--micro-batch-size", "2"));
             List<StepResult> single = PretrainRunner.run(one.toArray(new String[0]));

@@ -54,9 +54,12 @@ final class TrajectoryParity {
     static void assertIdentical(List<StepResult> expected, List<StepResult> actual, String what) {
         assertThat(actual).hasSameSizeAs(expected);
         for (int i = 0; i < expected.size(); i++) {
-            assertThat(actual.get(i).loss()).as("%s: loss of step %d", what, i + 1).isEqualTo(expected.get(i).loss());
-            assertThat(actual.get(i).gradNorm()).as("%s: grad norm of step %d", what, i + 1)
-                    .isEqualTo(expected.get(i).gradNorm());
+            // as bits: a skipped step's NaN norm must be NaN in both
+            assertThat(Double.doubleToLongBits(actual.get(i).loss())).as("%s: loss of step %d (%s vs %s)", what, i + 1,
+                    actual.get(i).loss(), expected.get(i).loss()).isEqualTo(Double.doubleToLongBits(expected.get(i).loss()));
+            assertThat(Double.doubleToLongBits(actual.get(i).gradNorm())).as("%s: grad norm of step %d (%s vs %s)", what,
+                    i + 1, actual.get(i).gradNorm(), expected.get(i).gradNorm())
+                    .isEqualTo(Double.doubleToLongBits(expected.get(i).gradNorm()));
         }
     }
 
