@@ -39,6 +39,7 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
 
     private final TransformerConfig cfg;
     private final boolean sequenceParallel;
+    private final Embedding embedding;
     private final VocabParallelEmbedding wordEmbeddings;
     private final Parameter positionEmbeddings;
     private final List<TransformerLayer> layers = new ArrayList<>();
@@ -54,7 +55,7 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
                 cfg.numExperts());
         this.cfg = cfg;
         this.sequenceParallel = sequenceParallel && tp.isParallel();
-        Embedding embedding = part("embedding", new Embedding(ctx));
+        embedding = part("embedding", new Embedding(ctx));
         wordEmbeddings = embedding.word;
         positionEmbeddings = embedding.position;
         Decoder decoder = part("decoder", new Decoder(ctx));
@@ -90,9 +91,14 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
             throw new IllegalArgumentException("sequence length " + s
                     + " exceeds max_position_embeddings " + cfg.maxPositionEmbeddings());
         }
+        noteUses(embedding);
         NDArray h = embed(ids);
         for (Recompute.LayerGroup g : recompute.groups(layers.size())) {
             h = g.checkpointed() ? tape().checkpoint(h, in -> applyLayers(g, in)) : applyLayers(g, h);
+        }
+        noteUses(finalNorm);
+        if (outputLayer != null) {
+            noteUses(outputLayer);
         }
         NDArray x = finalNorm.apply(h);
         if (tp.isParallel()) {
@@ -108,9 +114,20 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
 
     private NDArray applyLayers(Recompute.LayerGroup g, NDArray h) {
         for (int i = g.start(); i < g.end(); i++) {
+            noteUses(layers.get(i));
             h = layers.get(i).apply(h);
         }
         return h;
+    }
+
+    /**
+     * Tells the tape that {@code block}'s parameters take part in the current segment, so its
+     * gradient-final listeners learn when backward is done with them (overlapped reduction).
+     */
+    private void noteUses(ParallelBlock block) {
+        for (ShardedParameter sp : block.parameters()) {
+            tape().noteUse(sp.parameter());
+        }
     }
 
     /** Activation recomputation ({@code --recompute-granularity} and friends; a last uniform group may be shorter). */
