@@ -164,12 +164,7 @@ public final class Tape {
         JniUtils.setGradMode(false);
         checkpointForwards++;
         try (NDManager scratch = home.newSubManager()) {
-            NDList detached = new NDList(sources.size());
-            for (NDArray s : sources) {
-                NDArray d = s.stopGradient();
-                d.attach(scratch);
-                detached.add(d);
-            }
+            NDList detached = detachInto(sources, scratch, false);
             NDList outputs = fn.apply(detached.subNDList(0, own));
             leaves = leavesOf(outputs, detached.subList(own, detached.size()));
             for (NDArray leaf : leaves) {
@@ -443,6 +438,20 @@ public final class Tape {
         return leaves;
     }
 
+    /** Detached views of {@code sources} owned by {@code scratch} (leaves when {@code grad}). */
+    private static NDList detachInto(NDList sources, NDManager scratch, boolean grad) {
+        NDList out = new NDList(sources.size());
+        for (NDArray s : sources) {
+            NDArray d = s.stopGradient();
+            d.attach(scratch);
+            if (grad) {
+                d.setRequiresGradient(true);
+            }
+            out.add(d);
+        }
+        return out;
+    }
+
     private static NDArray leaf(NDArray value) {
         NDArray leaf = value.stopGradient();
         leaf.setRequiresGradient(true);
@@ -507,13 +516,7 @@ public final class Tape {
             NDManager home = sources.get(0).getManager();
             NDList grads = new NDList(sources.size());
             try (NDManager scratch = home.newSubManager()) {
-                NDList fresh = new NDList(sources.size());
-                for (NDArray s : sources) {
-                    NDArray f = s.stopGradient();
-                    f.attach(scratch);
-                    f.setRequiresGradient(true);
-                    fresh.add(f);
-                }
+                NDList fresh = detachInto(sources, scratch, true);
                 Tape inner = new Tape();
                 inner.key = key;
                 inner.debug = debug;
