@@ -77,6 +77,9 @@ public final class PretrainGpt {
                     o.useDistributedOptimizer,
                     o.ddpBucketSize != null ? o.ddpBucketSize : TrainerConfig.DEFAULT_BUCKET_ELEMENTS, scaler);
             tc.microBatchesPerStep(grid.dp());
+            if (start.resume() != null && !o.finetune) {
+                TrainingCheckpoint.checkResumable(start.iterDir(), start.resume(), gbs);
+            }
             checkSequence(cfg, seq, grid);
             out.printf(Locale.ROOT, "> building GPT model: %s%n> %s, micro batch %d, global batch %d, seq %d%s%n",
                     describe(cfg), grid, o.microBatchSize, gbs, seq, ", " + precision() + ", attention " + attention.name().toLowerCase(Locale.ROOT));
@@ -122,11 +125,7 @@ public final class PretrainGpt {
                 log.message(String.format(Locale.ROOT, "> number of parameters: %,d; optimizer state on rank 0: %,d bytes",
                         parameterCount(model), trainer.optimizerBytes()));
             }
-            long first = 0;
-            if (start.resume() != null && !o.noLoadOptim) {
-                TrainingCheckpoint.restore(start.iterDir(), ctx, trainer, start.resume(), gbs, o.useDistributedOptimizer);
-                first = start.resume().iteration();
-            }
+            long first = resume(ctx, model, trainer, start);
             for (long it = first; it < o.trainIters; it++) {
                 List<MicroBatch> batches = data.microBatches(it, dp.rank(), dp.size(), o.microBatchSize, gbs);
                 StepResult r = trainer.step(batches);
@@ -153,6 +152,23 @@ public final class PretrainGpt {
             }
         }
         return results;
+    }
+
+    /**
+     * Megatron's load: the iteration (and so the data position) unless {@code --finetune}; the
+     * optimizer state, schedule and loss scale unless {@code --finetune} or {@code --no-load-optim},
+     * resharded when the layout changed. Returns the first iteration to run.
+     */
+    private long resume(RankContext ctx, GPTModel model, Trainer trainer, Start start) {
+        if (start.resume() == null || o.finetune) {
+            return 0;
+        }
+        if (o.noLoadOptim) {
+            trainer.restoreCounters(start.resume().iteration(), 0);
+        } else {
+            TrainingCheckpoint.restore(start.iterDir(), ctx, model, trainer, start.resume(), o.useDistributedOptimizer);
+        }
+        return start.resume().iteration();
     }
 
     /**

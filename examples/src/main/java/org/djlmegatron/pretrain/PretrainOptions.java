@@ -99,7 +99,9 @@ public final class PretrainOptions {
     @Option(names = "--save", description = "checkpoint directory to write") public Path save;
     @Option(names = "--save-interval", description = "iterations between checkpoints (default: only at the end)") public Long saveInterval;
     @Option(names = "--load", description = "checkpoint to resume (djl) or start from (hf, megatron, megatron-dist, djl weights)") public Path load;
-    @Option(names = "--no-load-optim", description = "with --load: take the weights, not the optimizer state") public boolean noLoadOptim;
+    @Option(names = "--no-load-optim", description = "with --load: keep the iteration and data position, start the optimizer state, schedule and loss scale afresh") public boolean noLoadOptim;
+    @Option(names = "--no-load-rng", description = "accepted for Megatron compatibility (no RNG state is saved: everything random follows --seed)") public boolean noLoadRng;
+    @Option(names = "--finetune", description = "with --load: take the weights only; iteration 0, fresh optimizer, data from the start") public boolean finetune;
     @Option(names = "--model-config", description = "Megatron arguments as JSON, for Megatron checkpoints without args") public Path modelConfig;
 
     // ours and logging
