@@ -11,6 +11,7 @@ import org.djlmegatron.optim.Optimizer;
 import org.djlmegatron.optim.Sgd;
 import org.djlmegatron.training.LossScaler;
 import org.djlmegatron.transformer.AttentionBackend;
+import org.djlmegatron.transformer.RopeScaling;
 import org.djlmegatron.transformer.TransformerConfig;
 import picocli.CommandLine.Option;
 
@@ -32,6 +33,9 @@ public final class PretrainOptions {
     @Option(names = "--norm-epsilon", defaultValue = "1e-5") public double normEpsilon;
     @Option(names = "--position-embedding-type", defaultValue = "learned_absolute", description = "learned_absolute or rope") public String positionEmbeddingType;
     @Option(names = "--rotary-base", defaultValue = "10000") public double rotaryBase;
+    @Option(names = "--use-rope-scaling", description = "Llama 3.1's rope scaling (low 1, high 4, original 8192, as Megatron-LM)") public boolean useRopeScaling;
+    @Option(names = "--rope-scaling-factor", defaultValue = "8.0", description = "factor of --use-rope-scaling (default: ${DEFAULT-VALUE})") public double ropeScalingFactor;
+    @Option(names = "--rotary-seq-len-interpolation-factor", description = "linear rope scaling: positions divided by this integer") public Integer rotarySeqLenInterpolationFactor;
     @Option(names = "--untie-embeddings-and-output-weights") public boolean untieEmbeddings;
     @Option(names = "--disable-bias-linear") public boolean disableBiasLinear;
     @Option(names = "--add-qkv-bias") public boolean addQkvBias;
@@ -144,6 +148,7 @@ public final class PretrainOptions {
                 .positionEmbedding(pos.equals("rope") ? TransformerConfig.PositionEmbedding.ROPE
                         : TransformerConfig.PositionEmbedding.LEARNED_ABSOLUTE)
                 .rotaryBase(rotaryBase)
+                .ropeScaling(ropeScaling())
                 .addBiasLinear(!disableBiasLinear && numExperts == 0)
                 .addQkvBias(addQkvBias || (!disableBiasLinear && numExperts == 0))
                 .qkLayernorm(qkLayernorm)
@@ -162,6 +167,16 @@ public final class PretrainOptions {
             b.moeFfnHiddenSize(moeFfnHiddenSize);
         }
         return b.build();
+    }
+
+    private RopeScaling ropeScaling() {
+        if (useRopeScaling && rotarySeqLenInterpolationFactor != null) {
+            throw new IllegalArgumentException("give --use-rope-scaling or --rotary-seq-len-interpolation-factor, not both");
+        }
+        if (useRopeScaling) {
+            return RopeScaling.megatronLlama3(ropeScalingFactor);
+        }
+        return rotarySeqLenInterpolationFactor == null ? null : RopeScaling.linear(rotarySeqLenInterpolationFactor);
     }
 
     /** The optimizer factory for {@code --optimizer}. */
