@@ -262,7 +262,7 @@ public final class PretrainGpt {
 
     /** The tokenizer's vocabulary padded as Megatron pads it (a multiple of divisible-by x TP). */
     private int paddedVocab(int tp) {
-        try (TextTokenizer t = TextTokenizer.create(o.tokenizerType, o.tokenizerModel)) {
+        try (TextTokenizer t = TextTokenizer.create(o.tokenizerType, o.tokenizerModel, o.vocabFile, o.mergeFile)) {
             int multiple = o.makeVocabSizeDivisibleBy * tp;
             return (t.vocabSize() + multiple - 1) / multiple * multiple;
         } catch (Exception e) {

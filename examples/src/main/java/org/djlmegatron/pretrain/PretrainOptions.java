@@ -95,8 +95,10 @@ public final class PretrainOptions {
     @Option(names = "--data-path", arity = "1..*", description = "Megatron datasets: PREFIX, or WEIGHT PREFIX WEIGHT PREFIX ... (blend)") public java.util.List<String> dataPath;
     @Option(names = "--split", defaultValue = "969,30,1", description = "train,valid,test proportions (default: ${DEFAULT-VALUE})") public String split;
     @Option(names = "--data-cache-path", description = "where index files are cached (default: beside the data)") public Path dataCachePath;
-    @Option(names = "--tokenizer-type", description = "HuggingFaceTokenizer or ByteLevelTokenizer: gives the vocabulary size") public String tokenizerType;
+    @Option(names = "--tokenizer-type", description = "HuggingFaceTokenizer, GPT2BPETokenizer or ByteLevelTokenizer: gives the vocabulary size") public String tokenizerType;
     @Option(names = "--tokenizer-model", description = "tokenizer.json or its directory") public Path tokenizerModel;
+    @Option(names = "--vocab-file", description = "GPT2BPETokenizer: GPT-2's vocab.json") public Path vocabFile;
+    @Option(names = "--merge-file", description = "GPT2BPETokenizer: GPT-2's merges.txt") public Path mergeFile;
     @Option(names = "--make-vocab-size-divisible-by", defaultValue = "128") public int makeVocabSizeDivisibleBy;
 
     // checkpoints
