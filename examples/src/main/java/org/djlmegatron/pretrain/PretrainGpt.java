@@ -85,7 +85,11 @@ public final class PretrainGpt {
                     describe(cfg), grid, o.microBatchSize, gbs, seq, ", " + precision() + ", attention " + attention.name().toLowerCase(Locale.ROOT));
             double flops = ModelFlops.training(cfg, gbs, seq);
             if (start.resume() != null) {
-                out.printf(Locale.ROOT, "> resuming from %s (iteration %d)%n", start.iterDir(), start.resume().iteration());
+                TrainingCheckpoint.TrainerState r = start.resume();
+                out.printf(Locale.ROOT, "> %s %s (iteration %d, saved at TP %d x DP %d%s)%n",
+                        o.finetune ? "fine-tuning from the weights of" : "resuming from", start.iterDir(), r.iteration(),
+                        TrainingCheckpoint.savedTensorParallel(start.iterDir()), r.dpSize(),
+                        r.distributedOptimizer() ? " with the distributed optimizer" : "");
             } else if (start.weights() != null) {
                 out.printf(Locale.ROOT, "> loading weights from %s%n", start.weights().describe());
             }

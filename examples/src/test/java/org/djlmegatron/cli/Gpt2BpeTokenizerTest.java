@@ -28,7 +28,7 @@ class Gpt2BpeTokenizerTest {
 
     @BeforeAll
     static void trainASmallVocabulary() throws IOException {
-        bpe = SmallGpt2Vocab.train(CliCapture.fixture("megatron_preprocess/corpus.jsonl"), 200, 600, tmp.resolve("bpe"));
+        bpe = SmallGpt2Vocab.train(CliCapture.fixture("megatron_preprocess/corpus.jsonl"), 100, 600, tmp.resolve("bpe"));
     }
 
     private static TextTokenizer ours() {

@@ -70,31 +70,48 @@ final class SmallGpt2Vocab {
             vocab.put(String.valueOf(c), vocab.size());
         }
         List<String> mergeList = new ArrayList<>();
+        Map<String, Long> pairs = new HashMap<>();
+        for (int i = 0; i < words.size(); i++) {
+            countPairs(words.get(i), counts.get(i), pairs);
+        }
         for (int k = 0; k < merges; k++) {
-            String best = bestPair(words, counts);
+            String best = bestPair(pairs);
             if (best == null) {
                 break;
             }
             mergeList.add(best);
             String[] ab = best.split(" ");
             vocab.putIfAbsent(ab[0] + ab[1], vocab.size());
-            for (List<String> w : words) {
-                mergeInto(w, ab[0], ab[1]);
+            for (int i = 0; i < words.size(); i++) { // only the words holding the pair change their counts
+                List<String> w = words.get(i);
+                if (holds(w, ab[0], ab[1])) {
+                    countPairs(w, -counts.get(i), pairs);
+                    mergeInto(w, ab[0], ab[1]);
+                    countPairs(w, counts.get(i), pairs);
+                }
             }
         }
         vocab.put("<|endoftext|>", vocab.size());
         return write(dir, vocab, mergeList);
     }
 
-    /** The most frequent adjacent pair ("a b"), ties to the smallest string; null when none repeats. */
-    private static String bestPair(List<List<String>> words, List<Long> counts) {
-        Map<String, Long> pairs = new HashMap<>();
-        for (int i = 0; i < words.size(); i++) {
-            List<String> w = words.get(i);
-            for (int j = 0; j + 1 < w.size(); j++) {
-                pairs.merge(w.get(j) + " " + w.get(j + 1), counts.get(i), Long::sum);
+    private static void countPairs(List<String> w, long count, Map<String, Long> pairs) {
+        for (int j = 0; j + 1 < w.size(); j++) {
+            pairs.merge(w.get(j) + " " + w.get(j + 1), count, (x, y) -> x + y == 0 ? null : x + y);
+        }
+    }
+
+    private static boolean holds(List<String> w, String a, String b) {
+        for (int j = 0; j + 1 < w.size(); j++) {
+            if (w.get(j).equals(a) && w.get(j + 1).equals(b)) {
+                return true;
             }
         }
+        return false;
+    }
+
+    /** The most frequent adjacent pair ("a b"), ties to the smallest string; null when none repeats. */
+    private static String bestPair(Map<String, Long> pairs) {
         String best = null;
         long bestCount = 1;
         for (Map.Entry<String, Long> e : pairs.entrySet()) {
