@@ -75,6 +75,15 @@ class ReshardResumeTest {
     }
 
     @Test
+    void aCheckpointWithoutTheDistributedOptimizerResumesShardedOverDp() {
+        Path plain = tmp.resolve("plain");
+        PretrainRunner.run(args("--tensor-model-parallel-size", "2", "--train-iters", "5", "--save", plain.toString()));
+        assertContinues(plain, "--tensor-model-parallel-size", "1", "--use-distributed-optimizer");
+        assertContinues(plain, "--tensor-model-parallel-size", "4", "--nproc-per-node", "8",
+                "--global-batch-size", "4", "--micro-batch-size", "2");
+    }
+
+    @Test
     void noLoadOptimKeepsTheIterationAndStartsTheOptimizerAfresh() {
         List<StepResult> r = PretrainRunner.run(args("--tensor-model-parallel-size", "4", "--train-iters", "10",
                 "--load", ckpt.toString(), "--no-load-optim"));
@@ -111,7 +120,11 @@ class ReshardResumeTest {
     }
 
     private void assertContinues(String... layout) {
-        List<StepResult> r = PretrainRunner.run(args(concat(layout, "--train-iters", "10", "--load", ckpt.toString())));
+        assertContinues(ckpt, layout);
+    }
+
+    private void assertContinues(Path from, String... layout) {
+        List<StepResult> r = PretrainRunner.run(args(concat(layout, "--train-iters", "10", "--load", from.toString())));
         assertThat(r).extracting(StepResult::iteration).containsExactly(6L, 7L, 8L, 9L, 10L);
         for (StepResult s : r) {
             StepResult ref = straight.get((int) s.iteration() - 1);
