@@ -99,6 +99,14 @@ class RopeScalingTest {
         assertThat(HfConfig.read(v4).config().ropeScaling()).isEqualTo(expected);
         assertThat(HfConfig.read(BridgeFixtures.hf("llama")).config().ropeScaling()).isNull();
 
+        JsonObject both = JsonParser.parseString(Files.readString(v5.resolve("config.json"))).getAsJsonObject();
+        JsonObject linear = new JsonObject();
+        linear.addProperty("type", "linear");
+        linear.addProperty("factor", 2.0);
+        both.add("rope_scaling", linear);
+        assertThatThrownBy(() -> HfConfig.parse(Path.of("config.json"), both))
+                .hasMessageContaining("rope_parameters and rope_scaling disagree");
+
         JsonObject yarn = config();
         JsonObject params = new JsonObject();
         params.addProperty("rope_type", "yarn");
