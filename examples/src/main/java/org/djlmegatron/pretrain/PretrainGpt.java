@@ -129,7 +129,11 @@ public final class PretrainGpt {
                 log.message(String.format(Locale.ROOT, "> number of parameters: %,d; optimizer state on rank 0: %,d bytes",
                         parameterCount(model), trainer.optimizerBytes()));
             }
+            long t0 = System.nanoTime();
             long first = resume(ctx, model, trainer, start);
+            if (logger && first > 0 && !o.noLoadOptim) {
+                log.message(String.format(Locale.ROOT, "> optimizer state restored in %.2f s", (System.nanoTime() - t0) / 1e9));
+            }
             for (long it = first; it < o.trainIters; it++) {
                 List<MicroBatch> batches = data.microBatches(it, dp.rank(), dp.size(), o.microBatchSize, gbs);
                 StepResult r = trainer.step(batches);
