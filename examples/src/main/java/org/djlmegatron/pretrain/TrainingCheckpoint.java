@@ -204,12 +204,13 @@ final class TrainingCheckpoint {
         long start = length == padded ? 0 : length * dp.rank();
         NDManager m = trainer.masters().getManager();
         Map<String, NDArray> out = new LinkedHashMap<>();
-        new OptimizerReshard(iterDir, state, savedTp, model.parameters()).loadAll(padded, start, length)
-                .forEach((key, values) -> {
-                    try (NDArray javaBacked = m.create(values)) {
-                        out.put(key, javaBacked.duplicate()); // owns its memory (create(float[]) points into a Java buffer)
-                    }
-                });
+        try (OptimizerReshard reshard = new OptimizerReshard(iterDir, state, savedTp, model.parameters())) {
+            reshard.loadAll(start, length).forEach((key, values) -> {
+                try (NDArray javaBacked = m.create(values)) {
+                    out.put(key, javaBacked.duplicate()); // owns its memory (create(float[]) points into a Java buffer)
+                }
+            });
+        }
         return out;
     }
 
