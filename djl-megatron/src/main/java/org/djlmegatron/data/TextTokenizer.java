@@ -38,7 +38,19 @@ public interface TextTokenizer extends AutoCloseable {
      * @param model the {@code --tokenizer-model} path; ignored by {@code ByteLevelTokenizer}
      */
     static TextTokenizer create(String type, Path model) {
+        return create(type, model, null, null);
+    }
+
+    /**
+     * As {@link #create(String, Path)}, with {@code GPT2BPETokenizer} as well.
+     *
+     * @param vocabFile {@code --vocab-file} (GPT-2's {@code vocab.json}), for {@code GPT2BPETokenizer}
+     * @param mergeFile {@code --merge-file} (GPT-2's {@code merges.txt}), for {@code GPT2BPETokenizer}
+     */
+    static TextTokenizer create(String type, Path model, Path vocabFile, Path mergeFile) {
         switch (type) {
+            case Gpt2BpeTokenizer.TYPE:
+                return Gpt2BpeTokenizer.open(vocabFile, mergeFile);
             case HuggingFaceTextTokenizer.TYPE:
                 if (model == null) {
                     throw new IllegalArgumentException("--tokenizer-type " + type
@@ -49,7 +61,7 @@ public interface TextTokenizer extends AutoCloseable {
                 return new ByteLevelTokenizer();
             default:
                 throw new IllegalArgumentException("unsupported --tokenizer-type " + type + "; expected "
-                        + HuggingFaceTextTokenizer.TYPE + " or " + ByteLevelTokenizer.TYPE);
+                        + HuggingFaceTextTokenizer.TYPE + ", " + Gpt2BpeTokenizer.TYPE + " or " + ByteLevelTokenizer.TYPE);
         }
     }
 }

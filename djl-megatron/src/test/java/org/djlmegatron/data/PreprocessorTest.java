@@ -141,7 +141,9 @@ class PreprocessorTest {
             assertThat(t.vocabSize()).isEqualTo(257);
         }
         assertThatThrownBy(() -> TextTokenizer.create("GPT2BPETokenizer", null))
-                .hasMessageContaining("unsupported --tokenizer-type GPT2BPETokenizer");
+                .hasMessageContaining("GPT2BPETokenizer needs --vocab-file (vocab.json) and --merge-file");
+        assertThatThrownBy(() -> TextTokenizer.create("SentencePieceTokenizer", null))
+                .hasMessageContaining("unsupported --tokenizer-type SentencePieceTokenizer");
         assertThatThrownBy(() -> TextTokenizer.create("HuggingFaceTokenizer", tmp))
                 .hasMessageContaining("tokenizer.json: no such file");
     }

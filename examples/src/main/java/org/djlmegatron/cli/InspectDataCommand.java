@@ -51,11 +51,17 @@ final class InspectDataCommand implements Callable<Integer> {
     @Option(names = "--data-cache-path", description = "directory for cached index files (default: no cache)")
     Path dataCachePath;
 
-    @Option(names = "--tokenizer-type", description = "HuggingFaceTokenizer or ByteLevelTokenizer, to decode samples")
+    @Option(names = "--tokenizer-type", description = "HuggingFaceTokenizer, GPT2BPETokenizer or ByteLevelTokenizer, to decode samples")
     String tokenizerType;
 
     @Option(names = "--tokenizer-model", description = "tokenizer.json or its directory")
     Path tokenizerModel;
+
+    @Option(names = "--vocab-file", description = "GPT2BPETokenizer: GPT-2's vocab.json")
+    Path vocabFile;
+
+    @Option(names = "--merge-file", description = "GPT2BPETokenizer: GPT-2's merges.txt")
+    Path mergeFile;
 
     @Option(names = "--show-samples", defaultValue = "2", description = "training samples to print (default: ${DEFAULT-VALUE})")
     int showSamples;
@@ -65,7 +71,7 @@ final class InspectDataCommand implements Callable<Integer> {
         DataBlend blend = DataBlend.parse(dataPath);
         SplitMatrix matrix = SplitMatrix.parse(split);
         GPTDatasetConfig config = new GPTDatasetConfig(seqLength, seed, dataCachePath);
-        TextTokenizer tokenizer = tokenizerType == null ? null : TextTokenizer.create(tokenizerType, tokenizerModel);
+        TextTokenizer tokenizer = tokenizerType == null ? null : TextTokenizer.create(tokenizerType, tokenizerModel, vocabFile, mergeFile);
         Integer[] sizes = {trainSamples, evalSamples, evalSamples};
         try (DatasetSplits splits = DatasetSplits.build(blend, matrix, sizes, config)) {
             for (int d = 0; d < splits.opened().size(); d++) {

@@ -32,11 +32,18 @@ final class PreprocessDataCommand implements Callable<Integer> {
     Path outputPrefix;
 
     @Option(names = "--tokenizer-type", required = true,
-            description = "HuggingFaceTokenizer (needs --tokenizer-model) or ByteLevelTokenizer (UTF-8 bytes, EOD 256)")
+            description = "HuggingFaceTokenizer (needs --tokenizer-model), GPT2BPETokenizer (needs --vocab-file and "
+                    + "--merge-file) or ByteLevelTokenizer (UTF-8 bytes, EOD 256)")
     String tokenizerType;
 
     @Option(names = "--tokenizer-model", description = "tokenizer.json, or a directory holding it (and tokenizer_config.json)")
     Path tokenizerModel;
+
+    @Option(names = "--vocab-file", description = "GPT2BPETokenizer: GPT-2's vocab.json (token to id)")
+    Path vocabFile;
+
+    @Option(names = "--merge-file", description = "GPT2BPETokenizer: GPT-2's merges.txt")
+    Path mergeFile;
 
     @Option(names = "--append-eod", description = "end each non-empty document with the tokenizer's EOS token")
     boolean appendEod;
@@ -50,7 +57,7 @@ final class PreprocessDataCommand implements Callable<Integer> {
     @Override
     public Integer call() throws IOException {
         PreprocessConfig config = new PreprocessConfig(input, jsonKeys, outputPrefix, appendEod, workers, skipBadLines);
-        try (TextTokenizer tokenizer = TextTokenizer.create(tokenizerType, tokenizerModel)) {
+        try (TextTokenizer tokenizer = TextTokenizer.create(tokenizerType, tokenizerModel, vocabFile, mergeFile)) {
             long size = Files.isRegularFile(input) ? Files.size(input) : 0;
             ProgressBar bar = new ProgressBar("preprocess-data", size, "MB", 1e6).withItems("docs");
             PreprocessResult r;

@@ -82,6 +82,9 @@ public final class PretrainGpt {
                     o.useDistributedOptimizer,
                     o.ddpBucketSize != null ? o.ddpBucketSize : TrainerConfig.DEFAULT_BUCKET_ELEMENTS, scaler);
             tc.microBatchesPerStep(grid.dp());
+            if (start.resume() != null && !o.finetune) {
+                TrainingCheckpoint.checkResumable(start.iterDir(), start.resume(), gbs);
+            }
             checkSequence(cfg, seq, grid);
             out.printf(Locale.ROOT, "> building GPT model: %s%n> %s, micro batch %d, global batch %d, seq %d%s%n",
                     describe(cfg), grid, o.microBatchSize, gbs, seq, ", " + precision() + ", attention " + attention.name().toLowerCase(Locale.ROOT));
@@ -89,7 +92,11 @@ public final class PretrainGpt {
                     dropout[0], dropout[1], recompute);
             double flops = ModelFlops.training(cfg, gbs, seq);
             if (start.resume() != null) {
-                out.printf(Locale.ROOT, "> resuming from %s (iteration %d)%n", start.iterDir(), start.resume().iteration());
+                TrainingCheckpoint.TrainerState r = start.resume();
+                out.printf(Locale.ROOT, "> %s %s (iteration %d, saved at TP %d x DP %d%s)%n",
+                        o.finetune ? "fine-tuning from the weights of" : "resuming from", start.iterDir(), r.iteration(),
+                        TrainingCheckpoint.savedTensorParallel(start.iterDir()), r.dpSize(),
+                        r.distributedOptimizer() ? " with the distributed optimizer" : "");
             } else if (start.weights() != null) {
                 out.printf(Locale.ROOT, "> loading weights from %s%n", start.weights().describe());
             }
@@ -132,10 +139,10 @@ public final class PretrainGpt {
                 log.message(String.format(Locale.ROOT, "> number of parameters: %,d; optimizer state on rank 0: %,d bytes",
                         parameterCount(model), trainer.optimizerBytes()));
             }
-            long first = 0;
-            if (start.resume() != null && !o.noLoadOptim) {
-                TrainingCheckpoint.restore(start.iterDir(), ctx, trainer, start.resume(), gbs, o.useDistributedOptimizer);
-                first = start.resume().iteration();
+            long t0 = System.nanoTime();
+            long first = resume(ctx, model, trainer, start);
+            if (logger && first > 0 && !o.noLoadOptim) {
+                log.message(String.format(Locale.ROOT, "> optimizer state restored in %.2f s", (System.nanoTime() - t0) / 1e9));
             }
             trainer.measureHeldBytes();
             for (long it = first; it < o.trainIters; it++) {
@@ -169,6 +176,23 @@ public final class PretrainGpt {
             }
         }
         return results;
+    }
+
+    /**
+     * Megatron's load: the iteration (and so the data position) unless {@code --finetune}; the
+     * optimizer state, schedule and loss scale unless {@code --finetune} or {@code --no-load-optim},
+     * resharded when the layout changed. Returns the first iteration to run.
+     */
+    private long resume(RankContext ctx, GPTModel model, Trainer trainer, Start start) {
+        if (start.resume() == null || o.finetune) {
+            return 0;
+        }
+        if (o.noLoadOptim) {
+            trainer.restoreCounters(start.resume().iteration(), 0);
+        } else {
+            TrainingCheckpoint.restore(start.iterDir(), ctx, model, trainer, start.resume(), o.useDistributedOptimizer);
+        }
+        return start.resume().iteration();
     }
 
     /**
@@ -262,7 +286,7 @@ public final class PretrainGpt {
 
     /** The tokenizer's vocabulary padded as Megatron pads it (a multiple of divisible-by x TP). */
     private int paddedVocab(int tp) {
-        try (TextTokenizer t = TextTokenizer.create(o.tokenizerType, o.tokenizerModel)) {
+        try (TextTokenizer t = TextTokenizer.create(o.tokenizerType, o.tokenizerModel, o.vocabFile, o.mergeFile)) {
             int multiple = o.makeVocabSizeDivisibleBy * tp;
             return (t.vocabSize() + multiple - 1) / multiple * multiple;
         } catch (Exception e) {

@@ -11,6 +11,7 @@ import org.djlmegatron.optim.Optimizer;
 import org.djlmegatron.optim.Sgd;
 import org.djlmegatron.training.LossScaler;
 import org.djlmegatron.transformer.AttentionBackend;
+import org.djlmegatron.transformer.RopeScaling;
 import org.djlmegatron.transformer.TransformerConfig;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
@@ -33,6 +34,9 @@ public final class PretrainOptions {
     @Option(names = "--norm-epsilon", defaultValue = "1e-5") public double normEpsilon;
     @Option(names = "--position-embedding-type", defaultValue = "learned_absolute", description = "learned_absolute or rope") public String positionEmbeddingType;
     @Option(names = "--rotary-base", defaultValue = "10000") public double rotaryBase;
+    @Option(names = "--use-rope-scaling", description = "Llama 3.1's rope scaling (low 1, high 4, original 8192, as Megatron-LM)") public boolean useRopeScaling;
+    @Option(names = "--rope-scaling-factor", defaultValue = "8.0", description = "factor of --use-rope-scaling (default: ${DEFAULT-VALUE})") public double ropeScalingFactor;
+    @Option(names = "--rotary-seq-len-interpolation-factor", description = "linear rope scaling: positions divided by this integer") public Integer rotarySeqLenInterpolationFactor;
     @Option(names = "--untie-embeddings-and-output-weights") public boolean untieEmbeddings;
     @Option(names = "--disable-bias-linear") public boolean disableBiasLinear;
     @Option(names = "--add-qkv-bias") public boolean addQkvBias;
@@ -92,15 +96,19 @@ public final class PretrainOptions {
     @Option(names = "--data-path", arity = "1..*", description = "Megatron datasets: PREFIX, or WEIGHT PREFIX WEIGHT PREFIX ... (blend)") public java.util.List<String> dataPath;
     @Option(names = "--split", defaultValue = "969,30,1", description = "train,valid,test proportions (default: ${DEFAULT-VALUE})") public String split;
     @Option(names = "--data-cache-path", description = "where index files are cached (default: beside the data)") public Path dataCachePath;
-    @Option(names = "--tokenizer-type", description = "HuggingFaceTokenizer or ByteLevelTokenizer: gives the vocabulary size") public String tokenizerType;
+    @Option(names = "--tokenizer-type", description = "HuggingFaceTokenizer, GPT2BPETokenizer or ByteLevelTokenizer: gives the vocabulary size") public String tokenizerType;
     @Option(names = "--tokenizer-model", description = "tokenizer.json or its directory") public Path tokenizerModel;
+    @Option(names = "--vocab-file", description = "GPT2BPETokenizer: GPT-2's vocab.json") public Path vocabFile;
+    @Option(names = "--merge-file", description = "GPT2BPETokenizer: GPT-2's merges.txt") public Path mergeFile;
     @Option(names = "--make-vocab-size-divisible-by", defaultValue = "128") public int makeVocabSizeDivisibleBy;
 
     // checkpoints
     @Option(names = "--save", description = "checkpoint directory to write") public Path save;
     @Option(names = "--save-interval", description = "iterations between checkpoints (default: only at the end)") public Long saveInterval;
     @Option(names = "--load", description = "checkpoint to resume (djl) or start from (hf, megatron, megatron-dist, djl weights)") public Path load;
-    @Option(names = "--no-load-optim", description = "with --load: take the weights, not the optimizer state") public boolean noLoadOptim;
+    @Option(names = "--no-load-optim", description = "with --load: keep the iteration and data position, start the optimizer state, schedule and loss scale afresh") public boolean noLoadOptim;
+    @Option(names = "--no-load-rng", description = "accepted for Megatron compatibility (no RNG state is saved: everything random follows --seed)") public boolean noLoadRng;
+    @Option(names = "--finetune", description = "with --load: take the weights only; iteration 0, fresh optimizer, data from the start") public boolean finetune;
     @Option(names = "--model-config", description = "Megatron arguments as JSON, for Megatron checkpoints without args") public Path modelConfig;
 
     // ours and logging
@@ -143,6 +151,7 @@ public final class PretrainOptions {
                 .positionEmbedding(pos.equals("rope") ? TransformerConfig.PositionEmbedding.ROPE
                         : TransformerConfig.PositionEmbedding.LEARNED_ABSOLUTE)
                 .rotaryBase(rotaryBase)
+                .ropeScaling(ropeScaling())
                 .addBiasLinear(!disableBiasLinear && numExperts == 0)
                 .addQkvBias(addQkvBias || (!disableBiasLinear && numExperts == 0))
                 .qkLayernorm(qkLayernorm)
@@ -161,6 +170,16 @@ public final class PretrainOptions {
             b.moeFfnHiddenSize(moeFfnHiddenSize);
         }
         return b.build();
+    }
+
+    private RopeScaling ropeScaling() {
+        if (useRopeScaling && rotarySeqLenInterpolationFactor != null) {
+            throw new IllegalArgumentException("give --use-rope-scaling or --rotary-seq-len-interpolation-factor, not both");
+        }
+        if (useRopeScaling) {
+            return RopeScaling.megatronLlama3(ropeScalingFactor);
+        }
+        return rotarySeqLenInterpolationFactor == null ? null : RopeScaling.linear(rotarySeqLenInterpolationFactor);
     }
 
     /** The optimizer factory for {@code --optimizer}. */

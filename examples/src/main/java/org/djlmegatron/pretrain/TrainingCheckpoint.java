@@ -134,47 +134,84 @@ final class TrainingCheckpoint {
         }
     }
 
-    /** Restores the optimizer shard, counters and loss scale of this rank. */
-    static void restore(Path iterDir, RankContext ctx, Trainer trainer, TrainerState state, int globalBatchSize,
+    /**
+     * Refuses, before any rank starts, a resume whose data position would shift: the global batch
+     * size fixes which samples each iteration reads. Any TP, DP or optimizer sharding is fine.
+     */
+    static void checkResumable(Path iterDir, TrainerState state, int globalBatchSize) {
+        if (state.globalBatchSize() != globalBatchSize) {
+            throw new CheckpointException(iterDir.resolve(TRAINER_FILE) + ": saved with global batch size "
+                    + state.globalBatchSize() + ", resumed with " + globalBatchSize + " (the data position would "
+                    + "shift); use the same, or --finetune to start a new run from these weights");
+        }
+    }
+
+    /** The tensor-parallel size a checkpoint was saved at. */
+    static int savedTensorParallel(Path iterDir) {
+        return DjlMetadata.read(iterDir).layout().tp();
+    }
+
+    /**
+     * Restores this rank's optimizer state (masters and moments), counters and loss scale. The
+     * same layout reads this rank's own file; another TP size, DP size or optimizer sharding goes
+     * through {@link OptimizerReshard}.
+     */
+    static void restore(Path iterDir, RankContext ctx, GPTModel model, Trainer trainer, TrainerState state,
             boolean distributedOptimizer) {
         ProcessGroup tp = ctx.tensorGroup();
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
-        Path f0 = iterDir.resolve(TRAINER_FILE);
-        if (state.globalBatchSize() != globalBatchSize) {
-            throw new CheckpointException(f0 + ": saved with global batch size " + state.globalBatchSize()
-                    + ", resumed with " + globalBatchSize + " (the data position would shift); use the same, "
-                    + "or --no-load-optim to start a new run from these weights");
-        }
-        if (state.distributedOptimizer() != distributedOptimizer
-                || (state.distributedOptimizer() && state.dpSize() != dp.size())) {
-            throw new CheckpointException(f0 + ": optimizer state saved with data-parallel size " + state.dpSize()
-                    + (state.distributedOptimizer() ? " (distributed optimizer)" : "") + ", resumed with "
-                    + dp.size() + (distributedOptimizer ? " (distributed optimizer)" : "")
-                    + "; resume with the same layout, or --no-load-optim");
-        }
+        int savedTp = savedTensorParallel(iterDir);
+        boolean sameLayout = savedTp == tp.size() && state.dpSize() == dp.size()
+                && state.distributedOptimizer() == distributedOptimizer;
+        Map<String, NDArray> optState = sameLayout ? readOwn(iterDir, tp, dp, trainer, state)
+                : reshard(iterDir, dp, model, trainer, state, savedTp);
+        NDArray masters = optState.remove("masters");
+        trainer.masters().set(new NDIndex("..."), masters);
+        masters.close();
+        trainer.optimizer().loadState(optState);
+        trainer.scaler().loadState(state.lossScaler());
+        trainer.restoreCounters(state.iteration(), state.updates());
+        trainer.writeBackMasters();
+    }
+
+    private static Map<String, NDArray> readOwn(Path iterDir, ProcessGroup tp, ProcessGroup dp, Trainer trainer,
+            TrainerState state) {
         int file = state.distributedOptimizer() ? dp.rank() : 0;
         Path rankDir = iterDir.resolve(new RankFile(tp.rank(), 0, 0).dirName(new ParallelLayout(tp.size(), 1, 1)));
         Path f = rankDir.resolve(optimizerFile(file));
         NDManager m = trainer.masters().getManager();
+        Map<String, NDArray> out = new LinkedHashMap<>();
         try (SafetensorsReader r = SafetensorsReader.open(f)) {
             NDArray masters = r.load(m, "masters");
             if (!masters.getShape().equals(trainer.masters().getShape())) {
                 throw new CheckpointException(f + ": masters have shape " + masters.getShape() + ", this rank holds "
-                        + trainer.masters().getShape() + " (different model or parallel layout)");
+                        + trainer.masters().getShape() + " (different model)");
             }
-            trainer.masters().set(new NDIndex("..."), masters);
-            masters.close();
-            Map<String, NDArray> optState = new LinkedHashMap<>();
+            out.put("masters", masters);
             for (String key : r.keys()) {
                 if (!key.equals("masters")) {
-                    optState.put(key, r.load(m, key));
+                    out.put(key, r.load(m, key));
                 }
             }
-            trainer.optimizer().loadState(optState);
         }
-        trainer.scaler().loadState(state.lossScaler());
-        trainer.restoreCounters(state.iteration(), state.updates());
-        trainer.writeBackMasters();
+        return out;
+    }
+
+    private static Map<String, NDArray> reshard(Path iterDir, ProcessGroup dp, GPTModel model, Trainer trainer,
+            TrainerState state, int savedTp) {
+        long padded = trainer.layout().paddedSize();
+        long length = trainer.masters().getShape().get(0);
+        long start = length == padded ? 0 : length * dp.rank();
+        NDManager m = trainer.masters().getManager();
+        Map<String, NDArray> out = new LinkedHashMap<>();
+        try (OptimizerReshard reshard = new OptimizerReshard(iterDir, state, savedTp, model.parameters())) {
+            reshard.loadAll(start, length).forEach((key, values) -> {
+                try (NDArray javaBacked = m.create(values)) {
+                    out.put(key, javaBacked.duplicate()); // owns its memory (create(float[]) points into a Java buffer)
+                }
+            });
+        }
+        return out;
     }
 
     /** Removes stale staging directories (from killed saves) and makes a fresh one. */

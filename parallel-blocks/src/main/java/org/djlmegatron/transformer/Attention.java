@@ -70,7 +70,7 @@ public final class Attention extends ParallelBlock {
                 .setInFeatures(width).setOutFeatures(cfg.hiddenSize())
                 .optBias(cfg.addBiasLinear()).optSequenceParallel(sequenceParallel).build());
         rope = cfg.positionEmbedding() == TransformerConfig.PositionEmbedding.ROPE
-                ? new RotaryEmbedding(cfg.kvChannels(), cfg.rotaryBase())
+                ? new RotaryEmbedding(cfg.kvChannels(), cfg.rotaryBase(), cfg.ropeScaling())
                 : null;
     }
 

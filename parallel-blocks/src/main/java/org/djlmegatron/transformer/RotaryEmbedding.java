@@ -11,22 +11,49 @@ import ai.djl.ndarray.types.Shape;
 /**
  * Rotary position embedding in the "rotate half" form used by Hugging Face Llama and
  * Megatron-Core (non-interleaved): {@code x * cos + rotate_half(x) * sin}. Frequencies are
- * computed in fp32 exactly as Hugging Face does; tables are cached per sequence length.
+ * computed in fp32 exactly as Hugging Face does, then scaled ({@link RopeScaling}) when the model
+ * has rope scaling; tables are cached per sequence length.
  */
 public final class RotaryEmbedding {
 
     private final int dim;
     private final double base;
+    private final RopeScaling scaling;
     private long cachedLength = -1;
     private NDArray cos;
     private NDArray sin;
 
     public RotaryEmbedding(int dim, double base) {
+        this(dim, base, null);
+    }
+
+    /** With {@code scaling} applied to the inverse frequencies (null: none). */
+    public RotaryEmbedding(int dim, double base, RopeScaling scaling) {
         if (dim % 2 != 0) {
             throw new IllegalArgumentException("rotary dimension must be even, found " + dim);
         }
         this.dim = dim;
         this.base = base;
+        this.scaling = scaling;
+    }
+
+    /** The cos and sin tables {@code [seq, dim]} of positions 0..seq-1 (fp32, owned by this embedding). */
+    public NDArray[] tables(NDManager manager, int seq) {
+        tables(manager, (long) seq);
+        return new NDArray[] {cos, sin};
+    }
+
+    /** The inverse frequencies {@code [dim / 2]} (fp32), scaled when the model has rope scaling. */
+    public NDArray inverseFrequencies(NDManager manager) {
+        NDArray exponent = manager.arange(0, dim, 2, DataType.INT64).toType(DataType.FLOAT32, false).div(dim);
+        NDArray invFreq = manager.ones(new Shape(dim / 2)).div(
+                manager.full(new Shape(dim / 2), (float) base).pow(exponent));
+        if (scaling == null) {
+            return invFreq;
+        }
+        try (NDArray javaBacked = manager.create(scaling.apply(invFreq.toFloatArray()))) {
+            return javaBacked.duplicate(); // owns its memory
+        }
     }
 
     /**
@@ -72,10 +99,7 @@ public final class RotaryEmbedding {
             sin.close();
         }
         try (NDManager tmp = manager.newSubManager()) {
-            NDArray exponent = tmp.arange(0, dim, 2, DataType.INT64)
-                    .toType(DataType.FLOAT32, false).div(dim);
-            NDArray invFreq = tmp.ones(new Shape(dim / 2)).div(
-                    tmp.full(new Shape(dim / 2), (float) base).pow(exponent));
+            NDArray invFreq = inverseFrequencies(tmp);
             NDArray positions = tmp.arange(0, (int) seq, 1, DataType.INT64)
                     .toType(DataType.FLOAT32, false);
             NDArray freqs = positions.expandDims(1).mul(invFreq.expandDims(0)); // [seq, dim/2]

@@ -27,6 +27,7 @@ import org.djlmegatron.nn.Norm;
  * @param moeRouterTopK experts per token
  * @param moeFfnHiddenSize each expert's MLP width
  * @param moeRenormalizeTopK renormalise the top-k router probabilities to sum to one
+ * @param ropeScaling scaling of the rotary frequencies (Llama 3.1's, linear), or null for none
  */
 public record TransformerConfig(
         int numLayers,
@@ -49,7 +50,8 @@ public record TransformerConfig(
         int numExperts,
         int moeRouterTopK,
         int moeFfnHiddenSize,
-        boolean moeRenormalizeTopK) {
+        boolean moeRenormalizeTopK,
+        RopeScaling ropeScaling) {
 
     /** MLP activations. */
     public enum Activation {
@@ -138,6 +140,7 @@ public record TransformerConfig(
         private int moeRouterTopK = 2;
         private int moeFfnHiddenSize = -1;
         private boolean moeRenormalizeTopK = true;
+        private RopeScaling ropeScaling;
 
         public Builder numLayers(int v) { numLayers = v; return this; }
         public Builder hiddenSize(int v) { hiddenSize = v; return this; }
@@ -160,6 +163,7 @@ public record TransformerConfig(
         public Builder moeRouterTopK(int v) { moeRouterTopK = v; return this; }
         public Builder moeFfnHiddenSize(int v) { moeFfnHiddenSize = v; return this; }
         public Builder moeRenormalizeTopK(boolean v) { moeRenormalizeTopK = v; return this; }
+        public Builder ropeScaling(RopeScaling v) { ropeScaling = v; return this; }
 
         /** Fills Megatron's defaults: MHA, head width hidden/heads, ffn 4x hidden. */
         public TransformerConfig build() {
@@ -170,7 +174,8 @@ public record TransformerConfig(
             return new TransformerConfig(numLayers, hiddenSize, numAttentionHeads, groups, kv, ffn,
                     vocabSize, maxPositionEmbeddings, normalization, normEpsilon, activation,
                     positionEmbedding, rotaryBase, addQkvBias, addBiasLinear, qkLayernorm,
-                    tieEmbeddings, numExperts, moeRouterTopK, moeFfn, moeRenormalizeTopK);
+                    tieEmbeddings, numExperts, moeRouterTopK, moeFfn, moeRenormalizeTopK,
+                    positionEmbedding == PositionEmbedding.ROPE ? ropeScaling : null);
         }
     }
 }

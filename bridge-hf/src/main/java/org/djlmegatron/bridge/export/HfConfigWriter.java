@@ -6,6 +6,7 @@ import com.google.gson.JsonObject;
 import java.nio.file.Path;
 import org.djlmegatron.bridge.convert.CheckpointException;
 import org.djlmegatron.bridge.hf.HfConfig;
+import org.djlmegatron.bridge.hf.HfRopeScaling;
 import org.djlmegatron.io.SafetensorsDType;
 import org.djlmegatron.transformer.TransformerConfig;
 import org.djlmegatron.transformer.TransformerConfig.PositionEmbedding;
@@ -93,10 +94,7 @@ public final class HfConfigWriter {
         o.addProperty("max_position_embeddings", c.maxPositionEmbeddings());
         o.addProperty("rms_norm_eps", c.normEpsilon());
         o.addProperty("rope_theta", c.rotaryBase());
-        JsonObject rope = new JsonObject();
-        rope.addProperty("rope_theta", c.rotaryBase());
-        rope.addProperty("rope_type", "default");
-        o.add("rope_parameters", rope);
+        HfRopeScaling.write(o, c.rotaryBase(), c.ropeScaling());
         o.addProperty("tie_word_embeddings", c.tieEmbeddings());
         if (!type.equals("qwen2")) {
             o.addProperty("attention_bias", c.addQkvBias());
@@ -153,6 +151,6 @@ public final class HfConfigWriter {
                 c.normalization(), c.normEpsilon(), c.activation(), c.positionEmbedding(),
                 rope ? c.rotaryBase() : 10000, c.addQkvBias(), c.addBiasLinear(), c.qkLayernorm(), c.tieEmbeddings(),
                 c.numExperts(), c.isMoe() ? c.moeRouterTopK() : 0, c.isMoe() ? c.moeFfnHiddenSize() : 0,
-                c.isMoe() && c.moeRenormalizeTopK());
+                c.isMoe() && c.moeRenormalizeTopK(), rope ? c.ropeScaling() : null);
     }
 }

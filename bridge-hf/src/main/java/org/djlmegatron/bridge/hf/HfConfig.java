@@ -15,8 +15,10 @@ import org.djlmegatron.transformer.TransformerConfig.PositionEmbedding;
 
 /**
  * Hugging Face {@code config.json} to {@link TransformerConfig} for the supported architectures.
- * Reads {@code rope_theta} at the top level and inside transformers-5 {@code rope_parameters};
- * refuses what the model would silently get wrong (rope scaling, sliding windows, biased MLPs).
+ * Reads {@code rope_theta} at the top level and inside transformers-5 {@code rope_parameters},
+ * and rope scaling of type {@code llama3} or {@code linear} from {@code rope_parameters} or the
+ * older {@code rope_scaling}; refuses what the model would silently get wrong (other rope types,
+ * sliding windows, biased MLPs).
  *
  * @param modelType the {@code model_type} field
  * @param config the model shape
@@ -64,7 +66,6 @@ public record HfConfig(String modelType, TransformerConfig config) {
         if (f.optBool("use_sliding_window", false)) {
             f.unsupported("use_sliding_window", "true", "false");
         }
-        checkRopeType(f);
         int hidden = f.integer("hidden_size");
         int heads = f.integer("num_attention_heads");
         TransformerConfig.Builder b = TransformerConfig.builder()
@@ -81,6 +82,7 @@ public record HfConfig(String modelType, TransformerConfig config) {
                 .activation(Activation.SWIGLU)
                 .positionEmbedding(PositionEmbedding.ROPE)
                 .rotaryBase(ropeTheta(f))
+                .ropeScaling(HfRopeScaling.read(f.file, f.json))
                 .addQkvBias(type.equals("qwen2") || f.optBool("attention_bias", false))
                 .qkLayernorm(type.startsWith("qwen3"))
                 .tieEmbeddings(f.optBool("tie_word_embeddings", false));
@@ -141,22 +143,6 @@ public record HfConfig(String modelType, TransformerConfig config) {
             return params.getAsJsonObject().get("rope_theta").getAsDouble();
         }
         return f.optDouble("rope_theta", 10000.0);
-    }
-
-    private static void checkRopeType(Fields f) {
-        for (String key : new String[] {"rope_parameters", "rope_scaling"}) {
-            JsonElement e = f.json.get(key);
-            if (e != null && e.isJsonObject()) {
-                JsonElement t = e.getAsJsonObject().get("rope_type");
-                if (t == null) {
-                    t = e.getAsJsonObject().get("type");
-                }
-                String type = t == null ? "default" : t.getAsString();
-                if (!type.equals("default")) {
-                    f.unsupported(key + ".rope_type", type, "default");
-                }
-            }
-        }
     }
 
     /** Typed access to config fields with errors that name the file and the field. */

@@ -16,6 +16,7 @@ import org.djlmegatron.io.SafetensorsDType;
 import org.djlmegatron.io.torch.PyObject;
 import org.djlmegatron.io.torch.TorchTypes;
 import org.djlmegatron.nn.Norm;
+import org.djlmegatron.transformer.RopeScaling;
 import org.djlmegatron.transformer.TransformerConfig;
 import org.djlmegatron.transformer.TransformerConfig.Activation;
 import org.djlmegatron.transformer.TransformerConfig.PositionEmbedding;
@@ -25,9 +26,14 @@ import org.djlmegatron.transformer.TransformerConfig.PositionEmbedding;
  * {@code untie_embeddings_and_output_weights}, ...): read from a checkpoint's {@code args}
  * namespace or from a JSON file of the same names, and written back as {@code args}. A field
  * that is absent takes Megatron-LM's command-line default; options the model cannot honour
- * (rope scaling, exact GELU, shared experts, sigmoid routers, ...) are refused by name.
+ * (rope types other than llama3 and linear, exact GELU, shared experts, sigmoid routers, ...) are refused by name.
  */
 public final class MegatronConfig {
+
+    /** llama3 parameters Megatron-LM fixes; only our own checkpoints record them (when not its values). */
+    private static final String LOW_FREQ = "rope_scaling_low_freq_factor";
+    private static final String HIGH_FREQ = "rope_scaling_high_freq_factor";
+    private static final String ORIGINAL_MAX = "rope_scaling_original_max_position_embeddings";
 
     private final Map<String, Object> fields;
     private final String where;
@@ -90,6 +96,7 @@ public final class MegatronConfig {
      * the parameter precision.
      */
     public static PyObject toArgs(TransformerConfig c, ParallelLayout layout, SafetensorsDType dtype) {
+        checkMegatronExpressible(c);
         Map<String, Object> f = new LinkedHashMap<>(fieldsOf(c));
         f.put("tensor_model_parallel_size", (long) layout.tp());
         f.put("pipeline_model_parallel_size", (long) layout.pp());
@@ -117,6 +124,7 @@ public final class MegatronConfig {
         f.put("rotary_base", c.rotaryBase() == Math.rint(c.rotaryBase()) ? (Object) (long) c.rotaryBase()
                 : (Object) c.rotaryBase());
         f.put("rotary_percent", 1.0);
+        putRopeScaling(f, c.ropeScaling());
         f.put("normalization", c.normalization() == Norm.Kind.RMS_NORM ? "RMSNorm" : "LayerNorm");
         f.put("norm_epsilon", c.normEpsilon());
         f.put("swiglu", c.isGated());
@@ -147,7 +155,6 @@ public final class MegatronConfig {
         int ffn = integer("ffn_hidden_size", ffnDefault);
         refuseUnless("rotary_percent", 1.0);
         refuseUnless("rotary_interleaved", false);
-        refuseUnless("use_rope_scaling", false);
         refuseUnless("apply_layernorm_1p", false);
         refuseUnless("squared_relu", false);
         refuseUnless("moe_shared_expert_intermediate_size", null);
@@ -192,6 +199,7 @@ public final class MegatronConfig {
                 .activation(act)
                 .positionEmbedding(rope ? PositionEmbedding.ROPE : PositionEmbedding.LEARNED_ABSOLUTE)
                 .rotaryBase(number("rotary_base", 10000))
+                .ropeScaling(rope ? ropeScaling() : null)
                 .addBiasLinear(biasLinear)
                 .addQkvBias(biasLinear || bool("add_qkv_bias", false))
                 .qkLayernorm(bool("qk_layernorm", false))
@@ -207,6 +215,59 @@ public final class MegatronConfig {
         } catch (IllegalArgumentException e) {
             throw new CheckpointException(where + ": " + e.getMessage(), e);
         }
+    }
+
+    /**
+     * Megatron's rope scaling arguments: {@code use_rope_scaling} with {@code rope_scaling_factor}
+     * (llama3), or an integer {@code rotary_seq_len_interpolation_factor} (linear). Megatron-LM
+     * fixes llama3's other parameters (low 1, high 4, original 8192); others are kept under
+     * {@code rope_scaling_*} names of our own, which only our checkpoints carry
+     * ({@link #toArgs} refuses them).
+     */
+    private static void putRopeScaling(Map<String, Object> f, RopeScaling s) {
+        boolean llama3 = s != null && s.type() == RopeScaling.Type.LLAMA3;
+        f.put("use_rope_scaling", llama3);
+        f.put("rope_scaling_factor", llama3 ? s.factor() : 8.0);
+        f.put("rotary_seq_len_interpolation_factor", null);
+        if (llama3 && !s.isMegatronLlama3()) {
+            f.put(LOW_FREQ, s.lowFreqFactor());
+            f.put(HIGH_FREQ, s.highFreqFactor());
+            f.put(ORIGINAL_MAX, (long) s.originalMaxPositionEmbeddings());
+        }
+        if (s != null && s.type() == RopeScaling.Type.LINEAR) {
+            if (s.factor() != Math.rint(s.factor())) {
+                throw new CheckpointException("linear rope scaling factor " + s.factor() + " cannot be written as "
+                        + "Megatron's rotary_seq_len_interpolation_factor, which is an integer");
+            }
+            f.put("rotary_seq_len_interpolation_factor", (long) s.factor());
+        }
+    }
+
+    /** Refuses llama3 parameters Megatron-LM's arguments cannot hold. */
+    private static void checkMegatronExpressible(TransformerConfig c) {
+        RopeScaling s = c.ropeScaling();
+        if (s != null && s.type() == RopeScaling.Type.LLAMA3 && !s.isMegatronLlama3()) {
+            throw new CheckpointException("llama3 rope scaling with low_freq_factor " + s.lowFreqFactor()
+                    + ", high_freq_factor " + s.highFreqFactor() + ", original_max_position_embeddings "
+                    + s.originalMaxPositionEmbeddings() + " cannot be written as Megatron arguments (Megatron-LM fixes "
+                    + "them at 1, 4, 8192; only --rope-scaling-factor is an argument)");
+        }
+    }
+
+    private RopeScaling ropeScaling() {
+        Object interpolation = fields.get("rotary_seq_len_interpolation_factor");
+        boolean llama3 = bool("use_rope_scaling", false);
+        if (llama3 && interpolation != null) {
+            throw new CheckpointException(where + ": use_rope_scaling and rotary_seq_len_interpolation_factor are both "
+                    + "set; expected one");
+        }
+        if (llama3) {
+            return RopeScaling.llama3(number("rope_scaling_factor", 8.0),
+                    number(LOW_FREQ, RopeScaling.MEGATRON_LOW_FREQ_FACTOR),
+                    number(HIGH_FREQ, RopeScaling.MEGATRON_HIGH_FREQ_FACTOR),
+                    integer(ORIGINAL_MAX, RopeScaling.MEGATRON_ORIGINAL_MAX_POSITION));
+        }
+        return interpolation == null ? null : RopeScaling.linear(integer("rotary_seq_len_interpolation_factor", null));
     }
 
     private boolean positionEmbedding() {
