@@ -47,9 +47,13 @@ final class PreprocessDataCommand implements Callable<Integer> {
     @Option(names = "--skip-bad-lines", description = "skip and count malformed lines instead of stopping at the first")
     boolean skipBadLines;
 
+    @Option(names = "--overwrite", description = "replace existing datasets under --output-prefix (refused otherwise)")
+    boolean overwrite;
+
     @Override
     public Integer call() throws IOException {
-        PreprocessConfig config = new PreprocessConfig(input, jsonKeys, outputPrefix, appendEod, workers, skipBadLines);
+        PreprocessConfig config = new PreprocessConfig(input, jsonKeys, outputPrefix, appendEod, workers, skipBadLines,
+                overwrite);
         try (TextTokenizer tokenizer = TextTokenizer.create(tokenizerType, tokenizerModel)) {
             long size = Files.isRegularFile(input) ? Files.size(input) : 0;
             ProgressBar bar = new ProgressBar("preprocess-data", size, "MB", 1e6).withItems("docs");
