@@ -1,5 +1,8 @@
 package org.djlmegatron.cli;
 
+import static org.djlmegatron.options.OptionChecks.positive;
+import static org.djlmegatron.options.OptionChecks.positiveFinite;
+
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -42,6 +45,10 @@ final class BenchConvertCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
+        positiveFinite("--size-gb", sizeGb);
+        positive("--tp", tp);
+        positive("--pp", pp);
+        positive("--ep", ep);
         Path work = workDir != null ? Files.createDirectories(workDir) : Files.createTempDirectory("djlm-bench-convert");
         try {
             TransformerConfig cfg = ConvertBenchmark.syntheticConfig(sizeGb);

@@ -1,5 +1,7 @@
 package org.djlmegatron.cli;
 
+import static org.djlmegatron.options.OptionChecks.positive;
+
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import org.djlmegatron.bridge.CheckpointConverter;
@@ -57,6 +59,9 @@ final class ConvertCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
+        positive("--tp", tp);
+        positive("--pp", pp);
+        positive("--ep", ep);
         CheckpointConverter.Result r = CheckpointConverter.convert(new CheckpointConverter.Options(input, output,
                 CheckpointFormat.parse(to), from == null ? null : CheckpointFormat.parse(from),
                 new ParallelLayout(tp, pp, ep), dtype == null ? null : dtype(dtype), modelConfig, modelType,

@@ -1,5 +1,7 @@
 package org.djlmegatron.cli;
 
+import static org.djlmegatron.options.OptionChecks.positive;
+
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
@@ -43,6 +45,7 @@ final class LogitsCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
+        positive("--tp", tp);
         long[] ids;
         long[] shape;
         try (SafetensorsReader in = SafetensorsReader.open(inputIds)) {

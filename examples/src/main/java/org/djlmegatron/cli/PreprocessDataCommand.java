@@ -1,5 +1,7 @@
 package org.djlmegatron.cli;
 
+import static org.djlmegatron.options.OptionChecks.positive;
+
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -52,6 +54,7 @@ final class PreprocessDataCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
+        positive("--workers", workers);
         PreprocessConfig config = new PreprocessConfig(input, jsonKeys, outputPrefix, appendEod, workers, skipBadLines,
                 overwrite);
         try (TextTokenizer tokenizer = TextTokenizer.create(tokenizerType, tokenizerModel)) {

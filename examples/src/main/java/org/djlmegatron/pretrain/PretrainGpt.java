@@ -51,6 +51,7 @@ public final class PretrainGpt {
      * NODE_RANK, ...), each running --nproc-per-node thread ranks.
      */
     public List<StepResult> run() {
+        PretrainValidation.validate(o);
         o.checkUnsupported();
         var scaler = o.scaler(); // option errors fail here, before any thread starts
         var schedule = o.schedule();
@@ -220,11 +221,16 @@ public final class PretrainGpt {
     }
 
     private BatchSource dataSource(TransformerConfig cfg, int gbs) {
+        RowsSource source;
         if (o.dataPath != null) {
-            return new IndexedData(o, gbs);
+            source = new IndexedData(o, gbs);
+            source.limitTokens(cfg.vocabSize(), "--data-path " + String.join(" ", o.dataPath));
+            return source;
         }
         if (o.replayBatches != null) {
-            return new ReplayBatches(o.replayBatches, o.replayKey);
+            source = new ReplayBatches(o.replayBatches, o.replayKey);
+            source.limitTokens(cfg.vocabSize(), "--replay-batches " + o.replayBatches);
+            return source;
         }
         if (o.mockData) {
             return new MockData(o.seqLength, cfg.vocabSize(), o.seed);
