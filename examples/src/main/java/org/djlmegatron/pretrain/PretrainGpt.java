@@ -86,6 +86,8 @@ public final class PretrainGpt {
                 out.printf(Locale.ROOT, "> resuming from %s (iteration %d)%n", start.iterDir(), start.resume().iteration());
             } else if (start.weights() != null) {
                 out.printf(Locale.ROOT, "> loading weights from %s%n", start.weights().describe());
+            } else if (o.load != null) {
+                out.printf(Locale.ROOT, "> no checkpoint in %s (--load = --save): starting from scratch%n", o.load);
             }
             try (AutoCloseable closeData = data instanceof AutoCloseable c ? c : () -> { }) {
                 List<List<StepResult>> local = DistributedWorld.run(grid, launch, devices,
