@@ -110,9 +110,9 @@ public final class PretrainGpt {
         model.setAttentionBackend(attention);
         seedDevice(ctx);
         if (hf != null) {
-            hf.loadInto(model);
+            hf.loadInto(model, o.readChecks());
         } else if (start.weights() != null) {
-            CheckpointLoader.loadInto(start.weights(), model);
+            CheckpointLoader.loadInto(start.weights(), model, o.readChecks());
         } else {
             model.initializeRandom(o.seed, o.initMethodStd);
         }
@@ -127,7 +127,8 @@ public final class PretrainGpt {
             }
             long first = 0;
             if (start.resume() != null && !o.noLoadOptim) {
-                TrainingCheckpoint.restore(start.iterDir(), ctx, trainer, start.resume(), gbs, o.useDistributedOptimizer);
+                TrainingCheckpoint.restore(start.iterDir(), ctx, trainer, start.resume(), gbs, o.useDistributedOptimizer,
+                        o.readChecks());
                 first = start.resume().iteration();
             }
             for (long it = first; it < o.trainIters; it++) {

@@ -101,6 +101,8 @@ public final class PretrainOptions {
     @Option(names = "--load", description = "checkpoint to resume (djl) or start from (hf, megatron, megatron-dist, djl weights)") public Path load;
     @Option(names = "--no-load-optim", description = "with --load: take the weights, not the optimizer state") public boolean noLoadOptim;
     @Option(names = "--model-config", description = "Megatron arguments as JSON, for Megatron checkpoints without args") public Path modelConfig;
+    @Option(names = "--no-verify", description = "with --load: skip comparing the checkpoint's files with their recorded checksums (faster)") public boolean noVerify;
+    @Option(names = "--allow-nonfinite", description = "with --load/--init-hf: accept NaN or infinite weights (refused by default)") public boolean allowNonFinite;
 
     // ours and logging
     @Option(names = "--init-hf", description = "start from a Hugging Face checkpoint (its config gives the shape)") public Path initHf;
@@ -119,6 +121,11 @@ public final class PretrainOptions {
 
     public void setCommandLine(String[] args) {
         commandLine = args.clone();
+    }
+
+    /** What reading a checkpoint verifies ({@code --no-verify}, {@code --allow-nonfinite}). */
+    public org.djlmegatron.bridge.convert.ReadChecks readChecks() {
+        return new org.djlmegatron.bridge.convert.ReadChecks(!noVerify, allowNonFinite);
     }
 
     /** The model shape from the shape flags. */

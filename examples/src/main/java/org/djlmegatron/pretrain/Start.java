@@ -31,11 +31,11 @@ record Start(WeightSource weights, Path iterDir, TrainingCheckpoint.TrainerState
             // the tracker's iteration, else the newest complete iter_* (a kill between the rename and the tracker)
             Path iter = TrainingCheckpoint.latest(o.load);
             CheckpointFormat format = CheckpointFormat.detect(iter);
-            TrainingCheckpoint.TrainerState state = TrainingCheckpoint.readState(iter);
-            return new Start(format.open(iter, o.modelConfig), iter, state);
+            TrainingCheckpoint.TrainerState state = TrainingCheckpoint.readState(iter, o.readChecks());
+            return new Start(format.open(iter, o.modelConfig, o.readChecks()), iter, state);
         }
         CheckpointFormat format = CheckpointFormat.detect(o.load);
-        return new Start(format.open(o.load, o.modelConfig), null, null);
+        return new Start(format.open(o.load, o.modelConfig, o.readChecks()), null, null);
     }
 
     /**
