@@ -51,6 +51,14 @@ class ConvertCommandTest {
     }
 
     @Test
+    void progressWithoutATerminalIsPlainLinesWithoutCarriageReturns() {
+        Path out = tmp.resolve("llama-djl");
+        String err = CliCapture.stderrOf(() -> assertThat(Main.run("convert", "--input", fixtures().resolve("hf/llama").toString(),
+                "--output", out.toString(), "--to", "djl")).isZero());
+        assertThat(err).doesNotContain("\r").contains("100%").endsWith("\n");
+    }
+
+    @Test
     void benchmarkReportsTheRatioToAPlainCopyAndThePeakHeap() {
         String out = CliCapture.stdoutOf(() -> assertThat(Main.run("bench-convert", "--size-gb", "0.02", "--work-dir",
                 tmp.resolve("bench").toString())).isZero());

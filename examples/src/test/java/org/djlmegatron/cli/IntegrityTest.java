@@ -141,5 +141,17 @@ class IntegrityTest {
         Result init = run(pretrain("--train-iters", "1", "--init-hf", hf.toString()));
         assertThat(init.rc()).isEqualTo(1);
         assertThat(init.err()).contains("non-finite values").contains("--allow-nonfinite");
+
+        // let the NaN weights in: the loss is NaN, and --metrics-out still writes JSON (null, not a bare NaN)
+        Path metrics = tmp.resolve("m.jsonl");
+        Result forced = run("pretrain-gpt", "--init-hf", hf.toString(), "--replay-batches", ids.toString(),
+                "--train-iters", "1", "--global-batch-size", "2", "--micro-batch-size", "2", "--lr", "1e-3",
+                "--allow-nonfinite", "--metrics-out", metrics.toString());
+        assertThat(forced.rc()).as(forced.err()).isZero();
+        String line = Files.readString(metrics).strip();
+        assertThat(line).contains("\"loss\":null").doesNotContain("NaN").doesNotContain("Infinity");
+        com.google.gson.stream.JsonReader strict = new com.google.gson.stream.JsonReader(new java.io.StringReader(line));
+        strict.setLenient(false);
+        assertThat(com.google.gson.JsonParser.parseReader(strict).getAsJsonObject().get("loss").isJsonNull()).isTrue();
     }
 }
