@@ -16,6 +16,7 @@ import org.djlmegatron.comm.LaunchConfig;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.RankDevices;
 import org.djlmegatron.data.TextTokenizer;
+import org.djlmegatron.engine.ThreadBudget;
 import org.djlmegatron.engine.TorchNative;
 import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.models.GPTModel;
@@ -89,6 +90,9 @@ public final class PretrainGpt {
             } else if (o.load != null) {
                 out.printf(Locale.ROOT, "> no checkpoint in %s (--load = --save): starting from scratch%n", o.load);
             }
+            int threads = ThreadBudget.applyFor(o.intraOpThreads, launch.nprocPerNode());
+            out.printf(Locale.ROOT, "> intra-op threads per rank: %d (%d cores, %d ranks here)%n", threads,
+                    Runtime.getRuntime().availableProcessors(), launch.nprocPerNode());
             try (AutoCloseable closeData = data instanceof AutoCloseable c ? c : () -> { }) {
                 List<List<StepResult>> local = DistributedWorld.run(grid, launch, devices,
                         ctx -> train(ctx, cfg, hf, start, data, tc, gbs, flops, attention));

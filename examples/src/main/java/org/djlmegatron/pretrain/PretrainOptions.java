@@ -82,6 +82,7 @@ public final class PretrainOptions {
     @Option(names = "--sequence-parallel") public boolean sequenceParallel;
     @Option(names = "--use-distributed-optimizer") public boolean useDistributedOptimizer;
     @Option(names = "--nproc-per-node", defaultValue = "1", description = "ranks (threads) in this JVM") public int nprocPerNode;
+    @Option(names = "--intra-op-threads", description = "libtorch threads per rank (default: OMP_NUM_THREADS, else cores / --nproc-per-node, at least 1)") public Integer intraOpThreads;
     @Option(names = "--ddp-bucket-size", description = "elements per gradient all-reduce bucket") public Long ddpBucketSize;
 
     // data

@@ -91,6 +91,7 @@ final class PretrainValidation {
     private static void parallelAndLogging(PretrainOptions o) {
         positive("--tensor-model-parallel-size", o.tensorModelParallelSize);
         positive("--nproc-per-node", o.nprocPerNode);
+        positive("--intra-op-threads", o.intraOpThreads);
         positive("--ddp-bucket-size", o.ddpBucketSize);
         positive("--log-interval", o.logInterval);
         nonNegative("--eval-interval", o.evalInterval);
