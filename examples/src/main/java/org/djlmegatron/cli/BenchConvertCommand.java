@@ -65,8 +65,10 @@ final class BenchConvertCommand implements Callable<Integer> {
             System.out.printf("plain copy (read + write + sync): %.2f GB/s%n", r.copyGbPerSecond());
             System.out.printf("convert hf -> %s (%s%s): %.2f GB/s = %.2fx the plain copy%n", to, layout,
                     dtype == null ? "" : ", " + dtype, r.convertGbPerSecond(), r.convertGbPerSecond() / r.copyGbPerSecond());
-            System.out.printf("peak heap during the conversion: %.0f MB (%.1fx the largest tensor; max heap %.0f MB)%n",
-                    r.peakHeap() / 1e6, (double) r.peakHeap() / r.largestTensor(), Runtime.getRuntime().maxMemory() / 1e6);
+            System.out.printf("peak heap during the conversion: %.0f MB (the collector's high-water mark, garbage "
+                    + "included; max heap %.0f MB)%n", r.peakHeap() / 1e6, Runtime.getRuntime().maxMemory() / 1e6);
+            System.out.printf("peak live heap (after forced collections): %.0f MB = %.1fx the largest tensor%n",
+                    r.peakLive() / 1e6, (double) r.peakLive() / r.largestTensor());
             return 0;
         } finally {
             if (workDir == null) {

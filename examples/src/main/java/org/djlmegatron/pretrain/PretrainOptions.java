@@ -12,6 +12,7 @@ import org.djlmegatron.optim.Sgd;
 import org.djlmegatron.training.LossScaler;
 import org.djlmegatron.transformer.AttentionBackend;
 import org.djlmegatron.transformer.TransformerConfig;
+import picocli.CommandLine.Help.Visibility;
 import picocli.CommandLine.Option;
 
 /** {@code pretrain-gpt}'s options, named and defaulted as Megatron-LM's. */
@@ -47,11 +48,11 @@ public final class PretrainOptions {
     // batch and iterations
     @Option(names = "--micro-batch-size", defaultValue = "4") public int microBatchSize;
     @Option(names = "--global-batch-size") public Integer globalBatchSize;
-    @Option(names = "--train-iters", required = true) public long trainIters;
+    @Option(names = "--train-iters", required = true, showDefaultValue = Visibility.NEVER) public long trainIters;
 
     // optimizer and schedule
     @Option(names = "--optimizer", defaultValue = "adam", description = "adam or sgd") public String optimizer;
-    @Option(names = "--lr", required = true) public double lr;
+    @Option(names = "--lr", required = true, showDefaultValue = Visibility.NEVER) public double lr;
     @Option(names = "--min-lr", defaultValue = "0") public double minLr;
     @Option(names = "--adam-beta1", defaultValue = "0.9") public double adamBeta1;
     @Option(names = "--adam-beta2", defaultValue = "0.999") public double adamBeta2;
