@@ -8,6 +8,7 @@ import java.nio.file.Path;
 import java.util.List;
 import java.util.function.Consumer;
 import org.djlmegatron.bridge.convert.CheckpointLoader;
+import org.djlmegatron.engine.ThreadBudget;
 import org.djlmegatron.bridge.convert.ReadChecks;
 import org.djlmegatron.bridge.convert.WeightSource;
 import org.djlmegatron.bridge.hf.HfCheckpoint;
@@ -70,6 +71,7 @@ public final class LogitsRunner {
         RankGrid grid = RankGrid.create(tp, tp, 1, 1, 1);
         grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
         checkIds(ids, batch, cfg, tp, sequenceParallel);
+        ThreadBudget.applyFor(null, tp); // cores / tp rank threads, or OMP_NUM_THREADS
         List<float[]> out = LocalWorld.run(grid, ctx -> {
             JniUtils.setGradMode(false);
             GPTModel model = new GPTModel(ctx, cfg, sequenceParallel);
