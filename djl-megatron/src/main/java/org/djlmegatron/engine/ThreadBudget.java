@@ -1,5 +1,6 @@
 package org.djlmegatron.engine;
 
+import ai.djl.engine.Engine;
 import ai.djl.pytorch.jni.JniUtils;
 
 /**
@@ -54,6 +55,7 @@ public final class ThreadBudget {
 
     /** Sets libtorch's intra-op thread count (process-wide); call before the rank threads start. */
     public static void apply(int threads) {
+        Engine.getEngine("PyTorch"); // loads libtorch and the JNI library if nothing has yet
         JniUtils.setNumThreads(threads);
     }
 
