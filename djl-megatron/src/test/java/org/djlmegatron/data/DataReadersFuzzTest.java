@@ -8,6 +8,7 @@ import java.nio.file.Path;
 import java.util.List;
 import net.jqwik.api.Arbitraries;
 import net.jqwik.api.Arbitrary;
+import net.jqwik.api.Example;
 import net.jqwik.api.ForAll;
 import net.jqwik.api.Property;
 import net.jqwik.api.Provide;
@@ -70,6 +71,14 @@ class DataReadersFuzzTest {
             }
             return null;
         }, InvalidDataException.class);
+    }
+
+    /** Found by the property: a document count near 2^62 overflowed the offsets back into the file. */
+    @Example
+    void anOverflowingDocumentCountIsRefused() {
+        byte[] b = idx.clone();
+        b[33] = 0x40; // the top byte of the document-index count
+        damagedIndexFilesAreReadOrRefused(b);
     }
 
     @Property(tries = 1000)
