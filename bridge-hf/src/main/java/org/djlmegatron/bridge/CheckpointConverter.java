@@ -18,6 +18,7 @@ import org.djlmegatron.bridge.convert.HostTensor;
 import org.djlmegatron.bridge.convert.ModelParams;
 import org.djlmegatron.bridge.convert.ParallelLayout;
 import org.djlmegatron.bridge.convert.ParamSpec;
+import org.djlmegatron.bridge.convert.ReadChecks;
 import org.djlmegatron.bridge.convert.ProgressBar;
 import org.djlmegatron.bridge.convert.SinkPlan;
 import org.djlmegatron.bridge.convert.WeightSink;
@@ -53,10 +54,19 @@ public final class CheckpointConverter {
      * @param maxShardSize largest Hugging Face shard file, in bytes
      * @param overwrite replace a non-empty output directory
      * @param progress where the progress bar goes, or null for none
+     * @param checks checksum verification of the input and the refusal of non-finite weights
      */
     public record Options(Path input, Path output, CheckpointFormat to, CheckpointFormat from, ParallelLayout layout,
             SafetensorsDType dtype, Path modelConfig, String hfModelType, long maxShardSize, boolean overwrite,
-            PrintStream progress) {
+            PrintStream progress, ReadChecks checks) {
+
+        /** Options with every read check on. */
+        public Options(Path input, Path output, CheckpointFormat to, CheckpointFormat from, ParallelLayout layout,
+                SafetensorsDType dtype, Path modelConfig, String hfModelType, long maxShardSize, boolean overwrite,
+                PrintStream progress) {
+            this(input, output, to, from, layout, dtype, modelConfig, hfModelType, maxShardSize, overwrite, progress,
+                    ReadChecks.ALL);
+        }
 
         /** Options converting {@code input} (format detected) to {@code to} at {@code output}, unsharded. */
         public static Builder builder(Path input, Path output, CheckpointFormat to) {
@@ -77,6 +87,7 @@ public final class CheckpointConverter {
         private long maxShardSize = DEFAULT_MAX_SHARD_SIZE;
         private boolean overwrite;
         private PrintStream progress;
+        private ReadChecks checks = ReadChecks.ALL;
 
         private Builder(Path input, Path output, CheckpointFormat to) {
             this.input = input;
@@ -100,10 +111,12 @@ public final class CheckpointConverter {
         public Builder overwrite(boolean v) { overwrite = v; return this; }
         /** Where the progress bar goes (default: none). */
         public Builder progress(PrintStream v) { progress = v; return this; }
+        /** Checksum verification and the non-finite refusal (default: both on). */
+        public Builder checks(ReadChecks v) { checks = v; return this; }
 
         public Options build() {
             return new Options(input, output, to, from, layout, dtype, modelConfig, hfModelType, maxShardSize,
-                    overwrite, progress);
+                    overwrite, progress, checks);
         }
     }
 
@@ -136,7 +149,7 @@ public final class CheckpointConverter {
                     + (o.to() == CheckpointFormat.HF ? "Hugging Face checkpoints are unsharded"
                     : "torch_dist checkpoints hold global tensors; Megatron reshards them when it loads") + ")");
         }
-        try (WeightSource source = from.open(input, o.modelConfig())) {
+        try (WeightSource source = from.open(input, o.modelConfig(), o.checks())) {
             TransformerConfig config = source.config();
             o.layout().validate(config);
             List<ParamSpec> params = ModelParams.of(config);
@@ -157,6 +170,7 @@ public final class CheckpointConverter {
                     ProgressBar bar = o.progress() == null ? null : new ProgressBar(o.progress(), total);
                     for (ParamSpec p : params) {
                         HostTensor t = source.read(p);
+                        o.checks().requireFinite(source.describe(), p.name(), t);
                         if (bar != null) {
                             bar.advance(t.data().length);
                         }

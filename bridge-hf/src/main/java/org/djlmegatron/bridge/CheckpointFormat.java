@@ -5,6 +5,7 @@ import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.stream.Collectors;
 import org.djlmegatron.bridge.convert.CheckpointException;
+import org.djlmegatron.bridge.convert.ReadChecks;
 import org.djlmegatron.bridge.convert.WeightSource;
 import org.djlmegatron.bridge.djl.DjlMetadata;
 import org.djlmegatron.bridge.djl.DjlWeightSource;
@@ -77,11 +78,19 @@ public enum CheckpointFormat {
      *     may be null
      */
     public WeightSource open(Path dir, Path modelConfig) {
+        return open(dir, modelConfig, ReadChecks.ALL);
+    }
+
+    /**
+     * As {@link #open(Path, Path)}; {@code checks} says whether recorded checksums are verified
+     * (only this project's format records them).
+     */
+    public WeightSource open(Path dir, Path modelConfig, ReadChecks checks) {
         return switch (this) {
             case HF -> HfWeightSource.open(dir);
             case MEGATRON -> LegacyWeightSource.open(dir, modelConfig);
             case MEGATRON_DIST -> DistWeightSource.open(dir, modelConfig);
-            case DJL -> DjlWeightSource.open(dir);
+            case DJL -> DjlWeightSource.open(dir, checks);
         };
     }
 }

@@ -43,10 +43,13 @@ public final class ConvertBenchmark {
      * @param largestTensor bytes of its largest tensor
      * @param copySeconds the fastest of three plain copies (read + write + sync)
      * @param convertSeconds the faster of two conversions (open, read, reshard, write, sync, rename)
-     * @param peakHeap peak heap use during the conversion, summed over heap pools
+     * @param peakHeap peak heap use during the conversion, summed over heap pools: the collector's
+     *     high-water mark, garbage included (G1 with a large heap collects lazily)
+     * @param peakLive the most the conversion holds: heap in use right after full collections forced
+     *     every 50 ms during a third, untimed conversion
      */
     public record Result(TransformerConfig config, long bytes, long largestTensor, double copySeconds,
-            double convertSeconds, long peakHeap) {
+            double convertSeconds, long peakHeap, long peakLive) {
 
         public double copyGbPerSecond() {
             return bytes / 1e9 / copySeconds;
@@ -144,7 +147,54 @@ public final class ConvertBenchmark {
             CheckpointConverter.deleteTree(out);
             copy = Math.min(copy, copy(file, work.resolve("copy")));
         }
-        return new Result(config, bytes, largest, copy, convert, peak);
+        long live = peakLive(() -> {
+            Path out = work.resolve("converted");
+            CheckpointConverter.convert(new CheckpointConverter.Options(source, out, to, CheckpointFormat.HF, layout,
+                    dtype, null, null, HfWeightSink.DEFAULT_MAX_SHARD, false, null));
+            CheckpointConverter.deleteTree(out);
+            return null;
+        });
+        return new Result(config, bytes, largest, copy, convert, peak, live);
+    }
+
+    /**
+     * The most heap {@code work} keeps reachable: a sampler forces a full collection every 50 ms
+     * while it runs and keeps the largest heap in use right after one.
+     */
+    private static long peakLive(java.util.concurrent.Callable<Void> work) throws IOException {
+        java.util.concurrent.atomic.AtomicLong peak = new java.util.concurrent.atomic.AtomicLong();
+        java.util.concurrent.atomic.AtomicBoolean running = new java.util.concurrent.atomic.AtomicBoolean(true);
+        Runtime rt = Runtime.getRuntime();
+        Thread sampler = new Thread(() -> {
+            while (running.get()) {
+                System.gc();
+                peak.accumulateAndGet(rt.totalMemory() - rt.freeMemory(), Math::max);
+                try {
+                    Thread.sleep(50);
+                } catch (InterruptedException e) {
+                    return;
+                }
+            }
+        }, "live-heap-sampler");
+        sampler.setDaemon(true);
+        System.gc();
+        sampler.start();
+        try {
+            work.call();
+        } catch (IOException | RuntimeException e) {
+            throw e;
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        } finally {
+            running.set(false);
+            sampler.interrupt();
+            try {
+                sampler.join(10_000);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+        return peak.get();
     }
 
     /** Seconds to read {@code file} through a heap buffer and write it to {@code target}, synced. */

@@ -8,6 +8,8 @@ import java.nio.file.Path;
 import java.util.List;
 import java.util.function.Consumer;
 import org.djlmegatron.bridge.convert.CheckpointLoader;
+import org.djlmegatron.engine.ThreadBudget;
+import org.djlmegatron.bridge.convert.ReadChecks;
 import org.djlmegatron.bridge.convert.WeightSource;
 import org.djlmegatron.bridge.hf.HfCheckpoint;
 import org.djlmegatron.comm.LocalWorld;
@@ -45,15 +47,21 @@ public final class LogitsRunner {
      */
     public static float[] logits(Path checkpoint, Path modelConfig, long[] ids, int batch, int tp,
             boolean sequenceParallel) {
+        return logits(checkpoint, modelConfig, ReadChecks.ALL, ids, batch, tp, sequenceParallel);
+    }
+
+    /** As {@link #logits(Path, Path, long[], int, int, boolean)} with the given checksum and finiteness checks. */
+    public static float[] logits(Path checkpoint, Path modelConfig, ReadChecks checks, long[] ids, int batch, int tp,
+            boolean sequenceParallel) {
         CheckpointFormat format = CheckpointFormat.detect(checkpoint);
         if (format == CheckpointFormat.HF) {
             // each rank reads only the bytes of its own shards
             try (HfCheckpoint ckpt = HfCheckpoint.open(checkpoint)) {
-                return run(ckpt.config(), ckpt::loadInto, ids, batch, tp, sequenceParallel);
+                return run(ckpt.config(), model -> ckpt.loadInto(model, checks), ids, batch, tp, sequenceParallel);
             }
         }
-        try (WeightSource source = format.open(checkpoint, modelConfig)) {
-            return run(source.config(), model -> CheckpointLoader.loadInto(source, model), ids, batch, tp,
+        try (WeightSource source = format.open(checkpoint, modelConfig, checks)) {
+            return run(source.config(), model -> CheckpointLoader.loadInto(source, model, checks), ids, batch, tp,
                     sequenceParallel);
         }
     }
@@ -63,6 +71,7 @@ public final class LogitsRunner {
         RankGrid grid = RankGrid.create(tp, tp, 1, 1, 1);
         grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
         checkIds(ids, batch, cfg, tp, sequenceParallel);
+        ThreadBudget.applyFor(null, tp); // cores / tp rank threads, or OMP_NUM_THREADS
         List<float[]> out = LocalWorld.run(grid, ctx -> {
             JniUtils.setGradMode(false);
             GPTModel model = new GPTModel(ctx, cfg, sequenceParallel);

@@ -18,6 +18,9 @@ import java.util.HashMap;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.ReadWriteLock;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
 
 /**
  * A Hugging Face {@code tokenizer.json} run by DJL's bundled Rust tokenizers library, giving
@@ -35,14 +38,25 @@ import java.util.concurrent.CompletionException;
  * vocabulary and the added tokens. Its {@code eod} is the id of {@code eos_token}, read from
  * {@code tokenizer_config.json} (or {@code special_tokens_map.json}) beside the
  * {@code tokenizer.json}, as {@code AutoTokenizer} does.
+ *
+ * <p>The native tokenizer cannot be freed under a thread that is encoding with it (freeing it
+ * then crashes the JVM): every native call holds the read side of a lock, {@link #close()} takes
+ * the write side, so it waits for calls in flight (up to {@link #CLOSE_TIMEOUT_SECONDS}), and
+ * calls after it fail with an {@link IllegalStateException}. If calls are still running at the
+ * timeout, the native tokenizer is left allocated (a leak, not a crash) and close says so.
  */
 public final class HuggingFaceTextTokenizer implements TextTokenizer {
 
     /** The {@code --tokenizer-type} value. */
     public static final String TYPE = "HuggingFaceTokenizer";
 
+    /** How long {@link #close()} waits for encodes in flight. */
+    static final long CLOSE_TIMEOUT_SECONDS = 60;
+
     private final Path file;
     private final HuggingFaceTokenizer tokenizer;
+    private final ReadWriteLock users = new ReentrantReadWriteLock();
+    private boolean closed;
     private final long handle;
     private final int vocabSize;
     private final Integer eod;
@@ -92,12 +106,18 @@ public final class HuggingFaceTextTokenizer implements TextTokenizer {
     @Override
     public int[] encode(String text) {
         TokenizersLibrary lib = TokenizersLibrary.LIB;
-        long encoding = lib.encode(handle, text, true);
         long[] ids;
+        users.readLock().lock();
         try {
-            ids = lib.getTokenIds(encoding);
+            checkOpen();
+            long encoding = lib.encode(handle, text, true);
+            try {
+                ids = lib.getTokenIds(encoding);
+            } finally {
+                lib.deleteEncoding(encoding);
+            }
         } finally {
-            lib.deleteEncoding(encoding);
+            users.readLock().unlock();
         }
         int[] out = new int[ids.length];
         for (int i = 0; i < ids.length; i++) {
@@ -108,7 +128,19 @@ public final class HuggingFaceTextTokenizer implements TextTokenizer {
 
     @Override
     public String decode(long[] ids) {
-        return tokenizer.decode(ids, false);
+        users.readLock().lock();
+        try {
+            checkOpen();
+            return tokenizer.decode(ids, false);
+        } finally {
+            users.readLock().unlock();
+        }
+    }
+
+    private void checkOpen() {
+        if (closed) {
+            throw new IllegalStateException(describe() + " is closed");
+        }
     }
 
     @Override
@@ -134,7 +166,26 @@ public final class HuggingFaceTextTokenizer implements TextTokenizer {
 
     @Override
     public void close() {
-        tokenizer.close();
+        boolean locked;
+        try {
+            locked = users.writeLock().tryLock(CLOSE_TIMEOUT_SECONDS, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            locked = false;
+        }
+        if (!locked) {
+            // freeing the native tokenizer under a running encode would crash the JVM: leak it instead
+            throw new IllegalStateException(describe() + ": still in use after " + CLOSE_TIMEOUT_SECONDS
+                    + " s; left open");
+        }
+        try {
+            if (!closed) {
+                closed = true;
+                tokenizer.close();
+            }
+        } finally {
+            users.writeLock().unlock();
+        }
     }
 
     /**

@@ -66,6 +66,11 @@ public final class IndexedDataset implements AutoCloseable {
                     + " sequences and " + Long.toUnsignedString(documentCount + 1)
                     + " document indices are impossible (at least 1 document index, the leading 0)");
         }
+        if (sequenceCount > idx.size() / 12 || documentCount >= idx.size() / 8) {
+            // checked before the offsets are computed: a damaged count could overflow them into range
+            throw new InvalidDataException(name + ": header counts " + sequenceCount + " sequences and "
+                    + (documentCount + 1) + " document indices, more than a file of " + idx.size() + " bytes holds");
+        }
         this.lengthsAt = HEADER_BYTES;
         this.pointersAt = lengthsAt + 4 * sequenceCount;
         this.documentsAt = pointersAt + 8 * sequenceCount;

@@ -12,9 +12,16 @@ import java.util.List;
  * @param appendEod {@code --append-eod}: end every non-empty document with the EOD token
  * @param workers {@code --workers}: tokenizing threads
  * @param skipBadLines count and report bad lines instead of stopping at the first one
+ * @param overwrite replace existing datasets under the prefix (refused otherwise, as {@code convert} does)
  */
 public record PreprocessConfig(Path input, List<String> jsonKeys, Path outputPrefix, boolean appendEod,
-        int workers, boolean skipBadLines) {
+        int workers, boolean skipBadLines, boolean overwrite) {
+
+    /** A configuration that refuses to replace existing datasets. */
+    public PreprocessConfig(Path input, List<String> jsonKeys, Path outputPrefix, boolean appendEod,
+            int workers, boolean skipBadLines) {
+        this(input, jsonKeys, outputPrefix, appendEod, workers, skipBadLines, false);
+    }
 
     public PreprocessConfig {
         jsonKeys = List.copyOf(jsonKeys);

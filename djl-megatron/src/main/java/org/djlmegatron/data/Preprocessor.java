@@ -11,6 +11,7 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
@@ -29,6 +30,10 @@ import java.util.concurrent.atomic.AtomicInteger;
  * dropped). Differences, all in what Megatron would crash on: whitespace-only lines are skipped
  * and counted; gzip input is accepted; a UTF-8 byte order mark is ignored; every key's dataset is
  * written (Megatron's tool only finalises the last key's {@code .idx}).
+ *
+ * <p>On failure the pool is stopped and waited for (up to {@link #POOL_TIMEOUT_SECONDS}) before
+ * {@code run} returns, so the caller may close the tokenizer at once; the output directories that
+ * this run created are removed again. An existing dataset is replaced only with {@code overwrite}.
  */
 public final class Preprocessor {
 
@@ -46,6 +51,8 @@ public final class Preprocessor {
     private static final int BATCH_BYTES = 64 << 10;
     private static final int BATCH_LINES = 512;
     private static final int MAX_REASONS = 10;
+    /** How long a stopped run waits for the batches its workers are still encoding. */
+    static final long POOL_TIMEOUT_SECONDS = 60;
 
     private final PreprocessConfig config;
     private final TextTokenizer tokenizer;
@@ -74,7 +81,23 @@ public final class Preprocessor {
         if (!Files.isRegularFile(config.input())) {
             throw new InvalidDataException(config.input() + ": no such file (--input)");
         }
-        return new Preprocessor(config, tokenizer).run(listener);
+        if (!config.overwrite()) {
+            for (String key : config.jsonKeys()) {
+                Path prefix = config.datasetPrefix(key);
+                for (Path p : List.of(IndexedDataset.binPath(prefix), IndexedDataset.idxPath(prefix))) {
+                    if (Files.exists(p)) {
+                        throw new InvalidDataException(p + ": exists; pass --overwrite to replace it");
+                    }
+                }
+            }
+        }
+        CreatedDirectories created = CreatedDirectories.before(config.outputPrefix().toAbsolutePath().getParent());
+        try {
+            return new Preprocessor(config, tokenizer).run(listener);
+        } catch (RuntimeException | Error e) {
+            created.removeIfEmpty();
+            throw e;
+        }
     }
 
     private PreprocessResult run(Listener listener) {
@@ -121,8 +144,27 @@ public final class Preprocessor {
             throw cause instanceof RuntimeException r ? r : new IllegalStateException(cause.getMessage(), cause);
         } finally {
             window.forEach(f -> f.cancel(true));
-            pool.shutdownNow();
+            stop(pool);
             builders.forEach(IndexedDatasetBuilder::close);
+        }
+    }
+
+    /**
+     * Stops the workers and waits for them: a worker may be inside a native encode that an
+     * interrupt does not stop, and the caller closes the tokenizer as soon as {@code run} returns.
+     */
+    private static void stop(ExecutorService pool) {
+        pool.shutdownNow();
+        boolean stopped;
+        try {
+            stopped = pool.awaitTermination(POOL_TIMEOUT_SECONDS, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            stopped = false;
+        }
+        if (!stopped) {
+            throw new IllegalStateException("preprocessing workers still running " + POOL_TIMEOUT_SECONDS
+                    + " s after the stop");
         }
     }
 

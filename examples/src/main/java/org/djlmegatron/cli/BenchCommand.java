@@ -1,5 +1,8 @@
 package org.djlmegatron.cli;
 
+import static org.djlmegatron.options.OptionChecks.nonNegative;
+import static org.djlmegatron.options.OptionChecks.positive;
+
 import ai.djl.Device;
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
@@ -40,6 +43,15 @@ final class BenchCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
+        positive("--num-layers", layers);
+        positive("--hidden-size", hidden);
+        positive("--num-attention-heads", heads);
+        positive("--seq-length", seq);
+        positive("--micro-batch-size", batch);
+        positive("--vocab-size", vocab);
+        tpSizes.forEach(t -> positive("--tp", t));
+        nonNegative("--warmup", warmup);
+        positive("--steps", steps);
         TransformerConfig cfg = TransformerConfig.builder()
                 .numLayers(layers).hiddenSize(hidden).numAttentionHeads(heads)
                 .vocabSize(vocab).maxPositionEmbeddings(seq)

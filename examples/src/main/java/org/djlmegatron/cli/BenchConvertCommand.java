@@ -1,5 +1,8 @@
 package org.djlmegatron.cli;
 
+import static org.djlmegatron.options.OptionChecks.positive;
+import static org.djlmegatron.options.OptionChecks.positiveFinite;
+
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -42,6 +45,10 @@ final class BenchConvertCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
+        positiveFinite("--size-gb", sizeGb);
+        positive("--tp", tp);
+        positive("--pp", pp);
+        positive("--ep", ep);
         Path work = workDir != null ? Files.createDirectories(workDir) : Files.createTempDirectory("djlm-bench-convert");
         try {
             TransformerConfig cfg = ConvertBenchmark.syntheticConfig(sizeGb);
@@ -58,8 +65,10 @@ final class BenchConvertCommand implements Callable<Integer> {
             System.out.printf("plain copy (read + write + sync): %.2f GB/s%n", r.copyGbPerSecond());
             System.out.printf("convert hf -> %s (%s%s): %.2f GB/s = %.2fx the plain copy%n", to, layout,
                     dtype == null ? "" : ", " + dtype, r.convertGbPerSecond(), r.convertGbPerSecond() / r.copyGbPerSecond());
-            System.out.printf("peak heap during the conversion: %.0f MB (%.1fx the largest tensor; max heap %.0f MB)%n",
-                    r.peakHeap() / 1e6, (double) r.peakHeap() / r.largestTensor(), Runtime.getRuntime().maxMemory() / 1e6);
+            System.out.printf("peak heap during the conversion: %.0f MB (the collector's high-water mark, garbage "
+                    + "included; max heap %.0f MB)%n", r.peakHeap() / 1e6, Runtime.getRuntime().maxMemory() / 1e6);
+            System.out.printf("peak live heap (after forced collections): %.0f MB = %.1fx the largest tensor%n",
+                    r.peakLive() / 1e6, (double) r.peakLive() / r.largestTensor());
             return 0;
         } finally {
             if (workDir == null) {

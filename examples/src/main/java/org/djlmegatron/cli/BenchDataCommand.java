@@ -1,5 +1,7 @@
 package org.djlmegatron.cli;
 
+import static org.djlmegatron.options.OptionChecks.positive;
+
 import com.google.gson.JsonElement;
 import com.google.gson.JsonParser;
 import java.io.BufferedReader;
@@ -75,6 +77,9 @@ final class BenchDataCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
+        positive("--repeats", repeats);
+        positive("--seq-length", seqLength);
+        positive("--random-samples", randomSamples);
         int cores = Runtime.getRuntime().availableProcessors();
         List<Integer> counts = workers != null ? workers : cores > 1 ? List.of(1, cores) : List.of(1);
         List<String> texts = texts();

@@ -1,5 +1,7 @@
 package org.djlmegatron.cli;
 
+import static org.djlmegatron.options.OptionChecks.positive;
+
 import ai.djl.Device;
 import ai.djl.ndarray.types.DataType;
 import java.io.ByteArrayOutputStream;
@@ -82,6 +84,13 @@ final class BenchTrainCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
+        positive("--num-layers", layers);
+        positive("--hidden-size", hidden);
+        positive("--num-attention-heads", heads);
+        positive("--seq-length", seq);
+        positive("--micro-batch-size", micro);
+        positive("--vocab-size", vocab);
+        positive("--iters", iters);
         Preset p = Preset.parse(preset);
         int l = layers != null ? layers : p.layers;
         int h = hidden != null ? hidden : p.hidden;

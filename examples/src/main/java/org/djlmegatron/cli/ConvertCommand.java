@@ -1,10 +1,13 @@
 package org.djlmegatron.cli;
 
+import static org.djlmegatron.options.OptionChecks.positive;
+
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import org.djlmegatron.bridge.CheckpointConverter;
 import org.djlmegatron.bridge.CheckpointFormat;
 import org.djlmegatron.bridge.convert.ParallelLayout;
+import org.djlmegatron.bridge.convert.ReadChecks;
 import org.djlmegatron.bridge.export.HfWeightSink;
 import org.djlmegatron.io.SafetensorsDType;
 import picocli.CommandLine.Command;
@@ -55,12 +58,22 @@ final class ConvertCommand implements Callable<Integer> {
     @Option(names = "--quiet", description = "no progress bar")
     boolean quiet;
 
+    @Option(names = "--no-verify", description = "skip comparing a djl input's files with their recorded checksums")
+    boolean noVerify;
+
+    @Option(names = "--allow-nonfinite", description = "convert NaN or infinite weights (refused by default)")
+    boolean allowNonFinite;
+
     @Override
     public Integer call() {
+        positive("--tp", tp);
+        positive("--pp", pp);
+        positive("--ep", ep);
         CheckpointConverter.Result r = CheckpointConverter.convert(new CheckpointConverter.Options(input, output,
                 CheckpointFormat.parse(to), from == null ? null : CheckpointFormat.parse(from),
                 new ParallelLayout(tp, pp, ep), dtype == null ? null : dtype(dtype), modelConfig, modelType,
-                HfWeightSink.parseSize(maxShardSize), overwrite, quiet ? null : System.err));
+                HfWeightSink.parseSize(maxShardSize), overwrite, quiet ? null : System.err,
+                new ReadChecks(!noVerify, allowNonFinite)));
         System.out.printf("converted %s -> %s: %d layers, %.1f MB of tensors in %.2f s (%.0f MB/s) to %s%n",
                 r.from().cliName(), to, r.config().numLayers(), r.bytes() / 1e6, r.seconds(),
                 r.bytes() / 1e6 / r.seconds(), output);

@@ -1,5 +1,8 @@
 package org.djlmegatron.cli;
 
+import static org.djlmegatron.options.OptionChecks.nonNegative;
+import static org.djlmegatron.options.OptionChecks.positive;
+
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.List;
@@ -68,6 +71,9 @@ final class InspectDataCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
+        positive("--seq-length", seqLength);
+        positive("--train-samples", trainSamples);
+        nonNegative("--show-samples", showSamples);
         DataBlend blend = DataBlend.parse(dataPath);
         SplitMatrix matrix = SplitMatrix.parse(split);
         GPTDatasetConfig config = new GPTDatasetConfig(seqLength, seed, dataCachePath);

@@ -1,5 +1,7 @@
 package org.djlmegatron.cli;
 
+import static org.djlmegatron.options.OptionChecks.positive;
+
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
@@ -9,6 +11,7 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import org.djlmegatron.bridge.LogitsRunner;
+import org.djlmegatron.bridge.convert.ReadChecks;
 import org.djlmegatron.io.SafetensorsReader;
 import org.djlmegatron.io.SafetensorsWriter;
 import org.djlmegatron.io.TensorInfo;
@@ -41,8 +44,16 @@ final class LogitsCommand implements Callable<Integer> {
     @Option(names = "--sequence-parallel", description = "split activations along the sequence between TP regions")
     boolean sequenceParallel;
 
+    @Option(names = "--no-verify", description = "skip comparing a djl checkpoint's files with their recorded checksums")
+    boolean noVerify;
+
+    @Option(names = "--allow-nonfinite", description = "load NaN or infinite weights (refused by default); "
+            + "non-finite logits still exit non-zero")
+    boolean allowNonFinite;
+
     @Override
     public Integer call() {
+        positive("--tp", tp);
         long[] ids;
         long[] shape;
         try (SafetensorsReader in = SafetensorsReader.open(inputIds)) {
@@ -58,8 +69,10 @@ final class LogitsCommand implements Callable<Integer> {
             }
             ids = in.loadLongs(inputKey);
         }
-        float[] logits = LogitsRunner.logits(checkpoint, modelConfig, ids, (int) shape[0], tp, sequenceParallel);
+        float[] logits = LogitsRunner.logits(checkpoint, modelConfig, new ReadChecks(!noVerify, allowNonFinite), ids,
+                (int) shape[0], tp, sequenceParallel);
         long vocab = logits.length / (shape[0] * shape[1]);
+        requireFinite(logits, shape[1], vocab);
         try (NDManager m = NDManager.newBaseManager()) {
             Map<String, NDArray> out = new LinkedHashMap<>();
             out.put("logits", m.create(logits, new Shape(shape[0], shape[1], vocab)).toType(DataType.FLOAT32, false));
@@ -67,5 +80,22 @@ final class LogitsCommand implements Callable<Integer> {
         }
         System.out.printf("wrote logits [%d, %d, %d] to %s%n", shape[0], shape[1], vocab, output);
         return 0;
+    }
+
+    /** Non-finite logits are a failed run: nothing is written and the command exits non-zero. */
+    private void requireFinite(float[] logits, long seq, long vocab) {
+        int bad = 0;
+        int first = -1;
+        for (int i = 0; i < logits.length; i++) {
+            if (!Float.isFinite(logits[i])) {
+                bad++;
+                first = first < 0 ? i : first;
+            }
+        }
+        if (bad > 0) {
+            throw new IllegalStateException(checkpoint + ": " + bad + " of " + logits.length + " logits are not finite "
+                    + "(first at [" + first / (seq * vocab) + ", " + first / vocab % seq + ", " + first % vocab + "]: "
+                    + logits[first] + "); " + output + " not written");
+        }
     }
 }

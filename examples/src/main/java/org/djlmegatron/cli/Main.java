@@ -27,6 +27,13 @@ public final class Main {
             }
             return 1;
         });
+        cli.setParameterExceptionHandler((ex, unused) -> {
+            CommandLine cmd = ex.getCommandLine();
+            String name = cmd.getCommandName();
+            cmd.getErr().println("djl-megatron " + name + ": error: " + ex.getMessage().replace('\n', ' '));
+            cmd.getErr().println("see: djl-megatron help" + (cmd == cli ? "" : " " + name));
+            return cmd.getCommandSpec().exitCodeOnInvalidInput();
+        });
         return cli.execute(args);
     }
 

@@ -1,5 +1,7 @@
 package org.djlmegatron.cli;
 
+import static org.djlmegatron.options.OptionChecks.positive;
+
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -54,9 +56,14 @@ final class PreprocessDataCommand implements Callable<Integer> {
     @Option(names = "--skip-bad-lines", description = "skip and count malformed lines instead of stopping at the first")
     boolean skipBadLines;
 
+    @Option(names = "--overwrite", description = "replace existing datasets under --output-prefix (refused otherwise)")
+    boolean overwrite;
+
     @Override
     public Integer call() throws IOException {
-        PreprocessConfig config = new PreprocessConfig(input, jsonKeys, outputPrefix, appendEod, workers, skipBadLines);
+        positive("--workers", workers);
+        PreprocessConfig config = new PreprocessConfig(input, jsonKeys, outputPrefix, appendEod, workers, skipBadLines,
+                overwrite);
         try (TextTokenizer tokenizer = TextTokenizer.create(tokenizerType, tokenizerModel, vocabFile, mergeFile)) {
             long size = Files.isRegularFile(input) ? Files.size(input) : 0;
             ProgressBar bar = new ProgressBar("preprocess-data", size, "MB", 1e6).withItems("docs");

@@ -9,7 +9,8 @@ import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Spec;
 
 /** {@code pretrain-gpt}: Megatron's GPT pretraining on thread ranks, with Megatron's flag names. */
-@Command(name = "pretrain-gpt", mixinStandardHelpOptions = true, sortOptions = false,
+@Command(name = "pretrain-gpt", mixinStandardHelpOptions = true, sortOptions = false, showDefaultValues = true,
+        resourceBundle = "org.djlmegatron.pretrain.PretrainOptions",
         description = "Pretrain (or continue training) a GPT-family model with tensor and data parallelism.")
 final class PretrainGptCommand implements Callable<Integer> {
 

@@ -51,15 +51,16 @@ public final class ConvertCheckpoints implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
-        Path dir = workDir != null ? workDir : Files.createTempDirectory("convert-checkpoints");
-        Result r = run(input, dir, System.out);
-        r.files().forEach(System.out::println);
-        if (!Double.isNaN(r.logitsDiff())) {
-            System.out.printf(Locale.ROOT, "Megatron TP=2 logits vs transformers: max |diff| = %.2e%n", r.logitsDiff());
+        try (WorkDir dir = WorkDir.of(workDir, "convert-checkpoints", System.out)) {
+            Result r = run(input, dir.path(), System.out);
+            r.files().forEach(System.out::println);
+            if (!Double.isNaN(r.logitsDiff())) {
+                System.out.printf(Locale.ROOT, "Megatron TP=2 logits vs transformers: max |diff| = %.2e%n", r.logitsDiff());
+            }
+            System.out.printf("%d of %d tensors identical after HF -> megatron -> megatron-dist -> HF%n",
+                    r.identical(), r.tensors());
+            return r.identical() == r.tensors() ? 0 : 1;
         }
-        System.out.printf("%d of %d tensors identical after HF -> megatron -> megatron-dist -> HF%n",
-                r.identical(), r.tensors());
-        return r.identical() == r.tensors() ? 0 : 1;
     }
 
     public static Result run(Path hf, Path dir, PrintStream out) throws IOException {

@@ -60,13 +60,14 @@ public final class FinetuneFromHf implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
-        Path dir = workDir != null ? workDir : Files.createTempDirectory("finetune-from-hf");
-        Result r = run(hf, trainIters, dir, System.out);
-        System.out.printf(Locale.ROOT, "loss %.3f -> %.3f; exported HF checkpoint: %s%n", r.steps().get(0).loss(),
-                r.steps().get(r.steps().size() - 1).loss(), r.exported());
-        System.out.printf(Locale.ROOT, "its logits vs the fine-tuned model's: max |diff| = %.1e (moved %.3f from the original)%n",
-                r.exportedVsTrained(), r.trainedVsOriginal());
-        return r.exportedVsTrained() == 0 ? 0 : 1;
+        try (WorkDir dir = WorkDir.of(workDir, "finetune-from-hf", System.out)) {
+            Result r = run(hf, trainIters, dir.path(), System.out);
+            System.out.printf(Locale.ROOT, "loss %.3f -> %.3f; exported HF checkpoint: %s%n", r.steps().get(0).loss(),
+                    r.steps().get(r.steps().size() - 1).loss(), r.exported());
+            System.out.printf(Locale.ROOT, "its logits vs the fine-tuned model's: max |diff| = %.1e (moved %.3f from the original)%n",
+                    r.exportedVsTrained(), r.trainedVsOriginal());
+            return r.exportedVsTrained() == 0 ? 0 : 1;
+        }
     }
 
     public static Result run(Path hf, int trainIters, Path dir, PrintStream out) {

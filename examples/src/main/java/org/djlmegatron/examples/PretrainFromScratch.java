@@ -64,12 +64,13 @@ public final class PretrainFromScratch implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
-        Path dir = workDir != null ? workDir : Files.createTempDirectory("pretrain-from-scratch");
-        Result r = run(dir, trainIters, tp, System.out);
-        System.out.printf(Locale.ROOT, "held-out text:   %s%npredicted bytes: %s%n", r.heldOut(), r.predicted());
-        System.out.printf(Locale.ROOT, "loss %.3f -> %.3f; held-out next-byte accuracy %.0f%%%n",
-                r.losses().get(0), r.losses().get(r.losses().size() - 1), 100 * r.accuracy());
-        return 0;
+        try (WorkDir dir = WorkDir.of(workDir, "pretrain-from-scratch", System.out)) {
+            Result r = run(dir.path(), trainIters, tp, System.out);
+            System.out.printf(Locale.ROOT, "held-out text:   %s%npredicted bytes: %s%n", r.heldOut(), r.predicted());
+            System.out.printf(Locale.ROOT, "loss %.3f -> %.3f; held-out next-byte accuracy %.0f%%%n",
+                    r.losses().get(0), r.losses().get(r.losses().size() - 1), 100 * r.accuracy());
+            return 0;
+        }
     }
 
     public static Result run(Path dir, int trainIters, int tp, PrintStream out) throws IOException {

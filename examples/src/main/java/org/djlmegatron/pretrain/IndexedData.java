@@ -43,7 +43,7 @@ final class IndexedData extends RowsSource implements AutoCloseable {
     /** This DP rank's micro-batches of evaluation pass {@code pass}. */
     java.util.List<org.djlmegatron.training.MicroBatch> validBatches(long pass, int dpRank, int dpSize, int micro,
             int gbs) {
-        return split(pass, dpRank, dpSize, micro, gbs, this::validRow);
+        return split(pass, dpRank, dpSize, micro, gbs, checked(this::validRow));
     }
 
     /** Rows for evaluation pass {@code pass}: the validation split (the train split when there is none). */

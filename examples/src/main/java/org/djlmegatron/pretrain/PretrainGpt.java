@@ -17,6 +17,7 @@ import org.djlmegatron.comm.LaunchConfig;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.RankDevices;
 import org.djlmegatron.data.TextTokenizer;
+import org.djlmegatron.engine.ThreadBudget;
 import org.djlmegatron.engine.TorchNative;
 import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.models.GPTModel;
@@ -53,6 +54,7 @@ public final class PretrainGpt {
      * NODE_RANK, ...), each running --nproc-per-node thread ranks.
      */
     public List<StepResult> run() {
+        PretrainValidation.validate(o);
         var recompute = o.activations.recompute();
         HfDropout hfDropout = o.initHf == null ? null : HfDropout.read(o.initHf);
         double[] dropout = o.activations.dropout(hfDropout == null ? null
@@ -99,7 +101,12 @@ public final class PretrainGpt {
                         r.distributedOptimizer() ? " with the distributed optimizer" : "");
             } else if (start.weights() != null) {
                 out.printf(Locale.ROOT, "> loading weights from %s%n", start.weights().describe());
+            } else if (o.load != null) {
+                out.printf(Locale.ROOT, "> no checkpoint in %s (--load = --save): starting from scratch%n", o.load);
             }
+            int threads = ThreadBudget.applyFor(o.intraOpThreads, launch.nprocPerNode());
+            out.printf(Locale.ROOT, "> intra-op threads per rank: %d (%d cores, %d ranks here)%n", threads,
+                    Runtime.getRuntime().availableProcessors(), launch.nprocPerNode());
             try (AutoCloseable closeData = data instanceof AutoCloseable c ? c : () -> { }) {
                 List<List<StepResult>> local = DistributedWorld.run(grid, launch, devices,
                         ctx -> train(ctx, cfg, hf, start, data, tc, gbs, flops, attention, recompute, dropout));
@@ -124,9 +131,9 @@ public final class PretrainGpt {
         model.setDropout(dropout[0], dropout[1], o.seed);
         seedDevice(ctx);
         if (hf != null) {
-            hf.loadInto(model);
+            hf.loadInto(model, o.readChecks());
         } else if (start.weights() != null) {
-            CheckpointLoader.loadInto(start.weights(), model);
+            CheckpointLoader.loadInto(start.weights(), model, o.readChecks());
         } else {
             model.initializeRandom(o.seed, o.initMethodStd);
         }
@@ -190,7 +197,8 @@ public final class PretrainGpt {
         if (o.noLoadOptim) {
             trainer.restoreCounters(start.resume().iteration(), 0);
         } else {
-            TrainingCheckpoint.restore(start.iterDir(), ctx, model, trainer, start.resume(), o.useDistributedOptimizer);
+            TrainingCheckpoint.restore(start.iterDir(), ctx, model, trainer, start.resume(), o.useDistributedOptimizer,
+                    o.readChecks());
         }
         return start.resume().iteration();
     }
@@ -260,11 +268,16 @@ public final class PretrainGpt {
     }
 
     private BatchSource dataSource(TransformerConfig cfg, int gbs) {
+        RowsSource source;
         if (o.dataPath != null) {
-            return new IndexedData(o, gbs);
+            source = new IndexedData(o, gbs);
+            source.limitTokens(cfg.vocabSize(), "--data-path " + String.join(" ", o.dataPath));
+            return source;
         }
         if (o.replayBatches != null) {
-            return new ReplayBatches(o.replayBatches, o.replayKey);
+            source = new ReplayBatches(o.replayBatches, o.replayKey);
+            source.limitTokens(cfg.vocabSize(), "--replay-batches " + o.replayBatches);
+            return source;
         }
         if (o.mockData) {
             return new MockData(o.seqLength, cfg.vocabSize(), o.seed);

@@ -14,6 +14,7 @@ import org.djlmegatron.transformer.AttentionBackend;
 import org.djlmegatron.transformer.RopeScaling;
 import org.djlmegatron.transformer.TransformerConfig;
 import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Help.Visibility;
 import picocli.CommandLine.Option;
 
 /** {@code pretrain-gpt}'s options, named and defaulted as Megatron-LM's. */
@@ -36,7 +37,7 @@ public final class PretrainOptions {
     @Option(names = "--rotary-base", defaultValue = "10000") public double rotaryBase;
     @Option(names = "--use-rope-scaling", description = "Llama 3.1's rope scaling (low 1, high 4, original 8192, as Megatron-LM)") public boolean useRopeScaling;
     @Option(names = "--rope-scaling-factor", defaultValue = "8.0", description = "factor of --use-rope-scaling (default: ${DEFAULT-VALUE})") public double ropeScalingFactor;
-    @Option(names = "--rotary-seq-len-interpolation-factor", description = "linear rope scaling: positions divided by this integer") public Integer rotarySeqLenInterpolationFactor;
+    @Option(names = "--rotary-seq-len-interpolation-factor", description = "linear rope scaling: positions divided by this integer (default: none)") public Integer rotarySeqLenInterpolationFactor;
     @Option(names = "--untie-embeddings-and-output-weights") public boolean untieEmbeddings;
     @Option(names = "--disable-bias-linear") public boolean disableBiasLinear;
     @Option(names = "--add-qkv-bias") public boolean addQkvBias;
@@ -52,11 +53,11 @@ public final class PretrainOptions {
     // batch and iterations
     @Option(names = "--micro-batch-size", defaultValue = "4") public int microBatchSize;
     @Option(names = "--global-batch-size") public Integer globalBatchSize;
-    @Option(names = "--train-iters", required = true) public long trainIters;
+    @Option(names = "--train-iters", required = true, showDefaultValue = Visibility.NEVER) public long trainIters;
 
     // optimizer and schedule
     @Option(names = "--optimizer", defaultValue = "adam", description = "adam or sgd") public String optimizer;
-    @Option(names = "--lr", required = true) public double lr;
+    @Option(names = "--lr", required = true, showDefaultValue = Visibility.NEVER) public double lr;
     @Option(names = "--min-lr", defaultValue = "0") public double minLr;
     @Option(names = "--adam-beta1", defaultValue = "0.9") public double adamBeta1;
     @Option(names = "--adam-beta2", defaultValue = "0.999") public double adamBeta2;
@@ -87,6 +88,7 @@ public final class PretrainOptions {
     @Option(names = "--sequence-parallel") public boolean sequenceParallel;
     @Option(names = "--use-distributed-optimizer") public boolean useDistributedOptimizer;
     @Option(names = "--nproc-per-node", defaultValue = "1", description = "ranks (threads) in this JVM") public int nprocPerNode;
+    @Option(names = "--intra-op-threads", description = "libtorch threads per rank (default: OMP_NUM_THREADS, else cores / --nproc-per-node, at least 1)") public Integer intraOpThreads;
     @Option(names = "--ddp-bucket-size", description = "elements per gradient all-reduce bucket") public Long ddpBucketSize;
 
     // data
@@ -98,8 +100,8 @@ public final class PretrainOptions {
     @Option(names = "--data-cache-path", description = "where index files are cached (default: beside the data)") public Path dataCachePath;
     @Option(names = "--tokenizer-type", description = "HuggingFaceTokenizer, GPT2BPETokenizer or ByteLevelTokenizer: gives the vocabulary size") public String tokenizerType;
     @Option(names = "--tokenizer-model", description = "tokenizer.json or its directory") public Path tokenizerModel;
-    @Option(names = "--vocab-file", description = "GPT2BPETokenizer: GPT-2's vocab.json") public Path vocabFile;
-    @Option(names = "--merge-file", description = "GPT2BPETokenizer: GPT-2's merges.txt") public Path mergeFile;
+    @Option(names = "--vocab-file", description = "GPT2BPETokenizer: GPT-2's vocab.json (default: none)") public Path vocabFile;
+    @Option(names = "--merge-file", description = "GPT2BPETokenizer: GPT-2's merges.txt (default: none)") public Path mergeFile;
     @Option(names = "--make-vocab-size-divisible-by", defaultValue = "128") public int makeVocabSizeDivisibleBy;
 
     // checkpoints
@@ -110,6 +112,8 @@ public final class PretrainOptions {
     @Option(names = "--no-load-rng", description = "accepted for Megatron compatibility (no RNG state is saved: everything random follows --seed)") public boolean noLoadRng;
     @Option(names = "--finetune", description = "with --load: take the weights only; iteration 0, fresh optimizer, data from the start") public boolean finetune;
     @Option(names = "--model-config", description = "Megatron arguments as JSON, for Megatron checkpoints without args") public Path modelConfig;
+    @Option(names = "--no-verify", description = "with --load: skip comparing the checkpoint's files with their recorded checksums (faster)") public boolean noVerify;
+    @Option(names = "--allow-nonfinite", description = "with --load/--init-hf: accept NaN or infinite weights (refused by default)") public boolean allowNonFinite;
 
     // ours and logging
     @Option(names = "--init-hf", description = "start from a Hugging Face checkpoint (its config gives the shape)") public Path initHf;
@@ -128,6 +132,11 @@ public final class PretrainOptions {
 
     public void setCommandLine(String[] args) {
         commandLine = args.clone();
+    }
+
+    /** What reading a checkpoint verifies ({@code --no-verify}, {@code --allow-nonfinite}). */
+    public org.djlmegatron.bridge.convert.ReadChecks readChecks() {
+        return new org.djlmegatron.bridge.convert.ReadChecks(!noVerify, allowNonFinite);
     }
 
     /** The model shape from the shape flags. */

@@ -2,10 +2,39 @@ package org.djlmegatron.pretrain;
 
 import java.util.ArrayList;
 import java.util.List;
+import org.djlmegatron.data.InvalidDataException;
 import org.djlmegatron.training.MicroBatch;
 
 /** A batch source defined by rows of {@code seq + 1} tokens per global-batch position. */
 abstract class RowsSource implements BatchSource {
+
+    private int vocabSize = Integer.MAX_VALUE;
+    private String name = "";
+
+    /**
+     * Refuses rows holding token ids outside {@code [0, vocabSize)}, naming {@code name} (e.g. a
+     * dataset made with another tokenizer), rather than failing deep in the embedding.
+     */
+    void limitTokens(int vocabSize, String name) {
+        this.vocabSize = vocabSize;
+        this.name = name;
+    }
+
+    /** {@code rows} with every row checked against the vocabulary. */
+    Rows checked(Rows rows) {
+        return (iteration, index, gbs) -> {
+            long[] row = rows.row(iteration, index, gbs);
+            for (long id : row) {
+                if (id < 0 || id >= vocabSize) {
+                    throw new InvalidDataException(name + ": token id " + id + " (iteration " + (iteration + 1)
+                            + ", batch row " + index + ") is outside the vocabulary [0, " + vocabSize
+                            + "); was it made with another tokenizer? give its --tokenizer-type/--tokenizer-model "
+                            + "or a larger --vocab-size");
+                }
+            }
+            return row;
+        };
+    }
 
     /** Row {@code index} (0-based within the global batch) of iteration {@code iteration}. */
     abstract long[] row(long iteration, int index, int globalBatchSize);
@@ -13,7 +42,7 @@ abstract class RowsSource implements BatchSource {
     @Override
     public List<MicroBatch> microBatches(long iteration, int dpRank, int dpSize, int microBatchSize,
             int globalBatchSize) {
-        return split(iteration, dpRank, dpSize, microBatchSize, globalBatchSize, this::row);
+        return split(iteration, dpRank, dpSize, microBatchSize, globalBatchSize, checked(this::row));
     }
 
     /** A way to fetch the row at a global-batch position. */

@@ -13,12 +13,15 @@ import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.util.Comparator;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.stream.Stream;
 import org.djlmegatron.bridge.convert.CheckpointException;
 import org.djlmegatron.bridge.convert.ParallelLayout;
 import org.djlmegatron.bridge.convert.RankFile;
+import org.djlmegatron.bridge.convert.ReadChecks;
 import org.djlmegatron.bridge.djl.DjlMetadata;
+import org.djlmegatron.bridge.djl.FileChecksums;
 import org.djlmegatron.bridge.megatron.IterationTracker;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.io.SafetensorsReader;
@@ -34,7 +37,8 @@ import org.djlmegatron.training.Trainer;
  * shards ({@code model.safetensors}, written by DP rank 0) and the optimizer's fp32 masters and
  * moments ({@code optim_dp_RRR.safetensors}, one per DP shard under the distributed optimizer),
  * plus {@code trainer_state.json} (counters, loss scale, data position, arguments) and
- * {@code metadata.json}. Everything is written into a hidden staging directory, which is renamed
+ * {@code metadata.json}, which records a CRC32C of every other file ({@link FileChecksums}, verified
+ * on resume unless {@code --no-verify}). Everything is written into a hidden staging directory, which is renamed
  * to {@code iter_XXXXXXX} once complete; {@code latest_checkpointed_iteration.txt} is replaced
  * last, atomically. A process killed mid-save leaves the previous checkpoint current.
  * Every rank of the world calls {@link #save} and {@link #restore} together.
@@ -85,10 +89,10 @@ final class TrainingCheckpoint {
             Map<String, String> contents = new LinkedHashMap<>();
             contents.put(DjlMetadata.MODEL, DjlMetadata.MODEL_FILE);
             contents.put(OPTIMIZER, "optim_dp_RRR.safetensors");
-            new DjlMetadata(state.iteration(), new ParallelLayout(tp.size(), 1, 1), model.config(), contents)
-                    .write(staging);
             writeString(staging.resolve(TRAINER_FILE),
                     new GsonBuilder().setPrettyPrinting().create().toJson(state));
+            new DjlMetadata(state.iteration(), new ParallelLayout(tp.size(), 1, 1), model.config(), contents)
+                    .withChecksums(FileChecksums.of(staging, filesUnder(staging))).write(staging);
             publish(root, staging, state.iteration());
         }
         worldBarrier(tp, dp);
@@ -125,8 +129,11 @@ final class TrainingCheckpoint {
         }
     }
 
-    static TrainerState readState(Path iterDir) {
+    static TrainerState readState(Path iterDir, ReadChecks checks) {
         Path f = iterDir.resolve(TRAINER_FILE);
+        if (checks.verifyChecksums()) {
+            FileChecksums.verify(iterDir, TRAINER_FILE, DjlMetadata.read(iterDir).checksums());
+        }
         try {
             return new GsonBuilder().create().fromJson(Files.readString(f), TrainerState.class);
         } catch (IOException | RuntimeException e) {
@@ -157,14 +164,14 @@ final class TrainingCheckpoint {
      * through {@link OptimizerReshard}.
      */
     static void restore(Path iterDir, RankContext ctx, GPTModel model, Trainer trainer, TrainerState state,
-            boolean distributedOptimizer) {
+            boolean distributedOptimizer, ReadChecks checks) {
         ProcessGroup tp = ctx.tensorGroup();
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
         int savedTp = savedTensorParallel(iterDir);
         boolean sameLayout = savedTp == tp.size() && state.dpSize() == dp.size()
                 && state.distributedOptimizer() == distributedOptimizer;
-        Map<String, NDArray> optState = sameLayout ? readOwn(iterDir, tp, dp, trainer, state)
-                : reshard(iterDir, dp, model, trainer, state, savedTp);
+        Map<String, NDArray> optState = sameLayout ? readOwn(iterDir, tp, dp, trainer, state, checks)
+                : reshard(iterDir, dp, model, trainer, state, savedTp, checks);
         NDArray masters = optState.remove("masters");
         trainer.masters().set(new NDIndex("..."), masters);
         masters.close();
@@ -175,14 +182,18 @@ final class TrainingCheckpoint {
     }
 
     private static Map<String, NDArray> readOwn(Path iterDir, ProcessGroup tp, ProcessGroup dp, Trainer trainer,
-            TrainerState state) {
+            TrainerState state, ReadChecks checks) {
         int file = state.distributedOptimizer() ? dp.rank() : 0;
         Path rankDir = iterDir.resolve(new RankFile(tp.rank(), 0, 0).dirName(new ParallelLayout(tp.size(), 1, 1)));
         Path f = rankDir.resolve(optimizerFile(file));
+        if (checks.verifyChecksums()) {
+            FileChecksums.verify(iterDir, iterDir.relativize(f).toString(), DjlMetadata.read(iterDir).checksums());
+        }
         NDManager m = trainer.masters().getManager();
         Map<String, NDArray> out = new LinkedHashMap<>();
         try (SafetensorsReader r = SafetensorsReader.open(f)) {
             NDArray masters = r.load(m, "masters");
+            checks.requireFinite(f.toString(), "masters", masters.toFloatArray());
             if (!masters.getShape().equals(trainer.masters().getShape())) {
                 throw new CheckpointException(f + ": masters have shape " + masters.getShape() + ", this rank holds "
                         + trainer.masters().getShape() + " (different model)");
@@ -198,14 +209,23 @@ final class TrainingCheckpoint {
     }
 
     private static Map<String, NDArray> reshard(Path iterDir, ProcessGroup dp, GPTModel model, Trainer trainer,
-            TrainerState state, int savedTp) {
+            TrainerState state, int savedTp, ReadChecks checks) {
         long padded = trainer.layout().paddedSize();
         long length = trainer.masters().getShape().get(0);
         long start = length == padded ? 0 : length * dp.rank();
         NDManager m = trainer.masters().getManager();
         Map<String, NDArray> out = new LinkedHashMap<>();
+        if (checks.verifyChecksums()) { // every optimizer file may contribute to this rank's shard
+            Map<String, String> recorded = DjlMetadata.read(iterDir).checksums();
+            for (String file : recorded.keySet()) {
+                if (file.contains("optim_")) {
+                    FileChecksums.verify(iterDir, file, recorded);
+                }
+            }
+        }
         try (OptimizerReshard reshard = new OptimizerReshard(iterDir, state, savedTp, model.parameters())) {
             reshard.loadAll(start, length).forEach((key, values) -> {
+                checks.requireFinite(iterDir.toString(), key, values);
                 try (NDArray javaBacked = m.create(values)) {
                     out.put(key, javaBacked.duplicate()); // owns its memory (create(float[]) points into a Java buffer)
                 }
@@ -287,6 +307,16 @@ final class TrainingCheckpoint {
             Files.writeString(f, text, StandardCharsets.UTF_8);
         } catch (IOException e) {
             throw new CheckpointException(f + ": write failed: " + e, e);
+        }
+    }
+
+    /** Every regular file under {@code dir}, relative to it, {@code /}-separated, sorted. */
+    private static List<String> filesUnder(Path dir) {
+        try (Stream<Path> all = Files.walk(dir)) {
+            return all.filter(Files::isRegularFile).map(p -> dir.relativize(p).toString().replace('\\', '/'))
+                    .sorted().toList();
+        } catch (IOException e) {
+            throw new CheckpointException(dir + ": cannot list: " + e, e);
         }
     }
 

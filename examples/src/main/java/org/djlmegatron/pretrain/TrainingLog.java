@@ -1,5 +1,6 @@
 package org.djlmegatron.pretrain;
 
+import com.google.gson.JsonNull;
 import com.google.gson.JsonObject;
 import java.io.IOException;
 import java.io.PrintStream;
@@ -121,20 +122,29 @@ final class TrainingLog implements AutoCloseable {
         }
         JsonObject o = new JsonObject();
         o.addProperty("iteration", r.iteration());
-        o.addProperty("loss", r.loss());
-        o.addProperty("grad_norm", r.gradNorm());
-        o.addProperty("lr", r.lr());
-        o.addProperty("loss_scale", r.lossScale());
+        number(o, "loss", r.loss());
+        number(o, "grad_norm", r.gradNorm());
+        number(o, "lr", r.lr());
+        number(o, "loss_scale", r.lossScale());
         o.addProperty("skipped", r.skipped());
-        o.addProperty("tokens_per_s", r.tokens() / r.seconds());
-        o.addProperty("tflops", flopsPerIter / r.seconds() / 1e12);
-        o.addProperty("step_ms", r.seconds() * 1e3);
+        number(o, "tokens_per_s", r.tokens() / r.seconds());
+        number(o, "tflops", flopsPerIter / r.seconds() / 1e12);
+        number(o, "step_ms", r.seconds() * 1e3);
         try {
             metrics.write(o.toString());
             metrics.write('\n');
             metrics.flush();
         } catch (IOException e) {
             throw new UncheckedIOException("cannot write metrics", e);
+        }
+    }
+
+    /** JSON has no NaN or infinity: a non-finite value (a diverged loss, a skipped step's norm) is null. */
+    private static void number(JsonObject o, String key, double value) {
+        if (Double.isFinite(value)) {
+            o.addProperty(key, value);
+        } else {
+            o.add(key, JsonNull.INSTANCE);
         }
     }
 

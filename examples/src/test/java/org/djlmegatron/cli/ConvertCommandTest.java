@@ -51,10 +51,19 @@ class ConvertCommandTest {
     }
 
     @Test
+    void progressWithoutATerminalIsPlainLinesWithoutCarriageReturns() {
+        Path out = tmp.resolve("llama-djl");
+        String err = CliCapture.stderrOf(() -> assertThat(Main.run("convert", "--input", fixtures().resolve("hf/llama").toString(),
+                "--output", out.toString(), "--to", "djl")).isZero());
+        assertThat(err).doesNotContain("\r").contains("100%").endsWith("\n");
+    }
+
+    @Test
     void benchmarkReportsTheRatioToAPlainCopyAndThePeakHeap() {
         String out = CliCapture.stdoutOf(() -> assertThat(Main.run("bench-convert", "--size-gb", "0.02", "--work-dir",
                 tmp.resolve("bench").toString())).isZero());
-        assertThat(out).contains("plain copy").contains("x the plain copy").contains("peak heap");
+        assertThat(out).contains("plain copy").contains("x the plain copy").contains("peak heap")
+                .containsPattern("peak live heap \\(after forced collections\\): \\d+ MB = [0-9.]+x the largest tensor");
     }
 
     private void assertGoldenLogits(Path checkpoint, Path golden, Path config) {

@@ -49,6 +49,26 @@ class ExamplesTest {
     }
 
     @Test
+    void programsNameWhereTheyWriteAndRemoveTheirTemporaryFolder() {
+        ByteArrayOutputStream buf = new ByteArrayOutputStream();
+        PrintStream old = System.out;
+        System.setOut(new PrintStream(buf, true, StandardCharsets.UTF_8));
+        int rc;
+        try {
+            rc = new picocli.CommandLine(new ConvertCheckpoints()).execute("--input", fixtures().resolve("hf/llama").toString());
+        } finally {
+            System.setOut(old);
+        }
+        String out = buf.toString(StandardCharsets.UTF_8);
+        assertThat(rc).isZero();
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile("writing to the temporary folder (\\S+) ").matcher(out);
+        assertThat(m.find()).as(out).isTrue();
+        Path dir = Path.of(m.group(1));
+        assertThat(out).contains("removed " + dir);
+        assertThat(dir).doesNotExist();
+    }
+
+    @Test
     void convertCheckpointsRoundTripsEveryTensor() throws Exception {
         ConvertCheckpoints.Result r = ConvertCheckpoints.run(fixtures().resolve("hf/llama"), tmp, quiet());
         assertThat(r.tensors()).isGreaterThan(10);

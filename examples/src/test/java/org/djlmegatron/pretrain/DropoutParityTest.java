@@ -64,9 +64,9 @@ class DropoutParityTest {
     void aProbabilityOutsideZeroOneIsRefused(String p) {
         assertThatThrownBy(() -> TrajectoryParity.run(TrajectoryParity.replace(BASE, "--hidden-dropout", p), SINGLE))
                 .isInstanceOf(IllegalArgumentException.class)
-                .hasMessageContaining("--hidden-dropout must be in [0, 1)");
+                .hasMessageContaining("--hidden-dropout").hasMessageContaining("[0, 1)");
         assertThatThrownBy(() -> TrajectoryParity.run(TrajectoryParity.replace(BASE, "--attention-dropout", p), SINGLE))
                 .isInstanceOf(IllegalArgumentException.class)
-                .hasMessageContaining("--attention-dropout must be in [0, 1)");
+                .hasMessageContaining("--attention-dropout").hasMessageContaining("[0, 1)");
     }
 }

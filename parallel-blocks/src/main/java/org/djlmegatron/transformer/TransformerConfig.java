@@ -168,6 +168,11 @@ public record TransformerConfig(
         /** Fills Megatron's defaults: MHA, head width hidden/heads, ffn 4x hidden. */
         public TransformerConfig build() {
             int groups = numQueryGroups > 0 ? numQueryGroups : numAttentionHeads;
+            if (kvChannels <= 0 && numAttentionHeads > 0 && hiddenSize % numAttentionHeads != 0) {
+                // Megatron asserts this too: the head width would be truncated
+                throw new IllegalArgumentException("hidden_size " + hiddenSize + " is not divisible by num_attention_heads "
+                        + numAttentionHeads + " (give kv_channels for another head width)");
+            }
             int kv = kvChannels > 0 ? kvChannels : hiddenSize / numAttentionHeads;
             int ffn = ffnHiddenSize > 0 ? ffnHiddenSize : 4 * hiddenSize;
             int moeFfn = moeFfnHiddenSize > 0 ? moeFfnHiddenSize : ffn;

@@ -16,6 +16,11 @@ public final class CheckpointLoader {
     private CheckpointLoader() {}
 
     public static void loadInto(WeightSource source, GPTModel model) {
+        loadInto(source, model, ReadChecks.ALL);
+    }
+
+    /** As {@link #loadInto(WeightSource, GPTModel)}, refusing non-finite weights unless {@code checks} allows them. */
+    public static void loadInto(WeightSource source, GPTModel model, ReadChecks checks) {
         Map<String, ParamSpec> specs = new HashMap<>();
         ModelParams.of(model.config()).forEach(s -> specs.put(s.name(), s));
         for (ShardedParameter p : model.parameters()) {
@@ -25,7 +30,9 @@ public final class CheckpointLoader {
                         + " that the checkpoint layout does not know");
             }
             HostTensor shard = TpSharding.shard(source.read(spec), p.layout(), p.tpRank(), p.tpSize());
-            try (NDArray javaBacked = model.rankContext().manager().create(shard.toFloats(), new Shape(shard.shape()))) {
+            float[] values = shard.toFloats();
+            checks.requireFinite(source.describe(), spec.name(), values);
+            try (NDArray javaBacked = model.rankContext().manager().create(values, new Shape(shard.shape()))) {
                 model.installShard(p, javaBacked.duplicate()); // libtorch-owned, in the model's dtype
             }
         }

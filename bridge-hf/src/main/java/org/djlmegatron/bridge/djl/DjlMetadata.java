@@ -25,9 +25,11 @@ import org.djlmegatron.transformer.TransformerConfig;
  * @param layout tensor, pipeline and expert parallel sizes
  * @param config the model
  * @param contents content kind to file name in every rank directory
+ * @param checksums {@link FileChecksums} of the files, by path relative to the iteration directory
+ *     (empty in checkpoints written before checksums; verified by the readers)
  */
 public record DjlMetadata(long iteration, ParallelLayout layout, TransformerConfig config,
-        Map<String, String> contents) {
+        Map<String, String> contents, Map<String, String> checksums) {
 
     public static final String FILE = "metadata.json";
     public static final String FORMAT = "djl-megatron";
@@ -37,6 +39,17 @@ public record DjlMetadata(long iteration, ParallelLayout layout, TransformerConf
 
     public DjlMetadata {
         contents = Map.copyOf(contents);
+        checksums = java.util.Collections.unmodifiableMap(new LinkedHashMap<>(checksums));
+    }
+
+    /** Metadata without checksums. */
+    public DjlMetadata(long iteration, ParallelLayout layout, TransformerConfig config, Map<String, String> contents) {
+        this(iteration, layout, config, contents, Map.of());
+    }
+
+    /** This metadata recording {@code checksums}. */
+    public DjlMetadata withChecksums(Map<String, String> checksums) {
+        return new DjlMetadata(iteration, layout, config, contents, checksums);
     }
 
     /** Whether {@code iterationDir} holds a djl-megatron checkpoint. */
@@ -69,7 +82,11 @@ public record DjlMetadata(long iteration, ParallelLayout layout, TransformerConf
             TransformerConfig config = MegatronConfig.fromJson(o.getAsJsonObject(MODEL), f + " model");
             Map<String, String> contents = new LinkedHashMap<>();
             o.getAsJsonObject("contents").entrySet().forEach(e -> contents.put(e.getKey(), e.getValue().getAsString()));
-            return new DjlMetadata(o.get("iteration").getAsLong(), layout, config, contents);
+            Map<String, String> checksums = new LinkedHashMap<>();
+            if (o.has("checksums")) {
+                o.getAsJsonObject("checksums").entrySet().forEach(e -> checksums.put(e.getKey(), e.getValue().getAsString()));
+            }
+            return new DjlMetadata(o.get("iteration").getAsLong(), layout, config, contents, checksums);
         } catch (IOException e) {
             throw new CheckpointException(f + ": cannot read: " + e, e);
         } catch (CheckpointException e) {
@@ -95,6 +112,11 @@ public record DjlMetadata(long iteration, ParallelLayout layout, TransformerConf
         JsonObject c = new JsonObject();
         contents.forEach(c::addProperty);
         o.add("contents", c);
+        if (!checksums.isEmpty()) {
+            JsonObject sums = new JsonObject();
+            checksums.forEach(sums::addProperty);
+            o.add("checksums", sums);
+        }
         Path f = iterationDir.resolve(FILE);
         try {
             Files.writeString(f, new GsonBuilder().setPrettyPrinting().serializeNulls().disableHtmlEscaping().create().toJson(o),

@@ -93,8 +93,10 @@ public final class DjlWeightSink implements WeightSink {
     public void finish() {
         writers.values().forEach(SafetensorsFileWriter::finish);
         close();
+        List<String> files = writers.keySet().stream()
+                .map(f -> f.dirName(plan.layout()) + "/" + DjlMetadata.MODEL_FILE).toList();
         new DjlMetadata(plan.iteration(), plan.layout(), plan.config(),
-                Map.of(DjlMetadata.MODEL, DjlMetadata.MODEL_FILE)).write(dir);
+                Map.of(DjlMetadata.MODEL, DjlMetadata.MODEL_FILE), FileChecksums.of(dir, files)).write(dir);
         IterationTracker.writeTracker(root, plan.iteration());
     }
 

@@ -15,6 +15,7 @@ import org.djlmegatron.bridge.convert.ModelParams;
 import org.djlmegatron.bridge.convert.ParamSpec;
 import org.djlmegatron.bridge.convert.RankFile;
 import org.djlmegatron.bridge.convert.RankPlacement;
+import org.djlmegatron.bridge.convert.ReadChecks;
 import org.djlmegatron.bridge.convert.SafetensorsRawReader;
 import org.djlmegatron.bridge.convert.TpSharding;
 import org.djlmegatron.bridge.convert.WeightSource;
@@ -42,6 +43,14 @@ public final class DjlWeightSource implements WeightSource {
 
     /** Opens a checkpoint root (or iteration directory) and checks every rank file's contents. */
     public static DjlWeightSource open(Path path) {
+        return open(path, ReadChecks.ALL);
+    }
+
+    /**
+     * As {@link #open(Path)}; with {@code checks.verifyChecksums()} every model file is first
+     * compared with the checksum {@code metadata.json} records for it.
+     */
+    public static DjlWeightSource open(Path path, ReadChecks checks) {
         Path dir = IterationTracker.iterationDir(path);
         DjlMetadata meta = DjlMetadata.read(dir);
         String modelFile = meta.contents().get(DjlMetadata.MODEL);
@@ -54,6 +63,9 @@ public final class DjlWeightSource implements WeightSource {
                 Path file = dir.resolve(f.dirName(meta.layout())).resolve(modelFile);
                 if (!Files.isRegularFile(file)) {
                     throw new CheckpointException(file + ": missing (metadata.json says " + meta.layout() + ")");
+                }
+                if (checks.verifyChecksums()) {
+                    FileChecksums.verify(dir, f.dirName(meta.layout()) + "/" + modelFile, meta.checksums());
                 }
                 files.put(f, SafetensorsRawReader.open(file));
             }

@@ -2,6 +2,8 @@ package org.djlmegatron.bridge.hf;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import org.djlmegatron.bridge.convert.ReadChecks;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HashSet;
@@ -61,12 +63,21 @@ public final class HfCheckpoint implements AutoCloseable {
      * when a weight is missing, has a shape the config does not imply, or is not used.
      */
     public void loadInto(GPTModel model) {
+        loadInto(model, ReadChecks.ALL);
+    }
+
+    /** As {@link #loadInto(GPTModel)}, refusing non-finite weights unless {@code checks} allows them. */
+    public void loadInto(GPTModel model, ReadChecks checks) {
         NDManager target = model.rankContext().manager();
         Set<String> used = new HashSet<>();
         try (NDManager tmp = target.newSubManager()) {
             ShardReads reads = new ShardReads(reader, tmp);
             for (ShardedParameter p : model.parameters()) {
                 NDArray shard = read(reads, p, used);
+                if (!checks.allowNonFinite() && shard.isNaN().logicalOr(shard.isInfinite()).any().getBoolean()) {
+                    // only a damaged tensor is copied out, to count and locate its bad values
+                    checks.requireFinite(dir.toString(), p.name(), shard.toType(DataType.FLOAT32, true).toFloatArray());
+                }
                 shard.attach(target);
                 model.installShard(p, shard);
             }
