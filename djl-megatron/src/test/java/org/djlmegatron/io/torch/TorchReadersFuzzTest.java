@@ -8,21 +8,20 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
+import java.util.Random;
 import java.util.zip.ZipFile;
-import net.jqwik.api.Arbitrary;
-import net.jqwik.api.ForAll;
-import net.jqwik.api.Property;
-import net.jqwik.api.Provide;
-import net.jqwik.api.lifecycle.AfterContainer;
-import net.jqwik.api.lifecycle.BeforeContainer;
 import org.djlmegatron.fuzz.Mutations;
 import org.djlmegatron.fuzz.Robustness;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
 
 /**
  * Robustness of the torch readers on damaged versions of Megatron-LM's own files: the pickle of a
  * {@code torch.save} archive, the archive's zip structure (local headers and central directory),
  * and a distributed checkpoint's {@code .metadata}. Each gives a value or a
- * {@link TorchFormatException}; never another exception, an out-of-memory or a hang.
+ * {@link TorchFormatException}; never another exception, an out-of-memory or a hang. The inputs
+ * are seeded random mutations ({@link Mutations}); a failure names the seed and input.
  */
 class TorchReadersFuzzTest {
 
@@ -32,12 +31,12 @@ class TorchReadersFuzzTest {
 
     private static Path dir;
 
-    @BeforeContainer
+    @BeforeAll
     static void makeDir() throws IOException {
         dir = Files.createTempDirectory("torch-fuzz");
     }
 
-    @AfterContainer
+    @AfterAll
     static void removeDir() throws IOException {
         try (var files = Files.list(dir)) {
             for (Path p : files.toList()) {
@@ -47,50 +46,46 @@ class TorchReadersFuzzTest {
         Files.delete(dir);
     }
 
-    @Property(tries = 300)
-    void damagedPicklesAreReadOrRefused(@ForAll("pickles") byte[] pickle) {
-        Robustness.valueOrTyped(pickle.length + "-byte pickle", () -> PickleReader.load(pickle, "fuzz.pkl",
-                PickleAllowList.TORCH, (pid, where) -> pid), TorchFormatException.class);
+    @Test
+    void damagedPicklesAreReadOrRefused() {
+        for (int i = 0; i < 300; i++) {
+            byte[] pickle = Mutations.sample(PICKLE, 0, PICKLE.length, 512, Mutations.random(Mutations.SEED, i));
+            Robustness.valueOrTyped(Mutations.where(Mutations.SEED, i) + ": " + pickle.length + "-byte pickle",
+                    () -> PickleReader.load(pickle, "fuzz.pkl", PickleAllowList.TORCH, (pid, where) -> pid),
+                    TorchFormatException.class);
+        }
     }
 
-    @Property(tries = 120)
-    void damagedArchivesAreReadOrRefused(@ForAll("archives") byte[] archive) {
-        Path f = write("model_optim_rng.pt", archive);
-        Robustness.valueOrTyped(archive.length + "-byte archive", () -> {
-            try (FileChannel ch = FileChannel.open(f)) {
-                TorchArchive a = TorchArchive.open(new FileSlice(f, ch, 0, ch.size()));
-                readTensors(a, a.root(), 0);
-            }
-            return null;
-        }, TorchFormatException.class);
+    @Test
+    void damagedArchivesAreReadOrRefused() {
+        for (int i = 0; i < 120; i++) {
+            Random rnd = Mutations.random(Mutations.SEED, i);
+            // the zip's structure: the first entries' local headers and the central directory at the end
+            byte[] archive = rnd.nextBoolean()
+                    ? Mutations.sample(ARCHIVE, 0, 4096, 64, rnd)
+                    : Mutations.sample(ARCHIVE, ARCHIVE.length - 4096, ARCHIVE.length, 64, rnd);
+            Path f = write("model_optim_rng.pt", archive);
+            Robustness.valueOrTyped(Mutations.where(Mutations.SEED, i) + ": " + archive.length + "-byte archive", () -> {
+                try (FileChannel ch = FileChannel.open(f)) {
+                    TorchArchive a = TorchArchive.open(new FileSlice(f, ch, 0, ch.size()));
+                    readTensors(a, a.root(), 0);
+                }
+                return null;
+            }, TorchFormatException.class);
+        }
     }
 
-    @Property(tries = 300)
-    void damagedDistributedMetadataIsReadOrRefused(@ForAll("metadata") byte[] metadata) {
-        write(DcpCheckpoint.METADATA_FILE, metadata);
-        Robustness.valueOrTyped(metadata.length + "-byte .metadata", () -> {
-            try (DcpCheckpoint c = DcpCheckpoint.open(dir)) {
-                return c.tensors().size();
-            }
-        }, TorchFormatException.class);
-    }
-
-    @Provide
-    Arbitrary<byte[]> pickles() {
-        return Mutations.of(PICKLE, 0, PICKLE.length, 512);
-    }
-
-    @Provide
-    Arbitrary<byte[]> archives() {
-        // the zip's structure: the first entries' local headers and the central directory at the end
-        Arbitrary<byte[]> head = Mutations.of(ARCHIVE, 0, 4096, 64);
-        Arbitrary<byte[]> tail = Mutations.of(ARCHIVE, ARCHIVE.length - 4096, ARCHIVE.length, 64);
-        return net.jqwik.api.Arbitraries.oneOf(head, tail);
-    }
-
-    @Provide
-    Arbitrary<byte[]> metadata() {
-        return Mutations.of(METADATA, 0, METADATA.length, 512);
+    @Test
+    void damagedDistributedMetadataIsReadOrRefused() {
+        for (int i = 0; i < 300; i++) {
+            byte[] metadata = Mutations.sample(METADATA, 0, METADATA.length, 512, Mutations.random(Mutations.SEED, i));
+            write(DcpCheckpoint.METADATA_FILE, metadata);
+            Robustness.valueOrTyped(Mutations.where(Mutations.SEED, i) + ": " + metadata.length + "-byte .metadata", () -> {
+                try (DcpCheckpoint c = DcpCheckpoint.open(dir)) {
+                    return c.tensors().size();
+                }
+            }, TorchFormatException.class);
+        }
     }
 
     /** Reads every tensor reachable from the unpickled object (bounded depth). */
