@@ -53,13 +53,14 @@ public final class TextGenerator implements AutoCloseable {
         }
         try {
             ModelRanks ranks = ModelRanks.load(checkpoint, modelConfig, tp);
-            Long eos = eosId != null ? eosId : eosOf(tok, checkpoint);
-            if (eos != null && (eos < 0 || eos >= ranks.config().vocabSize())) {
+            int vocab = ranks.config().vocabSize();
+            if (eosId != null && (eosId < 0 || eosId >= vocab)) {
                 ranks.close();
-                throw new IllegalArgumentException("end-of-sequence id " + eos + " is outside the vocabulary [0, "
-                        + ranks.config().vocabSize() + ")");
+                throw new IllegalArgumentException("--eos-id " + eosId + " is outside the vocabulary [0, " + vocab + ")");
             }
-            return new TextGenerator(ranks, tok, eos);
+            Long eos = eosId != null ? eosId : eosOf(tok, checkpoint);
+            // a configured id the model cannot produce (tiny test models keep GPT-2's 50256) stops nothing
+            return new TextGenerator(ranks, tok, eos != null && eos >= 0 && eos < vocab ? eos : null);
         } catch (RuntimeException e) {
             if (tok != null) {
                 tok.close();
