@@ -60,6 +60,11 @@ final class DecodeLoop {
             rows[i] = new Row(prompts.get(i), len[i] >= limit[i], logprobs);
         }
         TokenListener tell = ctx.rank() == 0 ? listener : TokenListener.NONE;
+        for (int i = 0; i < b; i++) {
+            if (rows[i].finished) {
+                tell.onFinish(i);
+            }
+        }
         try (NDManager m = ctx.manager().newSubManager();
                 KvCache cache = useCache ? new KvCache(m, model.config(), ctx.tensorGroup().size(), b, total) : null) {
             float[] logits = forward(m, cache, tokens, 0, minLen, logprobs);
@@ -84,6 +89,9 @@ final class DecodeLoop {
                         r.ids.add(id);
                         tell.onToken(i, id);
                         r.finish(eosId != null && id == eosId, c + 1 >= limit[i]);
+                        if (r.finished) {
+                            tell.onFinish(i);
+                        }
                     } else {
                         tokens[i][c] = eosId != null ? eosId : 0; // never read by a live row
                     }

@@ -8,4 +8,7 @@ public interface TokenListener {
 
     /** Row {@code row} of the batch has chosen {@code id}. */
     void onToken(int row, long id);
+
+    /** Row {@code row} is complete (end of sequence, its token limit, or the context). */
+    default void onFinish(int row) {}
 }
