@@ -80,6 +80,15 @@ final class GenerateCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
+        if (!(temperature > 0)) {
+            throw new IllegalArgumentException("--temperature must be > 0, found " + temperature + " (use --greedy)");
+        }
+        if (topK < 0) {
+            throw new IllegalArgumentException("--top-k must be >= 0 (0: all tokens), found " + topK);
+        }
+        if (!(topP > 0 && topP <= 1)) {
+            throw new IllegalArgumentException("--top-p must be in (0, 1], found " + topP);
+        }
         Sampling sampling = greedy ? Sampling.GREEDY : Sampling.sample(temperature, topK, topP);
         if (batchSize < 1) {
             throw new IllegalArgumentException("--batch-size must be >= 1, found " + batchSize);
