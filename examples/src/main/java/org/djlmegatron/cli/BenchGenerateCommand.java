@@ -47,13 +47,13 @@ final class BenchGenerateCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
+        if (tp < 1 || repeats < 1 || promptLength < 1 || newTokens < 1) {
+            throw new IllegalArgumentException("--tp, --repeats, --prompt-length and --new-tokens must be >= 1");
+        }
         // no tokenizer and no end-of-sequence id: every row runs its full length
         TextGenerator gen = new TextGenerator(checkpoint != null ? ModelRanks.load(checkpoint, null, tp) : reference(),
                 null, null);
         try (gen) {
-            if (tp < 1 || repeats < 1 || promptLength < 1 || newTokens < 1) {
-                throw new IllegalArgumentException("--tp, --repeats, --prompt-length and --new-tokens must be >= 1");
-            }
             TransformerConfig cfg = gen.ranks().config();
             if (promptLength + newTokens > cfg.maxPositionEmbeddings()) {
                 throw new IllegalArgumentException("--prompt-length + --new-tokens (" + (promptLength + newTokens)
