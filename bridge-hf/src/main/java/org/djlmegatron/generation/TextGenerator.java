@@ -51,6 +51,14 @@ public final class TextGenerator implements AutoCloseable {
         } else if (Files.isRegularFile(checkpoint.resolve("tokenizer.json"))) {
             tok = HuggingFaceTextTokenizer.open(checkpoint);
         }
+        return withTokenizer(checkpoint, modelConfig, tp, tok, eosId);
+    }
+
+    /**
+     * Loads {@code checkpoint} on {@code tp} ranks with the given tokenizer (null: none), which the
+     * generator closes.
+     */
+    public static TextGenerator withTokenizer(Path checkpoint, Path modelConfig, int tp, TextTokenizer tok, Long eosId) {
         try {
             ModelRanks ranks = ModelRanks.load(checkpoint, modelConfig, tp);
             int vocab = ranks.config().vocabSize();

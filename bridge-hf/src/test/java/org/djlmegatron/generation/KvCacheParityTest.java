@@ -7,19 +7,46 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
 import org.djlmegatron.bridge.BridgeFixtures;
+import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
 import org.djlmegatron.transformer.KvCache;
 
 /**
  * Decoding with the KV cache gives the logits of a full forward pass at every step, for every
- * Hugging Face fixture at TP=1 and TP=2: the golden ids are fed as a 5-token prefill, then one
- * token at a time, and each step's logits are compared with the full forward's at the same
- * positions (1e-5) and with transformers' golden logits (1e-4).
+ * Hugging Face fixture and both Megatron-Core fixtures (torch and torch_dist) at TP=1 and TP=2:
+ * the golden ids are fed as a 5-token prefill, then one token at a time, and each step's logits are
+ * compared with the full forward's at the same positions (1e-5) and with the reference
+ * implementation's golden logits (transformers', Megatron-Core's; 1e-4).
  */
 class KvCacheParityTest {
+
+    @TempDir
+    static Path tmp;
+
+    static Object[][] megatronCases() {
+        List<Object[]> out = new ArrayList<>();
+        for (String model : new String[] {"mcore_gpt", "mcore_moe"}) {
+            for (String format : new String[] {"torch", "torch_dist"}) {
+                out.add(new Object[] {model, format, 1});
+                out.add(new Object[] {model, format, 2});
+            }
+        }
+        return out.toArray(Object[][]::new);
+    }
+
+    @ParameterizedTest(name = "{0} {1} tp={2}")
+    @MethodSource("megatronCases")
+    void cachedDecodingMatchesMegatronCheckpoints(String name, String format, int tp) throws Exception {
+        Path fixture = BridgeFixtures.megatron(name);
+        Path config = BridgeFixtures.mcoreConfig(name, tmp.resolve(name + "-" + format + "-" + tp + ".json"));
+        check(fixture, fixture.resolve(format), config, tp);
+    }
 
     static Object[][] cases() {
         Object[][] out = new Object[BridgeFixtures.HF_MODELS.length * 2][];
@@ -34,13 +61,16 @@ class KvCacheParityTest {
     @ParameterizedTest(name = "{0} tp={1}")
     @MethodSource("cases")
     void cachedDecodingMatchesFullForwardAtEveryStep(String name, int tp) {
-        var fixture = BridgeFixtures.hf(name);
+        check(BridgeFixtures.hf(name), BridgeFixtures.hf(name), null, tp);
+    }
+
+    private static void check(Path fixture, Path checkpoint, Path modelConfig, int tp) {
         long[] ids = BridgeFixtures.goldenIds(fixture);
         float[] golden = BridgeFixtures.goldenLogits(fixture);
         int batch = 2;
         int seq = ids.length / batch;
         int prefill = 5;
-        try (ModelRanks ranks = ModelRanks.load(fixture, null, tp)) {
+        try (ModelRanks ranks = ModelRanks.load(checkpoint, modelConfig, tp)) {
             int vocab = ranks.config().vocabSize();
             double[] diffs = ranks.run((ctx, model) -> {
                 try (NDManager m = ctx.manager().newSubManager();
@@ -71,7 +101,7 @@ class KvCacheParityTest {
                 }
             }, Duration.ofMinutes(5));
             assertThat(diffs[0]).as("cached vs full forward").isLessThanOrEqualTo(1e-5);
-            assertThat(diffs[1]).as("cached vs transformers' golden logits").isLessThanOrEqualTo(1e-4);
+            assertThat(diffs[1]).as("cached vs the reference's golden logits").isLessThanOrEqualTo(1e-4);
         }
     }
 }

@@ -272,17 +272,25 @@ final class GenerateCommand implements Callable<Integer> {
             if (current < 0) {
                 advance();
             }
-            String piece;
             if (gen.tokenizer().isPresent()) {
-                String text = gen.decode(ids.get(row).stream().mapToLong(Long::longValue).toArray());
-                if (!text.startsWith(shown[row]) || text.endsWith("\uFFFD")) {
-                    return; // an incomplete character: wait for the next token
-                }
-                piece = text.substring(shown[row].length());
-                shown[row] = text;
+                emitText(row, false);
             } else {
-                piece = " " + id;
+                emit(row, " " + id);
             }
+        }
+
+        /** The decoded text not shown yet; held back while it ends in an incomplete character, unless final. */
+        private void emitText(int row, boolean last) {
+            String text = gen.decode(ids.get(row).stream().mapToLong(Long::longValue).toArray());
+            if (!last && (!text.startsWith(shown[row]) || text.endsWith("\uFFFD"))) {
+                return; // wait for the next token
+            }
+            String piece = text.startsWith(shown[row]) ? text.substring(shown[row].length()) : text;
+            shown[row] = text;
+            emit(row, piece);
+        }
+
+        private void emit(int row, String piece) {
             if (row == current) {
                 out.print(piece);
                 out.flush();
@@ -299,6 +307,9 @@ final class GenerateCommand implements Callable<Integer> {
             }
             if (current < 0) {
                 advance();
+            }
+            if (gen.tokenizer().isPresent() && !ids.get(row).isEmpty()) {
+                emitText(row, true);
             }
             while (current < headers.size() && finished[current]) {
                 out.println();

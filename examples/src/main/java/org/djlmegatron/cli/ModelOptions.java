@@ -1,6 +1,8 @@
 package org.djlmegatron.cli;
 
 import java.nio.file.Path;
+import org.djlmegatron.data.HuggingFaceTextTokenizer;
+import org.djlmegatron.data.TextTokenizer;
 import org.djlmegatron.generation.TextGenerator;
 import picocli.CommandLine.Option;
 
@@ -17,6 +19,10 @@ final class ModelOptions {
     @Option(names = "--tp", defaultValue = "1", description = "tensor-parallel size (thread ranks, default: ${DEFAULT-VALUE})")
     int tp;
 
+    @Option(names = "--tokenizer-type", defaultValue = HuggingFaceTextTokenizer.TYPE,
+            description = "HuggingFaceTokenizer or ByteLevelTokenizer (UTF-8 bytes, no files) (default: ${DEFAULT-VALUE})")
+    String tokenizerType;
+
     @Option(names = "--tokenizer-model",
             description = "tokenizer.json or its directory (default: the checkpoint directory's tokenizer.json, if any)")
     Path tokenizerModel;
@@ -29,6 +35,10 @@ final class ModelOptions {
         if (tp < 1) {
             throw new IllegalArgumentException("--tp must be >= 1, found " + tp);
         }
-        return TextGenerator.open(checkpoint, modelConfig, tp, tokenizerModel, eosId);
+        if (tokenizerType.equals(HuggingFaceTextTokenizer.TYPE)) {
+            return TextGenerator.open(checkpoint, modelConfig, tp, tokenizerModel, eosId);
+        }
+        return TextGenerator.withTokenizer(checkpoint, modelConfig, tp, TextTokenizer.create(tokenizerType, tokenizerModel),
+                eosId);
     }
 }
