@@ -193,13 +193,18 @@ public final class Evaluation {
                 }
                 progress.update(++done, passes.size());
             }
-            // pretrain-gpt: each DP rank's mean, averaged; JSONL: token-weighted over all ranks
-            NDArray t = s.create(new double[] {perMicroBatch ? sum / weight : sum, perMicroBatch ? 1 : weight, tokens});
+            NDArray t = s.create(new double[] {sum, weight, tokens});
             if (dp.size() > 1) {
                 t = dp.allReduce(t, ReduceOp.SUM);
             }
             double[] v = t.toDoubleArray();
-            return new double[] {perMicroBatch ? v[0] / dp.size() : v[0] / v[1], v[2]};
+            if (!perMicroBatch) { // token-weighted over all ranks
+                return new double[] {v[0] / v[1], v[2]};
+            }
+            // pretrain-gpt's arithmetic to the bit: each rank's mean as float32, averaged over DP in float32
+            NDArray mean = s.create(new float[] {(float) (sum / weight)});
+            float loss = dp.size() > 1 ? dp.allReduce(mean, ReduceOp.AVG).getFloat(0) : mean.getFloat(0);
+            return new double[] {loss, v[2]};
         }
     }
 
