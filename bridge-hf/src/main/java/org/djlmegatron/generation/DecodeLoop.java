@@ -59,7 +59,7 @@ final class DecodeLoop {
             System.arraycopy(prompts.get(i).ids(), 0, tokens[i], 0, len[i]);
             rows[i] = new Row(prompts.get(i), len[i] >= limit[i], logprobs);
         }
-        TokenListener tell = ctx.rank() == 0 ? listener : TokenListener.NONE;
+        Guarded tell = new Guarded(ctx.rank() == 0 ? listener : TokenListener.NONE);
         for (int i = 0; i < b; i++) {
             if (rows[i].finished) {
                 tell.onFinish(i);
@@ -106,11 +106,49 @@ final class DecodeLoop {
                 logits = forward(m, cache, tokens, c, c + 1, false);
             }
         }
+        if (tell.failure != null) {
+            throw tell.failure;
+        }
         List<Generated> out = new ArrayList<>(b);
         for (int i = 0; i < b; i++) {
             out.add(rows[i].result());
         }
         return out;
+    }
+
+    /**
+     * A listener whose failure is kept until the loop ends: rank 0 must not leave the loop early,
+     * or the other ranks' collectives would pair with the next job's.
+     */
+    private static final class Guarded implements TokenListener {
+        private final TokenListener inner;
+        RuntimeException failure;
+
+        Guarded(TokenListener inner) {
+            this.inner = inner;
+        }
+
+        @Override
+        public void onToken(int row, long id) {
+            if (failure == null) {
+                try {
+                    inner.onToken(row, id);
+                } catch (RuntimeException e) {
+                    failure = e;
+                }
+            }
+        }
+
+        @Override
+        public void onFinish(int row) {
+            if (failure == null) {
+                try {
+                    inner.onFinish(row);
+                } catch (RuntimeException e) {
+                    failure = e;
+                }
+            }
+        }
     }
 
     /**

@@ -126,5 +126,17 @@ class TextGeneratorTest {
         }
     }
 
+    @Test
+    void aFailingListenerFailsItsCallAndTheRanksKeepServing() {
+        List<Prompt> p = rows(prompts("llama"), 4, Sampling.GREEDY);
+        try (TextGenerator gen = open("llama", 2)) {
+            List<List<Long>> before = newIds(gen.generate(p, false, TokenListener.NONE));
+            assertThatThrownBy(() -> gen.generate(p, false, (row, id) -> {
+                throw new IllegalStateException("listener broke");
+            })).hasMessageContaining("listener broke");
+            assertThat(newIds(gen.generate(p, false, TokenListener.NONE))).isEqualTo(before);
+        }
+    }
+
     private record TokenEvent(int row, long id) {}
 }
