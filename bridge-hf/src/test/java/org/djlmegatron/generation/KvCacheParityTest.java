@@ -19,7 +19,8 @@ import org.djlmegatron.transformer.KvCache;
 
 /**
  * Decoding with the KV cache gives the logits of a full forward pass at every step, for every
- * Hugging Face fixture and both Megatron-Core fixtures (torch and torch_dist) at TP=1 and TP=2:
+ * Hugging Face fixture and both Megatron-Core fixtures (torch and torch_dist) at TP=1 and TP=2 (and
+ * GPT-2 at TP=4):
  * the golden ids are fed as a 5-token prefill, then one token at a time, and each step's logits are
  * compared with the full forward's at the same positions (1e-5) and with the reference
  * implementation's golden logits (transformers', Megatron-Core's; 1e-4).
@@ -49,13 +50,13 @@ class KvCacheParityTest {
     }
 
     static Object[][] cases() {
-        Object[][] out = new Object[BridgeFixtures.HF_MODELS.length * 2][];
-        int i = 0;
+        List<Object[]> out = new ArrayList<>();
         for (String model : BridgeFixtures.HF_MODELS) {
-            out[i++] = new Object[] {model, 1};
-            out[i++] = new Object[] {model, 2};
+            out.add(new Object[] {model, 1});
+            out.add(new Object[] {model, 2});
         }
-        return out;
+        out.add(new Object[] {"gpt2", 4}); // its 4 heads allow one per rank
+        return out.toArray(Object[][]::new);
     }
 
     @ParameterizedTest(name = "{0} tp={1}")
