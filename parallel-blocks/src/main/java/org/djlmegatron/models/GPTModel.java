@@ -22,6 +22,7 @@ import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.training.TrainableModel;
 import org.djlmegatron.training.TrainableParameter;
 import org.djlmegatron.transformer.AttentionBackend;
+import org.djlmegatron.transformer.KvCache;
 import org.djlmegatron.transformer.Recompute;
 import org.djlmegatron.transformer.TransformerConfig;
 import org.djlmegatron.transformer.TransformerLayer;
@@ -175,6 +176,48 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
                     .singletonOrThrow());
         }
         return embeddingDropout.hidden(h, tape().key(), 0, PositionalDropout.Site.EMBEDDING, posStart);
+    }
+
+    /**
+     * Decoding with a KV cache: local logits {@code [b, s, V/tp]} of tokens {@code ids [b, s]} at
+     * positions {@code cache.length() .. cache.length()+s-1}, every earlier position read from the
+     * cache; this step's keys and values are added to it. Equal to {@link #apply} on the whole
+     * sequence at those positions. Inference only (no tape), without sequence parallelism.
+     */
+    public NDArray forwardCached(NDArray ids, KvCache cache) {
+        long s = ids.getShape().get(1);
+        long start = cache.length();
+        if (sequenceParallel) {
+            throw new IllegalStateException("decoding with a KV cache needs a model built without sequence parallelism");
+        }
+        if (ids.getShape().get(0) != cache.batch()) {
+            throw new IllegalArgumentException("KV cache holds " + cache.batch() + " rows, ids have "
+                    + ids.getShape().get(0));
+        }
+        if (start + s > cache.capacity()) {
+            throw new IllegalArgumentException("positions up to " + (start + s) + " exceed the KV cache capacity "
+                    + cache.capacity());
+        }
+        if (positionEmbeddings != null && start + s > cfg.maxPositionEmbeddings()) {
+            throw new IllegalArgumentException("position " + (start + s - 1) + " is beyond max_position_embeddings "
+                    + cfg.maxPositionEmbeddings());
+        }
+        NDArray h = tp.reduceFromRegion(wordEmbeddings.partial(ids));
+        if (positionEmbeddings != null) {
+            NDArray positions = ids.getManager().arange((int) start, (int) (start + s), 1, DataType.INT64);
+            h = h.add(positions.getNDArrayInternal()
+                    .embedding(positions, value(positionEmbeddings, positions), SparseFormat.DENSE)
+                    .singletonOrThrow());
+        }
+        for (int i = 0; i < layers.size(); i++) {
+            h = layers.get(i).forwardCached(h, cache, i);
+        }
+        cache.advance(s);
+        NDArray x = finalNorm.apply(h);
+        if (outputLayer != null) {
+            return outputLayer.applyInRegion(x);
+        }
+        return x.getNDArrayInternal().linear(x, value(wordEmbeddings.weight(), x), null).singletonOrThrow();
     }
 
     /** Full-vocabulary logits {@code [b, s, V]} from local ones (same on every rank). */

@@ -125,6 +125,52 @@ public final class Attention extends ParallelBlock {
         this.dropout = dropout;
     }
 
+    /**
+     * Decoding with a KV cache: the unreduced output for this step's tokens {@code x [b, s, hidden]}
+     * (in region, no sequence parallelism) at positions {@code cache.length() ..}. Their keys and
+     * values are written to layer {@code layer} of the cache, and each query attends to every cached
+     * position up to its own. Always composed attention: the fused kernel's causal mask assumes
+     * queries and keys start at the same position.
+     */
+    public NDArray partialCached(NDArray x, KvCache cache, int layer) {
+        long b = x.getShape().get(0);
+        long s = x.getShape().get(1);
+        int qpg = cfg.headsPerGroup();
+        int d = cfg.kvChannels();
+        NDArray qkv = linearQkv.applyInRegion(x).reshape(b, s, localGroups, qpg + 2, d);
+        NDArray q = qkv.get(new NDIndex(":, :, :, :{}, :", qpg));
+        NDArray k = qkv.get(new NDIndex(":, :, :, {}:{}, :", qpg, qpg + 1));
+        NDArray v = qkv.get(new NDIndex(":, :, :, {}:, :", qpg + 1));
+        if (qNorm != null) {
+            q = qNorm.apply(q);
+            k = kNorm.apply(k);
+        }
+        long start = cache.length();
+        if (rope != null) {
+            q = rope.applyFrom(ctx.manager(), q, start, cache.capacity());
+            k = rope.applyFrom(ctx.manager(), k, start, cache.capacity());
+        }
+        NDArray[] kv = cache.append(layer, k, v);
+        NDArray qt = q.transpose(0, 2, 3, 1, 4); // [b, g, qpg, s, d]
+        NDArray kt = kv[0].transpose(0, 2, 3, 4, 1); // [b, g, 1, d, start + s]
+        NDArray vt = kv[1].transpose(0, 2, 3, 1, 4);
+        NDArray scores = qt.matMul(kt).mul(scale);
+        if (s > 1) {
+            scores = scores.add(offsetCausalMask(x.getManager(), start, s));
+        }
+        NDArray probs = Cast.to(Cast.to(scores, DataType.FLOAT32).softmax(-1), q.getDataType());
+        NDArray context = probs.matMul(vt).transpose(0, 3, 1, 2, 4); // [b, s, g, qpg, d]
+        return linearProj.partial(context.reshape(b, s, (long) localGroups * qpg * d));
+    }
+
+    /** [s, start + s] additive mask: query i (position start + i) sees keys 0 .. start + i. */
+    private static NDArray offsetCausalMask(NDManager m, long start, long s) {
+        NDArray keyPos = m.arange(0, (int) (start + s), 1, DataType.INT64);
+        NDArray queryPos = m.arange((int) start, (int) (start + s), 1, DataType.INT64);
+        NDArray above = keyPos.expandDims(0).gt(queryPos.expandDims(1));
+        return above.toType(DataType.FLOAT32, false).mul(-1e30f);
+    }
+
     /** Chooses the backend (resolved now: FUSED without the native library is refused here). */
     public void setBackend(AttentionBackend backend) {
         this.backend = backend.resolve();

@@ -73,6 +73,30 @@ public final class RotaryEmbedding {
         return x.mul(c).add(rotateHalf(x).mul(s));
     }
 
+    /**
+     * Rotates {@code x [batch, seq, ..., dim]} as positions {@code start .. start+seq-1} (decoding
+     * with a KV cache). The tables are built once for at least {@code tableLength} positions; row p
+     * of a table does not depend on its length, so this equals {@link #apply} at those positions.
+     */
+    public NDArray applyFrom(NDManager manager, NDArray x, long start, long tableLength) {
+        long seq = x.getShape().get(1);
+        if (cachedLength < start + seq) {
+            tables(manager, Math.max(tableLength, start + seq));
+        }
+        NDIndex rows = new NDIndex("{}:{}", start, start + seq);
+        NDArray c = cos.get(rows);
+        NDArray s = sin.get(rows);
+        c.attach(x.getManager()); // views of this step, not of the tables
+        s.attach(x.getManager());
+        c = inTypeOf(c, x);
+        s = inTypeOf(s, x);
+        for (int i = 0; i < x.getShape().dimension() - 3; i++) {
+            c = c.expandDims(1);
+            s = s.expandDims(1);
+        }
+        return x.mul(c).add(rotateHalf(x).mul(s));
+    }
+
     /** The fp32 table in {@code x}'s dtype, as transformers uses it (a temporary of x's step). */
     private static NDArray inTypeOf(NDArray table, NDArray x) {
         if (table.getDataType() == x.getDataType()) {

@@ -126,6 +126,18 @@ public final class TransformerLayer extends ParallelBlock {
         return layerNumber;
     }
 
+    /**
+     * Decoding with a KV cache: {@code h [b, s, hidden]} replicated (no sequence parallelism, no
+     * tape), this step's keys and values written to layer {@code layer} of {@code cache}.
+     */
+    public NDArray forwardCached(NDArray h, KvCache cache, int layer) {
+        NDArray y = tp.reduceFromRegion(attention.partialCached(inputNorm.apply(h), cache, layer));
+        h = h.add(attention.linearProj().addBias(y));
+        NDArray x = preMlpNorm.apply(h);
+        y = tp.reduceFromRegion(mlp != null ? mlp.partial(x) : moe.partial(x));
+        return h.add(mlp != null ? mlp.linearFc2().addBias(y) : y);
+    }
+
     public Attention attention() {
         return attention;
     }
