@@ -76,10 +76,11 @@ public final class ContextAttention {
         NDArray out = null;
         NDArray lse = null;
         long[] qPos = cp.positions(s);
+        NDArray qt = Cast.to(live.get(0).transpose(0, 2, 3, 1, 4).mul(scale), DataType.FLOAT32);
         for (int i = 0; i < n; i++) {
             int src = Math.floorMod(cp.rank() - i, n);
             NDArray mask = mask("ring" + src, qPos, cp.positions(src, s));
-            NDArray[] part = partialAttention(live.get(0), blocks.get(i), blocks.get(n + i), mask, scale);
+            NDArray[] part = partialAttention(qt, blocks.get(i), blocks.get(n + i), mask);
             if (out == null) {
                 out = part[0];
                 lse = part[1];
@@ -185,16 +186,17 @@ public final class ContextAttention {
     }
 
     /**
-     * One block's attention: the normalized output {@code [b, g, qpg, sq, d]} (fp32) and its
-     * log-sum-exp {@code [b, g, qpg, sq, 1]}. A query row the block masks entirely gets a
-     * log-sum-exp near -1e30, so its merge weight is 0.
+     * One block's attention for queries {@code qt [b, g, qpg, sq, d]} already scaled by 1/sqrt(d):
+     * the normalized output {@code [b, g, qpg, sq, d]} (fp32) and its log-sum-exp
+     * {@code [b, g, qpg, sq, 1]}. A query row the block masks entirely gets a log-sum-exp near
+     * -1e30, so its merge weight is 0. Few [sq, sk] temporaries: every one is held until backward.
      */
-    private static NDArray[] partialAttention(NDArray q, NDArray k, NDArray v, NDArray mask, NDArray scale) {
-        NDArray scores = scores(q, k, mask, scale);
+    private static NDArray[] partialAttention(NDArray qt, NDArray k, NDArray v, NDArray mask) {
+        NDArray scores = qt.matMul(Cast.to(k, DataType.FLOAT32).transpose(0, 2, 3, 4, 1)).add(mask);
         NDArray top = scores.stopGradient().max(new int[] {-1}, true);
         NDArray e = scores.sub(top).exp();
         NDArray sum = e.sum(new int[] {-1}, true);
-        NDArray out = e.div(sum).matMul(Cast.to(v, DataType.FLOAT32).transpose(0, 2, 3, 1, 4));
+        NDArray out = e.matMul(Cast.to(v, DataType.FLOAT32).transpose(0, 2, 3, 1, 4)).div(sum);
         return new NDArray[] {out, sum.log().add(top)};
     }
 
