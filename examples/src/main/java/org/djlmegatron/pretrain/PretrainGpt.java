@@ -67,6 +67,10 @@ public final class PretrainGpt {
         RankDevices devices = RankDevices.parse(o.device, o.nprocPerNode);
         RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, 1, o.contextParallelSize, 1);
         CpCommType cpComm = CpCommType.parse(o.cpCommType);
+        if (grid.cp() > 1 && (dropout[0] > 0 || dropout[1] > 0)) {
+            throw new IllegalArgumentException("dropout is not supported with --context-parallel-size > 1 yet "
+                    + "(found hidden " + dropout[0] + ", attention " + dropout[1] + "): give --hidden-dropout 0 --attention-dropout 0");
+        }
         if (grid.cp() > 1 && (o.save != null || o.load != null)) {
             throw new IllegalArgumentException("--save and --load are not supported with --context-parallel-size > 1 yet");
         }
