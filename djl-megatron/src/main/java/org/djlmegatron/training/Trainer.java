@@ -36,6 +36,7 @@ public final class Trainer implements AutoCloseable {
     private final NDManager state;
     private final Optimizer optimizer;
     private final LossScaler scaler;
+    private final ProcessGroup data;
     private final long shardStart;
     private final long shardLength;
     private NDArray masters;
@@ -51,8 +52,9 @@ public final class Trainer implements AutoCloseable {
         this.model = model;
         this.config = config;
         dp = ctx.group(GroupKind.DATA_CONTEXT);
+        data = ctx.group(GroupKind.DATA); // context-parallel peers read the same samples
         tp = ctx.tensorGroup();
-        microBatches = config.microBatchesPerStep(dp.size());
+        microBatches = config.microBatchesPerStep(data.size());
         layout = new FlatLayout(model.trainableParameters(), dp.size());
         state = ctx.manager().newSubManager();
         optimizer = config.optimizer().get();
@@ -127,7 +129,7 @@ public final class Trainer implements AutoCloseable {
         Update u = update(scale);
         scaler.update(u.skipped);
         iteration++;
-        long globalTokens = tokens * dp.size();
+        long globalTokens = tokens * data.size();
         return new StepResult(iteration, loss, u.gradNorm, u.lr, scale, u.skipped, globalTokens,
                 (System.nanoTime() - t0) / 1e9);
     }
@@ -137,7 +139,7 @@ public final class Trainer implements AutoCloseable {
      * batch sources split the global batch over DP ranks in order, then into micro-batches.
      */
     private long firstSample(int m) {
-        return iteration * config.globalBatchSize() + (long) dp.rank() * (config.globalBatchSize() / dp.size())
+        return iteration * config.globalBatchSize() + (long) data.rank() * (config.globalBatchSize() / data.size())
                 + (long) m * config.microBatchSize();
     }
 

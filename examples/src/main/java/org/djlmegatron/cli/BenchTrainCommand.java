@@ -72,7 +72,8 @@ final class BenchTrainCommand implements Callable<Integer> {
     @Option(names = "--vocab-size") Integer vocab;
     @Option(names = "--iters", defaultValue = "4", description = "timed iterations per layout (after one warm-up)") int iters;
     @Option(names = "--layouts", split = ",", defaultValue = "dp1,dp2,dp2-distopt,tp2",
-            description = "layouts to run: dpN, dpN-distopt, tpN, each optionally suffixed -full (full recomputation, "
+            description = "layouts to run: dpN, dpN-distopt, tpN, cpN (context parallelism, ring attention) or cpN-all_gather / "
+                    + "cpN-a2a, each optionally suffixed -full (full recomputation, "
                     + "uniform, 1 layer) or -selective (core attention) (default: ${DEFAULT-VALUE})") List<String> layouts;
     @Option(names = "--dropout", defaultValue = "0", description = "hidden and attention dropout of the benchmarked model "
             + "(default: ${DEFAULT-VALUE}, as the PyTorch peer)") double dropout;
@@ -126,6 +127,8 @@ final class BenchTrainCommand implements Callable<Integer> {
     private Run run(String layout, int l, int h, int a, int s, int mb, int v) {
         int dp = 1;
         int tp = 1;
+        int cp = 1;
+        String cpComm = "p2p";
         String kind = layout;
         List<String> recompute = List.of();
         if (kind.endsWith("-full")) {
@@ -141,14 +144,19 @@ final class BenchTrainCommand implements Callable<Integer> {
             dp = Integer.parseInt(kind.substring(2));
         } else if (kind.startsWith("tp")) {
             tp = Integer.parseInt(kind.substring(2));
+        } else if (kind.startsWith("cp")) {
+            int dash = kind.indexOf('-');
+            cp = Integer.parseInt(dash < 0 ? kind.substring(2) : kind.substring(2, dash));
+            cpComm = dash < 0 ? cpComm : kind.substring(dash + 1);
         } else {
-            throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt or tpN, optionally "
-                    + "followed by -full or -selective");
+            throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt, tpN or cpN[-p2p|-all_gather|-a2a], "
+                    + "optionally followed by -full or -selective");
         }
         List<String> args = new ArrayList<>(List.of("--mock-data", "--num-layers", "" + l, "--hidden-size", "" + h,
                 "--num-attention-heads", "" + a, "--seq-length", "" + s, "--vocab-size", "" + v,
                 "--micro-batch-size", "" + mb, "--global-batch-size", "" + mb * dp, "--lr", "1e-4",
-                "--train-iters", "" + (iters + 1), "--nproc-per-node", "" + dp * tp,
+                "--train-iters", "" + (iters + 1), "--nproc-per-node", "" + dp * tp * cp,
+                "--context-parallel-size", "" + cp, "--cp-comm-type", cpComm,
                 "--tensor-model-parallel-size", "" + tp, "--log-interval", "1000000", "--device", device,
                 "--attention-backend", attentionBackend, "--hidden-dropout", "" + dropout, "--attention-dropout", "" + dropout));
         args.addAll(recompute);

@@ -23,6 +23,8 @@ import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.models.GPTModel;
 import org.djlmegatron.models.ModelFlops;
 import org.djlmegatron.nn.ShardedParameter;
+import org.djlmegatron.context.ContextParallel;
+import org.djlmegatron.context.CpCommType;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.parallel.RankGrid;
@@ -65,7 +67,15 @@ public final class PretrainGpt {
         var attention = o.attentionBackend();
         LaunchConfig launch = LaunchConfig.fromEnvironment(o.nprocPerNode);
         RankDevices devices = RankDevices.parse(o.device, o.nprocPerNode);
-        RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, 1, 1, 1);
+        RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, 1, o.contextParallelSize, 1);
+        CpCommType cpComm = CpCommType.parse(o.cpCommType);
+        if (grid.cp() > 1 && (dropout[0] > 0 || dropout[1] > 0)) {
+            throw new IllegalArgumentException("dropout is not supported with --context-parallel-size > 1 yet "
+                    + "(found hidden " + dropout[0] + ", attention " + dropout[1] + "): give --hidden-dropout 0 --attention-dropout 0");
+        }
+        if (grid.cp() > 1 && (o.save != null || o.load != null)) {
+            throw new IllegalArgumentException("--save and --load are not supported with --context-parallel-size > 1 yet");
+        }
         if (o.initHf != null && o.load != null) {
             throw new IllegalArgumentException("give --init-hf or --load, not both");
         }
@@ -109,7 +119,7 @@ public final class PretrainGpt {
                     Runtime.getRuntime().availableProcessors(), launch.nprocPerNode());
             try (AutoCloseable closeData = data instanceof AutoCloseable c ? c : () -> { }) {
                 List<List<StepResult>> local = DistributedWorld.run(grid, launch, devices,
-                        ctx -> train(ctx, cfg, hf, start, data, tc, gbs, flops, attention, recompute, dropout));
+                        ctx -> train(ctx, cfg, hf, start, data, tc, gbs, flops, attention, recompute, dropout, cpComm));
                 return local.get(0); // this JVM's first rank (global rank 0 on node 0)
             } catch (RuntimeException e) {
                 throw e;
@@ -123,8 +133,11 @@ public final class PretrainGpt {
 
     private List<StepResult> train(RankContext ctx, TransformerConfig cfg, HfCheckpoint hf, Start start,
             BatchSource data, TrainerConfig tc, int gbs, double flops, AttentionBackend attention, Recompute recompute,
-            double[] dropout) {
+            double[] dropout, CpCommType cpComm) {
         GPTModel model = new GPTModel(ctx, cfg, o.sequenceParallel);
+        if (ctx.grid().cp() > 1) {
+            model.setContextParallel(new ContextParallel(ctx.group(GroupKind.CONTEXT), cpComm));
+        }
         model.setParameterType(o.parameterType());
         model.setAttentionBackend(attention);
         model.setRecompute(recompute);
@@ -138,6 +151,7 @@ public final class PretrainGpt {
             model.initializeRandom(o.seed, o.initMethodStd);
         }
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
+        ProcessGroup samples = ctx.group(GroupKind.DATA); // context-parallel peers read the same samples
         List<StepResult> results = new ArrayList<>();
         boolean logger = ctx.rank() == 0;
         try (Trainer trainer = new Trainer(ctx, model, tc);
@@ -153,7 +167,7 @@ public final class PretrainGpt {
             }
             trainer.measureHeldBytes();
             for (long it = first; it < o.trainIters; it++) {
-                List<MicroBatch> batches = data.microBatches(it, dp.rank(), dp.size(), o.microBatchSize, gbs);
+                List<MicroBatch> batches = data.microBatches(it, samples.rank(), samples.size(), o.microBatchSize, gbs);
                 StepResult r = trainer.step(batches);
                 results.add(r);
                 if (logger && it == first) {
@@ -175,7 +189,7 @@ public final class PretrainGpt {
                     }
                 }
                 if (o.evalInterval > 0 && (it + 1) % o.evalInterval == 0) {
-                    double loss = evaluate(ctx, model, data, dp, gbs);
+                    double loss = evaluate(ctx, model, data, samples, dp, gbs);
                     if (logger) {
                         log.eval(it + 1, loss);
                     }
@@ -239,7 +253,8 @@ public final class PretrainGpt {
     }
 
     /** Mean loss over {@code --eval-iters} held-out global batches (grad mode off). */
-    private double evaluate(RankContext ctx, GPTModel model, BatchSource data, ProcessGroup dp, int gbs) {
+    private double evaluate(RankContext ctx, GPTModel model, BatchSource data, ProcessGroup samples, ProcessGroup dp,
+            int gbs) {
         if (!(data instanceof MockData) && !(data instanceof IndexedData)) {
             return Double.NaN;
         }
@@ -251,8 +266,8 @@ public final class PretrainGpt {
             long heldOut = 1L << 40; // iterations far beyond training: samples never trained on
             for (int i = 0; i < o.evalIters; i++) {
                 List<MicroBatch> batches = data instanceof IndexedData indexed
-                        ? indexed.validBatches(i, dp.rank(), dp.size(), o.microBatchSize, gbs)
-                        : data.microBatches(heldOut + i, dp.rank(), dp.size(), o.microBatchSize, gbs);
+                        ? indexed.validBatches(i, samples.rank(), samples.size(), o.microBatchSize, gbs)
+                        : data.microBatches(heldOut + i, samples.rank(), samples.size(), o.microBatchSize, gbs);
                 for (MicroBatch mb : batches) {
                     NDArray x = s.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
                     NDArray y = s.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
@@ -291,8 +306,12 @@ public final class PretrainGpt {
             throw new IllegalArgumentException("sequence length " + seq + " exceeds max-position-embeddings "
                     + cfg.maxPositionEmbeddings());
         }
-        if (o.sequenceParallel && seq % grid.tp() != 0) {
-            throw new IllegalArgumentException("--sequence-parallel needs the sequence length (" + seq
+        if (grid.cp() > 1 && seq % (2 * grid.cp()) != 0) {
+            throw new IllegalArgumentException("--context-parallel-size " + grid.cp() + " needs the sequence length ("
+                    + seq + ") divisible by 2 x " + grid.cp() + " (causal load balancing: 2N chunks)");
+        }
+        if (o.sequenceParallel && (seq / grid.cp()) % grid.tp() != 0) {
+            throw new IllegalArgumentException("--sequence-parallel needs the sequence length per context-parallel rank (" + seq / grid.cp()
                     + ") divisible by the tensor-parallel size " + grid.tp());
         }
     }

@@ -86,6 +86,10 @@ public final class PretrainOptions {
     // parallelism
     @Option(names = "--tensor-model-parallel-size", defaultValue = "1") public int tensorModelParallelSize;
     @Option(names = "--sequence-parallel") public boolean sequenceParallel;
+    @Option(names = "--context-parallel-size", defaultValue = "1",
+            description = "ranks that split each sequence (2N chunks, rank r holds r and 2N-1-r; default: ${DEFAULT-VALUE})") public int contextParallelSize;
+    @Option(names = "--cp-comm-type", defaultValue = "p2p",
+            description = "context-parallel attention: p2p (ring), all_gather or a2a (Ulysses) (default: ${DEFAULT-VALUE})") public String cpCommType;
     @Option(names = "--use-distributed-optimizer") public boolean useDistributedOptimizer;
     @Option(names = "--nproc-per-node", defaultValue = "1", description = "ranks (threads) in this JVM") public int nprocPerNode;
     @Option(names = "--intra-op-threads", description = "libtorch threads per rank (default: OMP_NUM_THREADS, else cores / --nproc-per-node, at least 1)") public Integer intraOpThreads;

@@ -43,6 +43,28 @@ final class TrajectoryParity {
             "--sequence-parallel");
     static final Variant DP2_DISTOPT = Variant.of("dp2-distopt", "--nproc-per-node", "2", "--use-distributed-optimizer");
 
+    /**
+     * Context parallelism: {@code n} ranks split each sequence, exchanging K/V by {@code comm}
+     * ({@code --cp-comm-type}), combined with {@code more} flags (TP via
+     * {@code --tensor-model-parallel-size}, DP=2 via {@code --use-distributed-optimizer}); the world
+     * size follows.
+     */
+    static Variant cp(int n, String comm, String... more) {
+        List<String> flags = new ArrayList<>(List.of("--context-parallel-size", String.valueOf(n), "--cp-comm-type", comm));
+        flags.addAll(List.of(more));
+        int world = n;
+        int tp = flags.indexOf("--tensor-model-parallel-size");
+        if (tp >= 0) {
+            world *= Integer.parseInt(flags.get(tp + 1));
+        }
+        if (flags.contains("--use-distributed-optimizer")) {
+            world *= 2; // DP=2
+        }
+        flags.addAll(List.of("--nproc-per-node", String.valueOf(world)));
+        String name = "cp" + n + "-" + comm + (more.length > 0 ? "-" + String.join("", more).replace("--", " ").trim() : "");
+        return new Variant(name, flags);
+    }
+
     /** Runs {@code base + variant} flags. */
     static List<StepResult> run(List<String> base, Variant variant) {
         List<String> args = new ArrayList<>(base);

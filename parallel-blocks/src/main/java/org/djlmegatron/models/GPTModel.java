@@ -10,6 +10,7 @@ import java.util.ArrayList;
 import java.util.List;
 import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.nn.BlockList;
+import org.djlmegatron.context.ContextParallel;
 import org.djlmegatron.nn.ColumnParallelLinear;
 import org.djlmegatron.nn.Norm;
 import org.djlmegatron.nn.PositionalDropout;
@@ -49,6 +50,8 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
     private final VocabParallelCrossEntropy crossEntropy;
     private Recompute recompute = Recompute.NONE;
     private PositionalDropout embeddingDropout = new PositionalDropout(0, 0);
+    private boolean dropoutActive;
+    private ContextParallel cp;
 
     public GPTModel(RankContext ctx, TransformerConfig cfg, boolean sequenceParallel) {
         super(ctx);
@@ -92,6 +95,14 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
             throw new IllegalArgumentException("sequence length " + s
                     + " exceeds max_position_embeddings " + cfg.maxPositionEmbeddings());
         }
+        if (cp != null) {
+            ids = cp.localChunks(ids);
+            s = ids.getShape().get(1);
+            if (sequenceParallel && s % tp.group().size() != 0) {
+                throw new IllegalArgumentException("sequence length per context-parallel rank " + s
+                        + " is not divisible by the tensor-parallel size " + tp.group().size() + " (sequence parallelism)");
+            }
+        }
         noteUses(embedding);
         NDArray h = embed(ids);
         for (Recompute.LayerGroup g : recompute.groups(layers.size())) {
@@ -131,6 +142,21 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
         }
     }
 
+    /**
+     * Context parallelism ({@code --context-parallel-size}; null: off). {@link #apply} then takes the
+     * whole sequence and returns the logits of this rank's two chunks ({@link ContextParallel}), and
+     * the loss is this rank's share of the sequence's mean. Dropout is refused with it: the masks
+     * are functions of contiguous position ranges.
+     */
+    public void setContextParallel(ContextParallel cp) {
+        if (cp != null && dropoutActive) {
+            throw new IllegalArgumentException("dropout is not supported with --context-parallel-size > 1 yet: "
+                    + "give --hidden-dropout 0 --attention-dropout 0");
+        }
+        this.cp = cp;
+        layers.forEach(l -> l.attention().setContextParallel(cp));
+    }
+
     /** Activation recomputation ({@code --recompute-granularity} and friends; a last uniform group may be shorter). */
     public void setRecompute(Recompute recompute) {
         this.recompute = recompute;
@@ -147,6 +173,11 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
      * tape's {@link org.djlmegatron.autograd.RandomKey} (see {@link PositionalDropout}).
      */
     public void setDropout(double hidden, double attention, long seed) {
+        dropoutActive = hidden > 0 || attention > 0;
+        if (cp != null && dropoutActive) {
+            throw new IllegalArgumentException("dropout is not supported with --context-parallel-size > 1 yet: "
+                    + "give --hidden-dropout 0 --attention-dropout 0");
+        }
         embeddingDropout = new PositionalDropout(hidden, seed);
         PositionalDropout h = new PositionalDropout(hidden, seed);
         PositionalDropout a = new PositionalDropout(attention, seed);
@@ -169,8 +200,10 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
         }
         if (positionEmbeddings != null) {
             // a lookup (not a slice of the weight) so the result lives in the step's manager
-            NDArray positions = ids.getManager()
-                    .arange((int) posStart, (int) (posStart + posLen), 1, DataType.INT64);
+            NDArray positions = cp != null
+                    ? ids.getManager().create(java.util.Arrays.copyOfRange(cp.positions(s),
+                            (int) posStart, (int) (posStart + posLen)))
+                    : ids.getManager().arange((int) posStart, (int) (posStart + posLen), 1, DataType.INT64);
             h = h.add(positions.getNDArrayInternal()
                     .embedding(positions, value(positionEmbeddings, positions), SparseFormat.DENSE)
                     .singletonOrThrow());
@@ -227,6 +260,10 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
 
     /** Mean cross-entropy of local logits against global labels (negative labels ignored). */
     public NDArray lossFromLogits(NDArray localLogits, NDArray labels) {
+        if (cp != null) {
+            NDArray local = cp.localChunks(labels);
+            return cp.meanLoss(crossEntropy.tokenLosses(localLogits, local), local);
+        }
         return crossEntropy.meanLoss(localLogits, labels);
     }
 

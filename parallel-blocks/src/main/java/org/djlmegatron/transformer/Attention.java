@@ -7,6 +7,8 @@ import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import org.djlmegatron.autograd.Scalar;
+import org.djlmegatron.context.ContextAttention;
+import org.djlmegatron.context.ContextParallel;
 import org.djlmegatron.engine.Cast;
 import org.djlmegatron.engine.TorchNative;
 import org.djlmegatron.nn.ColumnParallelLinear;
@@ -36,6 +38,8 @@ public final class Attention extends ParallelBlock {
     private AttentionBackend backend = AttentionBackend.AUTO.resolve();
     private boolean recomputeCore;
     private PositionalDropout dropout = new PositionalDropout(0, 0);
+    private ContextParallel cp;
+    private ContextAttention cpAttention;
 
     public Attention(RankContext ctx, TransformerConfig cfg, boolean sequenceParallel) {
         this(ctx, cfg, sequenceParallel, 0);
@@ -97,8 +101,14 @@ public final class Attention extends ParallelBlock {
         }
         if (rope != null) {
             NDManager m = ctx.manager();
-            q = rope.apply(m, q);
-            k = rope.apply(m, k);
+            if (cp != null) {
+                long[] positions = cp.positions(s);
+                q = rope.apply(m, q, positions);
+                k = rope.apply(m, k, positions);
+            } else {
+                q = rope.apply(m, q);
+                k = rope.apply(m, k);
+            }
         }
         NDArray context = recomputeCore
                 ? tape().checkpoint(new NDList(q, k, v), in -> new NDList(core(in.get(0), in.get(1), in.get(2)))).get(0)
@@ -111,6 +121,9 @@ public final class Attention extends ParallelBlock {
      * libtorch's generator, so with attention dropout active the composed path applies ours.
      */
     private NDArray core(NDArray q, NDArray k, NDArray v) {
+        if (cpAttention != null) {
+            return cpAttention.core(tape(), q, k, v, scale);
+        }
         boolean ourDropout = dropout.active(tape().key());
         return backend == AttentionBackend.FUSED && !ourDropout ? fused(q, k, v) : unfused(q, k, v);
     }
@@ -118,6 +131,15 @@ public final class Attention extends ParallelBlock {
     /** Recomputes the core attention (softmax(QK^T)V) in backward instead of keeping its activations. */
     public void setRecomputeCore(boolean recompute) {
         this.recomputeCore = recompute;
+    }
+
+    /**
+     * Context parallelism: the input holds this rank's two chunks of the sequence; attention
+     * exchanges keys and values over the context group ({@link ContextAttention}).
+     */
+    public void setContextParallel(ContextParallel cp) {
+        this.cp = cp;
+        this.cpAttention = cp == null ? null : new ContextAttention(cp, ctx.manager());
     }
 
     /** Dropout of the attention probabilities. */

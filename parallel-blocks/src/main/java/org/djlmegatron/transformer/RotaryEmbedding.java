@@ -97,6 +97,42 @@ public final class RotaryEmbedding {
         return x.mul(c).add(rotateHalf(x).mul(s));
     }
 
+    /**
+     * Rotates {@code x [batch, seq, ..., dim]} whose tokens sit at the given global positions
+     * (context parallelism holds two non-adjacent chunks of the sequence).
+     */
+    public NDArray apply(NDManager manager, NDArray x, long[] positions) {
+        if (positions != cachedPositions) {
+            if (cosAt != null) {
+                cosAt.close();
+                sinAt.close();
+            }
+            try (NDManager tmp = manager.newSubManager()) {
+                NDArray invFreq = inverseFrequencies(tmp);
+                NDArray pos = tmp.create(positions).toType(DataType.FLOAT32, false);
+                NDArray freqs = pos.expandDims(1).mul(invFreq.expandDims(0));
+                NDArray emb = NDArrays.concat(new NDList(freqs, freqs), -1);
+                cosAt = emb.cos();
+                sinAt = emb.sin();
+                cosAt.attach(manager);
+                sinAt.attach(manager);
+            }
+            cachedPositions = positions;
+        }
+        int middle = x.getShape().dimension() - 3;
+        NDArray c = inTypeOf(cosAt, x);
+        NDArray s = inTypeOf(sinAt, x);
+        for (int i = 0; i < middle; i++) {
+            c = c.expandDims(1);
+            s = s.expandDims(1);
+        }
+        return x.mul(c).add(rotateHalf(x).mul(s));
+    }
+
+    private long[] cachedPositions;
+    private NDArray cosAt;
+    private NDArray sinAt;
+
     /** The fp32 table in {@code x}'s dtype, as transformers uses it (a temporary of x's step). */
     private static NDArray inTypeOf(NDArray table, NDArray x) {
         if (table.getDataType() == x.getDataType()) {
