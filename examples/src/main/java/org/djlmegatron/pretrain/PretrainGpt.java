@@ -24,6 +24,7 @@ import org.djlmegatron.models.ModelFlops;
 import org.djlmegatron.nn.ShardedParameter;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
+import org.djlmegatron.pipeline.PipelineLayout;
 import org.djlmegatron.parallel.RankGrid;
 import org.djlmegatron.training.MicroBatch;
 import org.djlmegatron.training.StepResult;
@@ -63,7 +64,11 @@ public final class PretrainGpt {
         var attention = o.attentionBackend();
         LaunchConfig launch = LaunchConfig.fromEnvironment(o.nprocPerNode);
         RankDevices devices = RankDevices.parse(o.device, o.nprocPerNode);
-        RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, 1, 1, 1);
+        RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, o.pipelineModelParallelSize, 1, 1);
+        if (o.pipelineModelParallelSize > 1 && (o.save != null || o.load != null || o.evalInterval > 0)) {
+            throw new IllegalArgumentException("--pipeline-model-parallel-size " + o.pipelineModelParallelSize
+                    + ": --save, --load and --eval-interval are not supported with pipelining yet");
+        }
         if (o.initHf != null && o.load != null) {
             throw new IllegalArgumentException("give --init-hf or --load, not both");
         }
@@ -74,6 +79,7 @@ public final class PretrainGpt {
             }
             TransformerConfig cfg = hf != null ? hf.config() : start.config() != null ? start.config() : o.modelConfig();
             grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
+            PipelineLayout stages = o.pipelineLayout(cfg.numLayers());
             BatchSource data = dataSource(cfg, o.globalBatchSize != null ? o.globalBatchSize
                     : o.microBatchSize * grid.dp());
             int seq = data.seqLength();
@@ -102,7 +108,7 @@ public final class PretrainGpt {
             }
             try (AutoCloseable closeData = data instanceof AutoCloseable c ? c : () -> { }) {
                 List<List<StepResult>> local = DistributedWorld.run(grid, launch, devices,
-                        ctx -> train(ctx, cfg, hf, start, data, tc, gbs, flops, attention, recompute, dropout));
+                        ctx -> train(ctx, cfg, stages, hf, start, data, tc, gbs, flops, attention, recompute, dropout));
                 return local.get(0); // this JVM's first rank (global rank 0 on node 0)
             } catch (RuntimeException e) {
                 throw e;
@@ -114,10 +120,11 @@ public final class PretrainGpt {
         }
     }
 
-    private List<StepResult> train(RankContext ctx, TransformerConfig cfg, HfCheckpoint hf, Start start,
-            BatchSource data, TrainerConfig tc, int gbs, double flops, AttentionBackend attention, Recompute recompute,
-            double[] dropout) {
-        GPTModel model = new GPTModel(ctx, cfg, o.sequenceParallel);
+    private List<StepResult> train(RankContext ctx, TransformerConfig cfg, PipelineLayout stages, HfCheckpoint hf,
+            Start start, BatchSource data, TrainerConfig tc, int gbs, double flops, AttentionBackend attention,
+            Recompute recompute, double[] dropout) {
+        int stage = ctx.grid().ppRank(ctx.rank());
+        GPTModel model = new GPTModel(ctx, cfg, o.sequenceParallel, stages.firstLayer(stage, 0), stages.endLayer(stage, 0));
         model.setParameterType(o.parameterType());
         model.setAttentionBackend(attention);
         model.setRecompute(recompute);
