@@ -18,7 +18,7 @@ import org.junit.jupiter.params.provider.ValueSource;
  * Pipeline parallelism (1F1B) changes where layers run, not what they compute: a 4-layer model
  * (and a 3-layer one split 1 + 2) trained for 10 iterations of 8 micro-batches gives the one-rank
  * trajectory within 1e-5 at PP=2, PP=4, uneven stages, PP=2 x TP=2 + SP and PP=2 x DP=2 with the
- * distributed optimizer, with tied and untied embeddings.
+ * distributed optimizer, with tied and untied embeddings; with dropout and recomputation too.
  */
 class PipelineParityTest {
 
@@ -51,6 +51,23 @@ class PipelineParityTest {
         List<StepResult> reference = TrajectoryParity.run(base, SINGLE);
         Variant uneven = PP2.with(Variant.of("first1", "--decoder-first-pipeline-num-layers", "1"));
         TrajectoryParity.assertClose(reference, TrajectoryParity.run(base, uneven), 1e-5, uneven + " tied " + tied);
+    }
+
+    /**
+     * Dropout masks are functions of the global layer number and the sample, and recomputation
+     * re-runs a stage's own layers: both give the one-rank trajectory at PP=2 too.
+     */
+    @Test
+    void dropoutAndRecomputationPerStage() {
+        List<String> base = base(4, true);
+        base.addAll(List.of("--hidden-dropout", "0.1", "--attention-dropout", "0.1"));
+        List<StepResult> reference = TrajectoryParity.run(base, SINGLE);
+        Variant recompute = Variant.of("full-recompute", "--recompute-granularity", "full", "--recompute-method",
+                "uniform", "--recompute-num-layers", "1");
+        for (Variant v : new Variant[] {PP2, PP2.with(recompute), PP4.with(Variant.of("selective",
+                "--recompute-granularity", "selective", "--recompute-modules", "core_attn,mlp,layernorm"))}) {
+            TrajectoryParity.assertClose(reference, TrajectoryParity.run(base, v), 1e-5, v + " with dropout");
+        }
     }
 
     @Test
