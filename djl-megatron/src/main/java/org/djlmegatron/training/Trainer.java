@@ -48,6 +48,9 @@ public final class Trainer implements AutoCloseable {
     private long iteration;
     private long updates;
     private boolean measureHeld;
+    /** Under pipelining: seconds this rank spent in its passes, and in the whole schedule (passes + waits). */
+    private double pipelineComputeSeconds;
+    private double pipelineScheduleSeconds;
     private long heldBytes = -1;
 
     public Trainer(RankContext ctx, TrainableModel model, TrainerConfig config) {
@@ -180,6 +183,15 @@ public final class Trainer implements AutoCloseable {
             PipelineRunner.StageWork work = new PipelineRunner.StageWork() {
                 @Override
                 public NDArray forward(int m, int chunk, NDArray input) {
+                    long c0 = System.nanoTime();
+                    try {
+                        return forwardPass(m, input);
+                    } finally {
+                        pipelineComputeSeconds += (System.nanoTime() - c0) / 1e9;
+                    }
+                }
+
+                private NDArray forwardPass(int m, NDArray input) {
                     MicroBatch mb = batches.get(m);
                     tapes[m] = new Tape();
                     tapes[m].setKey(new RandomKey(iteration, firstSample(m)));
@@ -206,6 +218,15 @@ public final class Trainer implements AutoCloseable {
 
                 @Override
                 public NDArray backward(int m, int chunk, NDArray outputGradient) {
+                    long c0 = System.nanoTime();
+                    try {
+                        return backwardPass(m, outputGradient);
+                    } finally {
+                        pipelineComputeSeconds += (System.nanoTime() - c0) / 1e9;
+                    }
+                }
+
+                private NDArray backwardPass(int m, NDArray outputGradient) {
                     Tape previous = ctx.useTape(tapes[m]);
                     try {
                         if (stage.isLastStage()) {
@@ -223,8 +244,10 @@ public final class Trainer implements AutoCloseable {
                 }
             };
             PipelineSchedule schedule = PipelineSchedule.training(pp.size(), pp.rank(), 1, n);
+            long s0 = System.nanoTime();
             new PipelineRunner(pp, stage.activationShape(shape.rows(), shape.seq()), stage.activationType())
                     .run(schedule, work, step);
+            pipelineScheduleSeconds += (System.nanoTime() - s0) / 1e9;
             double lossSum = 0;
             for (int i = 0; i < pending.size(); i++) {
                 lossSum += pending.get(i).getFloat(); // in micro-batch order, as without pipelining
@@ -259,6 +282,22 @@ public final class Trainer implements AutoCloseable {
     private long firstSample(int m) {
         return iteration * config.globalBatchSize() + (long) dp.rank() * (config.globalBatchSize() / dp.size())
                 + (long) m * config.microBatchSize();
+    }
+
+    /**
+     * This rank's pipeline bubble since the last {@link #resetPipelineTimes}: the time its schedule
+     * spent waiting on other stages over the time it spent computing (Megatron's bubble fraction,
+     * whose theory for 1F1B is {@code (p - 1) / m}); NaN without pipelining.
+     */
+    public double pipelineBubble() {
+        return pipelineComputeSeconds == 0 ? Double.NaN
+                : (pipelineScheduleSeconds - pipelineComputeSeconds) / pipelineComputeSeconds;
+    }
+
+    /** Starts a new measurement of {@link #pipelineBubble}. */
+    public void resetPipelineTimes() {
+        pipelineComputeSeconds = 0;
+        pipelineScheduleSeconds = 0;
     }
 
     /** Measures, in the next step's first micro-batch, the bytes its forward keeps for backward. */

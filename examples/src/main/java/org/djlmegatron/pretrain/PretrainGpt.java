@@ -156,6 +156,9 @@ public final class PretrainGpt {
                 List<MicroBatch> batches = data.microBatches(it, dp.rank(), dp.size(), o.microBatchSize, gbs);
                 StepResult r = trainer.step(batches);
                 results.add(r);
+                if (it == first) {
+                    trainer.resetPipelineTimes(); // the bubble is measured without the warm-up iteration
+                }
                 if (logger && it == first) {
                     log.message(String.format(Locale.ROOT, "> activations held for backward at the end of a "
                             + "micro-batch's forward: %.2f MB on rank 0 (recomputation: %s)",
@@ -180,6 +183,11 @@ public final class PretrainGpt {
                         log.eval(it + 1, loss);
                     }
                 }
+            }
+            if (logger && ctx.grid().pp() > 1 && o.trainIters - first > 1) {
+                log.message(String.format(Locale.ROOT, "> pipeline bubble on rank 0: %.3f of compute time idle "
+                        + "(Megatron's theory (p-1)/(v*m): %.3f)", trainer.pipelineBubble(),
+                        (ctx.grid().pp() - 1) / (double) trainer.microBatchesPerStep()));
             }
         }
         return results;
