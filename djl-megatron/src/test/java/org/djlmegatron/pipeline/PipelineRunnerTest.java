@@ -64,7 +64,7 @@ class PipelineRunnerTest {
     }
 
     /** One stage's work: the chain y = w x + r, with its gradients by hand. */
-    private static final class Chain implements PipelineRunner.StageWork {
+    private static class Chain implements PipelineRunner.StageWork {
         final int stage;
         final int stages;
         final NDManager manager;
@@ -199,6 +199,28 @@ class PipelineRunnerTest {
                     .getFloat(0);
         };
         assertThat(onThreads(2, batched, true)).containsExactly(1f, 0f);
+    }
+
+    @Test
+    void aStageThatDiesMakesItsNeighbourFailWithinTheTimeoutNamingGroupRankAndOperation() {
+        long t0 = System.nanoTime();
+        assertThatThrownBy(() -> onThreads(2, (g, m) -> {
+            Chain c = new Chain(g.rank(), 2, m) {
+                @Override
+                public NDArray forward(int mb, int chunk, NDArray input) {
+                    if (stage == 1 && mb == 1) {
+                        throw new IllegalStateException("stage 1 died");
+                    }
+                    return super.forward(mb, chunk, input);
+                }
+            };
+            new PipelineRunner(g, SHAPE, DataType.FLOAT32).run(PipelineSchedule.training(2, g.rank(), 1, 4), c, m);
+            return 0;
+        }, true, Duration.ofMillis(500))) // rank 0's failure is reported first
+                .isInstanceOf(CollectiveException.class)
+                .hasMessageContaining("group pp[0, 1]: rank 0 (global 0)")
+                .hasMessageContaining("timed out after 500 ms");
+        assertThat((System.nanoTime() - t0) / 1e9).isLessThan(5.0);
     }
 
     @Test
