@@ -86,8 +86,8 @@ public final class PretrainOptions {
     @Option(names = "--tensor-model-parallel-size", defaultValue = "1") public int tensorModelParallelSize;
     @Option(names = "--sequence-parallel") public boolean sequenceParallel;
     @Option(names = "--pipeline-model-parallel-size", defaultValue = "1", description = "pipeline stages, run with the 1F1B schedule (default: ${DEFAULT-VALUE})") public int pipelineModelParallelSize;
-    @Option(names = "--virtual-pipeline-model-parallel-size", description = "model chunks per pipeline rank (interleaved 1F1B; its exchanges are not implemented yet, so only 1 is accepted)") public Integer virtualPipelineModelParallelSize;
-    @Option(names = "--num-layers-per-virtual-pipeline-stage", description = "layers per model chunk: the other way to give the virtual pipeline size") public Integer numLayersPerVirtualPipelineStage;
+    @Option(names = "--virtual-pipeline-model-parallel-size", description = "model chunks per pipeline rank (interleaved 1F1B; its exchanges are not implemented yet, so only 1 is accepted) (default: none, no interleaving)") public Integer virtualPipelineModelParallelSize;
+    @Option(names = "--num-layers-per-virtual-pipeline-stage", description = "layers per model chunk: the other way to give the virtual pipeline size (default: none)") public Integer numLayersPerVirtualPipelineStage;
     @Option(names = "--decoder-first-pipeline-num-layers", description = "layers on the first pipeline stage (default: an even split)") public Integer decoderFirstPipelineNumLayers;
     @Option(names = "--decoder-last-pipeline-num-layers", description = "layers on the last pipeline stage (default: an even split)") public Integer decoderLastPipelineNumLayers;
     @Option(names = "--use-distributed-optimizer") public boolean useDistributedOptimizer;
