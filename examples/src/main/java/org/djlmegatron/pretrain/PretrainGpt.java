@@ -65,9 +65,11 @@ public final class PretrainGpt {
         LaunchConfig launch = LaunchConfig.fromEnvironment(o.nprocPerNode);
         RankDevices devices = RankDevices.parse(o.device, o.nprocPerNode);
         RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, o.pipelineModelParallelSize, 1, 1);
-        if (o.pipelineModelParallelSize > 1 && (o.save != null || o.load != null || o.evalInterval > 0)) {
+        if (o.pipelineModelParallelSize > 1 && (o.save != null || o.load != null || o.evalInterval > 0 || o.fp16 || o.bf16)) {
+            // fp16/bf16: the hidden states' dtype between stages follows type promotion (dropout masks are fp32), which
+            // the receiving stage must know in advance; not settled yet
             throw new IllegalArgumentException("--pipeline-model-parallel-size " + o.pipelineModelParallelSize
-                    + ": --save, --load and --eval-interval are not supported with pipelining yet");
+                    + ": --save, --load, --eval-interval, --fp16 and --bf16 are not supported with pipelining yet");
         }
         if (o.initHf != null && o.load != null) {
             throw new IllegalArgumentException("give --init-hf or --load, not both");
