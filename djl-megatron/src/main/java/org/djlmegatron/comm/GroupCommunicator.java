@@ -57,6 +57,15 @@ final class GroupCommunicator {
      * an {@link NDArray} from a local sender, a {@link WireTensor} from a remote one.
      */
     private final List<ArrayDeque<Object>> mailboxes;
+    /** Index as {@link #mailboxes}: messages ever queued and ever taken, to tell a sender its message was received. */
+    private final long[] posted;
+    private final long[] taken;
+    /**
+     * Whether a send to a local member returns only once the receiver has taken the message (a
+     * rendezvous, as NCCL's blocking send), so that a schedule that would deadlock on GPUs
+     * deadlocks (and times out) here too; otherwise sends are eager.
+     */
+    private volatile boolean strictSends;
     private String abortReason;
 
     /** A group whose members are all threads of this JVM. */
@@ -107,6 +116,17 @@ final class GroupCommunicator {
         for (int i = 0; i < n * n; i++) {
             mailboxes.add(new ArrayDeque<>());
         }
+        this.posted = new long[n * n];
+        this.taken = new long[n * n];
+    }
+
+    /** Makes sends to local members rendezvous with their receive (see {@link #strictSends}). */
+    void strictSends(boolean strict) {
+        this.strictSends = strict;
+    }
+
+    boolean strictSends() {
+        return strictSends;
     }
 
     String name() {
@@ -338,15 +358,39 @@ final class GroupCommunicator {
         }
     }
 
-    /** Queues {@code message} (a detached copy this object now owns) from {@code src} to local {@code dst}. */
-    void post(int src, int dst, NDArray message) {
+    /**
+     * Queues {@code message} (a detached copy this object now owns) from {@code src} to local
+     * {@code dst}; returns its ticket for {@link #awaitTaken}.
+     */
+    long post(int src, int dst, NDArray message) {
         synchronized (lock) {
             if (abortReason != null) {
                 close(message);
                 throw aborted(src, "send");
             }
-            mailboxes.get(src * size() + dst).addLast(message);
+            int box = src * size() + dst;
+            mailboxes.get(box).addLast(message);
             lock.notifyAll();
+            return ++posted[box];
+        }
+    }
+
+    /** Waits until {@code dst} has taken the message from {@code src} with the given ticket. */
+    void awaitTaken(int src, int dst, long ticket) {
+        synchronized (lock) {
+            int box = src * size() + dst;
+            long deadline = System.nanoTime() + timeout.toNanos();
+            while (taken[box] < ticket && abortReason == null) {
+                if (!await(deadline, src, "send")) {
+                    String message = prefix(src, "send") + "timed out after " + timeout.toMillis() + " ms"
+                            + " waiting for " + member(dst) + " to receive (strict sends)";
+                    abortLocked(message);
+                    throw new CollectiveException(message);
+                }
+            }
+            if (taken[box] < ticket) {
+                throw aborted(src, "send");
+            }
         }
     }
 
@@ -396,6 +440,8 @@ final class GroupCommunicator {
             if (abortReason != null) {
                 throw aborted(dst, "recv");
             }
+            taken[src * size() + dst]++;
+            lock.notifyAll();
             return box.removeFirst();
         }
     }

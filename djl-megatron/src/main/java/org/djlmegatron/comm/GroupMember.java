@@ -119,10 +119,32 @@ abstract sealed class GroupMember implements ProcessGroup permits ThreadProcessG
             comm.postRemote(rank, dst, message);
             return;
         }
+        long ticket = postLocal(x, dst);
+        if (comm.strictSends()) {
+            comm.awaitTaken(rank, dst, ticket);
+        }
+    }
+
+    private long postLocal(NDArray x, int dst) {
         NDArray message = copy(x);
         message.detach(); // owned by the mailbox until the receiver attaches it
         NDScope.unregister(message);
-        comm.post(rank, dst, message);
+        return comm.post(rank, dst, message);
+    }
+
+    @Override
+    public NDArray sendRecv(NDArray x, int dst, NDManager manager, Shape shape, DataType dataType, int src) {
+        checkPeer(dst, "send");
+        if (!comm.isLocal(dst)) {
+            send(x, dst);
+            return recv(manager, shape, dataType, src);
+        }
+        long ticket = postLocal(x, dst);
+        NDArray received = recv(manager, shape, dataType, src);
+        if (comm.strictSends()) {
+            comm.awaitTaken(rank, dst, ticket);
+        }
+        return received;
     }
 
     @Override

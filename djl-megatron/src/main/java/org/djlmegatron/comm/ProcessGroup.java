@@ -54,6 +54,17 @@ public interface ProcessGroup {
     /** Receives an array of the given shape and dtype from group rank {@code src}. */
     NDArray recv(ai.djl.ndarray.NDManager manager, Shape shape, DataType dataType, int src);
 
+    /**
+     * Sends {@code x} to {@code dst} and receives from {@code src} as one batched exchange (as
+     * Megatron's batched isend/irecv): the send is posted before the receive waits, so two
+     * members exchanging with each other cannot deadlock even when sends are rendezvous.
+     */
+    default NDArray sendRecv(NDArray x, int dst, ai.djl.ndarray.NDManager manager, Shape shape,
+            DataType dataType, int src) {
+        send(x, dst);
+        return recv(manager, shape, dataType, src);
+    }
+
     /** Waits until every member has arrived. */
     void barrier();
 

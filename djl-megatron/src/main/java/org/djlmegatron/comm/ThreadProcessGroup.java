@@ -14,7 +14,8 @@ import java.util.List;
  * returns and overwrites its input while another still reads it. Results are created from the
  * deposits and then attached to the caller's manager; they never require gradients.
  *
- * <p>{@link #send} copies its input into the pair's mailbox and returns at once (an eager send):
+ * <p>{@link #send} copies its input into the pair's mailbox and returns at once (an eager send,
+ * unless the group was made with strict sends, see {@link #newGroup(String, int[], Duration, boolean)}):
  * the caller may reuse {@code x} immediately, and patterns where every member sends before it
  * receives cannot deadlock. Messages between a pair are received in the order they were sent.
  *
@@ -38,10 +39,21 @@ public final class ThreadProcessGroup extends GroupMember {
      * @return the members
      */
     public static List<ThreadProcessGroup> newGroup(String name, int[] globalRanks, Duration timeout) {
+        return newGroup(name, globalRanks, timeout, false);
+    }
+
+    /**
+     * {@link #newGroup(String, int[], Duration)}, with sends that return only once the receiver
+     * has taken the message when {@code strictSends}: NCCL's blocking send, so that an exchange
+     * order that would deadlock on GPUs times out here too (tests of pipeline schedules use it).
+     */
+    public static List<ThreadProcessGroup> newGroup(String name, int[] globalRanks, Duration timeout,
+            boolean strictSends) {
         if (globalRanks.length == 0) {
             throw new IllegalArgumentException("group " + name + " has no members");
         }
         GroupCommunicator comm = new GroupCommunicator(name, globalRanks, timeout);
+        comm.strictSends(strictSends);
         List<ThreadProcessGroup> members = new ArrayList<>(globalRanks.length);
         for (int i = 0; i < globalRanks.length; i++) {
             members.add(new ThreadProcessGroup(comm, i));

@@ -16,6 +16,8 @@ import org.djlmegatron.engine.HeldMemory;
 import org.djlmegatron.optim.Optimizer;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
+import org.djlmegatron.pipeline.PipelineRunner;
+import org.djlmegatron.pipeline.PipelineSchedule;
 
 /**
  * Megatron's training step on one rank: micro-batches with gradient accumulation, tensor-parallel
@@ -31,6 +33,8 @@ public final class Trainer implements AutoCloseable {
     private final TrainerConfig config;
     private final ProcessGroup dp;
     private final ProcessGroup tp;
+    /** The pipeline group; stages run the 1F1B schedule when it has more than one member. */
+    private final ProcessGroup pp;
     private final FlatLayout layout;
     private final int microBatches;
     private final NDManager state;
@@ -45,6 +49,9 @@ public final class Trainer implements AutoCloseable {
     private long iteration;
     private long updates;
     private boolean measureHeld;
+    /** Under pipelining: seconds this rank spent in its passes, and in the whole schedule (passes + waits). */
+    private double pipelineComputeSeconds;
+    private double pipelineScheduleSeconds;
     private long heldBytes = -1;
 
     public Trainer(RankContext ctx, TrainableModel model, TrainerConfig config) {
@@ -54,6 +61,11 @@ public final class Trainer implements AutoCloseable {
         dp = ctx.group(GroupKind.DATA_CONTEXT);
         data = ctx.group(GroupKind.DATA); // context-parallel peers read the same samples
         tp = ctx.tensorGroup();
+        pp = ctx.group(GroupKind.PIPELINE);
+        if (pp.size() > 1 && !(model instanceof PipelineStageModel)) {
+            throw new IllegalArgumentException("pipeline size " + pp.size() + " needs a PipelineStageModel, got "
+                    + model.getClass().getSimpleName());
+        }
         microBatches = config.microBatchesPerStep(data.size());
         layout = new FlatLayout(model.trainableParameters(), dp.size());
         state = ctx.manager().newSubManager();
@@ -65,7 +77,8 @@ public final class Trainer implements AutoCloseable {
         boolean firstTpRank = tp.rank() == 0;
         try (NDArray values = layout.values(state);
                 NDArray decay = layout.mask(state, TrainableParameter::weightDecay);
-                NDArray counted = layout.mask(state, p -> !p.tpDuplicate() || firstTpRank)) {
+                NDArray counted = layout.mask(state, p -> (!p.tpDuplicate() || firstTpRank)
+                        && (!(model instanceof PipelineStageModel stage) || stage.countedInNorm(p)))) {
             masters = shard(values);
             decayMask = shard(decay);
             normMask = shard(counted);
@@ -91,6 +104,9 @@ public final class Trainer implements AutoCloseable {
         long t0 = System.nanoTime();
         layout.zeroGradients();
         double scale = scaler.scale();
+        if (pp.size() > 1) {
+            return finishStep(t0, scale, pipelineLossSum(batches, scale), tokens(batches));
+        }
         float[] losses = new float[batches.size()];
         long tokens = 0;
         try (NDManager stepLosses = ctx.manager().newSubManager()) {
@@ -124,7 +140,23 @@ public final class Trainer implements AutoCloseable {
         for (float l : losses) {
             lossSum += l; // in micro-batch order, as before: the same double sum
         }
+        return finishStep(t0, scale, lossSum, tokens);
+    }
+
+    private static long tokens(List<MicroBatch> batches) {
+        long tokens = 0;
+        for (MicroBatch mb : batches) {
+            tokens += mb.tokens();
+        }
+        return tokens;
+    }
+
+    /** After every backward: gradient completion, the update, the counters. */
+    private StepResult finishStep(long t0, double scale, double lossSum, long tokens) {
         model.reduceTensorParallelGradients();
+        if (pp.size() > 1) {
+            reduceEmbeddingGroup();
+        }
         double loss = averageOverDp(lossSum / microBatches);
         Update u = update(scale);
         scaler.update(u.skipped);
@@ -135,12 +167,139 @@ public final class Trainer implements AutoCloseable {
     }
 
     /**
+     * This stage's part of the step under the 1F1B schedule: one tape per micro-batch in flight,
+     * activations and their gradients exchanged with the neighbouring stages by
+     * {@link PipelineRunner}. Returns the sum of the micro-batch losses, computed on the last stage
+     * and broadcast over the pipeline so every rank reports it.
+     */
+    private double pipelineLossSum(List<MicroBatch> batches, double scale) {
+        PipelineStageModel stage = (PipelineStageModel) model;
+        int n = batches.size();
+        Tape[] tapes = new Tape[n];
+        NDArray[] outputs = new NDArray[n];
+        NDArray[] inputGradients = new NDArray[n];
+        float[] losses = new float[n];
+        MicroBatch shape = batches.get(0);
+        try (NDManager step = ctx.manager().newSubManager()) {
+            NDList pending = new NDList(n);
+            PipelineRunner.StageWork work = new PipelineRunner.StageWork() {
+                @Override
+                public NDArray forward(int m, int chunk, NDArray input) {
+                    long c0 = System.nanoTime();
+                    try {
+                        return forwardPass(m, input);
+                    } finally {
+                        pipelineComputeSeconds += (System.nanoTime() - c0) / 1e9;
+                    }
+                }
+
+                private NDArray forwardPass(int m, NDArray input) {
+                    MicroBatch mb = batches.get(m);
+                    tapes[m] = new Tape();
+                    tapes[m].setKey(new RandomKey(iteration, firstSample(m)));
+                    Tape previous = ctx.useTape(tapes[m]);
+                    try {
+                        NDArray ids = step.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
+                        NDArray labels = step.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
+                        NDArray hidden = input == null ? null : tapes[m].function(new NDList(input),
+                                in -> new NDList(in.get(0).duplicate()),
+                                grads -> {
+                                    inputGradients[m] = grads.get(0).duplicate(); // what backward sends back
+                                    return grads;
+                                }).get(0);
+                        outputs[m] = stage.forwardStage(ids, hidden, labels);
+                        if (!stage.isLastStage()) {
+                            return outputs[m];
+                        }
+                        pending.add(outputs[m].stopGradient());
+                        return null;
+                    } finally {
+                        ctx.useTape(previous);
+                    }
+                }
+
+                @Override
+                public NDArray backward(int m, int chunk, NDArray outputGradient) {
+                    long c0 = System.nanoTime();
+                    try {
+                        return backwardPass(m, outputGradient);
+                    } finally {
+                        pipelineComputeSeconds += (System.nanoTime() - c0) / 1e9;
+                    }
+                }
+
+                private NDArray backwardPass(int m, NDArray outputGradient) {
+                    Tape previous = ctx.useTape(tapes[m]);
+                    try {
+                        if (stage.isLastStage()) {
+                            tapes[m].backward(outputs[m], Scalar.of(step, scale / microBatches));
+                        } else {
+                            tapes[m].backward(outputs[m], outputGradient);
+                        }
+                    } finally {
+                        tapes[m].setKey(null);
+                        ctx.useTape(previous);
+                        tapes[m] = null;
+                        outputs[m] = null;
+                    }
+                    return inputGradients[m];
+                }
+            };
+            PipelineSchedule schedule = PipelineSchedule.training(pp.size(), pp.rank(), 1, n);
+            long s0 = System.nanoTime();
+            new PipelineRunner(pp, stage.activationShape(shape.rows(), shape.seq()), stage.activationType())
+                    .run(schedule, work, step);
+            pipelineScheduleSeconds += (System.nanoTime() - s0) / 1e9;
+            double lossSum = 0;
+            for (int i = 0; i < pending.size(); i++) {
+                lossSum += pending.get(i).getFloat(); // in micro-batch order, as without pipelining
+            }
+            NDArray sum = step.create(new double[] {lossSum});
+            return pp.broadcast(sum, pp.size() - 1).getDouble(0);
+        }
+    }
+
+    /**
+     * Megatron's embedding group: the first and the last stage both hold the tied word embedding;
+     * each adds the other's gradient, so both apply the same update and stay equal.
+     */
+    private void reduceEmbeddingGroup() {
+        List<TrainableParameter> shared = ((PipelineStageModel) model).embeddingGroupParameters();
+        int peer = pp.rank() == 0 ? pp.size() - 1 : 0;
+        for (TrainableParameter p : shared) {
+            try (NDArray g = p.array().getGradient();
+                    NDArray other = pp.sendRecv(g, peer, g.getManager(), g.getShape(), g.getDataType(), peer)) {
+                // first + last in that order on both stages: bit-identical sums
+                NDArray sum = pp.rank() == 0 ? g.add(other) : other.add(g);
+                g.subi(g).addi(sum);
+                sum.close();
+            }
+        }
+    }
+
+    /**
      * Global index of micro-batch {@code m}'s first sample in this iteration's global batch: the
      * batch sources split the global batch over DP ranks in order, then into micro-batches.
      */
     private long firstSample(int m) {
         return iteration * config.globalBatchSize() + (long) data.rank() * (config.globalBatchSize() / data.size())
                 + (long) m * config.microBatchSize();
+    }
+
+    /**
+     * This rank's pipeline bubble since the last {@link #resetPipelineTimes}: the time its schedule
+     * spent waiting on other stages over the time it spent computing (Megatron's bubble fraction,
+     * whose theory for 1F1B is {@code (p - 1) / m}); NaN without pipelining.
+     */
+    public double pipelineBubble() {
+        return pipelineComputeSeconds == 0 ? Double.NaN
+                : (pipelineScheduleSeconds - pipelineComputeSeconds) / pipelineComputeSeconds;
+    }
+
+    /** Starts a new measurement of {@link #pipelineBubble}. */
+    public void resetPipelineTimes() {
+        pipelineComputeSeconds = 0;
+        pipelineScheduleSeconds = 0;
     }
 
     /** Measures, in the next step's first micro-batch, the bytes its forward keeps for backward. */
@@ -217,6 +376,9 @@ public final class Trainer implements AutoCloseable {
         try (NDManager s = state.newSubManager()) {
             NDArray x = s.create(new float[] {v});
             NDArray m = tp.allReduce(x, ReduceOp.MAX);
+            if (pp.size() > 1) {
+                m = pp.allReduce(m, ReduceOp.MAX);
+            }
             if (dp.size() > 1) {
                 m = dp.allReduce(m, ReduceOp.MAX);
             }
@@ -229,6 +391,9 @@ public final class Trainer implements AutoCloseable {
         try (NDManager s = state.newSubManager()) {
             NDArray x = s.create(new float[] {local});
             NDArray sum = tp.allReduce(x, ReduceOp.SUM);
+            if (pp.size() > 1) {
+                sum = pp.allReduce(sum, ReduceOp.SUM);
+            }
             if (config.distributedOptimizer() && dp.size() > 1) {
                 sum = dp.allReduce(sum, ReduceOp.SUM);
             }

@@ -73,8 +73,11 @@ final class BenchTrainCommand implements Callable<Integer> {
     @Option(names = "--iters", defaultValue = "4", description = "timed iterations per layout (after one warm-up)") int iters;
     @Option(names = "--layouts", split = ",", defaultValue = "dp1,dp2,dp2-distopt,tp2",
             description = "layouts to run: dpN, dpN-distopt, tpN, cpN (context parallelism, ring attention) or cpN-all_gather / "
-                    + "cpN-a2a, each optionally suffixed -full (full recomputation, "
+                    + "cpN-a2a, ppN (1F1B over N stages; prints the measured bubble next to Megatron's (p-1)/(v*m)), "
+                    + "ppN-vpV (interleaved: refused until its exchanges exist), each optionally suffixed -full (full recomputation, "
                     + "uniform, 1 layer) or -selective (core attention) (default: ${DEFAULT-VALUE})") List<String> layouts;
+    @Option(names = "--micro-batches", defaultValue = "1", description = "micro-batches per step and DP rank "
+            + "(global batch = micro x this x DP; pipelining needs several) (default: ${DEFAULT-VALUE})") int microBatches;
     @Option(names = "--dropout", defaultValue = "0", description = "hidden and attention dropout of the benchmarked model "
             + "(default: ${DEFAULT-VALUE}, as the PyTorch peer)") double dropout;
     @Option(names = "--device", defaultValue = "cpu", description = "cpu or cuda (default: ${DEFAULT-VALUE})") String device;
@@ -102,8 +105,8 @@ final class BenchTrainCommand implements Callable<Integer> {
         DataType type = bf16 ? DataType.BFLOAT16 : DataType.FLOAT32;
         Device dev = RankDevices.parse(device, 1).of(0);
         System.out.printf(Locale.ROOT, "GPT %s: %d layers, hidden %d, %d heads, seq %d, micro batch %d per rank, vocab %d, "
-                + "%s on %s, global batch = micro x DP%n", p.name().toLowerCase(Locale.ROOT), l, h, a, s, mb, v,
-                bf16 ? "bf16" : "fp32", dev);
+                + "%s on %s, global batch = micro x %d micro-batches x DP%n", p.name().toLowerCase(Locale.ROOT), l, h, a, s, mb, v,
+                bf16 ? "bf16" : "fp32", dev, microBatches);
         double base = 0;
         double baseStep = 0;
         for (String layout : layouts) {
@@ -115,14 +118,16 @@ final class BenchTrainCommand implements Callable<Integer> {
             }
             String mfu = peakTflops == null ? "" : String.format(Locale.ROOT, "  MFU %.3f", r.gflops / 1e3 / peakTflops);
             System.out.printf(Locale.ROOT, "%-16s %9.0f tokens/s  %8.1f GFLOP/s  matmul %8.1f GFLOP/s  model/matmul %.2f  "
-                    + "throughput vs %s %.2fx  step %.3f s (%.2fx of %s)  optimizer %,d bytes/rank  held for backward %.1f MB/rank%s%n",
+                    + "throughput vs %s %.2fx  step %.3f s (%.2fx of %s)  optimizer %,d bytes/rank  held for backward %.1f MB/rank%s%s%n",
                     layout, r.tokensPerS, r.gflops, gemm, r.gflops / gemm, layouts.get(0), r.tokensPerS / base,
-                    r.stepSeconds, r.stepSeconds / baseStep, layouts.get(0), r.optimizerBytes, r.heldBytes / 1048576.0, mfu);
+                    r.stepSeconds, r.stepSeconds / baseStep, layouts.get(0), r.optimizerBytes, r.heldBytes / 1048576.0,
+                    r.bubble, mfu);
         }
         return 0;
     }
 
-    private record Run(double tokensPerS, double gflops, long optimizerBytes, long heldBytes, double stepSeconds) {}
+    private record Run(double tokensPerS, double gflops, long optimizerBytes, long heldBytes, double stepSeconds,
+            String bubble) {}
 
     private Run run(String layout, int l, int h, int a, int s, int mb, int v) {
         int dp = 1;
@@ -138,6 +143,14 @@ final class BenchTrainCommand implements Callable<Integer> {
             recompute = List.of("--recompute-activations");
             kind = kind.substring(0, kind.length() - "-selective".length());
         }
+        int pp = 1;
+        int vp = 1;
+        java.util.regex.Matcher pipe = java.util.regex.Pattern.compile("pp(\\d+)(?:-vp(\\d+))?").matcher(kind);
+        if (pipe.matches()) {
+            pp = Integer.parseInt(pipe.group(1));
+            vp = pipe.group(2) == null ? 1 : Integer.parseInt(pipe.group(2));
+            kind = "dp1";
+        }
         boolean distopt = kind.endsWith("-distopt");
         kind = distopt ? kind.substring(0, kind.length() - "-distopt".length()) : kind;
         if (kind.startsWith("dp")) {
@@ -149,17 +162,22 @@ final class BenchTrainCommand implements Callable<Integer> {
             cp = Integer.parseInt(dash < 0 ? kind.substring(2) : kind.substring(2, dash));
             cpComm = dash < 0 ? cpComm : kind.substring(dash + 1);
         } else {
-            throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt, tpN or cpN[-p2p|-all_gather|-a2a], "
+            throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt, tpN, "
+                    + "cpN[-p2p|-all_gather|-a2a], ppN or ppN-vpV, "
                     + "optionally followed by -full or -selective");
         }
         List<String> args = new ArrayList<>(List.of("--mock-data", "--num-layers", "" + l, "--hidden-size", "" + h,
                 "--num-attention-heads", "" + a, "--seq-length", "" + s, "--vocab-size", "" + v,
-                "--micro-batch-size", "" + mb, "--global-batch-size", "" + mb * dp, "--lr", "1e-4",
-                "--train-iters", "" + (iters + 1), "--nproc-per-node", "" + dp * tp * cp,
+                "--micro-batch-size", "" + mb, "--global-batch-size", "" + mb * dp * microBatches, "--lr", "1e-4",
+                "--train-iters", "" + (iters + 1), "--nproc-per-node", "" + dp * tp * cp * pp,
                 "--context-parallel-size", "" + cp, "--cp-comm-type", cpComm,
+                "--pipeline-model-parallel-size", "" + pp,
                 "--tensor-model-parallel-size", "" + tp, "--log-interval", "1000000", "--device", device,
                 "--attention-backend", attentionBackend, "--hidden-dropout", "" + dropout, "--attention-dropout", "" + dropout));
         args.addAll(recompute);
+        if (vp > 1) {
+            args.addAll(List.of("--virtual-pipeline-model-parallel-size", "" + vp));
+        }
         if (distopt) {
             args.add("--use-distributed-optimizer");
         }
@@ -176,10 +194,17 @@ final class BenchTrainCommand implements Callable<Integer> {
             seconds += r.seconds();
             tokens += r.tokens();
         }
-        double flops = ModelFlops.training(o.modelConfig(), (long) mb * dp, s) * (steps.size() - 1);
+        double flops = ModelFlops.training(o.modelConfig(), (long) mb * dp * microBatches, s) * (steps.size() - 1);
         String log = buf.toString(StandardCharsets.UTF_8);
         return new Run(tokens / seconds, flops / seconds / 1e9, optimizerBytes(log), heldBytes(log),
-                seconds / (steps.size() - 1));
+                seconds / (steps.size() - 1), bubble(log));
+    }
+
+    /** The measured and theoretical bubble pretrain-gpt prints under pipelining, or "". */
+    private static String bubble(String log) {
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile("pipeline bubble on rank 0: ([0-9.]+) of compute "
+                + "time idle \\(Megatron's theory \\(p-1\\)/\\(v\\*m\\): ([0-9.]+)\\)").matcher(log);
+        return m.find() ? String.format(Locale.ROOT, "  bubble %s (theory %s)", m.group(1), m.group(2)) : "";
     }
 
     /** The "activations held for backward" figure pretrain-gpt prints, in bytes. */

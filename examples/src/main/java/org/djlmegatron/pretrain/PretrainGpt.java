@@ -27,6 +27,7 @@ import org.djlmegatron.context.ContextParallel;
 import org.djlmegatron.context.CpCommType;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
+import org.djlmegatron.pipeline.PipelineLayout;
 import org.djlmegatron.parallel.RankGrid;
 import org.djlmegatron.training.MicroBatch;
 import org.djlmegatron.training.StepResult;
@@ -67,14 +68,25 @@ public final class PretrainGpt {
         var attention = o.attentionBackend();
         LaunchConfig launch = LaunchConfig.fromEnvironment(o.nprocPerNode);
         RankDevices devices = RankDevices.parse(o.device, o.nprocPerNode);
-        RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, 1, o.contextParallelSize, 1);
+        RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, o.pipelineModelParallelSize,
+                o.contextParallelSize, 1);
         CpCommType cpComm = CpCommType.parse(o.cpCommType);
+        if (grid.cp() > 1 && grid.pp() > 1) {
+            throw new IllegalArgumentException("--context-parallel-size " + grid.cp() + " with --pipeline-model-parallel-size "
+                    + grid.pp() + ": context and pipeline parallelism together are not supported yet");
+        }
         if (grid.cp() > 1 && (dropout[0] > 0 || dropout[1] > 0)) {
             throw new IllegalArgumentException("dropout is not supported with --context-parallel-size > 1 yet "
                     + "(found hidden " + dropout[0] + ", attention " + dropout[1] + "): give --hidden-dropout 0 --attention-dropout 0");
         }
         if (grid.cp() > 1 && (o.save != null || o.load != null)) {
             throw new IllegalArgumentException("--save and --load are not supported with --context-parallel-size > 1 yet");
+        }
+        if (o.pipelineModelParallelSize > 1 && (o.save != null || o.load != null || o.evalInterval > 0 || o.fp16 || o.bf16)) {
+            // fp16/bf16: the hidden states' dtype between stages follows type promotion (dropout masks are fp32), which
+            // the receiving stage must know in advance; not settled yet
+            throw new IllegalArgumentException("--pipeline-model-parallel-size " + o.pipelineModelParallelSize
+                    + ": --save, --load, --eval-interval, --fp16 and --bf16 are not supported with pipelining yet");
         }
         if (o.initHf != null && o.load != null) {
             throw new IllegalArgumentException("give --init-hf or --load, not both");
@@ -86,6 +98,7 @@ public final class PretrainGpt {
             }
             TransformerConfig cfg = hf != null ? hf.config() : start.config() != null ? start.config() : o.modelConfig();
             grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
+            PipelineLayout stages = o.pipelineLayout(cfg.numLayers());
             BatchSource data = dataSource(cfg, o.globalBatchSize != null ? o.globalBatchSize
                     : o.microBatchSize * grid.dp());
             int seq = data.seqLength();
@@ -119,7 +132,8 @@ public final class PretrainGpt {
                     Runtime.getRuntime().availableProcessors(), launch.nprocPerNode());
             try (AutoCloseable closeData = data instanceof AutoCloseable c ? c : () -> { }) {
                 List<List<StepResult>> local = DistributedWorld.run(grid, launch, devices,
-                        ctx -> train(ctx, cfg, hf, start, data, tc, gbs, flops, attention, recompute, dropout, cpComm));
+                        ctx -> train(ctx, cfg, stages, hf, start, data, tc, gbs, flops, attention, recompute, dropout,
+                                cpComm));
                 return local.get(0); // this JVM's first rank (global rank 0 on node 0)
             } catch (RuntimeException e) {
                 throw e;
@@ -131,10 +145,11 @@ public final class PretrainGpt {
         }
     }
 
-    private List<StepResult> train(RankContext ctx, TransformerConfig cfg, HfCheckpoint hf, Start start,
-            BatchSource data, TrainerConfig tc, int gbs, double flops, AttentionBackend attention, Recompute recompute,
-            double[] dropout, CpCommType cpComm) {
-        GPTModel model = new GPTModel(ctx, cfg, o.sequenceParallel);
+    private List<StepResult> train(RankContext ctx, TransformerConfig cfg, PipelineLayout stages, HfCheckpoint hf,
+            Start start, BatchSource data, TrainerConfig tc, int gbs, double flops, AttentionBackend attention,
+            Recompute recompute, double[] dropout, CpCommType cpComm) {
+        int stage = ctx.grid().ppRank(ctx.rank());
+        GPTModel model = new GPTModel(ctx, cfg, o.sequenceParallel, stages.firstLayer(stage, 0), stages.endLayer(stage, 0));
         if (ctx.grid().cp() > 1) {
             model.setContextParallel(new ContextParallel(ctx.group(GroupKind.CONTEXT), cpComm));
         }
@@ -170,6 +185,9 @@ public final class PretrainGpt {
                 List<MicroBatch> batches = data.microBatches(it, samples.rank(), samples.size(), o.microBatchSize, gbs);
                 StepResult r = trainer.step(batches);
                 results.add(r);
+                if (it == first) {
+                    trainer.resetPipelineTimes(); // the bubble is measured without the warm-up iteration
+                }
                 if (logger && it == first) {
                     log.message(String.format(Locale.ROOT, "> activations held for backward at the end of a "
                             + "micro-batch's forward: %.2f MB on rank 0 (recomputation: %s)",
@@ -194,6 +212,11 @@ public final class PretrainGpt {
                         log.eval(it + 1, loss);
                     }
                 }
+            }
+            if (logger && ctx.grid().pp() > 1 && o.trainIters - first > 1) {
+                log.message(String.format(Locale.ROOT, "> pipeline bubble on rank 0: %.3f of compute time idle "
+                        + "(Megatron's theory (p-1)/(v*m): %.3f)", trainer.pipelineBubble(),
+                        (ctx.grid().pp() - 1) / (double) trainer.microBatchesPerStep()));
             }
         }
         return results;

@@ -90,6 +90,11 @@ public final class PretrainOptions {
             description = "ranks that split each sequence (2N chunks, rank r holds r and 2N-1-r; default: ${DEFAULT-VALUE})") public int contextParallelSize;
     @Option(names = "--cp-comm-type", defaultValue = "p2p",
             description = "context-parallel attention: p2p (ring), all_gather or a2a (Ulysses) (default: ${DEFAULT-VALUE})") public String cpCommType;
+    @Option(names = "--pipeline-model-parallel-size", defaultValue = "1", description = "pipeline stages, run with the 1F1B schedule (default: ${DEFAULT-VALUE})") public int pipelineModelParallelSize;
+    @Option(names = "--virtual-pipeline-model-parallel-size", description = "model chunks per pipeline rank (interleaved 1F1B; its exchanges are not implemented yet, so only 1 is accepted) (default: none, no interleaving)") public Integer virtualPipelineModelParallelSize;
+    @Option(names = "--num-layers-per-virtual-pipeline-stage", description = "layers per model chunk: the other way to give the virtual pipeline size (default: none)") public Integer numLayersPerVirtualPipelineStage;
+    @Option(names = "--decoder-first-pipeline-num-layers", description = "layers on the first pipeline stage (default: an even split)") public Integer decoderFirstPipelineNumLayers;
+    @Option(names = "--decoder-last-pipeline-num-layers", description = "layers on the last pipeline stage (default: an even split)") public Integer decoderLastPipelineNumLayers;
     @Option(names = "--use-distributed-optimizer") public boolean useDistributedOptimizer;
     @Option(names = "--nproc-per-node", defaultValue = "1", description = "ranks (threads) in this JVM") public int nprocPerNode;
     @Option(names = "--intra-op-threads", description = "libtorch threads per rank (default: OMP_NUM_THREADS, else cores / --nproc-per-node, at least 1)") public Integer intraOpThreads;
@@ -269,5 +274,34 @@ public final class PretrainOptions {
             return () -> LossScaler.fixed(lossScale);
         }
         return () -> LossScaler.dynamic(initialLossScale, minLossScale, lossScaleWindow, hysteresis);
+    }
+
+    /**
+     * The layer split over pipeline stages (Megatron's flags); impossible splits fail here, naming
+     * the numbers, before any rank starts.
+     */
+    public org.djlmegatron.pipeline.PipelineLayout pipelineLayout(int numLayers) {
+        Integer vp = virtualPipelineModelParallelSize;
+        if (numLayersPerVirtualPipelineStage != null) {
+            if (vp != null) {
+                throw new IllegalArgumentException("give --virtual-pipeline-model-parallel-size or "
+                        + "--num-layers-per-virtual-pipeline-stage, not both");
+            }
+            int perRank = numLayers / Math.max(1, pipelineModelParallelSize);
+            if (numLayersPerVirtualPipelineStage < 1 || numLayers % Math.max(1, pipelineModelParallelSize) != 0
+                    || perRank % numLayersPerVirtualPipelineStage != 0) {
+                throw new IllegalArgumentException("--num-layers-per-virtual-pipeline-stage " + numLayersPerVirtualPipelineStage
+                        + " does not divide the " + numLayers + " layers / --pipeline-model-parallel-size "
+                        + pipelineModelParallelSize);
+            }
+            vp = perRank / numLayersPerVirtualPipelineStage;
+        }
+        org.djlmegatron.pipeline.PipelineLayout layout = org.djlmegatron.pipeline.PipelineLayout.of(numLayers,
+                pipelineModelParallelSize, vp == null ? 1 : vp, decoderFirstPipelineNumLayers, decoderLastPipelineNumLayers);
+        if (layout.chunks() > 1) {
+            throw new IllegalArgumentException("virtual pipeline size " + layout.chunks()
+                    + ": the interleaved schedule's order is computed but its exchanges are not implemented yet");
+        }
+        return layout;
     }
 }

@@ -14,7 +14,8 @@ import org.junit.jupiter.params.provider.MethodSource;
 
 /**
  * Three AdamW steps from each HF fixture reproduce transformers' own losses and pre-clip gradient
- * norms: on one rank, with TP=2, and with DP=2 under the distributed optimizer.
+ * norms: on one rank, with TP=2, with DP=2 under the distributed optimizer, and with the two layers
+ * on two pipeline stages (PP=2 alone, x TP=2, x DP=2 with the distributed optimizer).
  *
  * Recomputation (full at TP=2, selective on one rank) changes nothing.
  *
@@ -38,6 +39,13 @@ class HfTrajectoryTest {
             out.add(Arguments.of(m, "tp2-full-recompute", new String[] {"--nproc-per-node", "2",
                 "--tensor-model-parallel-size", "2", "--micro-batch-size", "2",
                 "--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1"}));
+            out.add(Arguments.of(m, "pp2", new String[] {"--nproc-per-node", "2", "--pipeline-model-parallel-size", "2",
+                "--micro-batch-size", "1"}));
+            // the fixtures' 23-token sequences do not split over TP=2, so no SP here (PipelineParityTest has it)
+            out.add(Arguments.of(m, "pp2-tp2", new String[] {"--nproc-per-node", "4", "--pipeline-model-parallel-size", "2",
+                "--tensor-model-parallel-size", "2", "--micro-batch-size", "1"}));
+            out.add(Arguments.of(m, "pp2-dp2-distopt", new String[] {"--nproc-per-node", "4", "--pipeline-model-parallel-size",
+                "2", "--micro-batch-size", "1", "--use-distributed-optimizer"}));
             out.add(Arguments.of(m, "selective-recompute", new String[] {"--nproc-per-node", "1", "--micro-batch-size", "2",
                 "--recompute-granularity", "selective", "--recompute-modules", "core_attn,layernorm,"
                     + (m.contains("moe") || m.equals("mixtral") ? "moe_act" : "mlp")}));

@@ -65,6 +65,14 @@ final class TrajectoryParity {
         return new Variant(name, flags);
     }
 
+    // pipeline parallelism (1F1B): the layouts above with the model split over stages
+    static final Variant PP2 = Variant.of("pp2", "--nproc-per-node", "2", "--pipeline-model-parallel-size", "2");
+    static final Variant PP4 = Variant.of("pp4", "--nproc-per-node", "4", "--pipeline-model-parallel-size", "4");
+    static final Variant PP2_TP2_SP = Variant.of("pp2-tp2-sp", "--nproc-per-node", "4", "--pipeline-model-parallel-size", "2",
+            "--tensor-model-parallel-size", "2", "--sequence-parallel");
+    static final Variant PP2_DP2_DISTOPT = Variant.of("pp2-dp2-distopt", "--nproc-per-node", "4",
+            "--pipeline-model-parallel-size", "2", "--use-distributed-optimizer");
+
     /** Runs {@code base + variant} flags. */
     static List<StepResult> run(List<String> base, Variant variant) {
         List<String> args = new ArrayList<>(base);

@@ -20,7 +20,7 @@ import org.djlmegatron.nn.ShardedParameter;
 import org.djlmegatron.nn.VocabParallelCrossEntropy;
 import org.djlmegatron.nn.VocabParallelEmbedding;
 import org.djlmegatron.parallel.RankContext;
-import org.djlmegatron.training.TrainableModel;
+import org.djlmegatron.training.PipelineStageModel;
 import org.djlmegatron.training.TrainableParameter;
 import org.djlmegatron.transformer.AttentionBackend;
 import org.djlmegatron.transformer.KvCache;
@@ -35,7 +35,7 @@ import org.djlmegatron.transformer.TransformerLayer;
  * logits {@code [b, s, V/tp]}; {@link #gatherLogits} assembles the full vocabulary.
  * Parameter names are Megatron-Core's state-dict names.
  */
-public final class GPTModel extends ParallelBlock implements TrainableModel {
+public final class GPTModel extends ParallelBlock implements PipelineStageModel {
 
     private static final int SEQ_AXIS = 1;
 
@@ -48,23 +48,42 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
     private final Norm finalNorm;
     private final ColumnParallelLinear outputLayer;
     private final VocabParallelCrossEntropy crossEntropy;
+    private final boolean firstStage;
+    private final boolean lastStage;
     private Recompute recompute = Recompute.NONE;
     private PositionalDropout embeddingDropout = new PositionalDropout(0, 0);
     private boolean dropoutActive;
     private ContextParallel cp;
 
     public GPTModel(RankContext ctx, TransformerConfig cfg, boolean sequenceParallel) {
+        this(ctx, cfg, sequenceParallel, 0, cfg.numLayers());
+    }
+
+    /**
+     * One pipeline stage: global layers {@code [firstLayer, endLayer)}, the embedding if it holds
+     * layer 0, the final norm and output layer if it holds the last. A last stage without the
+     * embedding keeps its own copy of a tied word embedding (Megatron's embedding group), named
+     * and so initialised as the first stage's; the trainer keeps the two equal.
+     */
+    public GPTModel(RankContext ctx, TransformerConfig cfg, boolean sequenceParallel, int firstLayer, int endLayer) {
         super(ctx);
         ctx.grid().validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(),
                 cfg.numExperts());
+        if (firstLayer < 0 || endLayer > cfg.numLayers() || firstLayer >= endLayer) {
+            throw new IllegalArgumentException("stage layers [" + firstLayer + ", " + endLayer + ") outside the model's "
+                    + cfg.numLayers() + " layers");
+        }
         this.cfg = cfg;
         this.sequenceParallel = sequenceParallel && tp.isParallel();
-        embedding = part("embedding", new Embedding(ctx));
-        wordEmbeddings = embedding.word;
-        positionEmbeddings = embedding.position;
-        Decoder decoder = part("decoder", new Decoder(ctx));
+        this.firstStage = firstLayer == 0;
+        this.lastStage = endLayer == cfg.numLayers();
+        boolean tiedCopy = lastStage && !firstStage && cfg.tieEmbeddings();
+        embedding = firstStage || tiedCopy ? part("embedding", new Embedding(ctx, firstStage)) : null;
+        wordEmbeddings = embedding == null ? null : embedding.word;
+        positionEmbeddings = embedding == null ? null : embedding.position;
+        Decoder decoder = part("decoder", new Decoder(ctx, firstLayer, endLayer));
         finalNorm = decoder.finalNorm;
-        outputLayer = cfg.tieEmbeddings() ? null : part("output_layer",
+        outputLayer = cfg.tieEmbeddings() || !lastStage ? null : part("output_layer",
                 ColumnParallelLinear.builder(ctx).setInFeatures(cfg.hiddenSize())
                         .setOutFeatures(cfg.vocabSize()).optBias(false).build());
         crossEntropy = new VocabParallelCrossEntropy(tp);
@@ -86,6 +105,13 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
     /** Local logits {@code [b, s, V/tp]} for token ids {@code [b, s]}. */
     @Override
     public NDArray apply(NDArray ids) {
+        if (!firstStage || !lastStage) {
+            throw new IllegalStateException("apply runs the whole model; this is a pipeline stage (forwardStage)");
+        }
+        return head(layers(embedChecked(ids)));
+    }
+
+    private NDArray embedChecked(NDArray ids) {
         long s = ids.getShape().get(1);
         if (sequenceParallel && s % tp.group().size() != 0) {
             throw new IllegalArgumentException("sequence length " + s + " is not divisible by the "
@@ -104,10 +130,18 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
             }
         }
         noteUses(embedding);
-        NDArray h = embed(ids);
+        return embed(ids);
+    }
+
+    private NDArray layers(NDArray h) {
         for (Recompute.LayerGroup g : recompute.groups(layers.size())) {
             h = g.checkpointed() ? tape().checkpoint(h, in -> applyLayers(g, in)) : applyLayers(g, h);
         }
+        return h;
+    }
+
+    /** Final norm and output layer: local logits. */
+    private NDArray head(NDArray h) {
         noteUses(finalNorm);
         if (outputLayer != null) {
             noteUses(outputLayer);
@@ -321,6 +355,51 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
     }
 
     @Override
+    public boolean isFirstStage() {
+        return firstStage;
+    }
+
+    @Override
+    public boolean isLastStage() {
+        return lastStage;
+    }
+
+    @Override
+    public Shape activationShape(int rows, int seq) {
+        return new Shape(rows, sequenceParallel ? seq / tp.group().size() : seq, cfg.hiddenSize());
+    }
+
+    @Override
+    public DataType activationType() {
+        return parameterType();
+    }
+
+    @Override
+    public NDArray forwardStage(NDArray ids, NDArray hidden, NDArray labels) {
+        NDArray h = layers(firstStage ? embedChecked(ids) : hidden);
+        return lastStage ? lossFromLogits(head(h), labels) : h;
+    }
+
+    /** The tied word embedding when this stage is the first or the last of several (and not both). */
+    @Override
+    public List<TrainableParameter> embeddingGroupParameters() {
+        if (!cfg.tieEmbeddings() || firstStage == lastStage) {
+            return List.of();
+        }
+        for (TrainableParameter p : trainableParameters()) {
+            if (p.name().equals("embedding.word_embeddings.weight")) {
+                return List.of(p);
+            }
+        }
+        throw new IllegalStateException("no tied word embedding on a " + (firstStage ? "first" : "last") + " stage");
+    }
+
+    @Override
+    public boolean countedInNorm(TrainableParameter p) {
+        return firstStage || !cfg.tieEmbeddings() || !p.name().equals("embedding.word_embeddings.weight");
+    }
+
+    @Override
     public void reduceTensorParallelGradients() {
         reducePartialGradients();
     }
@@ -342,11 +421,11 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
         final VocabParallelEmbedding word;
         final Parameter position;
 
-        Embedding(RankContext ctx) {
+        Embedding(RankContext ctx, boolean withPositions) {
             super(ctx);
             word = part("word_embeddings",
                     new VocabParallelEmbedding(ctx, cfg.vocabSize(), cfg.hiddenSize()));
-            position = cfg.positionEmbedding() == TransformerConfig.PositionEmbedding.LEARNED_ABSOLUTE
+            position = withPositions && cfg.positionEmbedding() == TransformerConfig.PositionEmbedding.LEARNED_ABSOLUTE
                     ? part("position_embeddings", new PositionTable(ctx)).weight
                     : null;
         }
@@ -377,14 +456,14 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
     private final class Decoder extends ParallelBlock {
         final Norm finalNorm;
 
-        Decoder(RankContext ctx) {
+        Decoder(RankContext ctx, int firstLayer, int endLayer) {
             super(ctx);
             BlockList<TransformerLayer> list = part("layers", new BlockList<>(ctx));
-            for (int i = 0; i < cfg.numLayers(); i++) {
-                layers.add(list.add(new TransformerLayer(ctx, cfg, sequenceParallel, i)));
+            for (int i = firstLayer; i < endLayer; i++) {
+                layers.add(list.add(i, new TransformerLayer(ctx, cfg, sequenceParallel, i)));
             }
-            finalNorm = part("final_layernorm", new Norm(ctx, cfg.normalization(), cfg.hiddenSize(),
-                    cfg.normEpsilon(), sequenceParallel));
+            finalNorm = lastStage ? part("final_layernorm", new Norm(ctx, cfg.normalization(), cfg.hiddenSize(),
+                    cfg.normEpsilon(), sequenceParallel)) : null;
         }
 
         @Override

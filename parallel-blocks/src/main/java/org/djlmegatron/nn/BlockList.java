@@ -20,6 +20,15 @@ public final class BlockList<B extends ParallelBlock> extends ParallelBlock {
         return part(Integer.toString(count++), block);
     }
 
+    /**
+     * Adds a block under a given index (a pipeline stage numbers its layers globally, so each
+     * parameter keeps the name, and so the initial value, it has in the whole model).
+     */
+    public B add(int index, B block) {
+        count = index + 1;
+        return part(Integer.toString(index), block);
+    }
+
     @Override
     public NDArray apply(NDArray x) {
         throw new UnsupportedOperationException("a BlockList is applied by its owner");

@@ -82,7 +82,9 @@ public final class HfCheckpoint implements AutoCloseable {
                 model.installShard(p, shard);
             }
         }
-        checkAllUsed(used);
+        if (model.isFirstStage() && model.isLastStage()) { // a pipeline stage reads only its part
+            checkAllUsed(used);
+        }
     }
 
     private void checkAllUsed(Set<String> used) {
