@@ -63,7 +63,13 @@ public final class PretrainGpt {
         var attention = o.attentionBackend();
         LaunchConfig launch = LaunchConfig.fromEnvironment(o.nprocPerNode);
         RankDevices devices = RankDevices.parse(o.device, o.nprocPerNode);
-        RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, 1, 1, 1);
+        var moe = o.moe.config();
+        RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, 1, 1,
+                o.moe.expertModelParallelSize);
+        if (o.moe.expertModelParallelSize > 1 && (o.save != null || o.load != null)) {
+            throw new IllegalArgumentException("--save and --load are not supported yet with --expert-model-parallel-size "
+                    + o.moe.expertModelParallelSize + " (expert shards are not written); use 1");
+        }
         if (o.initHf != null && o.load != null) {
             throw new IllegalArgumentException("give --init-hf or --load, not both");
         }
@@ -73,6 +79,7 @@ public final class PretrainGpt {
                 o.vocabSize = paddedVocab(grid.tp());
             }
             TransformerConfig cfg = hf != null ? hf.config() : start.config() != null ? start.config() : o.modelConfig();
+            o.moe.checkLayout(grid.tp(), o.sequenceParallel, cfg.numExperts());
             grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
             BatchSource data = dataSource(cfg, o.globalBatchSize != null ? o.globalBatchSize
                     : o.microBatchSize * grid.dp());
@@ -102,7 +109,7 @@ public final class PretrainGpt {
             }
             try (AutoCloseable closeData = data instanceof AutoCloseable c ? c : () -> { }) {
                 List<List<StepResult>> local = DistributedWorld.run(grid, launch, devices,
-                        ctx -> train(ctx, cfg, hf, start, data, tc, gbs, flops, attention, recompute, dropout));
+                        ctx -> train(ctx, cfg, hf, start, data, tc, gbs, flops, attention, recompute, dropout, moe));
                 return local.get(0); // this JVM's first rank (global rank 0 on node 0)
             } catch (RuntimeException e) {
                 throw e;
@@ -116,8 +123,9 @@ public final class PretrainGpt {
 
     private List<StepResult> train(RankContext ctx, TransformerConfig cfg, HfCheckpoint hf, Start start,
             BatchSource data, TrainerConfig tc, int gbs, double flops, AttentionBackend attention, Recompute recompute,
-            double[] dropout) {
+            double[] dropout, org.djlmegatron.moe.MoeConfig moe) {
         GPTModel model = new GPTModel(ctx, cfg, o.sequenceParallel);
+        model.setMoe(moe);
         model.setParameterType(o.parameterType());
         model.setAttentionBackend(attention);
         model.setRecompute(recompute);
@@ -149,6 +157,12 @@ public final class PretrainGpt {
                 List<MicroBatch> batches = data.microBatches(it, dp.rank(), dp.size(), o.microBatchSize, gbs);
                 StepResult r = trainer.step(batches);
                 results.add(r);
+                if (cfg.isMoe()) {
+                    MoeBalance balance = MoeBalance.collect(model.moeStats(), dp, ctx.manager());
+                    if (logger) {
+                        log.moe(balance);
+                    }
+                }
                 if (logger && it == first) {
                     log.message(String.format(Locale.ROOT, "> activations held for backward at the end of a "
                             + "micro-batch's forward: %.2f MB on rank 0 (recomputation: %s)",
@@ -169,6 +183,7 @@ public final class PretrainGpt {
                 }
                 if (o.evalInterval > 0 && (it + 1) % o.evalInterval == 0) {
                     double loss = evaluate(ctx, model, data, dp, gbs);
+                    model.moeStats().forEach(org.djlmegatron.moe.MoeStats::reset); // balance figures are training's
                     if (logger) {
                         log.eval(it + 1, loss);
                     }

@@ -126,6 +126,11 @@ public final class TransformerLayer extends ParallelBlock {
         return layerNumber;
     }
 
+    /** The MoE block of this layer, or null for a dense MLP. */
+    public MoeLayer moe() {
+        return moe;
+    }
+
     public Attention attention() {
         return attention;
     }

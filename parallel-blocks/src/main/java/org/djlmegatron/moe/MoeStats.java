@@ -1,0 +1,66 @@
+package org.djlmegatron.moe;
+
+import java.util.HashSet;
+import java.util.Set;
+import org.djlmegatron.autograd.RandomKey;
+
+/**
+ * One MoE layer's balance figures since the last {@link #reset}: rows routed to each expert (by
+ * this rank's tokens), and the sums of the unscaled load-balancing and z losses with their count.
+ * A forward replayed by activation recomputation (same randomness key) is not counted twice.
+ */
+public final class MoeStats {
+
+    private final long[] tokensPerExpert;
+    private final Set<RandomKey> seen = new HashSet<>();
+    private double auxSum;
+    private double zSum;
+    private int auxCount;
+    private int zCount;
+
+    MoeStats(int numExperts) {
+        tokensPerExpert = new long[numExperts];
+    }
+
+    /** Records one forward's routing; false (and nothing recorded) when {@code key} was already seen. */
+    boolean record(RandomKey key, long[] perExpert, double aux, double z) {
+        if (key != null && !seen.add(key)) {
+            return false;
+        }
+        for (int e = 0; e < perExpert.length; e++) {
+            tokensPerExpert[e] += perExpert[e];
+        }
+        if (!Double.isNaN(aux)) {
+            auxSum += aux;
+            auxCount++;
+        }
+        if (!Double.isNaN(z)) {
+            zSum += z;
+            zCount++;
+        }
+        return true;
+    }
+
+    public long[] tokensPerExpert() {
+        return tokensPerExpert.clone();
+    }
+
+    /** Mean load-balancing loss (without its coefficient) over the recorded forwards, NaN if none. */
+    public double auxLoss() {
+        return auxCount == 0 ? Double.NaN : auxSum / auxCount;
+    }
+
+    /** Mean z-loss (without its coefficient), NaN if none. */
+    public double zLoss() {
+        return zCount == 0 ? Double.NaN : zSum / zCount;
+    }
+
+    public void reset() {
+        java.util.Arrays.fill(tokensPerExpert, 0);
+        seen.clear();
+        auxSum = 0;
+        zSum = 0;
+        auxCount = 0;
+        zCount = 0;
+    }
+}
