@@ -62,24 +62,24 @@ public final class TopKRouter extends ParallelBlock {
         NDArray w = top.get(0);
         if (moe.scoreFunction() == MoeConfig.ScoreFunction.SIGMOID ? topK > 1 : renormalize) {
             NDArray sum = w.sum(new int[] {-1}, true);
-            w = w.div(moe.scoreFunction() == MoeConfig.ScoreFunction.SIGMOID ? sum.add(1e-20f) : sum);
+            w = w.div(moe.scoreFunction() == MoeConfig.ScoreFunction.SIGMOID ? sum.add(constant(w, 1e-20)) : sum);
         }
         double aux = Double.NaN;
         double z = Double.NaN;
         if (moe.hasAuxLoss() && ai.djl.pytorch.jni.JniUtils.isGradMode()) {
             NDArray probs = moe.scoreFunction() == MoeConfig.ScoreFunction.SOFTMAX ? scores
-                    : scores.div(scores.sum(new int[] {-1}, true).add(1e-20f));
+                    : scores.div(scores.sum(new int[] {-1}, true).add(constant(scores, 1e-20)));
             NDArray routingMap = top.get(1).oneHot(numExperts).sum(new int[] {1}); // [T, E] 0/1
             NDArray loss = moe.loadBalancing() == MoeConfig.LoadBalancing.AUX_LOSS
                     ? auxLoss(probs, routingMap) : seqAuxLoss(probs, routingMap, batch);
             aux = loss.getFloat();
-            tape().addLoss(loss.mul((float) (moe.auxLossCoeff() / tp.group().size())));
+            tape().addLoss(loss.mul(constant(loss, moe.auxLossCoeff() / tp.group().size())));
         }
         if (moe.zLossCoeff() > 0 && ai.djl.pytorch.jni.JniUtils.isGradMode()) {
             NDArray lse = logits.logSoftmax(-1).neg().add(logits); // logsumexp = x - log_softmax(x)
             NDArray loss = lse.get(":, 0").square().mean();
             z = loss.getFloat();
-            tape().addLoss(loss.mul((float) (moe.zLossCoeff() / tp.group().size())));
+            tape().addLoss(loss.mul(constant(loss, moe.zLossCoeff() / tp.group().size())));
         }
         return new Routing(top.get(1), w, aux, z);
     }
@@ -89,7 +89,7 @@ public final class TopKRouter extends ParallelBlock {
         long t = probs.getShape().get(0);
         NDArray perExpert = probs.sum(new int[] {0});
         NDArray counts = routingMap.sum(new int[] {0});
-        return perExpert.mul(counts).sum().mul((float) ((double) numExperts / ((double) topK * t * t)));
+        return perExpert.mul(counts).sum().mul(constant(probs, (double) numExperts / ((double) topK * t * t)));
     }
 
     /** Per sequence: sum_e (n_e E / (s k)) mean_s p_e; averaged over the batch; without the coefficient. */
@@ -97,8 +97,16 @@ public final class TopKRouter extends ParallelBlock {
         long s = probs.getShape().get(0) / batch;
         NDArray p = probs.reshape(batch, s, numExperts).mean(new int[] {1});
         NDArray cost = routingMap.reshape(batch, s, numExperts).sum(new int[] {1})
-                .div((float) ((double) s * topK / numExperts));
+                .div(constant(probs, (double) s * topK / numExperts));
         return cost.mul(p).sum(new int[] {1}).mean();
+    }
+
+    /**
+     * A libtorch-owned constant for recorded arithmetic (DJL's {@code mul(Number)} wraps the number
+     * in a Java buffer that backward may read after it is freed; see {@code Scalar}).
+     */
+    private static NDArray constant(NDArray like, double v) {
+        return org.djlmegatron.autograd.Scalar.of(like.getManager(), v);
     }
 
     @Override
