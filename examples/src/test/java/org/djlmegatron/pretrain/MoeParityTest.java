@@ -18,7 +18,8 @@ import org.junit.jupiter.params.provider.ValueSource;
  * Expert parallelism with the balancing losses on: the mixtral fixture's weights trained 5
  * iterations on mock data (24-token sequences, so TP=2 + SP applies) with the load-balancing and
  * z losses follow the one-rank trajectory within 1e-5 at EP=2 (both dispatchers, with and
- * without the distributed optimizer) and at EP=2 x TP=2 + SP (world 4).
+ * without the distributed optimizer) and at EP=2 x TP=2 + SP (world 4); recomputing the MoE block
+ * at EP=2 changes nothing, bit for bit.
  */
 class MoeParityTest {
 
@@ -45,8 +46,13 @@ class MoeParityTest {
         assertThat(Math.abs(without.get(0).gradNorm() - reference.get(0).gradNorm()))
                 .as("the balancing losses change the first gradient").isGreaterThan(1e-6);
 
-        for (Variant v : List.of(EP2, EP2_ALLGATHER, EP2.with(DISTOPT), EP2_TP2_SP, EP2_TP2_SP.with(DISTOPT))) {
+        for (Variant v : List.of(EP2_ALLGATHER, EP2.with(DISTOPT), EP2_TP2_SP, EP2_TP2_SP.with(DISTOPT))) {
             TrajectoryParity.assertClose(reference, TrajectoryParity.run(base, v), 1e-5, setting + " " + v);
         }
+        // recomputing the MoE block replays the exchange and the extra loss roots exactly
+        List<StepResult> ep2 = TrajectoryParity.run(base, EP2);
+        TrajectoryParity.assertClose(reference, ep2, 1e-5, setting + " " + EP2);
+        TrajectoryParity.assertIdentical(ep2, TrajectoryParity.run(base, EP2.with(Variant.of("recompute-moe",
+                "--recompute-granularity", "selective", "--recompute-modules", "moe,moe_act"))), setting + " recompute");
     }
 }
