@@ -68,6 +68,12 @@ final class BenchTrainCommand implements Callable<Integer> {
     @Option(names = "--seq-length") Integer seq;
     @Option(names = "--micro-batch-size", description = "per rank") Integer micro;
     @Option(names = "--vocab-size") Integer vocab;
+    @Option(names = "--num-experts", defaultValue = "0", description = "an MoE model: experts per layer (layouts epN "
+            + "then apply; the dispatcher's share of the step is printed) (default: ${DEFAULT-VALUE})") int numExperts;
+    @Option(names = "--moe-router-topk", defaultValue = "2", description = "experts per token (default: ${DEFAULT-VALUE})")
+    int topK;
+    @Option(names = "--moe-token-dispatcher-type", defaultValue = "alltoall",
+            description = "alltoall or allgather, for epN layouts (default: ${DEFAULT-VALUE})") String dispatcher;
     @Option(names = "--iters", defaultValue = "4", description = "timed iterations per layout (after one warm-up)") int iters;
     @Option(names = "--layouts", split = ",", defaultValue = "dp1,dp2,dp2-distopt,tp2",
             description = "layouts to run: dpN, dpN-distopt, tpN, each optionally suffixed -full (full recomputation, "
@@ -104,6 +110,10 @@ final class BenchTrainCommand implements Callable<Integer> {
                 baseStep = r.stepSeconds;
             }
             String mfu = peakTflops == null ? "" : String.format(Locale.ROOT, "  MFU %.3f", r.gflops / 1e3 / peakTflops);
+            if (numExperts > 0) {
+                mfu += String.format(Locale.ROOT, "  dispatcher %.1f ms/step (%.1f%% of the step)", r.dispatchSeconds * 1e3,
+                        100 * r.dispatchSeconds / r.stepSeconds);
+            }
             System.out.printf(Locale.ROOT, "%-16s %9.0f tokens/s  %8.1f GFLOP/s  matmul %8.1f GFLOP/s  model/matmul %.2f  "
                     + "throughput vs %s %.2fx  step %.3f s (%.2fx of %s)  optimizer %,d bytes/rank  held for backward %.1f MB/rank%s%n",
                     layout, r.tokensPerS, r.gflops, gemm, r.gflops / gemm, layouts.get(0), r.tokensPerS / base,
@@ -112,11 +122,13 @@ final class BenchTrainCommand implements Callable<Integer> {
         return 0;
     }
 
-    private record Run(double tokensPerS, double gflops, long optimizerBytes, long heldBytes, double stepSeconds) {}
+    private record Run(double tokensPerS, double gflops, long optimizerBytes, long heldBytes, double stepSeconds,
+            double dispatchSeconds) {}
 
     private Run run(String layout, int l, int h, int a, int s, int mb, int v) {
         int dp = 1;
         int tp = 1;
+        int ep = 1;
         String kind = layout;
         List<String> recompute = List.of();
         if (kind.endsWith("-full")) {
@@ -132,9 +144,12 @@ final class BenchTrainCommand implements Callable<Integer> {
             dp = Integer.parseInt(kind.substring(2));
         } else if (kind.startsWith("tp")) {
             tp = Integer.parseInt(kind.substring(2));
+        } else if (kind.startsWith("ep") && numExperts > 0) {
+            ep = Integer.parseInt(kind.substring(2));
+            dp = ep; // expert parallelism is carved out of data parallelism
         } else {
-            throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt or tpN, optionally "
-                    + "followed by -full or -selective");
+            throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt, tpN or (with --num-experts) "
+                    + "epN, optionally followed by -full or -selective");
         }
         List<String> args = new ArrayList<>(List.of("--mock-data", "--num-layers", "" + l, "--hidden-size", "" + h,
                 "--num-attention-heads", "" + a, "--seq-length", "" + s, "--vocab-size", "" + v,
@@ -143,6 +158,17 @@ final class BenchTrainCommand implements Callable<Integer> {
                 "--tensor-model-parallel-size", "" + tp, "--log-interval", "1000000", "--device", device,
                 "--attention-backend", attentionBackend, "--hidden-dropout", "" + dropout, "--attention-dropout", "" + dropout));
         args.addAll(recompute);
+        java.nio.file.Path metrics = null;
+        if (numExperts > 0) {
+            try {
+                metrics = java.nio.file.Files.createTempFile("bench-train-moe", ".jsonl");
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+            args.addAll(List.of("--num-experts", "" + numExperts, "--moe-router-topk", "" + topK,
+                    "--expert-model-parallel-size", "" + ep, "--moe-token-dispatcher-type", dispatcher,
+                    "--metrics-out", metrics.toString()));
+        }
         if (distopt) {
             args.add("--use-distributed-optimizer");
         }
@@ -161,8 +187,24 @@ final class BenchTrainCommand implements Callable<Integer> {
         }
         double flops = ModelFlops.training(o.modelConfig(), (long) mb * dp, s) * (steps.size() - 1);
         String log = buf.toString(StandardCharsets.UTF_8);
+        double dispatch = metrics == null ? 0 : dispatchSeconds(metrics) / (steps.size() - 1);
         return new Run(tokens / seconds, flops / seconds / 1e9, optimizerBytes(log), heldBytes(log),
-                seconds / (steps.size() - 1));
+                seconds / (steps.size() - 1), dispatch);
+    }
+
+    /** Rank 0's time in the expert exchange over the timed iterations (all but the first), from --metrics-out. */
+    private static double dispatchSeconds(java.nio.file.Path metrics) {
+        try {
+            List<String> lines = java.nio.file.Files.readAllLines(metrics);
+            double ms = 0;
+            for (String line : lines.subList(1, lines.size())) {
+                ms += com.google.gson.JsonParser.parseString(line).getAsJsonObject().get("moe_dispatch_ms").getAsDouble();
+            }
+            java.nio.file.Files.deleteIfExists(metrics);
+            return ms / 1e3;
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
     }
 
     /** The "activations held for backward" figure pretrain-gpt prints, in bytes. */

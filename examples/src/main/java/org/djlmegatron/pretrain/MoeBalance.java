@@ -17,8 +17,9 @@ import org.djlmegatron.moe.MoeStats;
  * the layers and the data-parallel ranks (NaN when off), as Megatron's tracker reports them.
  *
  * @param tokensPerExpert [layer][expert]
+ * @param dispatchSeconds this rank's time in the expert-parallel exchange, all layers (0 at EP = 1)
  */
-record MoeBalance(long[][] tokensPerExpert, double auxLoss, double zLoss) {
+record MoeBalance(long[][] tokensPerExpert, double auxLoss, double zLoss, double dispatchSeconds) {
 
     /** Collects and resets every layer's figures; every data-parallel rank calls it (two small all-reduces). */
     static MoeBalance collect(List<MoeStats> layers, ProcessGroup dp, NDManager manager) {
@@ -27,6 +28,7 @@ record MoeBalance(long[][] tokensPerExpert, double auxLoss, double zLoss) {
         float[] counts = new float[n * experts];
         double aux = 0;
         double z = 0;
+        double dispatch = 0;
         for (int l = 0; l < n; l++) {
             long[] c = layers.get(l).tokensPerExpert();
             for (int e = 0; e < experts; e++) {
@@ -34,6 +36,7 @@ record MoeBalance(long[][] tokensPerExpert, double auxLoss, double zLoss) {
             }
             aux += layers.get(l).auxLoss() / n;
             z += layers.get(l).zLoss() / n;
+            dispatch += layers.get(l).dispatchSeconds();
             layers.get(l).reset();
         }
         long[][] total = new long[n][experts];
@@ -47,7 +50,7 @@ record MoeBalance(long[][] tokensPerExpert, double auxLoss, double zLoss) {
                     total[l][e] = (long) summed[l * experts + e];
                 }
             }
-            return new MoeBalance(total, mean[0], mean[1]);
+            return new MoeBalance(total, mean[0], mean[1], dispatch);
         }
     }
 
@@ -94,6 +97,7 @@ record MoeBalance(long[][] tokensPerExpert, double auxLoss, double zLoss) {
             o.addProperty("moe_z_loss", zLoss);
         }
         o.addProperty("moe_max_over_mean_load", maxOverMean());
+        o.addProperty("moe_dispatch_ms", dispatchSeconds * 1e3);
         JsonArray layers = new JsonArray();
         for (long[] layer : tokensPerExpert) {
             JsonArray a = new JsonArray();

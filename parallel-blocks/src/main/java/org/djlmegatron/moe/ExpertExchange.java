@@ -29,9 +29,13 @@ final class ExpertExchange {
     private final long[] localCounts;
     private final long localRows;
     private final long sentRows;
+    private final MoeStats stats;
 
     /** Plans the exchange from this rank's per-expert row counts (one small all-gather: a host sync). */
-    ExpertExchange(ProcessGroup ep, MoeConfig.Dispatcher kind, long[] perExpert, int localExperts, NDManager m) {
+    ExpertExchange(ProcessGroup ep, MoeConfig.Dispatcher kind, long[] perExpert, int localExperts, NDManager m,
+            MoeStats stats) {
+        long t0 = System.nanoTime();
+        this.stats = stats;
         this.ep = ep;
         this.kind = kind;
         this.localExperts = localExperts;
@@ -102,6 +106,7 @@ final class ExpertExchange {
                 localCounts[l] += c;
             }
         }
+        stats.addDispatchNanos(System.nanoTime() - t0);
     }
 
     /** Rows each local expert receives, in local-expert order. */
@@ -136,6 +141,24 @@ final class ExpertExchange {
 
     /** Rows of this rank to their experts' ranks. */
     private NDArray forward(NDArray rows) {
+        long t0 = System.nanoTime();
+        try {
+            return exchange(rows);
+        } finally {
+            stats.addDispatchNanos(System.nanoTime() - t0);
+        }
+    }
+
+    private NDArray backward(NDArray rows) {
+        long t0 = System.nanoTime();
+        try {
+            return transpose(rows);
+        } finally {
+            stats.addDispatchNanos(System.nanoTime() - t0);
+        }
+    }
+
+    private NDArray exchange(NDArray rows) {
         if (kind == MoeConfig.Dispatcher.ALLTOALL) {
             return ep.allToAllV(rows, send, recv, maxCount);
         }
@@ -145,7 +168,7 @@ final class ExpertExchange {
     }
 
     /** Rows held for this rank's experts back to the ranks they came from (the transpose of forward). */
-    private NDArray backward(NDArray rows) {
+    private NDArray transpose(NDArray rows) {
         if (kind == MoeConfig.Dispatcher.ALLTOALL) {
             return ep.allToAllV(rows, recv, send, maxCount);
         }

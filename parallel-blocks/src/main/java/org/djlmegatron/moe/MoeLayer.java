@@ -108,7 +108,7 @@ public final class MoeLayer extends ParallelBlock {
             if (ep.size() == 1) {
                 all = runLocal(sorted, perExpert);
             } else {
-                ExpertExchange exchange = new ExpertExchange(ep, moe.dispatcher(), perExpert, experts.size(), m);
+                ExpertExchange exchange = new ExpertExchange(ep, moe.dispatcher(), perExpert, experts.size(), m, stats);
                 NDArray mine = exchange.dispatch(tape(), sorted);
                 all = exchange.combine(tape(), runLocal(mine, exchange.localCounts()));
             }

@@ -17,6 +17,7 @@ public final class MoeStats {
     private double zSum;
     private int auxCount;
     private int zCount;
+    private long dispatchNanos;
 
     MoeStats(int numExperts) {
         tokensPerExpert = new long[numExperts];
@@ -41,6 +42,16 @@ public final class MoeStats {
         return true;
     }
 
+    /** Time spent planning and running the expert-parallel exchange (forward and backward, replays included). */
+    void addDispatchNanos(long nanos) {
+        dispatchNanos += nanos;
+    }
+
+    /** Seconds spent in the expert-parallel exchange since the last reset (0 at EP = 1). */
+    public double dispatchSeconds() {
+        return dispatchNanos / 1e9;
+    }
+
     public long[] tokensPerExpert() {
         return tokensPerExpert.clone();
     }
@@ -62,5 +73,6 @@ public final class MoeStats {
         zSum = 0;
         auxCount = 0;
         zCount = 0;
+        dispatchNanos = 0;
     }
 }
