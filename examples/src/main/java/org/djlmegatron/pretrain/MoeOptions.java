@@ -31,6 +31,17 @@ public final class MoeOptions {
             description = "coefficient of the router z-loss; 0 turns it off (default: ${DEFAULT-VALUE})")
     public double moeZLossCoeff;
 
+    @Option(names = "--moe-expert-capacity-factor",
+            description = "each expert takes at most ceil(tokens x topk / experts x factor) pairs; default: none (dropless)")
+    public Double moeExpertCapacityFactor;
+    @Option(names = "--moe-token-drop-policy", defaultValue = "probs",
+            description = "over capacity, keep the largest router weights (probs) or the earliest tokens (position) "
+                    + "(default: ${DEFAULT-VALUE})")
+    public String moeTokenDropPolicy;
+    @Option(names = "--moe-pad-expert-input-to-capacity",
+            description = "pad every expert's input with zero rows to the capacity (needs --moe-expert-capacity-factor)")
+    public boolean moePadExpertInputToCapacity;
+
     /** The routing and balancing of the MoE layers; errors name the flag. */
     public MoeConfig config() {
         return new MoeConfig(
@@ -38,7 +49,11 @@ public final class MoeOptions {
                 MoeConfig.parse(MoeConfig.LoadBalancing.class, "--moe-router-load-balancing-type",
                         moeRouterLoadBalancingType),
                 moeAuxLossCoeff, moeZLossCoeff,
-                MoeConfig.parse(MoeConfig.Dispatcher.class, "--moe-token-dispatcher-type", moeTokenDispatcherType));
+                MoeConfig.parse(MoeConfig.Dispatcher.class, "--moe-token-dispatcher-type", moeTokenDispatcherType),
+                moeExpertCapacityFactor,
+                MoeConfig.parse(org.djlmegatron.moe.ExpertCapacity.DropPolicy.class, "--moe-token-drop-policy",
+                        moeTokenDropPolicy),
+                moePadExpertInputToCapacity);
     }
 
     /**

@@ -11,6 +11,7 @@ import java.nio.file.Path;
 import java.util.List;
 import org.djlmegatron.pretrain.TrajectoryParity.Variant;
 import org.djlmegatron.training.StepResult;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
@@ -54,5 +55,26 @@ class MoeParityTest {
         TrajectoryParity.assertClose(reference, ep2, 1e-5, setting + " " + EP2);
         TrajectoryParity.assertIdentical(ep2, TrajectoryParity.run(base, EP2.with(Variant.of("recompute-moe",
                 "--recompute-granularity", "selective", "--recompute-modules", "moe,moe_act"))), setting + " recompute");
+    }
+
+    /**
+     * Capacity at EP=2: with a factor so large that nothing is dropped (capacity 2T, an expert gets
+     * at most T pairs), capped and padded dispatch follow the dropless trajectory (padding within
+     * 1e-6: the zero rows change the GEMM shapes); a small factor drops pairs and changes it.
+     */
+    @Test
+    void paddedAndDroplessAgreeWhenNothingIsDropped() {
+        List<String> base = base("aux_loss", "softmax");
+        List<StepResult> dropless = TrajectoryParity.run(base, EP2);
+        Variant capped = Variant.of("capacity-4", "--moe-expert-capacity-factor", "4");
+        TrajectoryParity.assertIdentical(dropless, TrajectoryParity.run(base, EP2.with(capped)), "capped, nothing dropped");
+        TrajectoryParity.assertClose(dropless, TrajectoryParity.run(base, EP2.with(capped).with(Variant.of("padded",
+                "--moe-pad-expert-input-to-capacity"))), 1e-6, "padded, nothing dropped");
+        for (String policy : new String[] {"probs", "position"}) {
+            List<StepResult> dropping = TrajectoryParity.run(base, EP2.with(Variant.of("capacity-0.5-" + policy,
+                    "--moe-expert-capacity-factor", "0.5", "--moe-token-drop-policy", policy)));
+            assertThat(Math.abs(dropping.get(0).gradNorm() - dropless.get(0).gradNorm()))
+                    .as("dropping with %s changes the gradient", policy).isGreaterThan(1e-6);
+        }
     }
 }

@@ -12,9 +12,14 @@ import java.util.Locale;
  * @param auxLossCoeff {@code --moe-aux-loss-coeff} (0: no load-balancing loss)
  * @param zLossCoeff {@code --moe-z-loss-coeff} (0: no z-loss)
  * @param dispatcher {@code --moe-token-dispatcher-type}
+ * @param capacityFactor {@code --moe-expert-capacity-factor}, null for dropless
+ * @param dropPolicy {@code --moe-token-drop-policy}
+ * @param padToCapacity {@code --moe-pad-expert-input-to-capacity}: every expert gets exactly
+ *     capacity rows (zero rows fill the rest)
  */
 public record MoeConfig(ScoreFunction scoreFunction, LoadBalancing loadBalancing, double auxLossCoeff,
-        double zLossCoeff, Dispatcher dispatcher) {
+        double zLossCoeff, Dispatcher dispatcher, Double capacityFactor, ExpertCapacity.DropPolicy dropPolicy,
+        boolean padToCapacity) {
 
     /** The router's score function. */
     public enum ScoreFunction { SOFTMAX, SIGMOID }
@@ -27,12 +32,25 @@ public record MoeConfig(ScoreFunction scoreFunction, LoadBalancing loadBalancing
 
     /** What a plain inference or fine-tuning run uses: softmax, no extra losses, all-to-all. */
     public static final MoeConfig DEFAULT = new MoeConfig(ScoreFunction.SOFTMAX, LoadBalancing.NONE, 0, 0,
-            Dispatcher.ALLTOALL);
+            Dispatcher.ALLTOALL, null, ExpertCapacity.DropPolicy.PROBS, false);
+
+    /** Without capacity (dropless). */
+    public MoeConfig(ScoreFunction scoreFunction, LoadBalancing loadBalancing, double auxLossCoeff, double zLossCoeff,
+            Dispatcher dispatcher) {
+        this(scoreFunction, loadBalancing, auxLossCoeff, zLossCoeff, dispatcher, null, ExpertCapacity.DropPolicy.PROBS,
+                false);
+    }
 
     public MoeConfig {
         if (auxLossCoeff < 0 || zLossCoeff < 0 || !Double.isFinite(auxLossCoeff) || !Double.isFinite(zLossCoeff)) {
             throw new IllegalArgumentException("--moe-aux-loss-coeff and --moe-z-loss-coeff must be finite and >= 0, got "
                     + auxLossCoeff + " and " + zLossCoeff);
+        }
+        if (capacityFactor != null && !(capacityFactor > 0 && Double.isFinite(capacityFactor))) {
+            throw new IllegalArgumentException("--moe-expert-capacity-factor must be > 0, got " + capacityFactor);
+        }
+        if (padToCapacity && capacityFactor == null) {
+            throw new IllegalArgumentException("--moe-pad-expert-input-to-capacity needs --moe-expert-capacity-factor");
         }
     }
 

@@ -82,26 +82,52 @@ public final class MoeLayer extends ParallelBlock {
         int numTokens = (int) tokens.getShape().get(0);
         NDManager m = x.getManager();
 
-        // (token, slot) pairs sorted by expert, stably; rowOf[i]: pair i's row in that order
-        long[] perExpert = new long[numExperts];
+        long[] routed = new long[numExperts];
         for (long e : chosen) {
-            perExpert[(int) e]++;
+            routed[(int) e]++;
+        }
+        stats.record(tape().key(), routed, routing.auxLoss(), routing.zLoss());
+        boolean[] kept = null;
+        int capacity = 0;
+        if (moe.capacityFactor() != null) {
+            capacity = ExpertCapacity.capacity(numTokens, k, numExperts, moe.capacityFactor());
+            kept = ExpertCapacity.keep(chosen, routing.weights().toFloatArray(), numExperts, capacity, moe.dropPolicy());
+        }
+
+        // kept (token, slot) pairs sorted by expert, stably (then zero rows up to the capacity when
+        // padding, token index T); rowOf[i]: pair i's row in that order (0, with weight 0, if dropped)
+        long[] perExpert = new long[numExperts];
+        for (int i = 0; i < chosen.length; i++) {
+            if (kept == null || kept[i]) {
+                perExpert[(int) chosen[i]]++;
+            }
+        }
+        long[] rowsPerExpert = perExpert.clone();
+        if (moe.padToCapacity()) {
+            java.util.Arrays.fill(rowsPerExpert, capacity);
         }
         long[] start = new long[numExperts];
+        long total = rowsPerExpert[0];
         for (int e = 1; e < numExperts; e++) {
-            start[e] = start[e - 1] + perExpert[e - 1];
+            start[e] = start[e - 1] + rowsPerExpert[e - 1];
+            total += rowsPerExpert[e];
         }
-        long[] tokenOfRow = new long[chosen.length];
+        long[] tokenOfRow = new long[(int) total];
+        java.util.Arrays.fill(tokenOfRow, numTokens); // padding rows: the zero row
         long[] rowOf = new long[chosen.length];
         long[] fill = start.clone();
         for (int i = 0; i < chosen.length; i++) {
-            int row = (int) fill[(int) chosen[i]]++;
-            rowOf[i] = row;
-            tokenOfRow[row] = i / k;
+            if (kept == null || kept[i]) {
+                int row = (int) fill[(int) chosen[i]]++;
+                rowOf[i] = row;
+                tokenOfRow[row] = i / k;
+            }
         }
-        stats.record(tape().key(), perExpert, routing.auxLoss(), routing.zLoss());
-
-        NDArray sorted = tokens.get(m.create(tokenOfRow));
+        perExpert = rowsPerExpert;
+        NDArray source = moe.padToCapacity()
+                ? NDArrays.concat(new NDList(tokens, m.zeros(new Shape(1, tokens.getShape().get(1)), tokens.getDataType())))
+                : tokens;
+        NDArray sorted = source.get(m.create(tokenOfRow));
         NDList live = new NDList(routing.weights()); // the combine still needs them: carried over the exchange
         NDArray all;
         try (Tape.Carry c = tape().carry(live)) {
@@ -115,12 +141,33 @@ public final class MoeLayer extends ParallelBlock {
         }
         NDArray rows = m.create(rowOf, new Shape(numTokens, k));
         NDArray weights = Cast.to(live.get(0), x.getDataType()); // [T, k]
+        if (kept != null) {
+            weights = weights.mul(keepMask(m, kept, numTokens, k, x.getDataType()));
+        }
         NDArray out = null;
         for (int j = 0; j < k; j++) {
             NDArray slot = all.get(rows.get(":, " + j)).mul(weights.get(":, " + j + ":" + (j + 1)));
             out = out == null ? slot : out.add(slot);
         }
         return out.reshape(shape);
+    }
+
+    /** 1 for kept pairs, 0 for dropped ones, {@code [T, k]}; libtorch-owned (backward reads it). */
+    private static NDArray keepMask(NDManager m, boolean[] kept, int numTokens, int k, ai.djl.ndarray.types.DataType type) {
+        float[] v = new float[kept.length];
+        for (int i = 0; i < v.length; i++) {
+            v[i] = kept[i] ? 1f : 0f;
+        }
+        NDArray owned;
+        try (NDArray javaBacked = m.create(v, new Shape(numTokens, k))) {
+            owned = javaBacked.duplicate();
+        }
+        if (type == ai.djl.ndarray.types.DataType.FLOAT32) {
+            return owned;
+        }
+        NDArray typed = owned.toType(type, false); // another type: a new tensor
+        owned.close();
+        return typed;
     }
 
     /** The local experts on their rows ({@code counts[l]} consecutive rows each); rows in, rows out. */
