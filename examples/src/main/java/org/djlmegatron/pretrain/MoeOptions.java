@@ -42,6 +42,14 @@ public final class MoeOptions {
             description = "pad every expert's input with zero rows to the capacity (needs --moe-expert-capacity-factor)")
     public boolean moePadExpertInputToCapacity;
 
+    @Option(names = "--moe-router-enable-expert-bias",
+            description = "aux-loss-free balancing: a per-expert bias on the routing scores, updated after each step "
+                    + "(sigmoid score function only)")
+    public boolean moeRouterEnableExpertBias;
+    @Option(names = "--moe-router-bias-update-rate", defaultValue = "1e-3",
+            description = "how far each step moves the expert bias (default: ${DEFAULT-VALUE})")
+    public double moeRouterBiasUpdateRate;
+
     /** The routing and balancing of the MoE layers; errors name the flag. */
     public MoeConfig config() {
         return new MoeConfig(

@@ -66,6 +66,14 @@ public final class PretrainGpt {
         var moe = o.moe.config();
         RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, 1, 1,
                 o.moe.expertModelParallelSize);
+        if (o.moe.moeRouterEnableExpertBias && o.save != null) {
+            throw new IllegalArgumentException("--save with --moe-router-enable-expert-bias is not supported yet "
+                    + "(the expert bias is not written)");
+        }
+        if (o.moe.moeRouterEnableExpertBias && !moe.scoreFunction().equals(org.djlmegatron.moe.MoeConfig.ScoreFunction.SIGMOID)) {
+            throw new IllegalArgumentException("--moe-router-enable-expert-bias needs --moe-router-score-function sigmoid"
+                    + " (Megatron's rule), got " + o.moe.moeRouterScoreFunction);
+        }
         if (o.moe.expertModelParallelSize > 1 && (o.save != null || o.load != null)) {
             throw new IllegalArgumentException("--save and --load are not supported yet with --expert-model-parallel-size "
                     + o.moe.expertModelParallelSize + " (expert shards are not written); use 1");
@@ -126,6 +134,9 @@ public final class PretrainGpt {
             double[] dropout, org.djlmegatron.moe.MoeConfig moe) {
         GPTModel model = new GPTModel(ctx, cfg, o.sequenceParallel);
         model.setMoe(moe);
+        if (o.moe.moeRouterEnableExpertBias) {
+            model.moeLayers().forEach(l -> l.router().enableExpertBias());
+        }
         model.setParameterType(o.parameterType());
         model.setAttentionBackend(attention);
         model.setRecompute(recompute);
@@ -159,6 +170,12 @@ public final class PretrainGpt {
                 results.add(r);
                 if (cfg.isMoe()) {
                     MoeBalance balance = MoeBalance.collect(model.moeStats(), dp, ctx.manager());
+                    if (o.moe.moeRouterEnableExpertBias) { // every rank has the same global counts
+                        for (int l = 0; l < balance.tokensPerExpert().length; l++) {
+                            model.moeLayers().get(l).router().updateExpertBias(balance.tokensPerExpert()[l],
+                                    o.moe.moeRouterBiasUpdateRate);
+                        }
+                    }
                     if (logger) {
                         log.moe(balance);
                     }

@@ -141,6 +141,11 @@ public final class GPTModel extends ParallelBlock implements TrainableModel {
         layers.stream().filter(l -> l.moe() != null).forEach(l -> l.moe().setConfig(moe));
     }
 
+    /** The MoE layers, in layer order (empty for a dense model). */
+    public List<org.djlmegatron.moe.MoeLayer> moeLayers() {
+        return layers.stream().filter(l -> l.moe() != null).map(TransformerLayer::moe).toList();
+    }
+
     /** Balance figures of each MoE layer, in layer order (empty for a dense model). */
     public List<org.djlmegatron.moe.MoeStats> moeStats() {
         return layers.stream().filter(l -> l.moe() != null).map(l -> l.moe().stats()).toList();

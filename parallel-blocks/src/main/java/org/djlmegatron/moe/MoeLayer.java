@@ -59,6 +59,11 @@ public final class MoeLayer extends ParallelBlock {
         router.setConfig(moe);
     }
 
+    /** The router (expert bias, for aux-loss-free balancing). */
+    public TopKRouter router() {
+        return router;
+    }
+
     /** This layer's balance figures (tokens per expert, losses) since they were last reset. */
     public MoeStats stats() {
         return stats;

@@ -37,6 +37,7 @@ public final class TopKRouter extends ParallelBlock {
     private final int numExperts;
     private final boolean renormalize;
     private MoeConfig moe = MoeConfig.DEFAULT;
+    private float[] expertBias; // aux-loss-free balancing (--moe-router-enable-expert-bias), null when off
 
     public TopKRouter(RankContext ctx, TransformerConfig cfg) {
         super(ctx);
@@ -52,14 +53,57 @@ public final class TopKRouter extends ParallelBlock {
         this.moe = moe;
     }
 
+    /**
+     * Turns on aux-loss-free balancing: a per-expert bias (starting at 0) added to the scores for
+     * choosing the top k only; the weights stay the unbiased scores. Megatron allows it with the
+     * sigmoid score function only.
+     */
+    public void enableExpertBias() {
+        if (moe.scoreFunction() != MoeConfig.ScoreFunction.SIGMOID) {
+            throw new IllegalArgumentException("--moe-router-enable-expert-bias needs --moe-router-score-function sigmoid"
+                    + " (Megatron's rule), got " + moe.scoreFunction().name().toLowerCase(java.util.Locale.ROOT));
+        }
+        expertBias = new float[numExperts];
+    }
+
+    /** The expert bias, or null when off. */
+    public float[] expertBias() {
+        return expertBias == null ? null : expertBias.clone();
+    }
+
+    /**
+     * Megatron's update after a step: each expert's bias moves by {@code rate} towards balance,
+     * {@code bias_e += rate * sign(mean_load - load_e)}, from the global batch's tokens per expert.
+     */
+    public void updateExpertBias(long[] tokensPerExpert, double rate) {
+        double mean = 0;
+        for (long c : tokensPerExpert) {
+            mean += (double) c / tokensPerExpert.length;
+        }
+        for (int e = 0; e < numExperts; e++) {
+            expertBias[e] += (float) (rate * Math.signum(mean - tokensPerExpert[e]));
+        }
+    }
+
     /** Routes tokens {@code [T, hidden]} that come from {@code batch} sequences of equal length (b-major). */
     public Routing route(NDArray tokens, int batch) {
         NDArray logits = Cast.to(tokens.getNDArrayInternal().linear(tokens, value(weight, tokens), null)
                 .singletonOrThrow(), DataType.FLOAT32);
         NDArray scores = moe.scoreFunction() == MoeConfig.ScoreFunction.SOFTMAX
                 ? logits.softmax(-1) : Activation.sigmoid(logits);
-        NDList top = scores.topK(topK, -1, true, true);
-        NDArray w = top.get(0);
+        NDList top;
+        NDArray w;
+        if (expertBias == null) {
+            top = scores.topK(topK, -1, true, true);
+            w = top.get(0);
+        } else { // choose by biased scores, weigh by the unbiased ones
+            NDArray bias;
+            try (NDArray javaBacked = scores.getManager().create(expertBias)) {
+                bias = javaBacked.duplicate();
+            }
+            top = scores.stopGradient().add(bias).topK(topK, -1, true, true);
+            w = scores.gather(top.get(1), 1);
+        }
         if (moe.scoreFunction() == MoeConfig.ScoreFunction.SIGMOID ? topK > 1 : renormalize) {
             NDArray sum = w.sum(new int[] {-1}, true);
             w = w.div(moe.scoreFunction() == MoeConfig.ScoreFunction.SIGMOID ? sum.add(constant(w, 1e-20)) : sum);

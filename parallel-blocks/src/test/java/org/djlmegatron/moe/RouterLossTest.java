@@ -122,4 +122,59 @@ class RouterLossTest {
         assertThat(got.get(0)[1]).as("z-loss").isCloseTo(z, org.assertj.core.data.Offset.offset(1e-5));
         assertThat(aux).as("the routing is unbalanced enough to matter").isGreaterThan(1.0);
     }
+
+    /**
+     * Aux-loss-free balancing: the bias (moved by Megatron's sign rule from hand-made counts)
+     * changes which experts are chosen, while the weights stay the unbiased sigmoid scores of the
+     * chosen experts, renormalised; all checked against doubles computed here.
+     */
+    @org.junit.jupiter.api.Test
+    void expertBiasChoosesButDoesNotWeigh() {
+        TransformerConfig cfg = TransformerConfig.builder().numLayers(1).hiddenSize(H).numAttentionHeads(2)
+                .ffnHiddenSize(16).vocabSize(16).maxPositionEmbeddings(8).numExperts(E).moeRouterTopK(K)
+                .addBiasLinear(false).build();
+        Random rnd = new Random(5);
+        float[] tokens = new float[S * H];
+        for (int i = 0; i < tokens.length; i++) {
+            tokens[i] = (float) rnd.nextGaussian();
+        }
+        // loads 10, 0, 5, 5, 5, 5 (mean 5): expert 0 down, expert 1 up, the rest unchanged; twice, rate 2
+        long[] counts = {10, 0, 5, 5, 5, 5};
+        List<Object[]> got = LocalWorld.run(RankGrid.single(), ctx -> {
+            TopKRouter router = new TopKRouter(ctx, cfg);
+            router.initializeRandom(13, 0.5f);
+            router.setConfig(new MoeConfig(MoeConfig.ScoreFunction.SIGMOID, MoeConfig.LoadBalancing.NONE, 0, 0,
+                    MoeConfig.Dispatcher.ALLTOALL));
+            router.enableExpertBias();
+            router.updateExpertBias(counts, 2.0);
+            router.updateExpertBias(counts, 2.0);
+            float[] w = router.parameters().get(0).parameter().getArray().toFloatArray();
+            try (NDManager m = ctx.manager().newSubManager()) {
+                TopKRouter.Routing r = router.route(m.create(tokens, new Shape(S, H)), 1);
+                return new Object[] {w, r.experts().toLongArray(), r.weights().toFloatArray(), router.expertBias()};
+            }
+        });
+        float[] w = (float[]) got.get(0)[0];
+        long[] chosen = (long[]) got.get(0)[1];
+        float[] weights = (float[]) got.get(0)[2];
+        assertThat((float[]) got.get(0)[3]).containsExactly(-4f, 4f, 0f, 0f, 0f, 0f);
+        double[] bias = {-4, 4, 0, 0, 0, 0};
+        for (int t = 0; t < S; t++) {
+            double[] score = new double[E];
+            for (int e = 0; e < E; e++) {
+                double l = 0;
+                for (int h = 0; h < H; h++) {
+                    l += (double) tokens[t * H + h] * w[e * H + h];
+                }
+                score[e] = 1 / (1 + Math.exp(-l));
+            }
+            Integer[] order = {0, 1, 2, 3, 4, 5};
+            Arrays.sort(order, (a, b) -> Double.compare(score[b] + bias[b], score[a] + bias[a]));
+            assertThat(chosen[t * K]).as("token %d's first expert: the biased favourite", t).isEqualTo(1L);
+            assertThat(chosen[t * K + 1]).isEqualTo((long) order[1]);
+            double sum = score[order[0]] + score[order[1]];
+            assertThat((double) weights[t * K]).isCloseTo(score[order[0]] / sum, org.assertj.core.data.Offset.offset(1e-6));
+            assertThat((double) weights[t * K + 1]).isCloseTo(score[order[1]] / sum, org.assertj.core.data.Offset.offset(1e-6));
+        }
+    }
 }
