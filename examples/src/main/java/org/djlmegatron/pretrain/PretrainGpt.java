@@ -328,8 +328,9 @@ public final class PretrainGpt {
 
     private static long parameterCount(GPTModel model) {
         long n = 0;
+        int ep = model.rankContext().group(GroupKind.EXPERT).size(); // each EP rank holds 1/EP of the experts
         for (ShardedParameter p : model.parameters()) {
-            n += p.fullShape().size();
+            n += p.fullShape().size() * (p.name().contains(".mlp.experts.local_experts.") ? ep : 1);
         }
         return n;
     }

@@ -114,17 +114,6 @@ final class ExpertExchange {
         return localCounts;
     }
 
-    /** Rows routed to each global expert by every rank of the group, summed. */
-    long[] groupCounts() {
-        long[] sum = new long[counts[0].length];
-        for (long[] r : counts) {
-            for (int e = 0; e < sum.length; e++) {
-                sum[e] += r[e];
-            }
-        }
-        return sum;
-    }
-
     /** Sends this rank's expert-sorted rows {@code [sent, h]}; returns the local experts' rows, grouped. */
     NDArray dispatch(Tape tape, NDArray sorted) {
         NDArray received = tape.function(new NDList(sorted), in -> new NDList(forward(in.get(0))),

@@ -13,6 +13,7 @@ public final class MoeStats {
 
     private final long[] tokensPerExpert;
     private final Set<RandomKey> seen = new HashSet<>();
+    private final Set<RandomKey> lossSeen = new HashSet<>();
     private double auxSum;
     private double zSum;
     private int auxCount;
@@ -23,13 +24,17 @@ public final class MoeStats {
         tokensPerExpert = new long[numExperts];
     }
 
-    /** Records one forward's routing; false (and nothing recorded) when {@code key} was already seen. */
-    boolean record(RandomKey key, long[] perExpert, double aux, double z) {
-        if (key != null && !seen.add(key)) {
-            return false;
+    /** Records one forward's routing, unless {@code key}'s forward was already recorded (a recompute). */
+    void record(RandomKey key, long[] perExpert, double aux, double z) {
+        if (key == null || seen.add(key)) {
+            for (int e = 0; e < perExpert.length; e++) {
+                tokensPerExpert[e] += perExpert[e];
+            }
         }
-        for (int e = 0; e < perExpert.length; e++) {
-            tokensPerExpert[e] += perExpert[e];
+        // the losses exist only in grad mode: under MoE recomputation, in the replay
+        boolean losses = !Double.isNaN(aux) || !Double.isNaN(z);
+        if (losses && key != null && !lossSeen.add(key)) {
+            return;
         }
         if (!Double.isNaN(aux)) {
             auxSum += aux;
@@ -39,7 +44,6 @@ public final class MoeStats {
             zSum += z;
             zCount++;
         }
-        return true;
     }
 
     /** Time spent planning and running the expert-parallel exchange (forward and backward, replays included). */
@@ -69,6 +73,7 @@ public final class MoeStats {
     public void reset() {
         java.util.Arrays.fill(tokensPerExpert, 0);
         seen.clear();
+        lossSeen.clear();
         auxSum = 0;
         zSum = 0;
         auxCount = 0;
