@@ -47,28 +47,51 @@ public final class LogitsRunner {
      */
     public static float[] logits(Path checkpoint, Path modelConfig, long[] ids, int batch, int tp,
             boolean sequenceParallel) {
-        return logits(checkpoint, modelConfig, ReadChecks.ALL, ids, batch, tp, sequenceParallel);
+        return logits(checkpoint, modelConfig, ReadChecks.ALL, ids, batch, tp, 1, sequenceParallel);
     }
 
     /** As {@link #logits(Path, Path, long[], int, int, boolean)} with the given checksum and finiteness checks. */
     public static float[] logits(Path checkpoint, Path modelConfig, ReadChecks checks, long[] ids, int batch, int tp,
             boolean sequenceParallel) {
+        return logits(checkpoint, modelConfig, checks, ids, batch, tp, 1, sequenceParallel);
+    }
+
+    /** On {@code tp x ep} thread ranks (see below), with every read check. */
+    public static float[] logits(Path checkpoint, Path modelConfig, long[] ids, int batch, int tp, int ep,
+            boolean sequenceParallel) {
+        return logits(checkpoint, modelConfig, ReadChecks.ALL, ids, batch, tp, ep, sequenceParallel);
+    }
+
+    /**
+     * On {@code tp x ep} thread ranks: each expert-parallel rank holds num_experts/EP
+     * experts and runs the same ids, the tokens crossing to their experts' ranks (EP > 1 with
+     * TP > 1 needs sequence parallelism, Megatron's rule).
+     */
+    public static float[] logits(Path checkpoint, Path modelConfig, ReadChecks checks, long[] ids, int batch, int tp,
+            int ep, boolean sequenceParallel) {
+        if (ep < 1) {
+            throw new IllegalArgumentException("--ep must be >= 1, got " + ep);
+        }
+        if (ep > 1 && tp > 1 && !sequenceParallel) {
+            throw new IllegalArgumentException("--ep " + ep + " with --tp " + tp
+                    + " needs --sequence-parallel (Megatron's rule for expert and tensor parallelism)");
+        }
         CheckpointFormat format = CheckpointFormat.detect(checkpoint);
         if (format == CheckpointFormat.HF) {
             // each rank reads only the bytes of its own shards
             try (HfCheckpoint ckpt = HfCheckpoint.open(checkpoint)) {
-                return run(ckpt.config(), model -> ckpt.loadInto(model, checks), ids, batch, tp, sequenceParallel);
+                return run(ckpt.config(), model -> ckpt.loadInto(model, checks), ids, batch, tp, ep, sequenceParallel);
             }
         }
         try (WeightSource source = format.open(checkpoint, modelConfig, checks)) {
-            return run(source.config(), model -> CheckpointLoader.loadInto(source, model, checks), ids, batch, tp,
+            return run(source.config(), model -> CheckpointLoader.loadInto(source, model, checks), ids, batch, tp, ep,
                     sequenceParallel);
         }
     }
 
-    private static float[] run(TransformerConfig cfg, Consumer<GPTModel> load, long[] ids, int batch, int tp,
+    private static float[] run(TransformerConfig cfg, Consumer<GPTModel> load, long[] ids, int batch, int tp, int ep,
             boolean sequenceParallel) {
-        RankGrid grid = RankGrid.create(tp, tp, 1, 1, 1);
+        RankGrid grid = RankGrid.create(tp * ep, tp, 1, 1, ep);
         grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
         checkIds(ids, batch, cfg, tp, sequenceParallel);
         ThreadBudget.applyFor(null, tp); // cores / tp rank threads, or OMP_NUM_THREADS

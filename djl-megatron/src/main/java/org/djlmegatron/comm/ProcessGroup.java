@@ -48,6 +48,68 @@ public interface ProcessGroup {
      */
     NDArray allToAll(NDArray x, int splitAxis, int concatAxis);
 
+    /**
+     * Variable-split all-to-all along axis 0: sends rows {@code [sum(sendCounts[0..j)),
+     * sum(sendCounts[0..j]))} of {@code x} to member j and returns the rows received from every
+     * member, concatenated in group-rank order. Every member must pass the counts it sends;
+     * {@code recvCounts[j]} is what member j sends to this one (the caller knows it, e.g. from an
+     * all-gathered count matrix). Built on the equal-split {@link #allToAll}: each chunk is
+     * zero-padded to the largest count in the exchange ({@code maxCount}, the same on every
+     * member), so it runs on every backend; the padding costs bandwidth, not correctness.
+     */
+    default NDArray allToAllV(NDArray x, long[] sendCounts, long[] recvCounts, long maxCount) {
+        int n = size();
+        if (sendCounts.length != n || recvCounts.length != n) {
+            throw new IllegalArgumentException(name() + ": allToAllV needs " + n + " send and receive counts, got "
+                    + sendCounts.length + " and " + recvCounts.length);
+        }
+        long total = 0;
+        for (long c : sendCounts) {
+            total += c;
+        }
+        if (total != x.getShape().get(0)) {
+            throw new IllegalArgumentException(name() + ": allToAllV send counts sum to " + total + " but x has "
+                    + x.getShape().get(0) + " rows");
+        }
+        ai.djl.ndarray.NDManager m = x.getManager();
+        long[] rowShape = x.getShape().slice(1).getShape();
+        if (maxCount == 0) {
+            long[] empty = new long[rowShape.length + 1];
+            System.arraycopy(rowShape, 0, empty, 1, rowShape.length);
+            return m.zeros(new Shape(empty), x.getDataType());
+        }
+        NDList chunks = new NDList(2 * n);
+        long start = 0;
+        for (int j = 0; j < n; j++) {
+            long c = sendCounts[j];
+            if (c > 0) {
+                chunks.add(x.get(new ai.djl.ndarray.index.NDIndex("{}:{}", start, start + c)));
+            }
+            if (c < maxCount) {
+                long[] pad = new long[rowShape.length + 1];
+                pad[0] = maxCount - c;
+                System.arraycopy(rowShape, 0, pad, 1, rowShape.length);
+                chunks.add(m.zeros(new Shape(pad), x.getDataType()));
+            }
+            start += c;
+        }
+        NDArray padded = chunks.size() == 1 ? chunks.get(0) : ai.djl.ndarray.NDArrays.concat(chunks);
+        NDArray received = allToAll(padded, 0, 0);
+        NDList pieces = new NDList(n);
+        for (int j = 0; j < n; j++) {
+            if (recvCounts[j] > 0) {
+                pieces.add(received.get(new ai.djl.ndarray.index.NDIndex("{}:{}", j * maxCount,
+                        j * maxCount + recvCounts[j])));
+            }
+        }
+        if (pieces.isEmpty()) {
+            long[] empty = new long[rowShape.length + 1];
+            System.arraycopy(rowShape, 0, empty, 1, rowShape.length);
+            return m.zeros(new Shape(empty), x.getDataType());
+        }
+        return pieces.size() == 1 ? pieces.get(0) : ai.djl.ndarray.NDArrays.concat(pieces);
+    }
+
     /** Sends {@code x} to group rank {@code dst}; returns once the receiver has a copy. */
     void send(NDArray x, int dst);
 

@@ -36,6 +36,16 @@ public final class Trainer implements AutoCloseable {
     /** The pipeline group; stages run the 1F1B schedule when it has more than one member. */
     private final ProcessGroup pp;
     private final FlatLayout layout;
+    /**
+     * Under expert parallelism, the expert parameters (summed over the expert-data-parallel group,
+     * sharded over it by the distributed optimizer), kept after the dense part in the masters;
+     * null otherwise (everything is in {@link #layout}).
+     */
+    private final FlatLayout expertLayout;
+    private final ProcessGroup ep;
+    private final ProcessGroup expertDp;
+    private final long expertShardStart;
+    private final long expertShardLength;
     private final int microBatches;
     private final NDManager state;
     private final Optimizer optimizer;
@@ -67,7 +77,13 @@ public final class Trainer implements AutoCloseable {
                     + model.getClass().getSimpleName());
         }
         microBatches = config.microBatchesPerStep(data.size());
-        layout = new FlatLayout(model.trainableParameters(), dp.size());
+        ep = ctx.group(GroupKind.EXPERT);
+        expertDp = ctx.group(GroupKind.EXPERT_DATA);
+        List<TrainableParameter> params = model.trainableParameters();
+        boolean split = ep.size() > 1;
+        layout = new FlatLayout(split ? params.stream().filter(p -> !p.expert()).toList() : params, dp.size());
+        expertLayout = split ? new FlatLayout(params.stream().filter(TrainableParameter::expert).toList(),
+                expertDp.size()) : null;
         state = ctx.manager().newSubManager();
         optimizer = config.optimizer().get();
         scaler = config.scaler().get();
@@ -82,6 +98,31 @@ public final class Trainer implements AutoCloseable {
             masters = shard(values);
             decayMask = shard(decay);
             normMask = shard(counted);
+        }
+        if (expertLayout == null) {
+            expertShardStart = 0;
+            expertShardLength = 0;
+            return;
+        }
+        long experts = expertLayout.paddedSize();
+        expertShardLength = config.distributedOptimizer() ? experts / expertDp.size() : experts;
+        expertShardStart = config.distributedOptimizer() ? expertShardLength * expertDp.rank() : 0;
+        try (NDArray values = expertLayout.values(state);
+                NDArray decay = expertLayout.mask(state, TrainableParameter::weightDecay);
+                NDArray counted = expertLayout.mask(state, p -> !p.tpDuplicate() || firstTpRank)) {
+            masters = appendExpertShard(masters, values);
+            decayMask = appendExpertShard(decayMask, decay);
+            normMask = appendExpertShard(normMask, counted);
+        }
+    }
+
+    /** {@code dense} followed by this rank's shard of the expert vector {@code full}. */
+    private NDArray appendExpertShard(NDArray dense, NDArray full) {
+        try (NDArray piece = full.get(new NDIndex("{}:{}", expertShardStart, expertShardStart + expertShardLength))) {
+            NDArray joined = NDArrays.concat(new NDList(dense, piece));
+            joined.attach(state);
+            dense.close();
+            return joined;
         }
     }
 
@@ -103,6 +144,9 @@ public final class Trainer implements AutoCloseable {
         }
         long t0 = System.nanoTime();
         layout.zeroGradients();
+        if (expertLayout != null) {
+            expertLayout.zeroGradients();
+        }
         double scale = scaler.scale();
         if (pp.size() > 1) {
             return finishStep(t0, scale, pipelineLossSum(batches, scale), tokens(batches));
@@ -317,13 +361,18 @@ public final class Trainer implements AutoCloseable {
     private Update update(double scale) {
         try (NDManager s = state.newSubManager()) {
             NDArray grads = reduceOverDp(layout.gradients(s));
+            if (expertLayout != null) {
+                grads = NDArrays.concat(new NDList(grads, reduceOverExpertDp(expertLayout.gradients(s))));
+            }
             if (scale != 1.0) {
                 grads.muli((float) (1.0 / scale));
             }
             if (anyNonFinite(grads)) {
                 return new Update(Double.NaN, 0, true);
             }
-            double norm = Math.sqrt(sumOverModel(grads.square().mul(normMask).sum().getFloat()));
+            double norm = expertLayout == null
+                    ? Math.sqrt(sumOverModel(grads.square().mul(normMask).sum().getFloat()))
+                    : Math.sqrt(sumOverModelWithExperts(grads.square().mul(normMask)));
             if (config.clipGrad() > 0) {
                 double coeff = config.clipGrad() / (norm + 1e-6);
                 if (coeff < 1.0) {
@@ -358,6 +407,46 @@ public final class Trainer implements AutoCloseable {
             reduced = buckets.size() == 1 ? buckets.get(0) : NDArrays.concat(buckets);
         }
         return reduced.divi(dp.size());
+    }
+
+    /**
+     * Expert gradients: summed over the expert-data-parallel group (the ranks holding the same
+     * experts; their rows came from every rank of the expert-parallel group) and divided by the
+     * whole data-parallel size, as Megatron's DDP scales them: the mean over all the batch's tokens.
+     */
+    private NDArray reduceOverExpertDp(NDArray grads) {
+        NDArray reduced = grads;
+        if (expertDp.size() > 1) {
+            reduced = config.distributedOptimizer() ? expertDp.reduceScatter(grads, 0, ReduceOp.SUM)
+                    : expertDp.allReduce(grads, ReduceOp.SUM);
+        }
+        return reduced.divi(dp.size());
+    }
+
+    /**
+     * Sum of squares with experts: the dense part as {@link #sumOverModel}, the expert part over the
+     * expert-parallel group too (each EP rank holds other experts).
+     */
+    private double sumOverModelWithExperts(NDArray squares) {
+        long dense = shardLength;
+        try (NDManager s = state.newSubManager()) {
+            NDArray d = squares.get(new NDIndex("0:{}", dense)).sum().reshape(1);
+            NDArray e = squares.get(new NDIndex("{}:", dense)).sum().reshape(1);
+            d.attach(s);
+            e.attach(s);
+            if (config.distributedOptimizer() && dp.size() > 1) {
+                d = dp.allReduce(d, ReduceOp.SUM);
+            }
+            if (config.distributedOptimizer() && expertDp.size() > 1) {
+                e = expertDp.allReduce(e, ReduceOp.SUM);
+            }
+            e = ep.allReduce(e, ReduceOp.SUM);
+            NDArray total = tp.allReduce(d.add(e), ReduceOp.SUM);
+            if (pp.size() > 1) {
+                total = pp.allReduce(total, ReduceOp.SUM);
+            }
+            return total.getFloat(0);
+        }
     }
 
     /** Whether any rank's gradients hold an inf or NaN (all ranks agree on the answer). */
@@ -412,10 +501,23 @@ public final class Trainer implements AutoCloseable {
 
     /** Copies the fp32 masters (all-gathered over DP when sharded) into the model's weights. Collective. */
     public void writeBackMasters() {
-        NDArray full = config.distributedOptimizer() && dp.size() > 1 ? dp.allGather(masters, 0) : masters;
+        NDArray dense = expertLayout == null ? masters : masters.get(new NDIndex("0:{}", shardLength));
+        NDArray full = config.distributedOptimizer() && dp.size() > 1 ? dp.allGather(dense, 0) : dense;
         layout.writeBack(full);
         if (full != masters) {
             full.close();
+        }
+        if (expertLayout != null) {
+            NDArray experts = masters.get(new NDIndex("{}:", shardLength));
+            NDArray all = config.distributedOptimizer() && expertDp.size() > 1 ? expertDp.allGather(experts, 0) : experts;
+            expertLayout.writeBack(all);
+            if (all != experts) {
+                all.close();
+            }
+            experts.close();
+            if (full != dense) {
+                dense.close();
+            }
         }
     }
 
@@ -427,7 +529,7 @@ public final class Trainer implements AutoCloseable {
 
     /** Bytes of fp32 masters plus optimizer state held by this rank. */
     public long optimizerBytes() {
-        return shardLength * 4 + optimizer.stateBytes();
+        return (shardLength + expertShardLength) * 4 + optimizer.stateBytes();
     }
 
     public Optimizer optimizer() {

@@ -70,6 +70,12 @@ final class BenchTrainCommand implements Callable<Integer> {
     @Option(names = "--seq-length") Integer seq;
     @Option(names = "--micro-batch-size", description = "per rank") Integer micro;
     @Option(names = "--vocab-size") Integer vocab;
+    @Option(names = "--num-experts", defaultValue = "0", description = "an MoE model: experts per layer (layouts epN "
+            + "then apply; the dispatcher's share of the step is printed) (default: ${DEFAULT-VALUE})") int numExperts;
+    @Option(names = "--moe-router-topk", defaultValue = "2", description = "experts per token (default: ${DEFAULT-VALUE})")
+    int topK;
+    @Option(names = "--moe-token-dispatcher-type", defaultValue = "alltoall",
+            description = "alltoall or allgather, for epN layouts (default: ${DEFAULT-VALUE})") String dispatcher;
     @Option(names = "--iters", defaultValue = "4", description = "timed iterations per layout (after one warm-up)") int iters;
     @Option(names = "--layouts", split = ",", defaultValue = "dp1,dp2,dp2-distopt,tp2",
             description = "layouts to run: dpN, dpN-distopt, tpN, cpN (context parallelism, ring attention) or cpN-all_gather / "
@@ -117,6 +123,10 @@ final class BenchTrainCommand implements Callable<Integer> {
                 baseStep = r.stepSeconds;
             }
             String mfu = peakTflops == null ? "" : String.format(Locale.ROOT, "  MFU %.3f", r.gflops / 1e3 / peakTflops);
+            if (numExperts > 0) {
+                mfu += String.format(Locale.ROOT, "  dispatcher %.1f ms/step (%.1f%% of the step)", r.dispatchSeconds * 1e3,
+                        100 * r.dispatchSeconds / r.stepSeconds);
+            }
             System.out.printf(Locale.ROOT, "%-16s %9.0f tokens/s  %8.1f GFLOP/s  matmul %8.1f GFLOP/s  model/matmul %.2f  "
                     + "throughput vs %s %.2fx  step %.3f s (%.2fx of %s)  optimizer %,d bytes/rank  held for backward %.1f MB/rank%s%s%n",
                     layout, r.tokensPerS, r.gflops, gemm, r.gflops / gemm, layouts.get(0), r.tokensPerS / base,
@@ -127,13 +137,14 @@ final class BenchTrainCommand implements Callable<Integer> {
     }
 
     private record Run(double tokensPerS, double gflops, long optimizerBytes, long heldBytes, double stepSeconds,
-            String bubble) {}
+            String bubble, double dispatchSeconds) {}
 
     private Run run(String layout, int l, int h, int a, int s, int mb, int v) {
         int dp = 1;
         int tp = 1;
         int cp = 1;
         String cpComm = "p2p";
+        int ep = 1;
         String kind = layout;
         List<String> recompute = List.of();
         if (kind.endsWith("-full")) {
@@ -161,9 +172,12 @@ final class BenchTrainCommand implements Callable<Integer> {
             int dash = kind.indexOf('-');
             cp = Integer.parseInt(dash < 0 ? kind.substring(2) : kind.substring(2, dash));
             cpComm = dash < 0 ? cpComm : kind.substring(dash + 1);
+        } else if (kind.startsWith("ep") && numExperts > 0) {
+            ep = Integer.parseInt(kind.substring(2));
+            dp = ep; // expert parallelism is carved out of data parallelism
         } else {
             throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt, tpN, "
-                    + "cpN[-p2p|-all_gather|-a2a], ppN or ppN-vpV, "
+                    + "cpN[-p2p|-all_gather|-a2a], ppN, ppN-vpV or (with --num-experts) epN, "
                     + "optionally followed by -full or -selective");
         }
         List<String> args = new ArrayList<>(List.of("--mock-data", "--num-layers", "" + l, "--hidden-size", "" + h,
@@ -177,6 +191,17 @@ final class BenchTrainCommand implements Callable<Integer> {
         args.addAll(recompute);
         if (vp > 1) {
             args.addAll(List.of("--virtual-pipeline-model-parallel-size", "" + vp));
+        }
+        java.nio.file.Path metrics = null;
+        if (numExperts > 0) {
+            try {
+                metrics = java.nio.file.Files.createTempFile("bench-train-moe", ".jsonl");
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+            args.addAll(List.of("--num-experts", "" + numExperts, "--moe-router-topk", "" + topK,
+                    "--expert-model-parallel-size", "" + ep, "--moe-token-dispatcher-type", dispatcher,
+                    "--metrics-out", metrics.toString()));
         }
         if (distopt) {
             args.add("--use-distributed-optimizer");
@@ -196,8 +221,9 @@ final class BenchTrainCommand implements Callable<Integer> {
         }
         double flops = ModelFlops.training(o.modelConfig(), (long) mb * dp * microBatches, s) * (steps.size() - 1);
         String log = buf.toString(StandardCharsets.UTF_8);
+        double dispatch = metrics == null ? 0 : dispatchSeconds(metrics) / (steps.size() - 1);
         return new Run(tokens / seconds, flops / seconds / 1e9, optimizerBytes(log), heldBytes(log),
-                seconds / (steps.size() - 1), bubble(log));
+                seconds / (steps.size() - 1), bubble(log), dispatch);
     }
 
     /** The measured and theoretical bubble pretrain-gpt prints under pipelining, or "". */
@@ -205,6 +231,21 @@ final class BenchTrainCommand implements Callable<Integer> {
         java.util.regex.Matcher m = java.util.regex.Pattern.compile("pipeline bubble on rank 0: ([0-9.]+) of compute "
                 + "time idle \\(Megatron's theory \\(p-1\\)/\\(v\\*m\\): ([0-9.]+)\\)").matcher(log);
         return m.find() ? String.format(Locale.ROOT, "  bubble %s (theory %s)", m.group(1), m.group(2)) : "";
+    }
+
+    /** Rank 0's time in the expert exchange over the timed iterations (all but the first), from --metrics-out. */
+    private static double dispatchSeconds(java.nio.file.Path metrics) {
+        try {
+            List<String> lines = java.nio.file.Files.readAllLines(metrics);
+            double ms = 0;
+            for (String line : lines.subList(1, lines.size())) {
+                ms += com.google.gson.JsonParser.parseString(line).getAsJsonObject().get("moe_dispatch_ms").getAsDouble();
+            }
+            java.nio.file.Files.deleteIfExists(metrics);
+            return ms / 1e3;
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
     }
 
     /** The "activations held for backward" figure pretrain-gpt prints, in bytes. */

@@ -41,6 +41,9 @@ final class LogitsCommand implements Callable<Integer> {
     @Option(names = "--tp", defaultValue = "1", description = "tensor-parallel size (thread ranks, default: ${DEFAULT-VALUE})")
     int tp;
 
+    @Option(names = "--ep", defaultValue = "1", description = "expert-parallel size of an MoE model: TP x EP thread ranks, "
+            + "num_experts/EP experts each (default: ${DEFAULT-VALUE})")
+    int ep;
     @Option(names = "--sequence-parallel", description = "split activations along the sequence between TP regions")
     boolean sequenceParallel;
 
@@ -70,7 +73,7 @@ final class LogitsCommand implements Callable<Integer> {
             ids = in.loadLongs(inputKey);
         }
         float[] logits = LogitsRunner.logits(checkpoint, modelConfig, new ReadChecks(!noVerify, allowNonFinite), ids,
-                (int) shape[0], tp, sequenceParallel);
+                (int) shape[0], tp, ep, sequenceParallel);
         long vocab = logits.length / (shape[0] * shape[1]);
         requireFinite(logits, shape[1], vocab);
         try (NDManager m = NDManager.newBaseManager()) {

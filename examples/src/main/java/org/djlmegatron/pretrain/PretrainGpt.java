@@ -68,8 +68,25 @@ public final class PretrainGpt {
         var attention = o.attentionBackend();
         LaunchConfig launch = LaunchConfig.fromEnvironment(o.nprocPerNode);
         RankDevices devices = RankDevices.parse(o.device, o.nprocPerNode);
+        var moe = o.moe.config();
         RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, o.pipelineModelParallelSize,
-                o.contextParallelSize, 1);
+                o.contextParallelSize, o.moe.expertModelParallelSize);
+        if (grid.ep() > 1 && (grid.pp() > 1 || grid.cp() > 1)) {
+            throw new IllegalArgumentException("--expert-model-parallel-size " + grid.ep() + " with pipeline or context "
+                    + "parallelism is not supported yet");
+        }
+        if (o.moe.moeRouterEnableExpertBias && o.save != null) {
+            throw new IllegalArgumentException("--save with --moe-router-enable-expert-bias is not supported yet "
+                    + "(the expert bias is not written)");
+        }
+        if (o.moe.moeRouterEnableExpertBias && !moe.scoreFunction().equals(org.djlmegatron.moe.MoeConfig.ScoreFunction.SIGMOID)) {
+            throw new IllegalArgumentException("--moe-router-enable-expert-bias needs --moe-router-score-function sigmoid"
+                    + " (Megatron's rule), got " + o.moe.moeRouterScoreFunction);
+        }
+        if (o.moe.expertModelParallelSize > 1 && (o.save != null || o.load != null)) {
+            throw new IllegalArgumentException("--save and --load are not supported yet with --expert-model-parallel-size "
+                    + o.moe.expertModelParallelSize + " (expert shards are not written); use 1");
+        }
         CpCommType cpComm = CpCommType.parse(o.cpCommType);
         if (grid.cp() > 1 && grid.pp() > 1) {
             throw new IllegalArgumentException("--context-parallel-size " + grid.cp() + " with --pipeline-model-parallel-size "
@@ -97,6 +114,7 @@ public final class PretrainGpt {
                 o.vocabSize = paddedVocab(grid.tp());
             }
             TransformerConfig cfg = hf != null ? hf.config() : start.config() != null ? start.config() : o.modelConfig();
+            o.moe.checkLayout(grid.tp(), o.sequenceParallel, cfg.numExperts());
             grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
             PipelineLayout stages = o.pipelineLayout(cfg.numLayers());
             BatchSource data = dataSource(cfg, o.globalBatchSize != null ? o.globalBatchSize
@@ -133,7 +151,7 @@ public final class PretrainGpt {
             try (AutoCloseable closeData = data instanceof AutoCloseable c ? c : () -> { }) {
                 List<List<StepResult>> local = DistributedWorld.run(grid, launch, devices,
                         ctx -> train(ctx, cfg, stages, hf, start, data, tc, gbs, flops, attention, recompute, dropout,
-                                cpComm));
+                                cpComm, moe));
                 return local.get(0); // this JVM's first rank (global rank 0 on node 0)
             } catch (RuntimeException e) {
                 throw e;
@@ -147,9 +165,13 @@ public final class PretrainGpt {
 
     private List<StepResult> train(RankContext ctx, TransformerConfig cfg, PipelineLayout stages, HfCheckpoint hf,
             Start start, BatchSource data, TrainerConfig tc, int gbs, double flops, AttentionBackend attention,
-            Recompute recompute, double[] dropout, CpCommType cpComm) {
+            Recompute recompute, double[] dropout, CpCommType cpComm, org.djlmegatron.moe.MoeConfig moe) {
         int stage = ctx.grid().ppRank(ctx.rank());
         GPTModel model = new GPTModel(ctx, cfg, o.sequenceParallel, stages.firstLayer(stage, 0), stages.endLayer(stage, 0));
+        model.setMoe(moe);
+        if (o.moe.moeRouterEnableExpertBias) {
+            model.moeLayers().forEach(l -> l.router().enableExpertBias());
+        }
         if (ctx.grid().cp() > 1) {
             model.setContextParallel(new ContextParallel(ctx.group(GroupKind.CONTEXT), cpComm));
         }
@@ -188,6 +210,18 @@ public final class PretrainGpt {
                 if (it == first) {
                     trainer.resetPipelineTimes(); // the bubble is measured without the warm-up iteration
                 }
+                if (cfg.isMoe()) {
+                    MoeBalance balance = MoeBalance.collect(model.moeStats(), dp, ctx.manager());
+                    if (o.moe.moeRouterEnableExpertBias) { // every rank has the same global counts
+                        for (int l = 0; l < balance.tokensPerExpert().length; l++) {
+                            model.moeLayers().get(l).router().updateExpertBias(balance.tokensPerExpert()[l],
+                                    o.moe.moeRouterBiasUpdateRate);
+                        }
+                    }
+                    if (logger) {
+                        log.moe(balance);
+                    }
+                }
                 if (logger && it == first) {
                     log.message(String.format(Locale.ROOT, "> activations held for backward at the end of a "
                             + "micro-batch's forward: %.2f MB on rank 0 (recomputation: %s)",
@@ -208,6 +242,7 @@ public final class PretrainGpt {
                 }
                 if (o.evalInterval > 0 && (it + 1) % o.evalInterval == 0) {
                     double loss = evaluate(ctx, model, data, samples, dp, gbs);
+                    model.moeStats().forEach(org.djlmegatron.moe.MoeStats::reset); // balance figures are training's
                     if (logger) {
                         log.eval(it + 1, loss);
                     }
@@ -351,8 +386,9 @@ public final class PretrainGpt {
 
     private static long parameterCount(GPTModel model) {
         long n = 0;
+        int ep = model.rankContext().group(GroupKind.EXPERT).size(); // each EP rank holds 1/EP of the experts
         for (ShardedParameter p : model.parameters()) {
-            n += p.fullShape().size();
+            n += p.fullShape().size() * (p.name().contains(".mlp.experts.local_experts.") ? ep : 1);
         }
         return n;
     }

@@ -49,6 +49,7 @@ public final class PretrainOptions {
     @Option(names = "--init-method-std", defaultValue = "0.02") public float initMethodStd;
 
     @Mixin public ActivationOptions activations = new ActivationOptions();
+    @Mixin public MoeOptions moe = new MoeOptions();
 
     // batch and iterations
     @Option(names = "--micro-batch-size", defaultValue = "4") public int microBatchSize;

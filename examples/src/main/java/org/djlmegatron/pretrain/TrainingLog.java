@@ -28,6 +28,7 @@ final class TrainingLog implements AutoCloseable {
     private final int logInterval;
     private final double flopsPerIter;
     private final Writer metrics;
+    private MoeBalance moeBalance;
     private final boolean terminal = System.console() != null;
     private final long start = System.nanoTime();
     private long skipped;
@@ -48,6 +49,11 @@ final class TrainingLog implements AutoCloseable {
         }
     }
 
+    /** The MoE balance figures of the next {@link #step} (null for a dense model). */
+    void moe(MoeBalance balance) {
+        this.moeBalance = balance;
+    }
+
     void step(StepResult r, long consumedSamples, int globalBatch) {
         if (r.skipped()) {
             skipped++;
@@ -61,7 +67,7 @@ final class TrainingLog implements AutoCloseable {
         writeMetrics(r);
         if (r.iteration() % logInterval == 0 || r.iteration() == totalIters) {
             clearBar();
-            out.println(line(r, consumedSamples, globalBatch));
+            out.println(line(r, consumedSamples, globalBatch) + (moeBalance == null ? "" : moeBalance.logText()));
             intervalLoss = 0;
             intervalSeconds = 0;
             intervalCount = 0;
@@ -130,6 +136,9 @@ final class TrainingLog implements AutoCloseable {
         number(o, "tokens_per_s", r.tokens() / r.seconds());
         number(o, "tflops", flopsPerIter / r.seconds() / 1e12);
         number(o, "step_ms", r.seconds() * 1e3);
+        if (moeBalance != null) {
+            moeBalance.addTo(o);
+        }
         try {
             metrics.write(o.toString());
             metrics.write('\n');

@@ -29,6 +29,29 @@ class ConvertCommandTest {
         assertGoldenLogits(dist, hf.resolve("golden.safetensors"), null);
     }
 
+    /** Expert shards written by {@code convert --ep 2} load into a {@code logits --ep 2} run (global expert numbers). */
+    @org.junit.jupiter.params.ParameterizedTest
+    @org.junit.jupiter.params.provider.ValueSource(strings = {"megatron", "djl"})
+    void expertShardsOfConvertEp2LoadIntoLogitsEp2(String to) {
+        Path hf = fixtures().resolve("hf/mixtral");
+        Path converted = tmp.resolve("mixtral-" + to + "-ep2");
+        CliCapture.stdoutOf(() -> assertThat(Main.run("convert", "--input", hf.toString(), "--output",
+                converted.toString(), "--to", to, "--ep", "2", "--quiet")).isZero());
+        Path out = tmp.resolve("logits-ep2.safetensors");
+        Path golden = hf.resolve("golden.safetensors");
+        CliCapture.stdoutOf(() -> assertThat(Main.run("logits", "--checkpoint", converted.toString(), "--input-ids",
+                golden.toString(), "--output", out.toString(), "--ep", "2")).isZero());
+        try (SafetensorsReader ours = SafetensorsReader.open(out); SafetensorsReader ref = SafetensorsReader.open(golden)) {
+            float[] x = ours.loadFloats("logits");
+            float[] y = ref.loadFloats("logits");
+            double max = 0;
+            for (int i = 0; i < x.length; i++) {
+                max = Math.max(max, Math.abs(x[i] - y[i]));
+            }
+            assertThat(max).isLessThanOrEqualTo(1e-4);
+        }
+    }
+
     @Test
     void logitsOfMegatronFixtureWithModelConfig() throws Exception {
         Path fixture = fixtures().resolve("megatron/mcore_gpt");

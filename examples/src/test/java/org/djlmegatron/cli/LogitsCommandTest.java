@@ -38,6 +38,31 @@ class LogitsCommandTest {
         }
     }
 
+    /** Expert parallelism: two of the four experts per rank, alone and with TP=2 + SP (world 4). */
+    @org.junit.jupiter.params.ParameterizedTest(name = "{0} {1}")
+    @org.junit.jupiter.params.provider.CsvSource({"mixtral, 1", "mixtral, 2", "qwen3_moe, 1", "qwen3_moe, 2"})
+    void writesGoldenLogitsAtEp2(String model, int tp) {
+        Path out = tmp.resolve("logits.safetensors");
+        Path golden = fixture(model).resolve("golden.safetensors");
+        java.util.List<String> args = new java.util.ArrayList<>(java.util.List.of("logits", "--checkpoint",
+                fixture(model).toString(), "--input-ids", golden.toString(), "--output", out.toString(), "--ep", "2",
+                "--tp", "" + tp));
+        if (tp > 1) {
+            args.add("--sequence-parallel");
+        }
+        assertThat(Main.run(args.toArray(new String[0]))).isZero();
+        try (SafetensorsReader ours = SafetensorsReader.open(out); SafetensorsReader ref = SafetensorsReader.open(golden)) {
+            float[] a = ours.loadFloats("logits");
+            float[] b = ref.loadFloats("logits");
+            assertThat(a).hasSameSizeAs(b);
+            double max = 0;
+            for (int i = 0; i < a.length; i++) {
+                max = Math.max(max, Math.abs(a[i] - b[i]));
+            }
+            assertThat(max).isLessThanOrEqualTo(1e-4);
+        }
+    }
+
     @Test
     void refusesTp4OnTwoKvHeadsWithOneLineAndNoOutput() {
         Path out = tmp.resolve("logits.safetensors");

@@ -17,7 +17,10 @@ import org.junit.jupiter.params.provider.MethodSource;
  * norms: on one rank, with TP=2, with DP=2 under the distributed optimizer, and with the two layers
  * on two pipeline stages (PP=2 alone, x TP=2, x DP=2 with the distributed optimizer).
  *
- * Recomputation (full at TP=2, selective on one rank) changes nothing.
+ * Recomputation (full at TP=2, selective on one rank) changes nothing. The MoE fixtures also at
+ * EP=2 (two of the four experts per rank) with either dispatcher, the distributed optimizer and
+ * recomputation of the whole MoE block; their 23-token sequences do not split over TP=2, so
+ * EP x TP with sequence parallelism is checked in {@code TrajectoryParity} instead.
  *
  * <p>GPT-2 is the exception: its fixture trajectory was recorded in train mode with GPT-2's
  * dropouts (attn/resid/embd 0.1), so it depends on torch's RNG stream and no other implementation
@@ -49,6 +52,18 @@ class HfTrajectoryTest {
             out.add(Arguments.of(m, "selective-recompute", new String[] {"--nproc-per-node", "1", "--micro-batch-size", "2",
                 "--recompute-granularity", "selective", "--recompute-modules", "core_attn,layernorm,"
                     + (m.contains("moe") || m.equals("mixtral") ? "moe_act" : "mlp")}));
+            if (m.contains("moe") || m.equals("mixtral")) { // expert parallelism: 2 of the 4 experts per rank
+                out.add(Arguments.of(m, "ep2-alltoall", new String[] {"--nproc-per-node", "2", "--micro-batch-size", "1",
+                    "--expert-model-parallel-size", "2", "--moe-token-dispatcher-type", "alltoall"}));
+                out.add(Arguments.of(m, "ep2-allgather", new String[] {"--nproc-per-node", "2", "--micro-batch-size", "1",
+                    "--expert-model-parallel-size", "2", "--moe-token-dispatcher-type", "allgather"}));
+                out.add(Arguments.of(m, "ep2-distopt", new String[] {"--nproc-per-node", "2", "--micro-batch-size", "1",
+                    "--expert-model-parallel-size", "2", "--moe-token-dispatcher-type", "alltoall",
+                    "--use-distributed-optimizer"}));
+                out.add(Arguments.of(m, "ep2-moe-recompute", new String[] {"--nproc-per-node", "2", "--micro-batch-size", "1",
+                    "--expert-model-parallel-size", "2", "--moe-token-dispatcher-type", "alltoall",
+                    "--recompute-granularity", "selective", "--recompute-modules", "moe,moe_act"}));
+            }
         }
         return out.stream();
     }

@@ -42,6 +42,15 @@ final class TrajectoryParity {
     static final Variant TP2_SP = Variant.of("tp2-sp", "--nproc-per-node", "2", "--tensor-model-parallel-size", "2",
             "--sequence-parallel");
     static final Variant DP2_DISTOPT = Variant.of("dp2-distopt", "--nproc-per-node", "2", "--use-distributed-optimizer");
+    // expert parallelism (MoE models): EP is carved out of DP, so these need micro-batch size 1 to
+    // keep the reference's micro-batches (the load-balancing loss is per micro-batch)
+    static final Variant EP2 = Variant.of("ep2-alltoall", "--nproc-per-node", "2", "--expert-model-parallel-size", "2",
+            "--moe-token-dispatcher-type", "alltoall");
+    static final Variant EP2_ALLGATHER = Variant.of("ep2-allgather", "--nproc-per-node", "2",
+            "--expert-model-parallel-size", "2", "--moe-token-dispatcher-type", "allgather");
+    static final Variant EP2_TP2_SP = Variant.of("ep2-tp2-sp", "--nproc-per-node", "4", "--expert-model-parallel-size", "2",
+            "--tensor-model-parallel-size", "2", "--sequence-parallel", "--moe-token-dispatcher-type", "alltoall");
+    static final Variant DISTOPT = Variant.of("distopt", "--use-distributed-optimizer");
 
     /**
      * Context parallelism: {@code n} ranks split each sequence, exchanging K/V by {@code comm}

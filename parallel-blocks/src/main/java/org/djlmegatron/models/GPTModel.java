@@ -197,6 +197,21 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
         layers.forEach(l -> l.setRecompute(recompute));
     }
 
+    /** MoE routing, balancing losses and dispatcher of every MoE layer. */
+    public void setMoe(org.djlmegatron.moe.MoeConfig moe) {
+        layers.stream().filter(l -> l.moe() != null).forEach(l -> l.moe().setConfig(moe));
+    }
+
+    /** The MoE layers, in layer order (empty for a dense model). */
+    public List<org.djlmegatron.moe.MoeLayer> moeLayers() {
+        return layers.stream().filter(l -> l.moe() != null).map(TransformerLayer::moe).toList();
+    }
+
+    /** Balance figures of each MoE layer, in layer order (empty for a dense model). */
+    public List<org.djlmegatron.moe.MoeStats> moeStats() {
+        return layers.stream().filter(l -> l.moe() != null).map(l -> l.moe().stats()).toList();
+    }
+
     public Recompute recompute() {
         return recompute;
     }
@@ -344,7 +359,8 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
         List<TrainableParameter> out = new ArrayList<>();
         for (ShardedParameter sp : parameters()) {
             out.add(new TrainableParameter(sp.name(), sp.parameter().getArray(),
-                    sp.layout() == ShardLayout.REPLICATED, sp.fullShape().dimension() >= 2));
+                    sp.layout() == ShardLayout.REPLICATED, sp.fullShape().dimension() >= 2,
+                    sp.name().contains(".mlp.experts.local_experts.")));
         }
         return out;
     }

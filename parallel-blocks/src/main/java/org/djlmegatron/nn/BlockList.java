@@ -12,7 +12,13 @@ public final class BlockList<B extends ParallelBlock> extends ParallelBlock {
     private int count;
 
     public BlockList(RankContext ctx) {
+        this(ctx, 0);
+    }
+
+    /** Numbers children from {@code first} (a rank's local experts keep their global numbers). */
+    public BlockList(RankContext ctx, int first) {
         super(ctx);
+        count = first;
     }
 
     /** Appends a block under the next index and returns it. */

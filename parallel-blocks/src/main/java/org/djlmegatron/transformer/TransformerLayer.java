@@ -138,6 +138,11 @@ public final class TransformerLayer extends ParallelBlock {
         return h.add(mlp != null ? mlp.linearFc2().addBias(y) : y);
     }
 
+    /** The MoE block of this layer, or null for a dense MLP. */
+    public MoeLayer moe() {
+        return moe;
+    }
+
     public Attention attention() {
         return attention;
     }

@@ -23,6 +23,7 @@ import org.djlmegatron.transformer.TransformerConfig;
 public final class HfCheckpoint implements AutoCloseable {
 
     private static final Pattern LAYER = Pattern.compile("decoder\\.layers\\.(\\d+)\\.(.+)");
+    private static final Pattern HF_EXPERT = Pattern.compile(".*\\.experts\\.(\\d+)\\..*");
     private static final Pattern EXPERT = Pattern.compile("mlp\\.experts\\.local_experts\\.(\\d+)\\.(.+)");
     /** Buffers some checkpoints carry that are not parameters. */
     private static final Pattern IGNORED = Pattern.compile(".*(rotary_emb\\.inv_freq|attn\\.bias|attn\\.masked_bias)$");
@@ -83,12 +84,18 @@ public final class HfCheckpoint implements AutoCloseable {
             }
         }
         if (model.isFirstStage() && model.isLastStage()) { // a pipeline stage reads only its part
-            checkAllUsed(used);
+            checkAllUsed(used, model.rankContext().group(org.djlmegatron.parallel.GroupKind.EXPERT));
         }
     }
 
-    private void checkAllUsed(Set<String> used) {
+    /** Every tensor is used; under expert parallelism another rank's experts are that rank's to check. */
+    private void checkAllUsed(Set<String> used, org.djlmegatron.comm.ProcessGroup ep) {
+        int local = config().numExperts() / Math.max(1, ep.size());
         for (String key : reader.keys()) {
+            Matcher e = HF_EXPERT.matcher(key);
+            if (ep.size() > 1 && e.matches() && Integer.parseInt(e.group(1)) / local != ep.rank()) {
+                continue;
+            }
             if (!used.contains(key) && !IGNORED.matcher(key).matches()) {
                 throw new HfFormatException(reader.source() + ": tensor \"" + key
                         + "\" is not used by the model that config.json describes (model_type "

@@ -1,0 +1,75 @@
+package org.djlmegatron.moe;
+
+import java.util.Locale;
+
+/**
+ * How MoE layers route and balance, with Megatron's flag semantics (set on a built model with
+ * {@code GPTModel.setMoe}; the expert count, top-k and renormalisation come from the model's
+ * {@code TransformerConfig}).
+ *
+ * @param scoreFunction {@code --moe-router-score-function}
+ * @param loadBalancing {@code --moe-router-load-balancing-type}
+ * @param auxLossCoeff {@code --moe-aux-loss-coeff} (0: no load-balancing loss)
+ * @param zLossCoeff {@code --moe-z-loss-coeff} (0: no z-loss)
+ * @param dispatcher {@code --moe-token-dispatcher-type}
+ * @param capacityFactor {@code --moe-expert-capacity-factor}, null for dropless
+ * @param dropPolicy {@code --moe-token-drop-policy}
+ * @param padToCapacity {@code --moe-pad-expert-input-to-capacity}: every expert gets exactly
+ *     capacity rows (zero rows fill the rest)
+ */
+public record MoeConfig(ScoreFunction scoreFunction, LoadBalancing loadBalancing, double auxLossCoeff,
+        double zLossCoeff, Dispatcher dispatcher, Double capacityFactor, ExpertCapacity.DropPolicy dropPolicy,
+        boolean padToCapacity) {
+
+    /** The router's score function. */
+    public enum ScoreFunction { SOFTMAX, SIGMOID }
+
+    /** The load-balancing loss. */
+    public enum LoadBalancing { AUX_LOSS, SEQ_AUX_LOSS, NONE }
+
+    /** How tokens reach the experts of other expert-parallel ranks. */
+    public enum Dispatcher { ALLTOALL, ALLGATHER }
+
+    /** What a plain inference or fine-tuning run uses: softmax, no extra losses, all-to-all. */
+    public static final MoeConfig DEFAULT = new MoeConfig(ScoreFunction.SOFTMAX, LoadBalancing.NONE, 0, 0,
+            Dispatcher.ALLTOALL, null, ExpertCapacity.DropPolicy.PROBS, false);
+
+    /** Without capacity (dropless). */
+    public MoeConfig(ScoreFunction scoreFunction, LoadBalancing loadBalancing, double auxLossCoeff, double zLossCoeff,
+            Dispatcher dispatcher) {
+        this(scoreFunction, loadBalancing, auxLossCoeff, zLossCoeff, dispatcher, null, ExpertCapacity.DropPolicy.PROBS,
+                false);
+    }
+
+    public MoeConfig {
+        if (auxLossCoeff < 0 || zLossCoeff < 0 || !Double.isFinite(auxLossCoeff) || !Double.isFinite(zLossCoeff)) {
+            throw new IllegalArgumentException("--moe-aux-loss-coeff and --moe-z-loss-coeff must be finite and >= 0, got "
+                    + auxLossCoeff + " and " + zLossCoeff);
+        }
+        if (capacityFactor != null && !(capacityFactor > 0 && Double.isFinite(capacityFactor))) {
+            throw new IllegalArgumentException("--moe-expert-capacity-factor must be > 0, got " + capacityFactor);
+        }
+        if (padToCapacity && capacityFactor == null) {
+            throw new IllegalArgumentException("--moe-pad-expert-input-to-capacity needs --moe-expert-capacity-factor");
+        }
+    }
+
+    /** Whether a load-balancing loss is added to the training loss. */
+    public boolean hasAuxLoss() {
+        return loadBalancing != LoadBalancing.NONE && auxLossCoeff > 0;
+    }
+
+    /** Parses a flag value such as {@code seq_aux_loss} into an enum constant, naming the flag on error. */
+    public static <E extends Enum<E>> E parse(Class<E> type, String flag, String value) {
+        for (E e : type.getEnumConstants()) {
+            if (e.name().toLowerCase(Locale.ROOT).equals(value)) {
+                return e;
+            }
+        }
+        StringBuilder allowed = new StringBuilder();
+        for (E e : type.getEnumConstants()) {
+            allowed.append(allowed.length() == 0 ? "" : "|").append(e.name().toLowerCase(Locale.ROOT));
+        }
+        throw new IllegalArgumentException(flag + " must be one of " + allowed + ", got \"" + value + "\"");
+    }
+}
