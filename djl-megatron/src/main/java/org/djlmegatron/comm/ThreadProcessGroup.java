@@ -39,8 +39,15 @@ public final class ThreadProcessGroup extends GroupMember {
      * @return the members
      */
     public static List<ThreadProcessGroup> newGroup(String name, int[] globalRanks, Duration timeout) {
-        return newGroup(name, globalRanks, timeout, false);
+        return newGroup(name, globalRanks, timeout, Boolean.getBoolean(STRICT_SENDS_PROPERTY));
     }
+
+    /**
+     * With the system property {@code djlm.comm.strictSends=true}, every thread group made after it is
+     * set has strict sends: the training parity harness runs every layout so, so that each schedule
+     * and exchange (pipeline, ring attention, expert dispatch) meets NCCL's blocking sends.
+     */
+    public static final String STRICT_SENDS_PROPERTY = "djlm.comm.strictSends";
 
     /**
      * {@link #newGroup(String, int[], Duration)}, with sends that return only once the receiver

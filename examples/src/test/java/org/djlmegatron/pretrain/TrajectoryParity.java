@@ -5,12 +5,14 @@ import static org.assertj.core.api.Assertions.assertThat;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import org.djlmegatron.comm.ThreadProcessGroup;
 import org.djlmegatron.training.StepResult;
 
 /**
  * The project's training parity harness: a run on one rank is the reference, and every parallel
  * layout (and every execution choice that must not change the arithmetic, such as recomputation)
- * must reproduce its trajectory. A {@link Variant} is one point of the matrix, as the extra
+ * must reproduce its trajectory, with strict sends (a send waits for its receive, as NCCL's does).
+ * A {@link Variant} is one point of the matrix, as the extra
  * {@code pretrain-gpt} flags that select it; each issue adds its axis as more variants.
  */
 final class TrajectoryParity {
@@ -86,7 +88,18 @@ final class TrajectoryParity {
     static List<StepResult> run(List<String> base, Variant variant) {
         List<String> args = new ArrayList<>(base);
         args.addAll(variant.flags());
-        return PretrainRunner.run(args.toArray(new String[0]));
+        String key = ThreadProcessGroup.STRICT_SENDS_PROPERTY;
+        String old = System.getProperty(key);
+        System.setProperty(key, "true"); // a send waits for its receive, as on NCCL: no schedule may rely on buffering
+        try {
+            return PretrainRunner.run(args.toArray(new String[0]));
+        } finally {
+            if (old == null) {
+                System.clearProperty(key);
+            } else {
+                System.setProperty(key, old);
+            }
+        }
     }
 
     /** Loss and gradient norm of every step equal, bit for bit. */
