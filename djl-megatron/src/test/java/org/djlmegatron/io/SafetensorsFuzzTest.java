@@ -12,9 +12,8 @@ import java.util.List;
 import java.util.Random;
 import org.djlmegatron.fuzz.Mutations;
 import org.djlmegatron.fuzz.Robustness;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 /**
  * Robustness of the safetensors reader: damaged files and generated headers (any dtype string,
@@ -28,22 +27,8 @@ class SafetensorsFuzzTest {
             + "\"b\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[24,40]},\"__metadata__\":{\"format\":\"pt\"}}";
     private static final byte[] GOOD = file(GOOD_HEADER, 40);
 
-    private static Path dir;
-
-    @BeforeAll
-    static void makeDir() throws IOException {
-        dir = Files.createTempDirectory("safetensors-fuzz");
-    }
-
-    @AfterAll
-    static void removeDir() throws IOException {
-        try (var files = Files.list(dir)) {
-            for (Path p : files.toList()) {
-                Files.delete(p);
-            }
-        }
-        Files.delete(dir);
-    }
+    @TempDir
+    static Path dir; // removed by JUnit after the class
 
     static byte[] file(String header, int dataBytes) {
         byte[] h = header.getBytes(StandardCharsets.UTF_8);

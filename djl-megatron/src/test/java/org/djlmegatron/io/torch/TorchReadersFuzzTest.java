@@ -12,9 +12,8 @@ import java.util.Random;
 import java.util.zip.ZipFile;
 import org.djlmegatron.fuzz.Mutations;
 import org.djlmegatron.fuzz.Robustness;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 /**
  * Robustness of the torch readers on damaged versions of Megatron-LM's own files: the pickle of a
@@ -29,22 +28,8 @@ class TorchReadersFuzzTest {
     private static final byte[] PICKLE = pickleOf(TorchFixtures.legacyFile("mcore_gpt"));
     private static final byte[] METADATA = bytes(TorchFixtures.distDir("mcore_gpt").resolve(DcpCheckpoint.METADATA_FILE));
 
-    private static Path dir;
-
-    @BeforeAll
-    static void makeDir() throws IOException {
-        dir = Files.createTempDirectory("torch-fuzz");
-    }
-
-    @AfterAll
-    static void removeDir() throws IOException {
-        try (var files = Files.list(dir)) {
-            for (Path p : files.toList()) {
-                Files.delete(p);
-            }
-        }
-        Files.delete(dir);
-    }
+    @TempDir
+    static Path dir; // removed by JUnit after the class
 
     @Test
     void damagedPicklesAreReadOrRefused() {
