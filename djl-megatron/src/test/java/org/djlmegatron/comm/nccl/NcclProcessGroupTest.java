@@ -13,6 +13,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Random;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.CyclicBarrier;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Function;
@@ -243,11 +244,18 @@ class NcclProcessGroupTest {
     @Test
     void asynchronousErrorsCarryNcclsErrorStrings() {
         FakeNccl fake = new FakeNccl();
+        // The error is injected only once both ranks have left the NCCL barrier; otherwise the slower
+        // rank's barrier itself can see it, and fails instead of the allReduce under test.
+        CyclicBarrier bothOut = new CyclicBarrier(2);
         List<String> messages = onNccl(2, fake, TIMEOUT, r -> {
             NDArray x = r.ctx().manager().create(new float[] {1});
             r.nccl().allReduce(x, ReduceOp.SUM);
             r.nccl().barrier();
-            fake.failAsync(Nccl.REMOTE_ERROR, "socket closed by peer 10.0.0.2");
+            await(bothOut);
+            if (r.ctx().rank() == 0) {
+                fake.failAsync(Nccl.REMOTE_ERROR, "socket closed by peer 10.0.0.2");
+            }
+            await(bothOut);
             return expectFailure(() -> r.nccl().allReduce(x, ReduceOp.SUM)).getMessage();
         });
         assertThat(messages.get(0)).isEqualTo("group tp[0,1]: rank 0 (global 0) allReduce: NCCL reported an "
@@ -355,5 +363,13 @@ class NcclProcessGroupTest {
             return e.getMessage();
         }
         throw new AssertionError("expected an IllegalArgumentException");
+    }
+
+    static void await(CyclicBarrier b) {
+        try {
+            b.await(TIMEOUT.toMillis(), TimeUnit.MILLISECONDS);
+        } catch (Exception e) {
+            throw new AssertionError("the other rank never reached the test's barrier", e);
+        }
     }
 }
