@@ -7,6 +7,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import java.time.Duration;
+import java.util.concurrent.locks.LockSupport;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -21,7 +22,7 @@ import org.junit.jupiter.api.Test;
 /** The wiring of NCCL groups into {@link DistributedWorld}, over the in-memory NCCL on CPU ranks. */
 class DistributedWorldNcclTest {
 
-    private static final Duration TIMEOUT = Duration.ofSeconds(20);
+    private static final Duration TIMEOUT = Duration.ofSeconds(60);
     private static final RankGrid TP2_DP2 = RankGrid.create(4, 2, 1, 1, 1);
 
     private static Map<String, byte[]> steps(RankContext ctx) {
@@ -80,6 +81,14 @@ class DistributedWorldNcclTest {
                 }))
                 .hasMessage("rank 3 failed: java.lang.IllegalStateException: boom");
         assertThat(System.nanoTime() - start).as("well before the timeout").isLessThan(TIMEOUT.toNanos() / 2);
-        assertThat(fake.aborts()).as("every communicator made: the tensor groups', maybe dp[0,2]'s").hasSizeBetween(4, 6);
+        // Which communicators exist depends on how far the other ranks got (tp[2,3]'s certainly: rank 3
+        // used it); a rank still setting one up when the run fails aborts it as soon as it is made.
+        long deadline = System.nanoTime() + TIMEOUT.toNanos() / 2;
+        while (fake.aborts().size() < fake.initialised() && System.nanoTime() < deadline) {
+            LockSupport.parkNanos(10_000_000L);
+        }
+        assertThat(fake.initialised()).as("communicators made").isGreaterThanOrEqualTo(2);
+        assertThat(fake.aborts()).as("every communicator made was aborted").hasSize(fake.initialised());
+        assertThat(fake.destroyed()).as("none destroyed as if the run had ended well").isZero();
     }
 }

@@ -127,10 +127,10 @@ class LocalWorldTest {
             if (ctx.rank() == 0) {
                 throw new IllegalStateException("early");
             }
-            ThreadCollectivesTest.sleep(3_000); // not in a collective, so abort cannot reach it
+            ThreadCollectivesTest.sleep(60_000); // not in a collective, so abort cannot reach it
             return null;
         });
-        assertThat((System.nanoTime() - start) / 1e9).isLessThan(2.5);
+        assertThat((System.nanoTime() - start) / 1e9).as("seconds, far below the stuck rank's 60").isLessThan(20);
         assertThat(thrown).hasMessageStartingWith("rank 0 failed");
         assertThat(thrown.getSuppressed()).anySatisfy(s -> assertThat(s).hasMessageContaining("abandoned: rank-1"));
     }

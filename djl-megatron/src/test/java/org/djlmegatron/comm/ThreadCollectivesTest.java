@@ -365,7 +365,7 @@ class ThreadCollectivesTest {
             return ctx.tensorGroup().allReduce(ctx.manager().ones(new Shape(4)), ReduceOp.SUM);
         });
         double seconds = (System.nanoTime() - start) / 1e9;
-        assertThat(seconds).isLessThan(5);
+        assertThat(seconds).as("seconds, far below the timeout or a hang").isLessThan(20);
         assertThat(thrown).hasMessageStartingWith("rank 2 failed").hasCause(boom);
         assertThat(thrown.getCause()).isSameAs(boom);
         assertThat(thrown.getSuppressed()).hasSize(3).allSatisfy(s -> assertThat(s.getCause())
@@ -384,7 +384,7 @@ class ThreadCollectivesTest {
             return ctx.tensorGroup().allReduce(ctx.manager().ones(new Shape(1)), ReduceOp.SUM);
         });
         double seconds = (System.nanoTime() - start) / 1e9;
-        assertThat(seconds).isLessThan(5);
+        assertThat(seconds).as("seconds, far below the timeout or a hang").isLessThan(20);
         List<Throwable> all = rankFailures(thrown);
         assertThat(all).hasSize(2).allSatisfy(t -> assertThat(t)
                 .isInstanceOf(CollectiveException.class)
@@ -489,7 +489,7 @@ class ThreadCollectivesTest {
                 }
                 return null;
             });
-            assertThat((System.nanoTime() - start) / 1e9).isLessThan(5);
+            assertThat((System.nanoTime() - start) / 1e9).as("seconds, below the 30 s timeout").isLessThan(15);
             assertThat(thrown).hasMessageStartingWith("rank " + victim + " failed")
                     .hasCauseInstanceOf(IllegalStateException.class);
         }

@@ -220,7 +220,7 @@ class PipelineRunnerTest {
                 .isInstanceOf(CollectiveException.class)
                 .hasMessageContaining("group pp[0, 1]: rank 0 (global 0)")
                 .hasMessageContaining("timed out after 500 ms");
-        assertThat((System.nanoTime() - t0) / 1e9).isLessThan(5.0);
+        assertThat((System.nanoTime() - t0) / 1e9).as("seconds, far below a hang").isLessThan(20.0);
     }
 
     @Test
