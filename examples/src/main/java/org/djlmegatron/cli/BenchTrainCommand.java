@@ -12,6 +12,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
 import org.djlmegatron.comm.RankDevices;
+import org.djlmegatron.engine.ThreadBudget;
 import org.djlmegatron.models.ModelFlops;
 import org.djlmegatron.pretrain.PretrainGpt;
 import org.djlmegatron.pretrain.PretrainOptions;
@@ -91,6 +92,13 @@ final class BenchTrainCommand implements Callable<Integer> {
     @Option(names = "--attention-backend", defaultValue = "auto") String attentionBackend;
     @Option(names = "--peak-tflops", description = "the device's peak dense TFLOP/s in the run's dtype, for MFU "
             + "(H100/H200 SXM bf16: 989)") Double peakTflops;
+    @Option(names = "--vs-pytorch", description = "after layout dp1, run PyTorch eager's step on the same "
+            + "model, batch, micro-batches, precision and threads, and print ours / PyTorch (default: off)") boolean vsPytorch;
+    @Option(names = "--python", defaultValue = "/usr/bin/python3", description = "the python3 with torch for --vs-pytorch "
+            + "(Debian's python3-torch: the libtorch the native library is built against) (default: ${DEFAULT-VALUE})")
+    String python;
+    @Option(names = "--pytorch-timeout", defaultValue = "3600", description = "seconds the PyTorch peer may take "
+            + "(default: ${DEFAULT-VALUE})") long pytorchTimeout;
 
     @Override
     public Integer call() {
@@ -113,6 +121,8 @@ final class BenchTrainCommand implements Callable<Integer> {
         System.out.printf(Locale.ROOT, "GPT %s: %d layers, hidden %d, %d heads, seq %d, micro batch %d per rank, vocab %d, "
                 + "%s on %s, global batch = micro x %d micro-batches x DP%n", p.name().toLowerCase(Locale.ROOT), l, h, a, s, mb, v,
                 bf16 ? "bf16" : "fp32", dev, microBatches);
+        positive("--pytorch-timeout", pytorchTimeout);
+        PytorchEagerPeer peer = vsPytorch ? new PytorchEagerPeer(java.nio.file.Path.of(python), pytorchTimeout) : null;
         double base = 0;
         double baseStep = 0;
         for (String layout : layouts) {
@@ -132,8 +142,21 @@ final class BenchTrainCommand implements Callable<Integer> {
                     layout, r.tokensPerS, r.gflops, gemm, r.gflops / gemm, layouts.get(0), r.tokensPerS / base,
                     r.stepSeconds, r.stepSeconds / baseStep, layouts.get(0), r.optimizerBytes, r.heldBytes / 1048576.0,
                     r.bubble, mfu);
+            if (peer != null && oneRank(layout)) {
+                int threads = ThreadBudget.intraOpThreads(null, 1);
+                PytorchEagerPeer.Result py = peer.run(l, h, a, s, mb, v, microBatches, iters, threads, bf16);
+                System.out.printf(Locale.ROOT, "%-16s %9.0f tokens/s  %8.1f GFLOP/s  matmul %8.1f GFLOP/s  model/matmul %.2f  "
+                        + "(PyTorch %s eager, %d threads%s)  ours / PyTorch %.2fx%n", "  pytorch", py.tokensPerS(),
+                        py.gflops(), py.matmulGflops(), py.gflops() / py.matmulGflops(), py.torch(), py.threads(),
+                        bf16 ? ", autocast bf16" : "", r.tokensPerS / py.tokensPerS());
+            }
         }
         return 0;
+    }
+
+    /** Whether the PyTorch peer runs the same thing: one rank, no recomputation (the peer is one plain process). */
+    private static boolean oneRank(String layout) {
+        return layout.equals("dp1");
     }
 
     private record Run(double tokensPerS, double gflops, long optimizerBytes, long heldBytes, double stepSeconds,
