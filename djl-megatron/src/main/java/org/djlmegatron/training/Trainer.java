@@ -139,8 +139,9 @@ public final class Trainer implements AutoCloseable {
     private void initFromBuffer(boolean firstTpRank) {
         NDArray weights = buffer.params();
         if (buffer.weightsAreFp32()) {
-            masters = config.distributedOptimizer() ? weights.get(new NDIndex("{}:{}", shardStart, shardStart + shardLength))
-                    : weights;
+            // a view (basic slicing): the optimizer updates this rank's shard of the weights in place
+            masters = config.distributedOptimizer() && dp.size() > 1
+                    ? weights.get(new NDIndex("{}:{}", shardStart, shardStart + shardLength)) : weights;
         } else {
             try (NDArray wide = weights.toType(ai.djl.ndarray.types.DataType.FLOAT32, true)) {
                 masters = shard(wide);

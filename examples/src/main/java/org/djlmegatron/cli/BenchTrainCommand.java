@@ -82,7 +82,8 @@ final class BenchTrainCommand implements Callable<Integer> {
             description = "layouts to run: dpN, dpN-distopt, tpN, cpN (context parallelism, ring attention) or cpN-all_gather / "
                     + "cpN-a2a, ppN (1F1B over N stages; prints the measured bubble next to Megatron's (p-1)/(v*m)), "
                     + "ppN-vpV (interleaved: refused until its exchanges exist), each optionally suffixed -full (full recomputation, "
-                    + "uniform, 1 layer) or -selective (core attention) (default: ${DEFAULT-VALUE})") List<String> layouts;
+                    + "uniform, 1 layer) or -selective (core attention), then optionally -flatstep (the step without the "
+                    + "contiguous parameter/gradient buffers, for comparison) (default: ${DEFAULT-VALUE})") List<String> layouts;
     @Option(names = "--micro-batches", defaultValue = "1", description = "micro-batches per step and DP rank "
             + "(global batch = micro x this x DP; pipelining needs several) (default: ${DEFAULT-VALUE})") int microBatches;
     @Option(names = "--dropout", defaultValue = "0", description = "hidden and attention dropout of the benchmarked model "
@@ -159,6 +160,9 @@ final class BenchTrainCommand implements Callable<Integer> {
         return layout.equals("dp1");
     }
 
+    /** The Trainer's switch between the contiguous buffers (native library) and the flat-vector step. */
+    private static final String GRAD_BUFFERS = "djlm.gradBuffers";
+
     private record Run(double tokensPerS, double gflops, long optimizerBytes, long heldBytes, double stepSeconds,
             String bubble, double dispatchSeconds) {}
 
@@ -170,6 +174,10 @@ final class BenchTrainCommand implements Callable<Integer> {
         int ep = 1;
         String kind = layout;
         List<String> recompute = List.of();
+        boolean flatStep = kind.endsWith("-flatstep");
+        if (flatStep) { // the step before the contiguous buffers, for comparison in the same run
+            kind = kind.substring(0, kind.length() - "-flatstep".length());
+        }
         if (kind.endsWith("-full")) {
             recompute = List.of("--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1");
             kind = kind.substring(0, kind.length() - "-full".length());
@@ -235,7 +243,18 @@ final class BenchTrainCommand implements Callable<Integer> {
         PretrainOptions o = new PretrainOptions();
         new CommandLine(o).parseArgs(args.toArray(new String[0]));
         ByteArrayOutputStream buf = new ByteArrayOutputStream();
-        List<StepResult> steps = new PretrainGpt(o, new PrintStream(buf, true, StandardCharsets.UTF_8)).run();
+        String buffers = System.getProperty(GRAD_BUFFERS);
+        System.setProperty(GRAD_BUFFERS, String.valueOf(!flatStep));
+        List<StepResult> steps;
+        try {
+            steps = new PretrainGpt(o, new PrintStream(buf, true, StandardCharsets.UTF_8)).run();
+        } finally {
+            if (buffers == null) {
+                System.clearProperty(GRAD_BUFFERS);
+            } else {
+                System.setProperty(GRAD_BUFFERS, buffers);
+            }
+        }
         double seconds = 0;
         long tokens = 0;
         for (StepResult r : steps.subList(1, steps.size())) {
