@@ -110,6 +110,8 @@ final class BenchTrainCommand implements Callable<Integer> {
         positive("--micro-batch-size", micro);
         positive("--vocab-size", vocab);
         positive("--iters", iters);
+        positive("--pytorch-timeout", pytorchTimeout);
+        PytorchEagerPeer peer = vsPytorch ? new PytorchEagerPeer(java.nio.file.Path.of(python), pytorchTimeout) : null;
         Preset p = Preset.parse(preset);
         int l = layers != null ? layers : p.layers;
         int h = hidden != null ? hidden : p.hidden;
@@ -122,8 +124,6 @@ final class BenchTrainCommand implements Callable<Integer> {
         System.out.printf(Locale.ROOT, "GPT %s: %d layers, hidden %d, %d heads, seq %d, micro batch %d per rank, vocab %d, "
                 + "%s on %s, global batch = micro x %d micro-batches x DP%n", p.name().toLowerCase(Locale.ROOT), l, h, a, s, mb, v,
                 bf16 ? "bf16" : "fp32", dev, microBatches);
-        positive("--pytorch-timeout", pytorchTimeout);
-        PytorchEagerPeer peer = vsPytorch ? new PytorchEagerPeer(java.nio.file.Path.of(python), pytorchTimeout) : null;
         double base = 0;
         double baseStep = 0;
         for (String layout : layouts) {
