@@ -1,7 +1,10 @@
 // The project's own natives (org.djlmegatron.engine.TorchNative).
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 #include <limits>
 #include <mutex>
 
@@ -210,5 +213,169 @@ DJLM_NATIVE(void, seed, jint device, jlong seed) {
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_current_seed(static_cast<uint64_t>(seed));
 #endif
+  });
+}
+
+// ---- Contiguous parameter and gradient buffers (org.djlmegatron.training.buffers) ----
+
+namespace {
+
+// buffer[offset : offset + p.numel()] shaped as p, after checking that it fits and has p's dtype and device.
+at::Tensor bufferView(const at::Tensor& p, const at::Tensor& buffer, jlong offset, const char* what) {
+  if (buffer.dim() != 1 || !buffer.is_contiguous()) {
+    throw std::invalid_argument(std::string(what) + " buffer must be a contiguous vector");
+  }
+  if (buffer.scalar_type() != p.scalar_type() || buffer.device() != p.device()) {
+    throw std::invalid_argument(std::string(what) + " buffer has dtype/device " + c10::toString(buffer.scalar_type()) +
+                                "/" + buffer.device().str() + ", the parameter " + c10::toString(p.scalar_type()) + "/" +
+                                p.device().str());
+  }
+  if (offset < 0 || offset + p.numel() > buffer.numel()) {
+    throw std::invalid_argument(std::string(what) + " range [" + std::to_string(offset) + ", " +
+                                std::to_string(offset + p.numel()) + ") outside a buffer of " +
+                                std::to_string(buffer.numel()));
+  }
+  return buffer.narrow(0, offset, p.numel()).view(p.sizes());
+}
+
+jdoubleArray toJava(JNIEnv* env, const std::vector<double>& values) {
+  jdoubleArray out = env->NewDoubleArray(static_cast<jsize>(values.size()));
+  checkJava(env);
+  env->SetDoubleArrayRegion(out, 0, static_cast<jsize>(values.size()), values.data());
+  return out;
+}
+
+// Chunks of a fixed size, whatever the thread count, so that reductions come out bit-identical with 1 or N threads.
+constexpr int64_t kChunk = 1 << 16;
+
+}  // namespace
+
+// The parameter's values move into buffer[offset:] and the parameter becomes a view of it (PyTorch's p.data = view):
+// the same tensor for DJL and autograd, its storage the buffer's.
+DJLM_NATIVE(void, bindToBuffer, jlong paramH, jlong bufferH, jlong offset) {
+  guard(env, __func__, [&] {
+    at::NoGradGuard noGrad;
+    at::Tensor& p = tensor(paramH);
+    at::Tensor view = bufferView(p, tensor(bufferH), offset, "parameter");
+    view.copy_(p);
+    p.set_data(view);
+  });
+}
+
+// The parameter's .grad becomes buffer[offset:]: backward's AccumulateGrad then adds into it in place (a defined
+// .grad outside grad mode is accumulated with +=), so micro-batch gradients land in the buffer without a copy.
+DJLM_NATIVE(void, bindGradient, jlong paramH, jlong bufferH, jlong offset) {
+  guard(env, __func__, [&] {
+    at::Tensor& p = tensor(paramH);
+    p.mutable_grad() = bufferView(p, tensor(bufferH), offset, "gradient");
+  });
+}
+
+// One pass over an fp32 gradient vector: grad *= scale in place; returns {sum over mask != 0 of grad^2 (summed in
+// double, in fixed chunks: the same value for any thread count), count of non-finite elements}.
+DJLM_NATIVE(jdoubleArray, unscaleAndNorm, jlong gradH, jlong maskH, jdouble scale) {
+  return guard(env, __func__, [&] {
+    at::NoGradGuard noGrad;
+    at::Tensor& grad = tensor(gradH);
+    const at::Tensor& mask = tensor(maskH);
+    if (grad.sizes() != mask.sizes() || grad.scalar_type() != at::kFloat || mask.scalar_type() != at::kFloat) {
+      throw std::invalid_argument("gradient and norm mask must be fp32 vectors of one length");
+    }
+    auto s = static_cast<float>(scale);
+    if (!grad.is_cpu() || !grad.is_contiguous() || !mask.is_contiguous()) {  // composed ops: one launch each
+      if (s != 1.0f) {
+        grad.mul_(at::scalar_tensor(s, grad.options()));
+      }
+      double sum = grad.square().mul(mask).sum(at::kDouble).item<double>();
+      double bad = grad.isfinite().logical_not().sum().item<double>();
+      return toJava(env, std::vector<double>{sum, bad});
+    }
+    float* g = grad.data_ptr<float>();
+    const float* m = mask.data_ptr<float>();
+    int64_t n = grad.numel();
+    int64_t chunks = (n + kChunk - 1) / kChunk;
+    std::vector<double> sums(chunks, 0.0);
+    std::vector<int64_t> bads(chunks, 0);
+    at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; c++) {
+        double sum = 0;
+        int64_t bad = 0;
+        for (int64_t i = c * kChunk, e = std::min(n, i + kChunk); i < e; i++) {
+          float v = s == 1.0f ? g[i] : (g[i] *= s);
+          bad += std::isfinite(v) ? 0 : 1;
+          if (m[i] != 0.0f) {
+            sum += static_cast<double>(v) * v;
+          }
+        }
+        sums[c] = sum;
+        bads[c] = bad;
+      }
+    });
+    double sum = 0;
+    double bad = 0;
+    for (int64_t c = 0; c < chunks; c++) {  // in chunk order
+      sum += sums[c];
+      bad += static_cast<double>(bads[c]);
+    }
+    return toJava(env, std::vector<double>{sum, bad});
+  });
+}
+
+// AdamW in one pass, in place, with the same fp32 operations in the same order as `adamw` above (so the same bits):
+// g = grad * gradScale (the clipping coefficient, skipped at 1), p *= 1 + mask * (-lr * wd), moments, update.
+// CPU fp32 contiguous tensors; anything else takes the composed path.
+DJLM_NATIVE(void, adamwInPlace, jlong paramH, jlong gradH, jlong expAvgH, jlong expAvgSqH, jlong maskH,
+    jdouble gradScale, jdouble lr, jdouble beta1, jdouble beta2, jdouble eps, jdouble weightDecay, jlong step) {
+  guard(env, __func__, [&] {
+    at::NoGradGuard noGrad;
+    at::Tensor& param = tensor(paramH);
+    const at::Tensor& grad = tensor(gradH);
+    at::Tensor& expAvg = tensor(expAvgH);
+    at::Tensor& expAvgSq = tensor(expAvgSqH);
+    const at::Tensor& mask = tensor(maskH);
+    for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&param, &grad, &expAvg, &expAvgSq, &mask}) {
+      if (t->sizes() != param.sizes() || t->scalar_type() != at::kFloat || !t->is_cpu() || !t->is_contiguous()) {
+        throw std::invalid_argument("adamwInPlace: parameter, gradient, moments and decay mask must be contiguous CPU "
+                                    "fp32 tensors of one shape");
+      }
+    }
+    double bc1 = 1 - javaPow(env, beta1, static_cast<double>(step));
+    double bc2Sqrt = std::sqrt(1 - javaPow(env, beta2, static_cast<double>(step)));
+    const float scale = static_cast<float>(gradScale);
+    const float decay = static_cast<float>(-lr * weightDecay);
+    const float b1 = static_cast<float>(beta1), c1 = static_cast<float>(1 - beta1);
+    const float b2 = static_cast<float>(beta2), c2 = static_cast<float>(1 - beta2);
+    const float bc2 = static_cast<float>(bc2Sqrt), e = static_cast<float>(eps);
+    const float stepSize = static_cast<float>(-lr / bc1);
+    const bool decays = weightDecay != 0, scales = scale != 1.0f;
+    float* p = param.data_ptr<float>();
+    const float* gr = grad.data_ptr<float>();
+    float* m = expAvg.data_ptr<float>();
+    float* v = expAvgSq.data_ptr<float>();
+    const float* dm = mask.data_ptr<float>();
+    at::parallel_for(0, param.numel(), kChunk, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; i++) {
+        float g = scales ? gr[i] * scale : gr[i];
+        if (decays) {
+          float factor = dm[i] * decay;
+          factor = factor + 1.0f;
+          p[i] = p[i] * factor;
+        }
+        float g1 = g * c1;
+        float g2 = g * g;
+        g2 = g2 * c2;
+        float mi = m[i] * b1;
+        mi = mi + g1;
+        float vi = v[i] * b2;
+        vi = vi + g2;
+        m[i] = mi;
+        v[i] = vi;
+        float denom = std::sqrt(vi) / bc2;
+        denom = denom + e;
+        float update = mi / denom;
+        update = update * stepSize;
+        p[i] = p[i] + update;
+      }
+    });
   });
 }

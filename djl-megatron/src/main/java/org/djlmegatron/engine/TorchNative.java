@@ -79,6 +79,46 @@ public final class TorchNative {
                 eps, weightDecay, step);
     }
 
+    /**
+     * Moves the parameter's values into {@code buffer[offset : offset + numel]} and makes the
+     * parameter a view of it (PyTorch's {@code p.data = view}): the same handle for DJL and
+     * autograd, its storage the buffer's. Buffer: a contiguous vector of the parameter's dtype.
+     */
+    public static void bindToBuffer(NDArray param, NDArray buffer, long offset) {
+        require();
+        bindToBuffer(handle(param), handle(buffer), offset);
+    }
+
+    /**
+     * Makes {@code buffer[offset : offset + numel]} the parameter's {@code .grad}: backward then
+     * accumulates into the buffer in place.
+     */
+    public static void bindGradient(NDArray param, NDArray buffer, long offset) {
+        require();
+        bindGradient(handle(param), handle(buffer), offset);
+    }
+
+    /**
+     * One pass over an fp32 gradient vector: multiplies it by {@code scale} in place and returns
+     * {@code {sum of squares where mask != 0, count of non-finite elements}} (the sum in double, in
+     * fixed-size chunks: the same for any thread count).
+     */
+    public static double[] unscaleAndNorm(NDArray grad, NDArray normMask, double scale) {
+        require();
+        return unscaleAndNorm(handle(grad), handle(normMask), scale);
+    }
+
+    /**
+     * AdamW in one pass over contiguous CPU fp32 tensors, in place, with {@link #adamwStep}'s
+     * arithmetic bit for bit, the gradient first multiplied by {@code gradScale} (clipping; 1: none).
+     */
+    public static void adamwInPlace(NDArray param, NDArray grad, NDArray expAvg, NDArray expAvgSq, NDArray decayMask,
+            double gradScale, double lr, double beta1, double beta2, double eps, double weightDecay, long step) {
+        require();
+        adamwInPlace(handle(param), handle(grad), handle(expAvg), handle(expAvgSq), handle(decayMask), gradScale, lr,
+                beta1, beta2, eps, weightDecay, step);
+    }
+
     /** A cast that autograd sees through (DJL's {@code toType} runs without grad). */
     public static NDArray cast(NDArray x, DataType type) {
         require();
@@ -127,6 +167,15 @@ public final class TorchNative {
 
     private static native void adamw(long param, long grad, long expAvg, long expAvgSq, long decayMask, double lr,
             double beta1, double beta2, double eps, double weightDecay, long step);
+
+    private static native void bindToBuffer(long param, long buffer, long offset);
+
+    private static native void bindGradient(long param, long buffer, long offset);
+
+    private static native double[] unscaleAndNorm(long grad, long mask, double scale);
+
+    private static native void adamwInPlace(long param, long grad, long expAvg, long expAvgSq, long decayMask,
+            double gradScale, double lr, double beta1, double beta2, double eps, double weightDecay, long step);
 
     private static native long castTo(long handle, int dtype);
 

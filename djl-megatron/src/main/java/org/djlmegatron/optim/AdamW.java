@@ -57,6 +57,22 @@ public final class AdamW implements Optimizer {
         }
     }
 
+    /** On the native library with CPU fp32 tensors: one pass, the clipping folded in; else as the interface. */
+    @Override
+    public void step(NDArray masters, NDArray grads, NDArray decayMask, double gradScale, double lr, long step) {
+        if (!TorchNative.isAvailable() || !masters.getDevice().equals(ai.djl.Device.cpu())
+                || masters.getDataType() != ai.djl.ndarray.types.DataType.FLOAT32) {
+            Optimizer.super.step(masters, grads, decayMask, gradScale, lr, step);
+            return;
+        }
+        if (expAvg == null) {
+            expAvg = masters.zerosLike();
+            expAvgSq = masters.zerosLike();
+        }
+        TorchNative.adamwInPlace(masters, grads, expAvg, expAvgSq, decayMask, (float) gradScale, lr, beta1, beta2, eps,
+                weightDecay, step);
+    }
+
     @Override
     public Map<String, NDArray> state() {
         Map<String, NDArray> s = new LinkedHashMap<>();

@@ -21,6 +21,18 @@ public interface Optimizer {
      */
     void step(NDArray masters, NDArray grads, NDArray decayMask, double lr, long step);
 
+    /**
+     * One update with the gradients first multiplied by {@code gradScale} (the clipping
+     * coefficient; 1 for none), which an optimizer may fold into its own pass; by default a
+     * multiplication of {@code grads} in place, then {@link #step}.
+     */
+    default void step(NDArray masters, NDArray grads, NDArray decayMask, double gradScale, double lr, long step) {
+        if (gradScale != 1.0) {
+            grads.muli((float) gradScale);
+        }
+        step(masters, grads, decayMask, lr, step);
+    }
+
     /** State tensors by name (for checkpoints); empty before the first step. */
     Map<String, NDArray> state();
 

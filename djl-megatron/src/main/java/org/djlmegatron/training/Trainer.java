@@ -13,11 +13,13 @@ import org.djlmegatron.autograd.Tape;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.engine.HeldMemory;
+import org.djlmegatron.engine.TorchNative;
 import org.djlmegatron.optim.Optimizer;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.pipeline.PipelineRunner;
 import org.djlmegatron.pipeline.PipelineSchedule;
+import org.djlmegatron.training.buffers.ParamAndGradBuffer;
 
 /**
  * Megatron's training step on one rank: micro-batches with gradient accumulation, tensor-parallel
@@ -53,6 +55,11 @@ public final class Trainer implements AutoCloseable {
     private final ProcessGroup data;
     private final long shardStart;
     private final long shardLength;
+    /**
+     * The dense parameters and their gradients in contiguous buffers (native library, no expert
+     * or pipeline split yet); null: the flat-vector path of {@link #layout}.
+     */
+    private final ParamAndGradBuffer buffer;
     private NDArray masters;
     private NDArray decayMask;
     private NDArray normMask;
@@ -85,12 +92,21 @@ public final class Trainer implements AutoCloseable {
         expertLayout = split ? new FlatLayout(params.stream().filter(TrainableParameter::expert).toList(),
                 expertDp.size()) : null;
         state = ctx.manager().newSubManager();
+        buffer = !split && pp.size() == 1 && Boolean.parseBoolean(System.getProperty("djlm.gradBuffers", "true"))
+                && ParamAndGradBuffer.supports(params)
+                ? new ParamAndGradBuffer(params, dp.size(), config.bucketElements(), state) : null;
         optimizer = config.optimizer().get();
         scaler = config.scaler().get();
         long full = layout.paddedSize();
         shardLength = config.distributedOptimizer() ? full / dp.size() : full;
         shardStart = config.distributedOptimizer() ? shardLength * dp.rank() : 0;
         boolean firstTpRank = tp.rank() == 0;
+        if (buffer != null) {
+            initFromBuffer(firstTpRank);
+            expertShardStart = 0;
+            expertShardLength = 0;
+            return;
+        }
         try (NDArray values = layout.values(state);
                 NDArray decay = layout.mask(state, TrainableParameter::weightDecay);
                 NDArray counted = layout.mask(state, p -> (!p.tpDuplicate() || firstTpRank)
@@ -113,6 +129,28 @@ public final class Trainer implements AutoCloseable {
             masters = appendExpertShard(masters, values);
             decayMask = appendExpertShard(decayMask, decay);
             normMask = appendExpertShard(normMask, counted);
+        }
+    }
+
+    /**
+     * Masters and masks over the buffer: fp32 weights are their own masters (this rank's shard of
+     * the buffer under the distributed optimizer, a view); 16-bit weights get an fp32 copy.
+     */
+    private void initFromBuffer(boolean firstTpRank) {
+        NDArray weights = buffer.params();
+        if (buffer.weightsAreFp32()) {
+            // a view (basic slicing): the optimizer updates this rank's shard of the weights in place
+            masters = config.distributedOptimizer() && dp.size() > 1
+                    ? weights.get(new NDIndex("{}:{}", shardStart, shardStart + shardLength)) : weights;
+        } else {
+            try (NDArray wide = weights.toType(ai.djl.ndarray.types.DataType.FLOAT32, true)) {
+                masters = shard(wide);
+            }
+        }
+        try (NDArray decay = buffer.mask(state, TrainableParameter::weightDecay);
+                NDArray counted = buffer.mask(state, p -> !p.tpDuplicate() || firstTpRank)) {
+            decayMask = shard(decay);
+            normMask = shard(counted);
         }
     }
 
@@ -143,7 +181,11 @@ public final class Trainer implements AutoCloseable {
                     + " micro-batches, expected " + microBatches);
         }
         long t0 = System.nanoTime();
-        layout.zeroGradients();
+        if (buffer != null) {
+            buffer.zeroGradients();
+        } else {
+            layout.zeroGradients();
+        }
         if (expertLayout != null) {
             expertLayout.zeroGradients();
         }
@@ -359,6 +401,9 @@ public final class Trainer implements AutoCloseable {
     private record Update(double gradNorm, double lr, boolean skipped) {}
 
     private Update update(double scale) {
+        if (buffer != null) {
+            return updateFromBuffer(scale);
+        }
         try (NDManager s = state.newSubManager()) {
             NDArray grads = reduceOverDp(layout.gradients(s));
             if (expertLayout != null) {
@@ -382,6 +427,39 @@ public final class Trainer implements AutoCloseable {
             double lr = config.schedule().lr(updates);
             updates++;
             optimizer.step(masters, grads, decayMask, lr, updates);
+            writeBackMasters();
+            return new Update(norm, lr, false);
+        }
+    }
+
+    /**
+     * The lean step over the buffer: bucketed all-reduce in place (or one reduce-scatter under the
+     * distributed optimizer), then unscale, non-finite count and norm in one pass, then the
+     * optimizer with the clipping folded in, in place on the weights when they are fp32.
+     */
+    private Update updateFromBuffer(double scale) {
+        try (NDManager s = state.newSubManager()) {
+            buffer.gradientsToMain();
+            NDArray grads = buffer.mainGrads();
+            if (dp.size() > 1 && config.distributedOptimizer()) {
+                grads = buffer.reduceScatter(dp, dp.size());
+                grads.attach(s);
+            } else if (dp.size() > 1) {
+                buffer.allReduce(dp, dp.size());
+            }
+            double[] sumAndBad = TorchNative.unscaleAndNorm(grads, normMask, 1.0 / scale);
+            boolean badScale = !scaler.isDynamic() && !Double.isFinite(scaler.scale());
+            if (badScale || maxOverWorld(sumAndBad[1] > 0 ? 1f : 0f) > 0) {
+                return new Update(Double.NaN, 0, true);
+            }
+            double norm = Math.sqrt(sumOverModel((float) sumAndBad[0]));
+            double coeff = 1.0;
+            if (config.clipGrad() > 0) {
+                coeff = Math.min(1.0, config.clipGrad() / (norm + 1e-6));
+            }
+            double lr = config.schedule().lr(updates);
+            updates++;
+            optimizer.step(masters, grads, decayMask, coeff, lr, updates);
             writeBackMasters();
             return new Update(norm, lr, false);
         }
@@ -501,6 +579,16 @@ public final class Trainer implements AutoCloseable {
 
     /** Copies the fp32 masters (all-gathered over DP when sharded) into the model's weights. Collective. */
     public void writeBackMasters() {
+        if (buffer != null) {
+            if (config.distributedOptimizer() && dp.size() > 1) {
+                try (NDArray full = dp.allGather(masters, 0)) {
+                    buffer.setParams(full);
+                }
+            } else {
+                buffer.setParams(masters); // nothing when the masters are the fp32 weights
+            }
+            return;
+        }
         NDArray dense = expertLayout == null ? masters : masters.get(new NDIndex("0:{}", shardLength));
         NDArray full = config.distributedOptimizer() && dp.size() > 1 ? dp.allGather(dense, 0) : dense;
         layout.writeBack(full);
@@ -529,6 +617,9 @@ public final class Trainer implements AutoCloseable {
 
     /** Bytes of fp32 masters plus optimizer state held by this rank. */
     public long optimizerBytes() {
+        if (buffer != null && buffer.weightsAreFp32()) {
+            return optimizer.stateBytes(); // the fp32 weights are their own masters
+        }
         return (shardLength + expertShardLength) * 4 + optimizer.stateBytes();
     }
 

@@ -12,6 +12,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
 import org.djlmegatron.comm.RankDevices;
+import org.djlmegatron.engine.ThreadBudget;
 import org.djlmegatron.models.ModelFlops;
 import org.djlmegatron.pretrain.PretrainGpt;
 import org.djlmegatron.pretrain.PretrainOptions;
@@ -81,7 +82,8 @@ final class BenchTrainCommand implements Callable<Integer> {
             description = "layouts to run: dpN, dpN-distopt, tpN, cpN (context parallelism, ring attention) or cpN-all_gather / "
                     + "cpN-a2a, ppN (1F1B over N stages; prints the measured bubble next to Megatron's (p-1)/(v*m)), "
                     + "ppN-vpV (interleaved: refused until its exchanges exist), each optionally suffixed -full (full recomputation, "
-                    + "uniform, 1 layer) or -selective (core attention) (default: ${DEFAULT-VALUE})") List<String> layouts;
+                    + "uniform, 1 layer) or -selective (core attention), then optionally -flatstep (the step without the "
+                    + "contiguous parameter/gradient buffers, for comparison) (default: ${DEFAULT-VALUE})") List<String> layouts;
     @Option(names = "--micro-batches", defaultValue = "1", description = "micro-batches per step and DP rank "
             + "(global batch = micro x this x DP; pipelining needs several) (default: ${DEFAULT-VALUE})") int microBatches;
     @Option(names = "--dropout", defaultValue = "0", description = "hidden and attention dropout of the benchmarked model "
@@ -91,6 +93,13 @@ final class BenchTrainCommand implements Callable<Integer> {
     @Option(names = "--attention-backend", defaultValue = "auto") String attentionBackend;
     @Option(names = "--peak-tflops", description = "the device's peak dense TFLOP/s in the run's dtype, for MFU "
             + "(H100/H200 SXM bf16: 989)") Double peakTflops;
+    @Option(names = "--vs-pytorch", description = "after layout dp1, run PyTorch eager's step on the same "
+            + "model, batch, micro-batches, precision and threads, and print ours / PyTorch (default: off)") boolean vsPytorch;
+    @Option(names = "--python", defaultValue = "/usr/bin/python3", description = "the python3 with torch for --vs-pytorch "
+            + "(Debian's python3-torch: the libtorch the native library is built against) (default: ${DEFAULT-VALUE})")
+    String python;
+    @Option(names = "--pytorch-timeout", defaultValue = "3600", description = "seconds the PyTorch peer may take "
+            + "(default: ${DEFAULT-VALUE})") long pytorchTimeout;
 
     @Override
     public Integer call() {
@@ -101,6 +110,8 @@ final class BenchTrainCommand implements Callable<Integer> {
         positive("--micro-batch-size", micro);
         positive("--vocab-size", vocab);
         positive("--iters", iters);
+        positive("--pytorch-timeout", pytorchTimeout);
+        PytorchEagerPeer peer = vsPytorch ? new PytorchEagerPeer(java.nio.file.Path.of(python), pytorchTimeout) : null;
         Preset p = Preset.parse(preset);
         int l = layers != null ? layers : p.layers;
         int h = hidden != null ? hidden : p.hidden;
@@ -132,9 +143,25 @@ final class BenchTrainCommand implements Callable<Integer> {
                     layout, r.tokensPerS, r.gflops, gemm, r.gflops / gemm, layouts.get(0), r.tokensPerS / base,
                     r.stepSeconds, r.stepSeconds / baseStep, layouts.get(0), r.optimizerBytes, r.heldBytes / 1048576.0,
                     r.bubble, mfu);
+            if (peer != null && oneRank(layout)) {
+                int threads = ThreadBudget.intraOpThreads(null, 1);
+                PytorchEagerPeer.Result py = peer.run(l, h, a, s, mb, v, microBatches, iters, threads, bf16);
+                System.out.printf(Locale.ROOT, "%-16s %9.0f tokens/s  %8.1f GFLOP/s  matmul %8.1f GFLOP/s  model/matmul %.2f  "
+                        + "(PyTorch %s eager, %d threads%s)  ours / PyTorch %.2fx%n", "  pytorch", py.tokensPerS(),
+                        py.gflops(), py.matmulGflops(), py.gflops() / py.matmulGflops(), py.torch(), py.threads(),
+                        bf16 ? ", autocast bf16" : "", r.tokensPerS / py.tokensPerS());
+            }
         }
         return 0;
     }
+
+    /** Whether the PyTorch peer runs the same thing: one rank, no recomputation (the peer is one plain process). */
+    private static boolean oneRank(String layout) {
+        return layout.equals("dp1");
+    }
+
+    /** The Trainer's switch between the contiguous buffers (native library) and the flat-vector step. */
+    private static final String GRAD_BUFFERS = "djlm.gradBuffers";
 
     private record Run(double tokensPerS, double gflops, long optimizerBytes, long heldBytes, double stepSeconds,
             String bubble, double dispatchSeconds) {}
@@ -147,6 +174,10 @@ final class BenchTrainCommand implements Callable<Integer> {
         int ep = 1;
         String kind = layout;
         List<String> recompute = List.of();
+        boolean flatStep = kind.endsWith("-flatstep");
+        if (flatStep) { // the step before the contiguous buffers, for comparison in the same run
+            kind = kind.substring(0, kind.length() - "-flatstep".length());
+        }
         if (kind.endsWith("-full")) {
             recompute = List.of("--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1");
             kind = kind.substring(0, kind.length() - "-full".length());
@@ -212,7 +243,18 @@ final class BenchTrainCommand implements Callable<Integer> {
         PretrainOptions o = new PretrainOptions();
         new CommandLine(o).parseArgs(args.toArray(new String[0]));
         ByteArrayOutputStream buf = new ByteArrayOutputStream();
-        List<StepResult> steps = new PretrainGpt(o, new PrintStream(buf, true, StandardCharsets.UTF_8)).run();
+        String buffers = System.getProperty(GRAD_BUFFERS);
+        System.setProperty(GRAD_BUFFERS, String.valueOf(!flatStep));
+        List<StepResult> steps;
+        try {
+            steps = new PretrainGpt(o, new PrintStream(buf, true, StandardCharsets.UTF_8)).run();
+        } finally {
+            if (buffers == null) {
+                System.clearProperty(GRAD_BUFFERS);
+            } else {
+                System.setProperty(GRAD_BUFFERS, buffers);
+            }
+        }
         double seconds = 0;
         long tokens = 0;
         for (StepResult r : steps.subList(1, steps.size())) {

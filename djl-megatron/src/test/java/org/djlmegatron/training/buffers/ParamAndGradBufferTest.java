@@ -1,0 +1,160 @@
+package org.djlmegatron.training.buffers;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
+import ai.djl.pytorch.jni.JniUtils;
+import java.util.List;
+import java.util.Random;
+import org.djlmegatron.engine.TorchNative;
+import org.djlmegatron.optim.AdamW;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+import org.djlmegatron.training.TrainableParameter;
+
+/** The contiguous buffers and the one-pass natives of the lean step, against plain libtorch arithmetic. */
+@Tag("native")
+class ParamAndGradBufferTest {
+
+    private NDManager m;
+    private boolean gradMode;
+
+    @BeforeEach
+    void open() {
+        m = NDManager.newBaseManager();
+        gradMode = JniUtils.isGradMode();
+        JniUtils.setGradMode(true);
+    }
+
+    @AfterEach
+    void close() {
+        JniUtils.setGradMode(gradMode);
+        m.close();
+    }
+
+    private NDArray random(Random r, Shape shape) {
+        float[] v = new float[(int) shape.size()];
+        for (int i = 0; i < v.length; i++) {
+            v[i] = (float) r.nextGaussian();
+        }
+        return m.create(v, shape).duplicate();
+    }
+
+    private static float[] floats(NDArray a) {
+        return a.toType(DataType.FLOAT32, false).toFloatArray();
+    }
+
+    /** Weights keep their values as views of the buffer, and two backwards accumulate into the gradient buffer. */
+    @Test
+    void parametersAreViewsAndGradientsAccumulateInTheBuffer() {
+        Random r = new Random(3);
+        NDArray w = random(r, new Shape(3, 4));
+        NDArray b = random(r, new Shape(4));
+        float[] w0 = floats(w);
+        float[] b0 = floats(b);
+        w.setRequiresGradient(true);
+        b.setRequiresGradient(true);
+        List<TrainableParameter> params = List.of(new TrainableParameter("w", w, false, true),
+                new TrainableParameter("b", b, true, false));
+        try (ParamAndGradBuffer buf = new ParamAndGradBuffer(params, 4, 5, m)) {
+            assertThat(buf.paddedSize()).isEqualTo(16); // 12 + 4, already a multiple of 4
+            assertThat(floats(w)).containsExactly(w0);
+            float[] all = floats(buf.params());
+            for (int i = 0; i < 12; i++) {
+                assertThat(all[i]).isEqualTo(w0[i]);
+            }
+            // the buffer is the weights' storage: writing it changes what the parameter reads
+            buf.params().set(new ai.djl.ndarray.index.NDIndex("12"), 7f);
+            assertThat(floats(b)[0]).isEqualTo(7f);
+            NDArray x = random(r, new Shape(2, 3));
+            for (int pass = 0; pass < 2; pass++) {
+                NDArray y = x.matMul(w).add(b).sum();
+                JniUtils.backward((ai.djl.pytorch.engine.PtNDArray) y,
+                        (ai.djl.pytorch.engine.PtNDArray) m.ones(new Shape()), false, false);
+            }
+            // d/dW sum(xW + b) = x^T 1, d/db = rows; twice
+            float[] xs = floats(x);
+            float[] g = floats(buf.mainGrads());
+            for (int i = 0; i < 3; i++) {
+                for (int j = 0; j < 4; j++) {
+                    assertThat(g[i * 4 + j]).isEqualTo(2 * (xs[i] + xs[3 + i]), org.assertj.core.data.Offset.offset(1e-6f));
+                }
+            }
+            for (int j = 0; j < 4; j++) {
+                assertThat(g[12 + j]).isEqualTo(4f);
+            }
+            assertThat(floats(w.getGradient())[0]).isEqualTo(g[0]);
+            buf.zeroGradients();
+            assertThat(floats(buf.mainGrads())).containsOnly(0f);
+            assertThat(floats(b.getGradient())).containsOnly(0f);
+        }
+    }
+
+    /** Buckets cover the buffer from its end backwards (backward's order), each at most the bucket size. */
+    @Test
+    void bucketsRunFromTheEndBackwards() {
+        NDArray w = m.zeros(new Shape(10));
+        w.setRequiresGradient(true);
+        try (ParamAndGradBuffer buf = new ParamAndGradBuffer(List.of(new TrainableParameter("w", w, false, true)), 1, 4, m)) {
+            assertThat(buf.buckets()).containsExactly(new long[] {6, 10}, new long[] {2, 6}, new long[] {0, 2});
+        }
+    }
+
+    /** unscaleAndNorm: the scaled gradient, the masked sum of squares and the non-finite count, against composed ops. */
+    @Test
+    void unscaleAndNormIsOnePassOfTheComposedArithmetic() {
+        Random r = new Random(9);
+        int n = 200_003; // several fixed-size chunks and a ragged tail
+        NDArray g = random(r, new Shape(n));
+        NDArray mask = m.create(new float[n]);
+        mask = mask.add(1f);
+        mask.set(new ai.djl.ndarray.index.NDIndex("0:1000"), 0f);
+        NDArray expected = g.mul(0.25f);
+        double sum = expected.get("1000:").square().toType(DataType.FLOAT64, false).sum().getDouble();
+        double[] out = TorchNative.unscaleAndNorm(g, mask, 0.25);
+        assertThat(floats(g)).containsExactly(floats(expected));
+        assertThat(out[0]).isCloseTo(sum, org.assertj.core.data.Offset.offset(1e-9 * sum));
+        assertThat(out[1]).isZero();
+        g.set(new ai.djl.ndarray.index.NDIndex("5"), Float.NaN);
+        g.set(new ai.djl.ndarray.index.NDIndex("150000"), Float.POSITIVE_INFINITY);
+        assertThat(TorchNative.unscaleAndNorm(g, mask, 1.0)[1]).isEqualTo(2.0);
+    }
+
+    /** The one-pass AdamW equals the composed AdamW bit for bit, the clipping coefficient included. */
+    @Test
+    void adamwInPlaceIsBitIdenticalToTheComposedSteps() {
+        Random r = new Random(11);
+        int n = 70_001;
+        NDArray p0 = random(r, new Shape(n));
+        float[] maskValues = new float[n];
+        for (int i = 0; i < n; i++) {
+            maskValues[i] = i % 3 == 0 ? 0 : 1;
+        }
+        NDArray mask = m.create(maskValues).duplicate();
+        NDArray composed = p0.duplicate();
+        NDArray fused = p0.duplicate();
+        NDArray expAvg = m.zeros(new Shape(n));
+        NDArray expAvgSq = m.zeros(new Shape(n));
+        for (int step = 1; step <= 4; step++) {
+            NDArray g = random(r, new Shape(n)).mul((float) Math.pow(10, -step));
+            double coeff = step % 2 == 0 ? 0.37 : 1.0;
+            double lr = 1e-3 * step;
+            NDArray clipped = coeff == 1.0 ? g : g.mul((float) coeff);
+            TorchNative.adamwStep(composed, clipped, expAvg, expAvgSq, mask, lr, 0.9, 0.95, 1e-8, 0.1, step);
+            fusedStep(fused, g, mask, coeff, lr, step);
+        }
+        assertThat(floats(fused)).containsExactly(floats(composed));
+        assertThat(floats(fused)).isNotEqualTo(floats(p0));
+    }
+
+    private final AdamW fusedAdam = new AdamW(0.9, 0.95, 1e-8, 0.1);
+
+    private void fusedStep(NDArray p, NDArray g, NDArray mask, double coeff, double lr, long step) {
+        fusedAdam.step(p, g, mask, coeff, lr, step);
+    }
+}
