@@ -27,7 +27,9 @@ import org.djlmegatron.context.ContextParallel;
 import org.djlmegatron.context.CpCommType;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
+import org.djlmegatron.pipeline.ModelChunks;
 import org.djlmegatron.pipeline.PipelineLayout;
+import org.djlmegatron.pipeline.PipelineSchedule;
 import org.djlmegatron.parallel.RankGrid;
 import org.djlmegatron.training.MicroBatch;
 import org.djlmegatron.training.StepResult;
@@ -117,6 +119,10 @@ public final class PretrainGpt {
             o.moe.checkLayout(grid.tp(), o.sequenceParallel, cfg.numExperts());
             grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
             PipelineLayout stages = o.pipelineLayout(cfg.numLayers());
+            if (stages.chunks() > 1 && cfg.isMoe()) {
+                throw new IllegalArgumentException("--virtual-pipeline-model-parallel-size " + stages.chunks()
+                        + " with a MoE model (--num-experts " + cfg.numExperts() + ") is not supported yet");
+            }
             BatchSource data = dataSource(cfg, o.globalBatchSize != null ? o.globalBatchSize
                     : o.microBatchSize * grid.dp());
             int seq = data.seqLength();
@@ -125,6 +131,9 @@ public final class PretrainGpt {
                     o.useDistributedOptimizer,
                     o.ddpBucketSize != null ? o.ddpBucketSize : TrainerConfig.DEFAULT_BUCKET_ELEMENTS, scaler);
             tc.microBatchesPerStep(grid.dp());
+            if (stages.chunks() > 1) { // Megatron's refusals of the interleaved schedule, before any rank starts
+                PipelineSchedule.training(grid.pp(), 0, stages.chunks(), tc.microBatchesPerStep(grid.dp()));
+            }
             if (start.resume() != null && !o.finetune) {
                 TrainingCheckpoint.checkResumable(start.iterDir(), start.resume(), gbs);
             }
@@ -167,35 +176,21 @@ public final class PretrainGpt {
             Start start, BatchSource data, TrainerConfig tc, int gbs, double flops, AttentionBackend attention,
             Recompute recompute, double[] dropout, CpCommType cpComm, org.djlmegatron.moe.MoeConfig moe) {
         int stage = ctx.grid().ppRank(ctx.rank());
-        GPTModel model = new GPTModel(ctx, cfg, o.sequenceParallel, stages.firstLayer(stage, 0), stages.endLayer(stage, 0));
-        model.setMoe(moe);
-        if (o.moe.moeRouterEnableExpertBias) {
-            model.moeLayers().forEach(l -> l.router().enableExpertBias());
+        List<GPTModel> chunks = new ArrayList<>(); // interleaving: chunk c is virtual stage c p + stage
+        for (int c = 0; c < stages.chunks(); c++) {
+            chunks.add(stageModel(ctx, cfg, stages.firstLayer(stage, c), stages.endLayer(stage, c), hf, start,
+                    attention, recompute, dropout, cpComm, moe));
         }
-        if (ctx.grid().cp() > 1) {
-            model.setContextParallel(new ContextParallel(ctx.group(GroupKind.CONTEXT), cpComm));
-        }
-        model.setParameterType(o.parameterType());
-        model.setAttentionBackend(attention);
-        model.setRecompute(recompute);
-        model.setDropout(dropout[0], dropout[1], o.seed);
-        seedDevice(ctx);
-        if (hf != null) {
-            hf.loadInto(model, o.readChecks());
-        } else if (start.weights() != null) {
-            CheckpointLoader.loadInto(start.weights(), model, o.readChecks());
-        } else {
-            model.initializeRandom(o.seed, o.initMethodStd);
-        }
+        GPTModel model = chunks.get(0);
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
         ProcessGroup samples = ctx.group(GroupKind.DATA); // context-parallel peers read the same samples
         List<StepResult> results = new ArrayList<>();
         boolean logger = ctx.rank() == 0;
-        try (Trainer trainer = new Trainer(ctx, model, tc);
+        try (Trainer trainer = new Trainer(ctx, chunks.size() == 1 ? model : new ModelChunks(chunks), tc);
                 TrainingLog log = logger ? new TrainingLog(out, o.trainIters, o.logInterval, flops, o.metricsOut) : null) {
             if (logger) {
                 log.message(String.format(Locale.ROOT, "> number of parameters: %,d; optimizer state on rank 0: %,d bytes",
-                        parameterCount(model), trainer.optimizerBytes()));
+                        chunks.stream().mapToLong(PretrainGpt::parameterCount).sum(), trainer.optimizerBytes()));
             }
             long t0 = System.nanoTime();
             long first = resume(ctx, model, trainer, start);
@@ -251,10 +246,37 @@ public final class PretrainGpt {
             if (logger && ctx.grid().pp() > 1 && o.trainIters - first > 1) {
                 log.message(String.format(Locale.ROOT, "> pipeline bubble on rank 0: %.3f of compute time idle "
                         + "(Megatron's theory (p-1)/(v*m): %.3f)", trainer.pipelineBubble(),
-                        (ctx.grid().pp() - 1) / (double) trainer.microBatchesPerStep()));
+                        (ctx.grid().pp() - 1) / (double) (chunks.size() * trainer.microBatchesPerStep())));
             }
         }
         return results;
+    }
+
+    /** This rank's model for global layers {@code [firstLayer, endLayer)}, set up and initialised or loaded. */
+    private GPTModel stageModel(RankContext ctx, TransformerConfig cfg, int firstLayer, int endLayer, HfCheckpoint hf,
+            Start start, AttentionBackend attention, Recompute recompute, double[] dropout, CpCommType cpComm,
+            org.djlmegatron.moe.MoeConfig moe) {
+        GPTModel model = new GPTModel(ctx, cfg, o.sequenceParallel, firstLayer, endLayer);
+        model.setMoe(moe);
+        if (o.moe.moeRouterEnableExpertBias) {
+            model.moeLayers().forEach(l -> l.router().enableExpertBias());
+        }
+        if (ctx.grid().cp() > 1) {
+            model.setContextParallel(new ContextParallel(ctx.group(GroupKind.CONTEXT), cpComm));
+        }
+        model.setParameterType(o.parameterType());
+        model.setAttentionBackend(attention);
+        model.setRecompute(recompute);
+        model.setDropout(dropout[0], dropout[1], o.seed);
+        seedDevice(ctx);
+        if (hf != null) {
+            hf.loadInto(model, o.readChecks());
+        } else if (start.weights() != null) {
+            CheckpointLoader.loadInto(start.weights(), model, o.readChecks());
+        } else {
+            model.initializeRandom(o.seed, o.initMethodStd);
+        }
+        return model;
     }
 
     /**

@@ -4,6 +4,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.djlmegatron.pretrain.TrajectoryParity.PP2;
 import static org.djlmegatron.pretrain.TrajectoryParity.PP2_DP2_DISTOPT;
 import static org.djlmegatron.pretrain.TrajectoryParity.PP2_TP2_SP;
+import static org.djlmegatron.pretrain.TrajectoryParity.PP2_VP2;
 import static org.djlmegatron.pretrain.TrajectoryParity.PP4;
 import static org.djlmegatron.pretrain.TrajectoryParity.SINGLE;
 
@@ -44,6 +45,22 @@ class PipelineParityTest {
         }
     }
 
+    /**
+     * Interleaved 1F1B (Megatron's virtual stages: chunk c of rank r holds virtual stage c p + r,
+     * so activations travel rank 0, 1, 0, 1): PP=2 x VP=2 over 4 layers, and the same chunks
+     * given by {@code --num-layers-per-virtual-pipeline-stage 1}, give the one-rank trajectory.
+     */
+    @ParameterizedTest(name = "tied {0}")
+    @ValueSource(booleans = {true, false})
+    void interleavedVirtualStagesFollowTheOneRankTrajectory(boolean tied) {
+        List<String> base = base(4, tied);
+        List<StepResult> reference = TrajectoryParity.run(base, SINGLE);
+        TrajectoryParity.assertClose(reference, TrajectoryParity.run(base, PP2_VP2), 1e-5, PP2_VP2 + " tied " + tied);
+        Variant perStage = Variant.of("pp2-layers-per-virtual-stage-1", "--nproc-per-node", "2",
+                "--pipeline-model-parallel-size", "2", "--num-layers-per-virtual-pipeline-stage", "1");
+        TrajectoryParity.assertClose(reference, TrajectoryParity.run(base, perStage), 1e-5, perStage + " tied " + tied);
+    }
+
     @ParameterizedTest(name = "tied {0}")
     @ValueSource(booleans = {true, false})
     void threeLayersWithOneOnTheFirstStage(boolean tied) {
@@ -78,5 +95,12 @@ class PipelineParityTest {
                 PP2.with(Variant.of("bad", "--decoder-first-pipeline-num-layers", "1", "--decoder-last-pipeline-num-layers", "2"))))
                 .hasMessageContaining("--num-layers 4 cannot be split over --pipeline-model-parallel-size 2 with "
                         + "--decoder-first-pipeline-num-layers 1 and --decoder-last-pipeline-num-layers 2");
+        assertThatThrownBy(() -> TrajectoryParity.run(TrajectoryParity.replace(base(4, true), "--global-batch-size", "5"),
+                PP2_VP2))
+                .hasMessageContaining("interleaved schedule: 5 micro-batches in groups of 2 leave a last group of 1");
+        assertThatThrownBy(() -> TrajectoryParity.run(base(4, true), PP2.with(Variant.of("vp4",
+                "--virtual-pipeline-model-parallel-size", "4"))))
+                .hasMessageContaining("--num-layers 4 is not divisible by --pipeline-model-parallel-size 2 x "
+                        + "--virtual-pipeline-model-parallel-size 4 = 8");
     }
 }
