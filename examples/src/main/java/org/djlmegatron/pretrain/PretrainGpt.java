@@ -101,11 +101,11 @@ public final class PretrainGpt {
         if (grid.cp() > 1 && (o.save != null || o.load != null)) {
             throw new IllegalArgumentException("--save and --load are not supported with --context-parallel-size > 1 yet");
         }
-        if (o.pipelineModelParallelSize > 1 && (o.save != null || o.load != null || o.evalInterval > 0 || o.fp16 || o.bf16)) {
+        if (o.pipelineModelParallelSize > 1 && (o.evalInterval > 0 || o.fp16 || o.bf16)) {
             // fp16/bf16: the hidden states' dtype between stages follows type promotion (dropout masks are fp32), which
             // the receiving stage must know in advance; not settled yet
             throw new IllegalArgumentException("--pipeline-model-parallel-size " + o.pipelineModelParallelSize
-                    + ": --save, --load, --eval-interval, --fp16 and --bf16 are not supported with pipelining yet");
+                    + ": --eval-interval, --fp16 and --bf16 are not supported with pipelining yet");
         }
         if (o.initHf != null && o.load != null) {
             throw new IllegalArgumentException("give --init-hf or --load, not both");
@@ -119,6 +119,12 @@ public final class PretrainGpt {
             o.moe.checkLayout(grid.tp(), o.sequenceParallel, cfg.numExperts());
             grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
             PipelineLayout stages = o.pipelineLayout(cfg.numLayers());
+            if (o.save != null && (stages.chunks() > 1 || !stages.isEven())) {
+                throw new IllegalArgumentException("--save with " + (stages.chunks() > 1
+                        ? "--virtual-pipeline-model-parallel-size " + stages.chunks()
+                        : "--decoder-first/last-pipeline-num-layers") + " is not supported yet (the checkpoint "
+                        + "layout places layers by an even split over stages): " + stages.describe());
+            }
             if (stages.chunks() > 1 && cfg.isMoe()) {
                 throw new IllegalArgumentException("--virtual-pipeline-model-parallel-size " + stages.chunks()
                         + " with a MoE model (--num-experts " + cfg.numExperts() + ") is not supported yet");
@@ -136,6 +142,10 @@ public final class PretrainGpt {
             }
             if (start.resume() != null && !o.finetune) {
                 TrainingCheckpoint.checkResumable(start.iterDir(), start.resume(), gbs);
+                if (!o.noLoadOptim) {
+                    TrainingCheckpoint.checkPipelineResumable(start.iterDir(), start.resume(), grid.tp(), grid.pp(),
+                            grid.dp(), o.useDistributedOptimizer);
+                }
             }
             checkSequence(cfg, seq, grid);
             out.printf(Locale.ROOT, "> building GPT model: %s%n> %s, micro batch %d, global batch %d, seq %d%s%n",
