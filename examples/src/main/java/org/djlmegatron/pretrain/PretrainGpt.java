@@ -27,11 +27,13 @@ import org.djlmegatron.context.ContextParallel;
 import org.djlmegatron.context.CpCommType;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
+import org.djlmegatron.pipeline.ForwardOnly;
 import org.djlmegatron.pipeline.ModelChunks;
 import org.djlmegatron.pipeline.PipelineLayout;
 import org.djlmegatron.pipeline.PipelineSchedule;
 import org.djlmegatron.parallel.RankGrid;
 import org.djlmegatron.training.MicroBatch;
+import org.djlmegatron.training.PipelineStageModel;
 import org.djlmegatron.training.StepResult;
 import org.djlmegatron.training.Trainer;
 import org.djlmegatron.training.TrainerConfig;
@@ -101,11 +103,11 @@ public final class PretrainGpt {
         if (grid.cp() > 1 && (o.save != null || o.load != null)) {
             throw new IllegalArgumentException("--save and --load are not supported with --context-parallel-size > 1 yet");
         }
-        if (o.pipelineModelParallelSize > 1 && (o.evalInterval > 0 || o.fp16 || o.bf16)) {
+        if (o.pipelineModelParallelSize > 1 && (o.fp16 || o.bf16)) {
             // fp16/bf16: the hidden states' dtype between stages follows type promotion (dropout masks are fp32), which
             // the receiving stage must know in advance; not settled yet
             throw new IllegalArgumentException("--pipeline-model-parallel-size " + o.pipelineModelParallelSize
-                    + ": --eval-interval, --fp16 and --bf16 are not supported with pipelining yet");
+                    + ": --fp16 and --bf16 are not supported with pipelining yet");
         }
         if (o.initHf != null && o.load != null) {
             throw new IllegalArgumentException("give --init-hf or --load, not both");
@@ -192,11 +194,12 @@ public final class PretrainGpt {
                     attention, recompute, dropout, cpComm, moe));
         }
         GPTModel model = chunks.get(0);
+        PipelineStageModel stageModel = chunks.size() == 1 ? model : new ModelChunks(chunks);
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
         ProcessGroup samples = ctx.group(GroupKind.DATA); // context-parallel peers read the same samples
         List<StepResult> results = new ArrayList<>();
         boolean logger = ctx.rank() == 0;
-        try (Trainer trainer = new Trainer(ctx, chunks.size() == 1 ? model : new ModelChunks(chunks), tc);
+        try (Trainer trainer = new Trainer(ctx, stageModel, tc);
                 TrainingLog log = logger ? new TrainingLog(out, o.trainIters, o.logInterval, flops, o.metricsOut) : null) {
             if (logger) {
                 log.message(String.format(Locale.ROOT, "> number of parameters: %,d; optimizer state on rank 0: %,d bytes",
@@ -246,7 +249,7 @@ public final class PretrainGpt {
                     }
                 }
                 if (o.evalInterval > 0 && (it + 1) % o.evalInterval == 0) {
-                    double loss = evaluate(ctx, model, data, samples, dp, gbs);
+                    double loss = evaluate(ctx, stageModel, data, samples, dp, gbs);
                     model.moeStats().forEach(org.djlmegatron.moe.MoeStats::reset); // balance figures are training's
                     if (logger) {
                         log.eval(it + 1, loss);
@@ -343,8 +346,9 @@ public final class PretrainGpt {
     }
 
     /** Mean loss over {@code --eval-iters} held-out global batches (grad mode off). */
-    private double evaluate(RankContext ctx, GPTModel model, BatchSource data, ProcessGroup samples, ProcessGroup dp,
-            int gbs) {
+    private double evaluate(RankContext ctx, PipelineStageModel model, BatchSource data, ProcessGroup samples,
+            ProcessGroup dp, int gbs) {
+        ProcessGroup pp = ctx.group(GroupKind.PIPELINE);
         if (!(data instanceof MockData) && !(data instanceof IndexedData)) {
             return Double.NaN;
         }
@@ -358,6 +362,11 @@ public final class PretrainGpt {
                 List<MicroBatch> batches = data instanceof IndexedData indexed
                         ? indexed.validBatches(i, samples.rank(), samples.size(), o.microBatchSize, gbs)
                         : data.microBatches(heldOut + i, samples.rank(), samples.size(), o.microBatchSize, gbs);
+                if (pp.size() > 1) { // Megatron's forward-only schedule
+                    sum += ForwardOnly.lossSum(pp, model, batches, s);
+                    count += batches.size();
+                    continue;
+                }
                 for (MicroBatch mb : batches) {
                     NDArray x = s.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
                     NDArray y = s.create(mb.labels(), new Shape(mb.rows(), mb.seq()));

@@ -1,6 +1,8 @@
 package org.djlmegatron.pretrain;
 
+import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.assertj.core.api.Assertions.within;
 import static org.djlmegatron.pretrain.TrajectoryParity.PP2;
 import static org.djlmegatron.pretrain.TrajectoryParity.PP2_DP2_DISTOPT;
 import static org.djlmegatron.pretrain.TrajectoryParity.PP2_TP2_SP;
@@ -8,12 +10,20 @@ import static org.djlmegatron.pretrain.TrajectoryParity.PP2_VP2;
 import static org.djlmegatron.pretrain.TrajectoryParity.PP4;
 import static org.djlmegatron.pretrain.TrajectoryParity.SINGLE;
 
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
 import java.util.List;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.djlmegatron.comm.ThreadProcessGroup;
 import org.djlmegatron.pretrain.TrajectoryParity.Variant;
 import org.djlmegatron.training.StepResult;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
+import picocli.CommandLine;
 
 /**
  * Pipeline parallelism (1F1B) changes where layers run, not what they compute: a 4-layer model
@@ -84,6 +94,41 @@ class PipelineParityTest {
         for (Variant v : new Variant[] {PP2, PP2.with(recompute), PP4.with(Variant.of("selective",
                 "--recompute-granularity", "selective", "--recompute-modules", "core_attn,mlp,layernorm"))}) {
             TrajectoryParity.assertClose(reference, TrajectoryParity.run(base, v), 1e-5, v + " with dropout");
+        }
+    }
+
+    /** The validation loss {@code pretrain-gpt} prints at iteration {@code iteration}, run with strict sends. */
+    private static double validationLoss(List<String> base, Variant v, int iteration) {
+        List<String> a = new ArrayList<>(base);
+        a.addAll(v.flags());
+        PretrainOptions o = new PretrainOptions();
+        new CommandLine(o).parseArgs(a.toArray(new String[0]));
+        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
+        String key = ThreadProcessGroup.STRICT_SENDS_PROPERTY;
+        System.setProperty(key, "true");
+        try {
+            new PretrainGpt(o, new PrintStream(bytes, true, StandardCharsets.UTF_8)).run();
+        } finally {
+            System.clearProperty(key);
+        }
+        String log = bytes.toString(StandardCharsets.UTF_8);
+        Matcher m = Pattern.compile("validation loss at iteration " + iteration
+                + " \\| lm loss value: (\\S+) ").matcher(log);
+        if (!m.find()) {
+            throw new AssertionError(v + ": no validation loss at iteration " + iteration + " in\n" + log);
+        }
+        return Double.parseDouble(m.group(1));
+    }
+
+    /** Evaluation runs Megatron's forward-only schedule over the stages (and the chunks): the one-rank loss. */
+    @Test
+    void evaluationWithTheForwardOnlySchedule() {
+        List<String> base = TrajectoryParity.replace(base(4, true), "--train-iters", "2");
+        base.addAll(List.of("--eval-interval", "2", "--eval-iters", "2"));
+        double reference = validationLoss(base, SINGLE, 2);
+        for (Variant v : new Variant[] {PP2, PP4, PP2_VP2}) {
+            assertThat(validationLoss(base, v, 2)).as(v.name())
+                    .isCloseTo(reference, within(1e-5 * Math.max(1, reference)));
         }
     }
 
