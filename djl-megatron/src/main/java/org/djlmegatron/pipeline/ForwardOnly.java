@@ -5,6 +5,7 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
 import java.util.List;
 import org.djlmegatron.comm.ProcessGroup;
+import org.djlmegatron.engine.Cast;
 import org.djlmegatron.training.MicroBatch;
 import org.djlmegatron.training.PipelineStageModel;
 
@@ -35,7 +36,7 @@ public final class ForwardOnly {
                     NDArray labels = pass.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
                     NDArray out = part.forwardStage(ids, input, labels);
                     if (!part.isLastStage()) {
-                        return out;
+                        return Cast.to(out, part.activationType());
                     }
                     sum[0] += out.getFloat(); // forwards of the last chunk run in micro-batch order
                     return null;

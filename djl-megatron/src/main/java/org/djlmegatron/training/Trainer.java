@@ -12,6 +12,7 @@ import org.djlmegatron.autograd.Scalar;
 import org.djlmegatron.autograd.Tape;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ReduceOp;
+import org.djlmegatron.engine.Cast;
 import org.djlmegatron.engine.HeldMemory;
 import org.djlmegatron.optim.Optimizer;
 import org.djlmegatron.parallel.GroupKind;
@@ -255,7 +256,8 @@ public final class Trainer implements AutoCloseable {
                                     return grads;
                                 }).get(0);
                         outputs[m] = part.forwardStage(ids, hidden, labels);
-                        if (!part.isLastStage()) {
+                        if (!part.isLastStage()) { // in the exchanged dtype (dropout's fp32 masks promote)
+                            outputs[m] = Cast.to(outputs[m], part.activationType());
                             return outputs[m];
                         }
                         pending.add(outputs[m].stopGradient());

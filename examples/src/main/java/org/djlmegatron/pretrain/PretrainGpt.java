@@ -103,12 +103,6 @@ public final class PretrainGpt {
         if (grid.cp() > 1 && (o.save != null || o.load != null)) {
             throw new IllegalArgumentException("--save and --load are not supported with --context-parallel-size > 1 yet");
         }
-        if (o.pipelineModelParallelSize > 1 && (o.fp16 || o.bf16)) {
-            // fp16/bf16: the hidden states' dtype between stages follows type promotion (dropout masks are fp32), which
-            // the receiving stage must know in advance; not settled yet
-            throw new IllegalArgumentException("--pipeline-model-parallel-size " + o.pipelineModelParallelSize
-                    + ": --fp16 and --bf16 are not supported with pipelining yet");
-        }
         if (o.initHf != null && o.load != null) {
             throw new IllegalArgumentException("give --init-hf or --load, not both");
         }
