@@ -133,8 +133,8 @@ final class RankThreads<T> {
         } else { // where this JVM's ranks were when the news came: the group, rank and operation they waited in
             String here = "";
             for (int i = 0; i < ranks.length && here.isEmpty(); i++) {
-                if (failures[i] instanceof CollectiveException c) {
-                    here = "; rank " + ranks[i] + " here failed: " + c.getMessage();
+                if (failures[i] instanceof CollectiveAbortedException a) {
+                    here = "; rank " + ranks[i] + " here was in " + a.where();
                 }
             }
             e = new CollectiveException(firstExternal + here);
