@@ -551,7 +551,7 @@ final class GroupCommunicator {
     }
 
     private CollectiveException aborted(int member, String op) {
-        return new CollectiveException(prefix(member, op) + "aborted: " + abortReason);
+        return new CollectiveAbortedException("group " + name + ": " + member(member) + " " + op, abortReason);
     }
 
     private String mismatch(Step step) {

@@ -148,6 +148,33 @@ abstract sealed class GroupMember implements ProcessGroup permits ThreadProcessG
     }
 
     @Override
+    public NDArray[] batchSendRecv(NDArray[] sends, int[] dsts, NDManager manager, Shape shape, DataType dataType,
+            int[] srcs) {
+        long[] tickets = new long[sends.length];
+        for (int i = 0; i < sends.length; i++) { // post every send first: none waits yet
+            checkPeer(dsts[i], "send");
+            if (comm.isLocal(dsts[i])) {
+                tickets[i] = postLocal(sends[i], dsts[i]);
+            } else {
+                send(sends[i], dsts[i]);
+                tickets[i] = -1;
+            }
+        }
+        NDArray[] received = new NDArray[srcs.length];
+        for (int j = 0; j < srcs.length; j++) {
+            received[j] = recv(manager, shape, dataType, srcs[j]);
+        }
+        if (comm.strictSends()) {
+            for (int i = 0; i < sends.length; i++) {
+                if (tickets[i] >= 0) {
+                    comm.awaitTaken(rank, dsts[i], tickets[i]);
+                }
+            }
+        }
+        return received;
+    }
+
+    @Override
     public NDArray recv(NDManager manager, Shape shape, DataType dataType, int src) {
         checkPeer(src, "recv");
         Object message = comm.take(src, rank);

@@ -127,6 +127,26 @@ public interface ProcessGroup {
         return recv(manager, shape, dataType, src);
     }
 
+    /**
+     * Megatron's {@code batch_isend_irecv}: sends {@code sends[i]} to {@code dsts[i]} and receives
+     * one array of {@code shape}/{@code dataType} from each {@code srcs[j]}, as one batched
+     * exchange that completes when all of them have: every send is posted before any receive
+     * waits, so neighbours exchanging in both directions cannot deadlock even when sends are
+     * rendezvous. Between a pair, messages match in posting order. Returns the received arrays
+     * in the order of {@code srcs}.
+     */
+    default NDArray[] batchSendRecv(NDArray[] sends, int[] dsts, ai.djl.ndarray.NDManager manager, Shape shape,
+            DataType dataType, int[] srcs) {
+        for (int i = 0; i < sends.length; i++) {
+            send(sends[i], dsts[i]); // eager backends: a send never waits for its receive
+        }
+        NDArray[] received = new NDArray[srcs.length];
+        for (int j = 0; j < srcs.length; j++) {
+            received[j] = recv(manager, shape, dataType, srcs[j]);
+        }
+        return received;
+    }
+
     /** Waits until every member has arrived. */
     void barrier();
 

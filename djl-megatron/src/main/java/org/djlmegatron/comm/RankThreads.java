@@ -130,8 +130,14 @@ final class RankThreads<T> {
         if (firstLocal >= 0) {
             Throwable cause = failures[firstLocal];
             e = new RuntimeException("rank " + ranks[firstLocal] + " failed: " + cause, cause);
-        } else {
-            e = new CollectiveException(firstExternal);
+        } else { // where this JVM's ranks were when the news came: the group, rank and operation they waited in
+            String here = "";
+            for (int i = 0; i < ranks.length && here.isEmpty(); i++) {
+                if (failures[i] instanceof CollectiveAbortedException a) {
+                    here = "; rank " + ranks[i] + " here was in " + a.where();
+                }
+            }
+            e = new CollectiveException(firstExternal + here);
         }
         for (int i = 0; i < ranks.length; i++) {
             if (i != firstLocal && failures[i] != null) {

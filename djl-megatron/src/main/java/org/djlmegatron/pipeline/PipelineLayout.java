@@ -97,6 +97,16 @@ public final class PipelineLayout {
         return stageStart[chunk * pipelineSize + rank + 1];
     }
 
+    /** Whether every virtual stage holds the same number of layers (Megatron's default split). */
+    public boolean isEven() {
+        for (int v = 1; v < stageStart.length; v++) {
+            if (stageStart[v] - stageStart[v - 1] != stageStart[1]) {
+                return false;
+            }
+        }
+        return true;
+    }
+
     public int numLayers() {
         return numLayers;
     }

@@ -4,7 +4,10 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
 import java.util.Iterator;
+import java.util.List;
 import org.djlmegatron.comm.ProcessGroup;
 
 /**
@@ -16,9 +19,12 @@ import org.djlmegatron.comm.ProcessGroup;
  * the same way ({@code send_backward_recv_forward}): with rendezvous sends (NCCL, or the thread
  * backend's strict mode) no rank waits on a neighbour that waits on it.
  *
- * <p>Interleaved schedules ({@code chunks > 1}) are not run yet: their order is computed
- * ({@link PipelineSchedule}) but their exchanges (Megatron's four-way batched exchange) are not
- * written; {@link #run} refuses them.
+ * <p>Interleaved schedules ({@code chunks > 1}) follow Megatron's
+ * {@code forward_backward_pipelining_with_interleaving}: after each pass (each forward and
+ * backward pair in the steady state) one batched exchange
+ * ({@link ProcessGroup#batchSendRecv}) sends what the pass produced and receives what a later
+ * pass needs, queued per model chunk; chunk {@code c} of rank {@code r} is virtual stage
+ * {@code c p + r}, so activations travel around the ring of pipeline ranks.
  */
 public final class PipelineRunner {
 
@@ -62,10 +68,10 @@ public final class PipelineRunner {
                     + " (size " + pipeline.size() + ")");
         }
         if (schedule.chunks() > 1) {
-            throw new UnsupportedOperationException("the interleaved schedule's exchanges are not implemented yet ("
-                    + schedule.chunks() + " model chunks per rank)");
+            new InterleavedPass(schedule, work, manager).run();
+        } else {
+            new Pass(schedule, work, manager).run();
         }
-        new Pass(schedule, work, manager).run();
     }
 
     /** One step's state: the schedule's steps, consumed in order, must match the exchange pattern. */
@@ -156,6 +162,220 @@ public final class PipelineRunner {
             if (!first) {
                 pipeline.send(inputGradient, prev);
             }
+        }
+    }
+
+    /**
+     * One step of the interleaved schedule, as Megatron runs it: warm-up forwards, each followed by
+     * an exchange that sends its output on and receives the next forward's input (the last
+     * warm-up exchange also receives the first output gradient); in the steady state one
+     * forward, one backward, then one four-way exchange; cool-down backwards with two-way
+     * exchanges. Which exchanges receive follows Megatron's rules (the first rank is ahead of
+     * the last by {@code p - 1} passes), so a neighbour's sends and this rank's receives pair up.
+     */
+    private final class InterleavedPass {
+        private final PipelineSchedule schedule;
+        private final StageWork work;
+        private final NDManager manager;
+        private final Iterator<PipelineSchedule.Step> steps;
+        private final List<int[]> table;
+        private final int chunks;
+        private final boolean firstRank;
+        private final boolean lastRank;
+        private final int prev;
+        private final int next;
+        /** Per chunk, received inputs and output gradients in the order their passes run. */
+        private final List<ArrayDeque<NDArray>> inputs = new ArrayList<>();
+        private final List<ArrayDeque<NDArray>> outputGradients = new ArrayList<>();
+
+        InterleavedPass(PipelineSchedule schedule, StageWork work, NDManager manager) {
+            this.schedule = schedule;
+            this.work = work;
+            this.manager = manager;
+            this.steps = schedule.steps().iterator();
+            this.table = schedule.table();
+            this.chunks = schedule.chunks();
+            int p = pipeline.size();
+            int r = pipeline.rank();
+            firstRank = r == 0;
+            lastRank = r == p - 1;
+            prev = (r - 1 + p) % p;
+            next = (r + 1) % p;
+            for (int c = 0; c < chunks; c++) {
+                inputs.add(new ArrayDeque<>());
+                outputGradients.add(new ArrayDeque<>());
+            }
+        }
+
+        /** Chunk of the k-th forward (Python's modulo, as Megatron indexes its table). */
+        private int forwardChunk(int k) {
+            return table.get(Math.floorMod(k, table.size()))[1];
+        }
+
+        private int backwardChunk(int k) {
+            return chunks - 1 - forwardChunk(k);
+        }
+
+        private boolean firstVirtualStage(int chunk) {
+            return firstRank && chunk == 0;
+        }
+
+        private boolean lastVirtualStage(int chunk) {
+            return lastRank && chunk == chunks - 1;
+        }
+
+        void run() {
+            int total = table.size();
+            int warmup = schedule.warmup();
+            int remaining = total - warmup;
+            boolean allWarmup = warmup == total;
+            int p = pipeline.size();
+            if (!firstRank) {
+                inputs.get(0).add(pipeline.recv(manager, activation, dataType, prev));
+            }
+            for (int k = 0; k < warmup; k++) {
+                int chunk = forwardChunk(k);
+                NDArray out = forward(chunk);
+                if (lastVirtualStage(chunk)) {
+                    out = null;
+                }
+                int nextChunk = k + 1 < total ? forwardChunk(k + 1) : -1;
+                boolean recvPrev = !(firstRank && nextChunk == 0) && k != total - 1;
+                boolean recvNext = k == warmup - 1 && !schedule.forwardOnly() && !allWarmup && !lastRank;
+                NDArray[] got = exchange(out, null, recvPrev, recvNext);
+                if (recvPrev) {
+                    inputs.get(nextChunk).add(got[0]);
+                }
+                if (recvNext) {
+                    outputGradients.get(chunks - 1).add(got[1]);
+                }
+            }
+            for (int k = 0; k < remaining; k++) {
+                int forwardK = k + warmup;
+                int fChunk = forwardChunk(forwardK);
+                NDArray out = forward(fChunk);
+                int bChunk = backwardChunk(k);
+                NDArray inputGradient = backward(bChunk);
+                if (lastVirtualStage(fChunk)) {
+                    out = null;
+                }
+                if (firstVirtualStage(bChunk)) {
+                    inputGradient = null;
+                }
+                boolean recvPrev = true;
+                int nextFChunk;
+                if (firstRank) { // the first rank is p - 1 forwards ahead of the last
+                    nextFChunk = forwardChunk(forwardK - (p - 1));
+                    recvPrev = nextFChunk != chunks - 1;
+                    nextFChunk++;
+                } else {
+                    nextFChunk = forwardChunk(forwardK + 1);
+                }
+                boolean recvNext = true;
+                int nextBChunk;
+                if (lastRank) { // the last rank is p - 1 backwards ahead of the first
+                    nextBChunk = backwardChunk(k - (p - 1));
+                    recvNext = nextBChunk != 0;
+                    nextBChunk--;
+                } else {
+                    nextBChunk = backwardChunk(k + 1);
+                }
+                if (k == remaining - 1) {
+                    recvPrev = false;
+                }
+                NDArray[] got = exchange(out, inputGradient, recvPrev, recvNext);
+                if (recvPrev) {
+                    inputs.get(nextFChunk).add(got[0]);
+                }
+                if (recvNext) {
+                    outputGradients.get(nextBChunk).add(got[1]);
+                }
+            }
+            if (!schedule.forwardOnly()) {
+                if (allWarmup && !lastRank) {
+                    outputGradients.get(chunks - 1).add(pipeline.recv(manager, activation, dataType, next));
+                }
+                for (int k = remaining; k < total; k++) {
+                    int chunk = backwardChunk(k);
+                    NDArray inputGradient = backward(chunk);
+                    if (firstVirtualStage(chunk)) {
+                        inputGradient = null;
+                    }
+                    int nextChunk = k + 1 < total ? backwardChunk(k + 1) : -1;
+                    boolean recvNext = !(lastRank && nextChunk == chunks - 1) && k != total - 1;
+                    NDArray[] got = exchange(null, inputGradient, false, recvNext);
+                    if (recvNext) {
+                        outputGradients.get(nextChunk).add(got[1]);
+                    }
+                }
+            }
+            if (steps.hasNext()) {
+                throw new IllegalStateException("pipeline rank " + pipeline.rank() + " left passes unrun: " + steps.next());
+            }
+        }
+
+        private NDArray forward(int chunk) {
+            PipelineSchedule.Step s = expect(true, chunk);
+            NDArray input = firstVirtualStage(chunk) ? null : take(inputs.get(chunk), s, "input");
+            return work.forward(s.microBatch(), s.chunk(), input);
+        }
+
+        private NDArray backward(int chunk) {
+            PipelineSchedule.Step s = expect(false, chunk);
+            NDArray outputGradient = lastVirtualStage(chunk) ? null : take(outputGradients.get(chunk), s, "output gradient");
+            return work.backward(s.microBatch(), s.chunk(), outputGradient);
+        }
+
+        private NDArray take(ArrayDeque<NDArray> queue, PipelineSchedule.Step s, String what) {
+            NDArray x = queue.poll();
+            if (x == null) {
+                throw new IllegalStateException("pipeline rank " + pipeline.rank() + " has no " + what + " for " + s);
+            }
+            return x;
+        }
+
+        private PipelineSchedule.Step expect(boolean forward, int chunk) {
+            PipelineSchedule.Step s = steps.hasNext() ? steps.next() : null;
+            if (s == null || s.forward() != forward || s.chunk() != chunk) {
+                throw new IllegalStateException("pipeline rank " + pipeline.rank() + " expected a "
+                        + (forward ? "forward" : "backward") + " of chunk " + chunk + " but the schedule has " + s);
+            }
+            return s;
+        }
+
+        /**
+         * Megatron's {@code send_forward_backward_recv_forward_backward}: {@code out} to the next
+         * rank, {@code inputGradient} to the previous one, and receives from the previous (an
+         * input, {@code [0]}) and the next (an output gradient, {@code [1]}) as asked, batched.
+         * Sends go forward first and receives come from the previous rank first on every rank,
+         * so when the two neighbours are one rank (P = 2) its messages still pair in order.
+         */
+        private NDArray[] exchange(NDArray out, NDArray inputGradient, boolean recvPrev, boolean recvNext) {
+            int sendCount = (out != null ? 1 : 0) + (inputGradient != null ? 1 : 0);
+            NDArray[] sends = new NDArray[sendCount];
+            int[] dsts = new int[sendCount];
+            int i = 0;
+            if (out != null) {
+                sends[i] = out;
+                dsts[i++] = next;
+            }
+            if (inputGradient != null) {
+                sends[i] = inputGradient;
+                dsts[i] = prev;
+            }
+            int[] srcs = recvPrev && recvNext ? new int[] {prev, next} : recvPrev ? new int[] {prev}
+                    : recvNext ? new int[] {next} : new int[0];
+            NDArray[] got = sends.length == 0 && srcs.length == 0 ? new NDArray[0]
+                    : pipeline.batchSendRecv(sends, dsts, manager, activation, dataType, srcs);
+            NDArray[] result = new NDArray[2];
+            int j = 0;
+            if (recvPrev) {
+                result[0] = got[j++];
+            }
+            if (recvNext) {
+                result[1] = got[j];
+            }
+            return result;
         }
     }
 }

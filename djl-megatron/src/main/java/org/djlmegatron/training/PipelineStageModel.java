@@ -36,4 +36,17 @@ public interface PipelineStageModel extends TrainableModel {
 
     /** Whether the gradient norm counts {@code p} on this rank (a tied copy counts on the first stage only). */
     boolean countedInNorm(TrainableParameter p);
+
+    /** Model chunks on this rank (Megatron's virtual pipeline stages); 1 without interleaving. */
+    default int chunks() {
+        return 1;
+    }
+
+    /** Model chunk {@code c} (virtual stage {@code c p + rank}); this model itself without interleaving. */
+    default PipelineStageModel chunk(int c) {
+        if (c != 0) {
+            throw new IllegalArgumentException("model chunk " + c + " of a rank with one chunk");
+        }
+        return this;
+    }
 }

@@ -12,6 +12,7 @@ import org.djlmegatron.autograd.Scalar;
 import org.djlmegatron.autograd.Tape;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ReduceOp;
+import org.djlmegatron.engine.Cast;
 import org.djlmegatron.engine.HeldMemory;
 import org.djlmegatron.engine.TorchNative;
 import org.djlmegatron.optim.Optimizer;
@@ -261,9 +262,10 @@ public final class Trainer implements AutoCloseable {
     private double pipelineLossSum(List<MicroBatch> batches, double scale) {
         PipelineStageModel stage = (PipelineStageModel) model;
         int n = batches.size();
-        Tape[] tapes = new Tape[n];
-        NDArray[] outputs = new NDArray[n];
-        NDArray[] inputGradients = new NDArray[n];
+        int chunks = stage.chunks(); // interleaving: per model chunk, one tape per micro-batch in flight
+        Tape[][] tapes = new Tape[chunks][n];
+        NDArray[][] outputs = new NDArray[chunks][n];
+        NDArray[][] inputGradients = new NDArray[chunks][n];
         float[] losses = new float[n];
         MicroBatch shape = batches.get(0);
         try (NDManager step = ctx.manager().newSubManager()) {
@@ -273,13 +275,15 @@ public final class Trainer implements AutoCloseable {
                 public NDArray forward(int m, int chunk, NDArray input) {
                     long c0 = System.nanoTime();
                     try {
-                        return forwardPass(m, input);
+                        return forwardPass(m, stage.chunk(chunk), tapes[chunk], outputs[chunk],
+                                inputGradients[chunk], input);
                     } finally {
                         pipelineComputeSeconds += (System.nanoTime() - c0) / 1e9;
                     }
                 }
 
-                private NDArray forwardPass(int m, NDArray input) {
+                private NDArray forwardPass(int m, PipelineStageModel part, Tape[] tapes, NDArray[] outputs,
+                        NDArray[] inputGradients, NDArray input) {
                     MicroBatch mb = batches.get(m);
                     tapes[m] = new Tape();
                     tapes[m].setKey(new RandomKey(iteration, firstSample(m)));
@@ -293,8 +297,9 @@ public final class Trainer implements AutoCloseable {
                                     inputGradients[m] = grads.get(0).duplicate(); // what backward sends back
                                     return grads;
                                 }).get(0);
-                        outputs[m] = stage.forwardStage(ids, hidden, labels);
-                        if (!stage.isLastStage()) {
+                        outputs[m] = part.forwardStage(ids, hidden, labels);
+                        if (!part.isLastStage()) { // in the exchanged dtype (dropout's fp32 masks promote)
+                            outputs[m] = Cast.to(outputs[m], part.activationType());
                             return outputs[m];
                         }
                         pending.add(outputs[m].stopGradient());
@@ -308,16 +313,18 @@ public final class Trainer implements AutoCloseable {
                 public NDArray backward(int m, int chunk, NDArray outputGradient) {
                     long c0 = System.nanoTime();
                     try {
-                        return backwardPass(m, outputGradient);
+                        return backwardPass(m, stage.chunk(chunk).isLastStage(), tapes[chunk], outputs[chunk],
+                                inputGradients[chunk], outputGradient);
                     } finally {
                         pipelineComputeSeconds += (System.nanoTime() - c0) / 1e9;
                     }
                 }
 
-                private NDArray backwardPass(int m, NDArray outputGradient) {
+                private NDArray backwardPass(int m, boolean lastStage, Tape[] tapes, NDArray[] outputs,
+                        NDArray[] inputGradients, NDArray outputGradient) {
                     Tape previous = ctx.useTape(tapes[m]);
                     try {
-                        if (stage.isLastStage()) {
+                        if (lastStage) {
                             tapes[m].backward(outputs[m], Scalar.of(step, scale / microBatches));
                         } else {
                             tapes[m].backward(outputs[m], outputGradient);
@@ -331,7 +338,7 @@ public final class Trainer implements AutoCloseable {
                     return inputGradients[m];
                 }
             };
-            PipelineSchedule schedule = PipelineSchedule.training(pp.size(), pp.rank(), 1, n);
+            PipelineSchedule schedule = PipelineSchedule.training(pp.size(), pp.rank(), chunks, n);
             long s0 = System.nanoTime();
             new PipelineRunner(pp, stage.activationShape(shape.rows(), shape.seq()), stage.activationType())
                     .run(schedule, work, step);

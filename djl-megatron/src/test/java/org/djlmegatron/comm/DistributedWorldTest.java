@@ -160,7 +160,8 @@ class DistributedWorldTest {
         assertThat(node1.getCause()).isSameAs(boom);
         assertThat(node0).isInstanceOf(CollectiveException.class)
                 .hasMessageMatching("node 1 \\(127\\.0\\.0\\.1:\\d+\\) aborted: rank 3 failed: "
-                        + "java.lang.IllegalStateException: boom");
+                        + "java.lang.IllegalStateException: boom; rank [01] here was in group \\S+: rank \\d "
+                        + "\\(global [01]\\) \\w+");
         // node 0's ranks were blocked in collectives and failed at once, naming the cause
         assertThat(node0.getSuppressed()).hasSize(2).allSatisfy(s -> assertThat(s.getCause())
                 .isInstanceOf(CollectiveException.class)

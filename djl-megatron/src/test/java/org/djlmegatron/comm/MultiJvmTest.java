@@ -72,7 +72,8 @@ class MultiJvmTest {
         }
         assertThat(failure).isInstanceOf(CollectiveException.class)
                 .hasMessageMatching("node 0 lost connection to node 1 \\(127\\.0\\.0\\.1:\\d+\\): .+"
-                        + " \\(did its process exit\\?\\)");
+                        + " \\(did its process exit\\?\\); rank \\d here was in group (dp|tp)\\[.*\\]: rank \\d "
+                        + "\\(global \\d\\) (allReduce|barrier)");
         // the ranks blocked in a collective with node 1 failed naming the group, rank, op and node
         assertThat(failure.getSuppressed()).isNotEmpty().allSatisfy(s -> assertThat(s.getCause())
                 .isInstanceOf(CollectiveException.class)

@@ -81,7 +81,7 @@ final class BenchTrainCommand implements Callable<Integer> {
     @Option(names = "--layouts", split = ",", defaultValue = "dp1,dp2,dp2-distopt,tp2",
             description = "layouts to run: dpN, dpN-distopt, tpN, cpN (context parallelism, ring attention) or cpN-all_gather / "
                     + "cpN-a2a, ppN (1F1B over N stages; prints the measured bubble next to Megatron's (p-1)/(v*m)), "
-                    + "ppN-vpV (interleaved: refused until its exchanges exist), each optionally suffixed -full (full recomputation, "
+                    + "ppN-vpV (interleaved 1F1B, V model chunks per rank; bubble vs (p-1)/(v*m)), each optionally suffixed -full (full recomputation, "
                     + "uniform, 1 layer) or -selective (core attention), then optionally -flatstep (the step without the "
                     + "contiguous parameter/gradient buffers, for comparison) (default: ${DEFAULT-VALUE})") List<String> layouts;
     @Option(names = "--micro-batches", defaultValue = "1", description = "micro-batches per step and DP rank "

@@ -27,9 +27,13 @@ import org.djlmegatron.context.ContextParallel;
 import org.djlmegatron.context.CpCommType;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
+import org.djlmegatron.pipeline.ForwardOnly;
+import org.djlmegatron.pipeline.ModelChunks;
 import org.djlmegatron.pipeline.PipelineLayout;
+import org.djlmegatron.pipeline.PipelineSchedule;
 import org.djlmegatron.parallel.RankGrid;
 import org.djlmegatron.training.MicroBatch;
+import org.djlmegatron.training.PipelineStageModel;
 import org.djlmegatron.training.StepResult;
 import org.djlmegatron.training.Trainer;
 import org.djlmegatron.training.TrainerConfig;
@@ -99,12 +103,6 @@ public final class PretrainGpt {
         if (grid.cp() > 1 && (o.save != null || o.load != null)) {
             throw new IllegalArgumentException("--save and --load are not supported with --context-parallel-size > 1 yet");
         }
-        if (o.pipelineModelParallelSize > 1 && (o.save != null || o.load != null || o.evalInterval > 0 || o.fp16 || o.bf16)) {
-            // fp16/bf16: the hidden states' dtype between stages follows type promotion (dropout masks are fp32), which
-            // the receiving stage must know in advance; not settled yet
-            throw new IllegalArgumentException("--pipeline-model-parallel-size " + o.pipelineModelParallelSize
-                    + ": --save, --load, --eval-interval, --fp16 and --bf16 are not supported with pipelining yet");
-        }
         if (o.initHf != null && o.load != null) {
             throw new IllegalArgumentException("give --init-hf or --load, not both");
         }
@@ -117,6 +115,16 @@ public final class PretrainGpt {
             o.moe.checkLayout(grid.tp(), o.sequenceParallel, cfg.numExperts());
             grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
             PipelineLayout stages = o.pipelineLayout(cfg.numLayers());
+            if (o.save != null && (stages.chunks() > 1 || !stages.isEven())) {
+                throw new IllegalArgumentException("--save with " + (stages.chunks() > 1
+                        ? "--virtual-pipeline-model-parallel-size " + stages.chunks()
+                        : "--decoder-first/last-pipeline-num-layers") + " is not supported yet (the checkpoint "
+                        + "layout places layers by an even split over stages): " + stages.describe());
+            }
+            if (stages.chunks() > 1 && cfg.isMoe()) {
+                throw new IllegalArgumentException("--virtual-pipeline-model-parallel-size " + stages.chunks()
+                        + " with a MoE model (--num-experts " + cfg.numExperts() + ") is not supported yet");
+            }
             BatchSource data = dataSource(cfg, o.globalBatchSize != null ? o.globalBatchSize
                     : o.microBatchSize * grid.dp());
             int seq = data.seqLength();
@@ -125,8 +133,15 @@ public final class PretrainGpt {
                     o.useDistributedOptimizer,
                     o.ddpBucketSize != null ? o.ddpBucketSize : TrainerConfig.DEFAULT_BUCKET_ELEMENTS, scaler);
             tc.microBatchesPerStep(grid.dp());
+            if (stages.chunks() > 1) { // Megatron's refusals of the interleaved schedule, before any rank starts
+                PipelineSchedule.training(grid.pp(), 0, stages.chunks(), tc.microBatchesPerStep(grid.dp()));
+            }
             if (start.resume() != null && !o.finetune) {
                 TrainingCheckpoint.checkResumable(start.iterDir(), start.resume(), gbs);
+                if (!o.noLoadOptim) {
+                    TrainingCheckpoint.checkPipelineResumable(start.iterDir(), start.resume(), grid.tp(), grid.pp(),
+                            grid.dp(), o.useDistributedOptimizer);
+                }
             }
             checkSequence(cfg, seq, grid);
             out.printf(Locale.ROOT, "> building GPT model: %s%n> %s, micro batch %d, global batch %d, seq %d%s%n",
@@ -167,35 +182,22 @@ public final class PretrainGpt {
             Start start, BatchSource data, TrainerConfig tc, int gbs, double flops, AttentionBackend attention,
             Recompute recompute, double[] dropout, CpCommType cpComm, org.djlmegatron.moe.MoeConfig moe) {
         int stage = ctx.grid().ppRank(ctx.rank());
-        GPTModel model = new GPTModel(ctx, cfg, o.sequenceParallel, stages.firstLayer(stage, 0), stages.endLayer(stage, 0));
-        model.setMoe(moe);
-        if (o.moe.moeRouterEnableExpertBias) {
-            model.moeLayers().forEach(l -> l.router().enableExpertBias());
+        List<GPTModel> chunks = new ArrayList<>(); // interleaving: chunk c is virtual stage c p + stage
+        for (int c = 0; c < stages.chunks(); c++) {
+            chunks.add(stageModel(ctx, cfg, stages.firstLayer(stage, c), stages.endLayer(stage, c), hf, start,
+                    attention, recompute, dropout, cpComm, moe));
         }
-        if (ctx.grid().cp() > 1) {
-            model.setContextParallel(new ContextParallel(ctx.group(GroupKind.CONTEXT), cpComm));
-        }
-        model.setParameterType(o.parameterType());
-        model.setAttentionBackend(attention);
-        model.setRecompute(recompute);
-        model.setDropout(dropout[0], dropout[1], o.seed);
-        seedDevice(ctx);
-        if (hf != null) {
-            hf.loadInto(model, o.readChecks());
-        } else if (start.weights() != null) {
-            CheckpointLoader.loadInto(start.weights(), model, o.readChecks());
-        } else {
-            model.initializeRandom(o.seed, o.initMethodStd);
-        }
+        GPTModel model = chunks.get(0);
+        PipelineStageModel stageModel = chunks.size() == 1 ? model : new ModelChunks(chunks);
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
         ProcessGroup samples = ctx.group(GroupKind.DATA); // context-parallel peers read the same samples
         List<StepResult> results = new ArrayList<>();
         boolean logger = ctx.rank() == 0;
-        try (Trainer trainer = new Trainer(ctx, model, tc);
+        try (Trainer trainer = new Trainer(ctx, stageModel, tc);
                 TrainingLog log = logger ? new TrainingLog(out, o.trainIters, o.logInterval, flops, o.metricsOut) : null) {
             if (logger) {
                 log.message(String.format(Locale.ROOT, "> number of parameters: %,d; optimizer state on rank 0: %,d bytes",
-                        parameterCount(model), trainer.optimizerBytes()));
+                        chunks.stream().mapToLong(PretrainGpt::parameterCount).sum(), trainer.optimizerBytes()));
             }
             long t0 = System.nanoTime();
             long first = resume(ctx, model, trainer, start);
@@ -241,7 +243,7 @@ public final class PretrainGpt {
                     }
                 }
                 if (o.evalInterval > 0 && (it + 1) % o.evalInterval == 0) {
-                    double loss = evaluate(ctx, model, data, samples, dp, gbs);
+                    double loss = evaluate(ctx, stageModel, data, samples, dp, gbs);
                     model.moeStats().forEach(org.djlmegatron.moe.MoeStats::reset); // balance figures are training's
                     if (logger) {
                         log.eval(it + 1, loss);
@@ -251,10 +253,37 @@ public final class PretrainGpt {
             if (logger && ctx.grid().pp() > 1 && o.trainIters - first > 1) {
                 log.message(String.format(Locale.ROOT, "> pipeline bubble on rank 0: %.3f of compute time idle "
                         + "(Megatron's theory (p-1)/(v*m): %.3f)", trainer.pipelineBubble(),
-                        (ctx.grid().pp() - 1) / (double) trainer.microBatchesPerStep()));
+                        (ctx.grid().pp() - 1) / (double) (chunks.size() * trainer.microBatchesPerStep())));
             }
         }
         return results;
+    }
+
+    /** This rank's model for global layers {@code [firstLayer, endLayer)}, set up and initialised or loaded. */
+    private GPTModel stageModel(RankContext ctx, TransformerConfig cfg, int firstLayer, int endLayer, HfCheckpoint hf,
+            Start start, AttentionBackend attention, Recompute recompute, double[] dropout, CpCommType cpComm,
+            org.djlmegatron.moe.MoeConfig moe) {
+        GPTModel model = new GPTModel(ctx, cfg, o.sequenceParallel, firstLayer, endLayer);
+        model.setMoe(moe);
+        if (o.moe.moeRouterEnableExpertBias) {
+            model.moeLayers().forEach(l -> l.router().enableExpertBias());
+        }
+        if (ctx.grid().cp() > 1) {
+            model.setContextParallel(new ContextParallel(ctx.group(GroupKind.CONTEXT), cpComm));
+        }
+        model.setParameterType(o.parameterType());
+        model.setAttentionBackend(attention);
+        model.setRecompute(recompute);
+        model.setDropout(dropout[0], dropout[1], o.seed);
+        seedDevice(ctx);
+        if (hf != null) {
+            hf.loadInto(model, o.readChecks());
+        } else if (start.weights() != null) {
+            CheckpointLoader.loadInto(start.weights(), model, o.readChecks());
+        } else {
+            model.initializeRandom(o.seed, o.initMethodStd);
+        }
+        return model;
     }
 
     /**
@@ -311,8 +340,9 @@ public final class PretrainGpt {
     }
 
     /** Mean loss over {@code --eval-iters} held-out global batches (grad mode off). */
-    private double evaluate(RankContext ctx, GPTModel model, BatchSource data, ProcessGroup samples, ProcessGroup dp,
-            int gbs) {
+    private double evaluate(RankContext ctx, PipelineStageModel model, BatchSource data, ProcessGroup samples,
+            ProcessGroup dp, int gbs) {
+        ProcessGroup pp = ctx.group(GroupKind.PIPELINE);
         if (!(data instanceof MockData) && !(data instanceof IndexedData)) {
             return Double.NaN;
         }
@@ -326,6 +356,11 @@ public final class PretrainGpt {
                 List<MicroBatch> batches = data instanceof IndexedData indexed
                         ? indexed.validBatches(i, samples.rank(), samples.size(), o.microBatchSize, gbs)
                         : data.microBatches(heldOut + i, samples.rank(), samples.size(), o.microBatchSize, gbs);
+                if (pp.size() > 1) { // Megatron's forward-only schedule
+                    sum += ForwardOnly.lossSum(pp, model, batches, s);
+                    count += batches.size();
+                    continue;
+                }
                 for (MicroBatch mb : batches) {
                     NDArray x = s.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
                     NDArray y = s.create(mb.labels(), new Shape(mb.rows(), mb.seq()));

@@ -92,7 +92,7 @@ public final class PretrainOptions {
     @Option(names = "--cp-comm-type", defaultValue = "p2p",
             description = "context-parallel attention: p2p (ring), all_gather or a2a (Ulysses) (default: ${DEFAULT-VALUE})") public String cpCommType;
     @Option(names = "--pipeline-model-parallel-size", defaultValue = "1", description = "pipeline stages, run with the 1F1B schedule (default: ${DEFAULT-VALUE})") public int pipelineModelParallelSize;
-    @Option(names = "--virtual-pipeline-model-parallel-size", description = "model chunks per pipeline rank (interleaved 1F1B; its exchanges are not implemented yet, so only 1 is accepted) (default: none, no interleaving)") public Integer virtualPipelineModelParallelSize;
+    @Option(names = "--virtual-pipeline-model-parallel-size", description = "model chunks per pipeline rank, run with the interleaved 1F1B schedule; chunk c of rank r holds the layers of virtual stage c*P+r (default: none, no interleaving)") public Integer virtualPipelineModelParallelSize;
     @Option(names = "--num-layers-per-virtual-pipeline-stage", description = "layers per model chunk: the other way to give the virtual pipeline size (default: none)") public Integer numLayersPerVirtualPipelineStage;
     @Option(names = "--decoder-first-pipeline-num-layers", description = "layers on the first pipeline stage (default: an even split)") public Integer decoderFirstPipelineNumLayers;
     @Option(names = "--decoder-last-pipeline-num-layers", description = "layers on the last pipeline stage (default: an even split)") public Integer decoderLastPipelineNumLayers;
@@ -299,10 +299,6 @@ public final class PretrainOptions {
         }
         org.djlmegatron.pipeline.PipelineLayout layout = org.djlmegatron.pipeline.PipelineLayout.of(numLayers,
                 pipelineModelParallelSize, vp == null ? 1 : vp, decoderFirstPipelineNumLayers, decoderLastPipelineNumLayers);
-        if (layout.chunks() > 1) {
-            throw new IllegalArgumentException("virtual pipeline size " + layout.chunks()
-                    + ": the interleaved schedule's order is computed but its exchanges are not implemented yet");
-        }
         return layout;
     }
 }

@@ -63,16 +63,21 @@ final class TrainingCheckpoint {
     static void save(Path root, RankContext ctx, GPTModel model, Trainer trainer, TrainerState state) {
         ProcessGroup tp = ctx.tensorGroup();
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
+        ProcessGroup pp = ctx.group(GroupKind.PIPELINE);
         Path staging = root.resolve(STAGING_PREFIX + IterationTracker.dirName(state.iteration()));
         if (ctx.rank() == 0) {
             prepareStaging(root, staging);
         }
-        worldBarrier(tp, dp);
-        Path rankDir = staging.resolve(new RankFile(tp.rank(), 0, 0).dirName(new ParallelLayout(tp.size(), 1, 1)));
+        worldBarrier(tp, dp, pp);
+        ParallelLayout layout = new ParallelLayout(tp.size(), pp.size(), 1);
+        Path rankDir = staging.resolve(new RankFile(tp.rank(), pp.rank(), 0).dirName(layout));
         createDirectories(rankDir);
         if (dp.rank() == 0) {
             Map<String, NDArray> weights = new LinkedHashMap<>();
             for (ShardedParameter p : model.parameters()) {
+                if (!model.isFirstStage() && p.name().startsWith("embedding.")) {
+                    continue; // the last stage's tied copy: the first stage's file holds the embedding
+                }
                 weights.put(p.name(), p.parameter().getArray().stopGradient());
             }
             SafetensorsWriter.write(rankDir.resolve(DjlMetadata.MODEL_FILE), weights, Map.of("format", "pt"));
@@ -84,18 +89,18 @@ final class TrainingCheckpoint {
             SafetensorsWriter.write(rankDir.resolve(optimizerFile(dp.rank())), optim, Map.of());
         }
         pauseForTests(state.iteration());
-        worldBarrier(tp, dp);
+        worldBarrier(tp, dp, pp);
         if (ctx.rank() == 0) {
             Map<String, String> contents = new LinkedHashMap<>();
             contents.put(DjlMetadata.MODEL, DjlMetadata.MODEL_FILE);
             contents.put(OPTIMIZER, "optim_dp_RRR.safetensors");
             writeString(staging.resolve(TRAINER_FILE),
                     new GsonBuilder().setPrettyPrinting().create().toJson(state));
-            new DjlMetadata(state.iteration(), new ParallelLayout(tp.size(), 1, 1), model.config(), contents)
+            new DjlMetadata(state.iteration(), layout, model.config(), contents)
                     .withChecksums(FileChecksums.of(staging, filesUnder(staging))).write(staging);
             publish(root, staging, state.iteration());
         }
-        worldBarrier(tp, dp);
+        worldBarrier(tp, dp, pp);
     }
 
     /** Whether {@code root} holds any complete training checkpoint (not just converted weights). */
@@ -153,6 +158,27 @@ final class TrainingCheckpoint {
         }
     }
 
+    /**
+     * Refuses, before any rank starts, restoring the optimizer state of a checkpoint saved with
+     * pipelining at another layout, or one saved without it at PP > 1: the reshard reads one flat
+     * vector per tensor rank, and stages have one each.
+     */
+    static void checkPipelineResumable(Path iterDir, TrainerState state, int tp, int pp, int dp,
+            boolean distributedOptimizer) {
+        int savedTp = savedTensorParallel(iterDir);
+        int savedPp = DjlMetadata.read(iterDir).layout().pp();
+        boolean same = savedTp == tp && savedPp == pp && state.dpSize() == dp
+                && state.distributedOptimizer() == distributedOptimizer;
+        if ((savedPp > 1 || pp > 1) && !same) {
+            throw new CheckpointException(iterDir + ": saved at TP " + savedTp + " x PP " + savedPp + " x DP "
+                    + state.dpSize() + (state.distributedOptimizer() ? " with the distributed optimizer" : "")
+                    + ", resumed at TP " + tp + " x PP " + pp + " x DP " + dp
+                    + (distributedOptimizer ? " with the distributed optimizer" : "")
+                    + ": the optimizer state cannot be resharded across pipeline layouts yet; resume with the same "
+                    + "layout, or give --no-load-optim (or --finetune) to load only the weights");
+        }
+    }
+
     /** The tensor-parallel size a checkpoint was saved at. */
     static int savedTensorParallel(Path iterDir) {
         return DjlMetadata.read(iterDir).layout().tp();
@@ -167,10 +193,12 @@ final class TrainingCheckpoint {
             boolean distributedOptimizer, ReadChecks checks) {
         ProcessGroup tp = ctx.tensorGroup();
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
+        ProcessGroup pp = ctx.group(GroupKind.PIPELINE);
         int savedTp = savedTensorParallel(iterDir);
         boolean sameLayout = savedTp == tp.size() && state.dpSize() == dp.size()
                 && state.distributedOptimizer() == distributedOptimizer;
-        Map<String, NDArray> optState = sameLayout ? readOwn(iterDir, tp, dp, trainer, state, checks)
+        checkPipelineResumable(iterDir, state, tp.size(), pp.size(), dp.size(), distributedOptimizer);
+        Map<String, NDArray> optState = sameLayout ? readOwn(iterDir, tp, pp, dp, trainer, state, checks)
                 : reshard(iterDir, dp, model, trainer, state, savedTp, checks);
         NDArray masters = optState.remove("masters");
         trainer.masters().set(new NDIndex("..."), masters);
@@ -181,10 +209,11 @@ final class TrainingCheckpoint {
         trainer.writeBackMasters();
     }
 
-    private static Map<String, NDArray> readOwn(Path iterDir, ProcessGroup tp, ProcessGroup dp, Trainer trainer,
-            TrainerState state, ReadChecks checks) {
+    private static Map<String, NDArray> readOwn(Path iterDir, ProcessGroup tp, ProcessGroup pp, ProcessGroup dp,
+            Trainer trainer, TrainerState state, ReadChecks checks) {
         int file = state.distributedOptimizer() ? dp.rank() : 0;
-        Path rankDir = iterDir.resolve(new RankFile(tp.rank(), 0, 0).dirName(new ParallelLayout(tp.size(), 1, 1)));
+        Path rankDir = iterDir.resolve(new RankFile(tp.rank(), pp.rank(), 0).dirName(
+                new ParallelLayout(tp.size(), pp.size(), 1)));
         Path f = rankDir.resolve(optimizerFile(file));
         if (checks.verifyChecksums()) {
             FileChecksums.verify(iterDir, iterDir.relativize(f).toString(), DjlMetadata.read(iterDir).checksums());
@@ -270,10 +299,11 @@ final class TrainingCheckpoint {
         }
     }
 
-    /** All ranks of a TP x DP grid: TP peers, then the DP group, have arrived. */
-    private static void worldBarrier(ProcessGroup tp, ProcessGroup dp) {
+    /** All ranks of a TP x DP x PP grid: TP peers, then the DP group, then the pipeline, have arrived. */
+    private static void worldBarrier(ProcessGroup tp, ProcessGroup dp, ProcessGroup pp) {
         tp.barrier();
         dp.barrier();
+        pp.barrier();
         tp.barrier();
     }
 

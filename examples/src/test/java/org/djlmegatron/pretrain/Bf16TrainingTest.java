@@ -82,4 +82,19 @@ class Bf16TrainingTest {
             TrajectoryParity.assertIdentical(plain, TrajectoryParity.run(base, v.with(selective)), "bf16 " + v.with(selective));
         }
     }
+
+    /**
+     * bf16 at PP=2 (x TP=2 + SP): stages exchange bf16 hidden states, as Megatron's pipeline_dtype;
+     * without dropout (whose fp32 masks promote the one-rank run's hidden states to fp32) and with
+     * untied embeddings, the pipeline computes what one stage computes.
+     */
+    @Test
+    void bf16AtPipelineSizeTwoFollowsTheRunWithoutPipelining() {
+        List<String> base = TrajectoryParity.replace(List.of(args("--bf16", "--hidden-dropout", "0",
+                "--attention-dropout", "0", "--untie-embeddings-and-output-weights")), "--train-iters", "6");
+        List<StepResult> plain = TrajectoryParity.run(base, TrajectoryParity.Variant.of("tp2-sp"));
+        List<StepResult> piped = TrajectoryParity.run(TrajectoryParity.replace(base, "--nproc-per-node", "4"),
+                TrajectoryParity.Variant.of("pp2", "--pipeline-model-parallel-size", "2"));
+        TrajectoryParity.assertClose(plain, piped, 1e-3, "bf16 pp2 x tp2 + sp");
+    }
 }

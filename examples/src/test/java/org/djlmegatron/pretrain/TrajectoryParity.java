@@ -83,6 +83,9 @@ final class TrajectoryParity {
             "--tensor-model-parallel-size", "2", "--sequence-parallel");
     static final Variant PP2_DP2_DISTOPT = Variant.of("pp2-dp2-distopt", "--nproc-per-node", "4",
             "--pipeline-model-parallel-size", "2", "--use-distributed-optimizer");
+    // interleaved 1F1B: two model chunks per rank (4 layers: rank 0 holds layers 0 and 2, rank 1 layers 1 and 3)
+    static final Variant PP2_VP2 = Variant.of("pp2-vp2", "--nproc-per-node", "2", "--pipeline-model-parallel-size", "2",
+            "--virtual-pipeline-model-parallel-size", "2");
 
     /** Runs {@code base + variant} flags. */
     static List<StepResult> run(List<String> base, Variant variant) {

@@ -385,9 +385,13 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
         return new Shape(rows, sequenceParallel ? seq / tp.group().size() : seq, cfg.hiddenSize());
     }
 
+    /**
+     * The hidden states' compute dtype ({@code ParallelBlock.value}'s rule: fp16 weights compute in
+     * fp32), which stages exchange; a stage casts its output to it (dropout's fp32 masks promote).
+     */
     @Override
     public DataType activationType() {
-        return parameterType();
+        return parameterType() == DataType.FLOAT16 ? DataType.FLOAT32 : parameterType();
     }
 
     @Override
