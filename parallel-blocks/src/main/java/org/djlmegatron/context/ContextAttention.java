@@ -12,6 +12,7 @@ import org.djlmegatron.autograd.Tape;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.engine.Cast;
+import org.djlmegatron.transformer.DocumentLayout;
 
 /**
  * Causal attention of this rank's queries over the whole sequence under context parallelism. The
@@ -39,15 +40,24 @@ public final class ContextAttention {
 
     /**
      * q {@code [b, s, g, qpg, d]}, k and v {@code [b, s, g, 1, d]} of this rank's tokens to the
-     * context {@code [b, s, g, qpg, d]}; {@code scale} is 1/sqrt(d).
+     * context {@code [b, s, g, qpg, d]}; {@code scale} is 1/sqrt(d). With {@code documents} (null:
+     * none) a query also sees only keys of its own document ({@code --reset-attention-mask}): every
+     * comm type applies it, as the causal mask, by the tokens' global sequence indices.
      */
-    public NDArray core(Tape tape, NDArray q, NDArray k, NDArray v, NDArray scale) {
-        return switch (cp.commType()) {
-            case ALL_GATHER -> allGather(tape, q, k, v, scale);
-            case P2P -> ring(tape, q, k, v, scale);
-            case A2A -> ulysses(tape, q, k, v, scale);
-        };
+    public NDArray core(Tape tape, NDArray q, NDArray k, NDArray v, NDArray scale, DocumentLayout documents) {
+        this.documents = documents;
+        try {
+            return switch (cp.commType()) {
+                case ALL_GATHER -> allGather(tape, q, k, v, scale);
+                case P2P -> ring(tape, q, k, v, scale);
+                case A2A -> ulysses(tape, q, k, v, scale);
+            };
+        } finally {
+            this.documents = null;
+        }
     }
+
+    private DocumentLayout documents; // of the call in progress
 
     private NDArray allGather(Tape tape, NDArray q, NDArray k, NDArray v, NDArray scale) {
         ProcessGroup g = cp.group();
@@ -207,8 +217,14 @@ public final class ContextAttention {
         return Cast.to(qt.matMul(kt).mul(scale), DataType.FLOAT32).add(mask);
     }
 
-    /** [sq, sk] additive mask: -1e30 where the key's global position is after the query's. */
+    /**
+     * [sq, sk] additive mask: -1e30 where the key's global position is after the query's; with a
+     * document layout, [b, 1, 1, sq, sk] and also -1e30 across documents.
+     */
     private NDArray mask(String key, long[] qPos, long[] kPos) {
+        if (documents != null) {
+            return documents.additiveMask("cp-" + key, qPos, kPos);
+        }
         String k = key + ":" + qPos.length + ":" + kPos.length;
         NDArray cached = masks.get(k);
         if (cached != null) {
