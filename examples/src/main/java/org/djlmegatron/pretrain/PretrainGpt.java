@@ -34,6 +34,7 @@ import org.djlmegatron.training.StepResult;
 import org.djlmegatron.training.Trainer;
 import org.djlmegatron.training.TrainerConfig;
 import org.djlmegatron.transformer.AttentionBackend;
+import org.djlmegatron.transformer.DocumentMasking;
 import org.djlmegatron.transformer.Recompute;
 import org.djlmegatron.transformer.TransformerConfig;
 
@@ -44,6 +45,7 @@ import org.djlmegatron.transformer.TransformerConfig;
 public final class PretrainGpt {
 
     private final PretrainOptions o;
+    private DocumentMasking documentMasking; // --reset-position-ids, --reset-attention-mask, --eod-mask-loss; null: off
     private final PrintStream out;
 
     public PretrainGpt(PretrainOptions options, PrintStream out) {
@@ -133,6 +135,12 @@ public final class PretrainGpt {
                     describe(cfg), grid, o.microBatchSize, gbs, seq, ", " + precision() + ", attention " + attention.name().toLowerCase(Locale.ROOT));
             out.printf(Locale.ROOT, "> dropout: hidden %s, attention %s; activation recomputation: %s%n",
                     dropout[0], dropout[1], recompute);
+            documentMasking = o.documents.masking(o.tokenizerType, o.tokenizerModel, o.vocabFile, o.mergeFile);
+            if (documentMasking != null) {
+                out.printf(Locale.ROOT, "> document masking: %s (EOD id %d)%s%n", o.documents.flags(), documentMasking.eod(),
+                        o.documents.resetAttentionMask && attention == AttentionBackend.FUSED
+                                ? "; attention takes the composed path (the fused kernel is causal only)" : "");
+            }
             double flops = ModelFlops.training(cfg, gbs, seq);
             if (start.resume() != null) {
                 TrainingCheckpoint.TrainerState r = start.resume();
@@ -179,6 +187,7 @@ public final class PretrainGpt {
         model.setAttentionBackend(attention);
         model.setRecompute(recompute);
         model.setDropout(dropout[0], dropout[1], o.seed);
+        model.setDocumentMasking(documentMasking);
         seedDevice(ctx);
         if (hf != null) {
             hf.loadInto(model, o.readChecks());

@@ -51,4 +51,11 @@ class ContextParallelOptionsTest {
                 "--save", "/tmp/never-written-cp")))
                 .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("--save");
     }
+
+    @Test
+    void documentMaskingWithoutATokenizerIsRefused() {
+        assertThatThrownBy(() -> run(base("--seq-length", "64", "--reset-attention-mask", "--eod-mask-loss")))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("--reset-attention-mask --eod-mask-loss").hasMessageContaining("--tokenizer-type");
+    }
 }

@@ -1,5 +1,6 @@
 package org.djlmegatron.pretrain;
 
+import static org.assertj.core.api.Assertions.assertThat;
 import static org.djlmegatron.pretrain.TrajectoryParity.SINGLE;
 import static org.djlmegatron.pretrain.TrajectoryParity.cp;
 
@@ -33,6 +34,7 @@ class ContextParallelParityTest {
     @TempDir
     static Path tmp;
     private static Path batches;
+    private static Path packed;
     private static final Map<String, List<StepResult>> REFERENCES = new HashMap<>();
 
     /** 10 iterations x 4 sequences of 65 tokens (64 inputs + the last label), seeded. */
@@ -44,9 +46,56 @@ class ContextParallelParityTest {
         for (int i = 0; i < tokens.length; i++) {
             tokens[i] = random.nextInt(512); // both fixtures' vocabulary
         }
+        // packed documents: about one token in 8 is the llama2 tokenizer's EOD (</s>, id 2), so each
+        // 64-token sample holds several documents, some of them crossing the CP chunk boundaries
+        long[] docs = new long[tokens.length];
+        for (int i = 0; i < docs.length; i++) {
+            docs[i] = random.nextInt(8) == 0 ? EOD : tokens[i];
+        }
+        packed = tmp.resolve("packed.safetensors");
         try (NDManager m = NDManager.newBaseManager()) {
             SafetensorsWriter.write(batches, Map.of("train_batches", m.create(tokens, new Shape(10, 4, 65))), Map.of());
+            SafetensorsWriter.write(packed, Map.of("train_batches", m.create(docs, new Shape(10, 4, 65))), Map.of());
         }
+    }
+
+    static final long EOD = 2;
+
+    /**
+     * Megatron's document masking ({@code --reset-position-ids --reset-attention-mask --eod-mask-loss},
+     * EOD from the llama2 tokenizer) on packed samples: every comm type applies the document mask.
+     */
+    static Stream<Arguments> documentLayouts() {
+        List<Arguments> out = new ArrayList<>();
+        for (String comm : new String[] {"p2p", "all_gather", "a2a"}) {
+            out.add(Arguments.of("llama", cp(2, comm)));
+        }
+        out.add(Arguments.of("llama", cp(2, "p2p", "--tensor-model-parallel-size", "2", "--sequence-parallel")));
+        out.add(Arguments.of("llama", cp(2, "a2a", "--recompute-activations")));
+        out.add(Arguments.of("gpt2", cp(2, "all_gather")));
+        return out.stream();
+    }
+
+    static List<String> documentBase(String model) {
+        List<String> args = TrajectoryParity.replace(base(model), "--replay-batches", packed.toString());
+        args.addAll(List.of("--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model",
+                PretrainRunner.fixtures().resolve("tokenizers").resolve("llama2").toString(),
+                "--reset-position-ids", "--reset-attention-mask", "--eod-mask-loss"));
+        return args;
+    }
+
+    @ParameterizedTest(name = "{0} {1} documents")
+    @MethodSource("documentLayouts")
+    void documentMaskingFollowsTheOneRankTrajectory(String model, Variant layout) {
+        List<StepResult> reference = REFERENCES.computeIfAbsent(model + " documents",
+                m -> TrajectoryParity.run(documentBase(model), SINGLE));
+        List<StepResult> plain = REFERENCES.computeIfAbsent(model + " packed", m -> TrajectoryParity.run(
+                TrajectoryParity.replace(TrajectoryParity.replace(base(model), "--replay-batches", packed.toString()),
+                        "--train-iters", "1"), SINGLE));
+        // the flags change the arithmetic (else this check could not fail)
+        assertThat(Math.abs(reference.get(0).loss() - plain.get(0).loss())).isGreaterThan(1e-3);
+        TrajectoryParity.assertClose(reference, TrajectoryParity.run(documentBase(model), layout), 1e-5,
+                model + " " + layout + " documents");
     }
 
     static Stream<Arguments> layouts() {
