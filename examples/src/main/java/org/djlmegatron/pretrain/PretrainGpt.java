@@ -94,10 +94,6 @@ public final class PretrainGpt {
             throw new IllegalArgumentException("--context-parallel-size " + grid.cp() + " with --pipeline-model-parallel-size "
                     + grid.pp() + ": context and pipeline parallelism together are not supported yet");
         }
-        if (grid.cp() > 1 && (dropout[0] > 0 || dropout[1] > 0)) {
-            throw new IllegalArgumentException("dropout is not supported with --context-parallel-size > 1 yet "
-                    + "(found hidden " + dropout[0] + ", attention " + dropout[1] + "): give --hidden-dropout 0 --attention-dropout 0");
-        }
         if (grid.cp() > 1 && (o.save != null || o.load != null)) {
             throw new IllegalArgumentException("--save and --load are not supported with --context-parallel-size > 1 yet");
         }

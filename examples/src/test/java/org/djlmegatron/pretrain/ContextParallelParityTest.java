@@ -130,4 +130,47 @@ class ContextParallelParityTest {
         List<StepResult> reference = REFERENCES.computeIfAbsent(model, m -> TrajectoryParity.run(base(m), SINGLE));
         TrajectoryParity.assertClose(reference, TrajectoryParity.run(base(model), layout), 1e-5, model + " " + layout);
     }
+
+    /**
+     * Dropout (hidden and attention 0.1) under CP: the position-keyed masks are drawn by global
+     * sequence index (and by global (query, key) inside ring attention and Ulysses), so the CP
+     * trajectory is the one-rank one with the same masks.
+     */
+    static Stream<Arguments> dropoutLayouts() {
+        List<Arguments> out = new ArrayList<>();
+        for (String comm : new String[] {"p2p", "all_gather", "a2a"}) {
+            out.add(Arguments.of("llama", cp(2, comm)));
+        }
+        out.add(Arguments.of("llama", cp(4, "p2p")));
+        out.add(Arguments.of("llama", cp(2, "a2a", "--tensor-model-parallel-size", "2", "--sequence-parallel")));
+        out.add(Arguments.of("llama", cp(2, "p2p", "--recompute-activations")));
+        out.add(Arguments.of("gpt2", cp(2, "p2p")));
+        return out.stream();
+    }
+
+    static List<String> dropoutBase(String model) {
+        return TrajectoryParity.replace(TrajectoryParity.replace(base(model), "--hidden-dropout", "0.1"),
+                "--attention-dropout", "0.1");
+    }
+
+    @ParameterizedTest(name = "{0} {1} dropout")
+    @MethodSource("dropoutLayouts")
+    void dropoutFollowsTheOneRankTrajectory(String model, Variant layout) {
+        List<StepResult> reference = REFERENCES.computeIfAbsent(model + " dropout",
+                m -> TrajectoryParity.run(dropoutBase(model), SINGLE));
+        List<StepResult> plain = REFERENCES.computeIfAbsent(model, m -> TrajectoryParity.run(base(m), SINGLE));
+        assertThat(deviation(reference, plain)).as("dropout changes the trajectory").isGreaterThan(1e-3);
+        TrajectoryParity.assertClose(reference, TrajectoryParity.run(dropoutBase(model), layout), 1e-5,
+                model + " " + layout + " dropout");
+    }
+
+    /** The largest loss difference or relative gradient-norm difference over the steps. */
+    private static double deviation(List<StepResult> a, List<StepResult> b) {
+        double max = 0;
+        for (int i = 0; i < a.size(); i++) {
+            max = Math.max(max, Math.abs(a.get(i).loss() - b.get(i).loss()));
+            max = Math.max(max, Math.abs(a.get(i).gradNorm() - b.get(i).gradNorm()) / b.get(i).gradNorm());
+        }
+        return max;
+    }
 }

@@ -54,7 +54,6 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
     private final boolean lastStage;
     private Recompute recompute = Recompute.NONE;
     private PositionalDropout embeddingDropout = new PositionalDropout(0, 0);
-    private boolean dropoutActive;
     private ContextParallel cp;
     private DocumentMasking documentMasking;
     private DocumentLayout documents; // of the micro-batch in progress
@@ -211,14 +210,10 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
     /**
      * Context parallelism ({@code --context-parallel-size}; null: off). {@link #apply} then takes the
      * whole sequence and returns the logits of this rank's two chunks ({@link ContextParallel}), and
-     * the loss is this rank's share of the sequence's mean. Dropout is refused with it: the masks
-     * are functions of contiguous position ranges.
+     * the loss is this rank's share of the sequence's mean. Dropout masks are drawn by the tokens'
+     * global sequence indices, so they are the one-rank masks' elements.
      */
     public void setContextParallel(ContextParallel cp) {
-        if (cp != null && dropoutActive) {
-            throw new IllegalArgumentException("dropout is not supported with --context-parallel-size > 1 yet: "
-                    + "give --hidden-dropout 0 --attention-dropout 0");
-        }
         this.cp = cp;
         layers.forEach(l -> l.attention().setContextParallel(cp));
     }
@@ -254,11 +249,6 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
      * tape's {@link org.djlmegatron.autograd.RandomKey} (see {@link PositionalDropout}).
      */
     public void setDropout(double hidden, double attention, long seed) {
-        dropoutActive = hidden > 0 || attention > 0;
-        if (cp != null && dropoutActive) {
-            throw new IllegalArgumentException("dropout is not supported with --context-parallel-size > 1 yet: "
-                    + "give --hidden-dropout 0 --attention-dropout 0");
-        }
         embeddingDropout = new PositionalDropout(hidden, seed);
         PositionalDropout h = new PositionalDropout(hidden, seed);
         PositionalDropout a = new PositionalDropout(attention, seed);
@@ -292,7 +282,9 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
                     .embedding(positions, value(positionEmbeddings, positions), SparseFormat.DENSE)
                     .singletonOrThrow());
         }
-        return embeddingDropout.hidden(h, tape().key(), 0, PositionalDropout.Site.EMBEDDING, posStart);
+        return cp == null ? embeddingDropout.hidden(h, tape().key(), 0, PositionalDropout.Site.EMBEDDING, posStart)
+                : embeddingDropout.hidden(h, tape().key(), 0, PositionalDropout.Site.EMBEDDING,
+                        java.util.Arrays.copyOfRange(cp.positions(s), (int) posStart, (int) (posStart + posLen)));
     }
 
     /**

@@ -6,6 +6,7 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import org.djlmegatron.autograd.RandomKey;
 import org.djlmegatron.autograd.Scalar;
 import org.djlmegatron.context.ContextAttention;
 import org.djlmegatron.context.ContextParallel;
@@ -130,7 +131,12 @@ public final class Attention extends ParallelBlock {
     private NDArray core(NDArray q, NDArray k, NDArray v, DocumentLayout docs) {
         DocumentLayout mask = docs != null && docs.masksDocuments() ? docs : null;
         if (cpAttention != null) {
-            return cpAttention.core(tape(), q, k, v, scale, mask);
+            RandomKey key = tape().key();
+            long firstHead = (long) localGroups * cfg.headsPerGroup() * tp.group().rank();
+            ContextAttention.ProbsDropout probsDropout = !dropout.active(key) ? null
+                    : (p, offset, queries, keys, total) -> dropout.probabilities(p, key, layerNumber, firstHead + offset,
+                            queries, keys, total);
+            return cpAttention.core(tape(), q, k, v, scale, mask, probsDropout);
         }
         boolean ourDropout = dropout.active(tape().key());
         return backend == AttentionBackend.FUSED && !ourDropout && mask == null ? fused(q, k, v) : unfused(q, k, v, mask);
@@ -156,6 +162,14 @@ public final class Attention extends ParallelBlock {
     public void setContextParallel(ContextParallel cp) {
         this.cp = cp;
         this.cpAttention = cp == null ? null : new ContextAttention(cp, ctx.manager());
+    }
+
+    /**
+     * The global sequence indices of the tokens of a local sequence of {@code localLength} under
+     * context parallelism (this rank's two chunks), or null without it (indices are 0..s-1).
+     */
+    public long[] contextIndices(long localLength) {
+        return cp == null ? null : cp.positions(localLength);
     }
 
     /** Dropout of the attention probabilities. */
