@@ -94,9 +94,6 @@ public final class PretrainGpt {
             throw new IllegalArgumentException("--context-parallel-size " + grid.cp() + " with --pipeline-model-parallel-size "
                     + grid.pp() + ": context and pipeline parallelism together are not supported yet");
         }
-        if (grid.cp() > 1 && (o.save != null || o.load != null)) {
-            throw new IllegalArgumentException("--save and --load are not supported with --context-parallel-size > 1 yet");
-        }
         if (o.pipelineModelParallelSize > 1 && (o.save != null || o.load != null || o.evalInterval > 0 || o.fp16 || o.bf16)) {
             // fp16/bf16: the hidden states' dtype between stages follows type promotion (dropout masks are fp32), which
             // the receiving stage must know in advance; not settled yet

@@ -37,13 +37,6 @@ class ContextParallelOptionsTest {
     }
 
     @Test
-    void saveIsRefusedUnderContextParallelism() {
-        assertThatThrownBy(() -> run(base("--seq-length", "64", "--nproc-per-node", "2", "--context-parallel-size", "2",
-                "--save", "/tmp/never-written-cp")))
-                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("--save");
-    }
-
-    @Test
     void documentMaskingWithoutATokenizerIsRefused() {
         assertThatThrownBy(() -> run(base("--seq-length", "64", "--reset-attention-mask", "--eod-mask-loss")))
                 .isInstanceOf(IllegalArgumentException.class)
