@@ -128,6 +128,10 @@ public final class PretrainGpt {
                     describe(cfg), grid, o.microBatchSize, gbs, seq, ", " + precision() + ", attention " + attention.name().toLowerCase(Locale.ROOT));
             out.printf(Locale.ROOT, "> dropout: hidden %s, attention %s; activation recomputation: %s%n",
                     dropout[0], dropout[1], recompute);
+            if (grid.cp() > 1 && attention == AttentionBackend.FUSED) {
+                out.printf(Locale.ROOT, "> context parallelism: attention takes the composed path (ring attention needs "
+                        + "each block's log-sum-exp, which the native library's fused kernel does not return)%n");
+            }
             documentMasking = o.documents.masking(o.tokenizerType, o.tokenizerModel, o.vocabFile, o.mergeFile);
             if (documentMasking != null) {
                 out.printf(Locale.ROOT, "> document masking: %s (EOD id %d)%s%n", o.documents.flags(), documentMasking.eod(),
