@@ -73,6 +73,7 @@ class ContextParallelParityTest {
         out.add(Arguments.of("llama", cp(2, "p2p", "--tensor-model-parallel-size", "2", "--sequence-parallel")));
         out.add(Arguments.of("llama", cp(2, "a2a", "--recompute-activations")));
         out.add(Arguments.of("gpt2", cp(2, "all_gather")));
+        out.add(Arguments.of("llama", TrajectoryParity.PP2)); // every stage derives the layout from the ids
         return out.stream();
     }
 
