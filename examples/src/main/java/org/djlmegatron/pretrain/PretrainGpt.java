@@ -38,6 +38,7 @@ import org.djlmegatron.training.StepResult;
 import org.djlmegatron.training.Trainer;
 import org.djlmegatron.training.TrainerConfig;
 import org.djlmegatron.transformer.AttentionBackend;
+import org.djlmegatron.transformer.DocumentMasking;
 import org.djlmegatron.transformer.Recompute;
 import org.djlmegatron.transformer.TransformerConfig;
 
@@ -48,6 +49,7 @@ import org.djlmegatron.transformer.TransformerConfig;
 public final class PretrainGpt {
 
     private final PretrainOptions o;
+    private DocumentMasking documentMasking; // --reset-position-ids, --reset-attention-mask, --eod-mask-loss; null: off
     private final PrintStream out;
 
     public PretrainGpt(PretrainOptions options, PrintStream out) {
@@ -96,13 +98,6 @@ public final class PretrainGpt {
             throw new IllegalArgumentException("--context-parallel-size " + grid.cp() + " with --pipeline-model-parallel-size "
                     + grid.pp() + ": context and pipeline parallelism together are not supported yet");
         }
-        if (grid.cp() > 1 && (dropout[0] > 0 || dropout[1] > 0)) {
-            throw new IllegalArgumentException("dropout is not supported with --context-parallel-size > 1 yet "
-                    + "(found hidden " + dropout[0] + ", attention " + dropout[1] + "): give --hidden-dropout 0 --attention-dropout 0");
-        }
-        if (grid.cp() > 1 && (o.save != null || o.load != null)) {
-            throw new IllegalArgumentException("--save and --load are not supported with --context-parallel-size > 1 yet");
-        }
         if (o.initHf != null && o.load != null) {
             throw new IllegalArgumentException("give --init-hf or --load, not both");
         }
@@ -148,6 +143,16 @@ public final class PretrainGpt {
                     describe(cfg), grid, o.microBatchSize, gbs, seq, ", " + precision() + ", attention " + attention.name().toLowerCase(Locale.ROOT));
             out.printf(Locale.ROOT, "> dropout: hidden %s, attention %s; activation recomputation: %s%n",
                     dropout[0], dropout[1], recompute);
+            if (grid.cp() > 1 && attention == AttentionBackend.FUSED) {
+                out.printf(Locale.ROOT, "> context parallelism: attention takes the composed path (ring attention needs "
+                        + "each block's log-sum-exp, which the native library's fused kernel does not return)%n");
+            }
+            documentMasking = o.documents.masking(o.tokenizerType, o.tokenizerModel, o.vocabFile, o.mergeFile);
+            if (documentMasking != null) {
+                out.printf(Locale.ROOT, "> document masking: %s (EOD id %d)%s%n", o.documents.flags(), documentMasking.eod(),
+                        o.documents.resetAttentionMask && attention == AttentionBackend.FUSED
+                                ? "; attention takes the composed path (the fused kernel is causal only)" : "");
+            }
             double flops = ModelFlops.training(cfg, gbs, seq);
             if (start.resume() != null) {
                 TrainingCheckpoint.TrainerState r = start.resume();
@@ -275,6 +280,7 @@ public final class PretrainGpt {
         model.setAttentionBackend(attention);
         model.setRecompute(recompute);
         model.setDropout(dropout[0], dropout[1], o.seed);
+        model.setDocumentMasking(documentMasking);
         seedDevice(ctx);
         if (hf != null) {
             hf.loadInto(model, o.readChecks());

@@ -50,6 +50,7 @@ public final class PretrainOptions {
 
     @Mixin public ActivationOptions activations = new ActivationOptions();
     @Mixin public MoeOptions moe = new MoeOptions();
+    @Mixin public DocumentMaskingOptions documents = new DocumentMaskingOptions();
 
     // batch and iterations
     @Option(names = "--micro-batch-size", defaultValue = "4") public int microBatchSize;

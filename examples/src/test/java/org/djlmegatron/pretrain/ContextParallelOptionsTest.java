@@ -37,18 +37,9 @@ class ContextParallelOptionsTest {
     }
 
     @Test
-    void dropoutIsRefusedUnderContextParallelism() {
-        List<String> args = base("--seq-length", "64", "--nproc-per-node", "2", "--context-parallel-size", "2");
-        args = TrajectoryParity.replace(args, "--hidden-dropout", "0.1");
-        List<String> finalArgs = args;
-        assertThatThrownBy(() -> run(finalArgs)).isInstanceOf(IllegalArgumentException.class)
-                .hasMessageContaining("--hidden-dropout 0").hasMessageContaining("hidden 0.1");
-    }
-
-    @Test
-    void saveIsRefusedUnderContextParallelism() {
-        assertThatThrownBy(() -> run(base("--seq-length", "64", "--nproc-per-node", "2", "--context-parallel-size", "2",
-                "--save", "/tmp/never-written-cp")))
-                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("--save");
+    void documentMaskingWithoutATokenizerIsRefused() {
+        assertThatThrownBy(() -> run(base("--seq-length", "64", "--reset-attention-mask", "--eod-mask-loss")))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("--reset-attention-mask --eod-mask-loss").hasMessageContaining("--tokenizer-type");
     }
 }

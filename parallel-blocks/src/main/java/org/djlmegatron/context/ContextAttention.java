@@ -8,10 +8,12 @@ import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import java.util.HashMap;
 import java.util.Map;
+import java.util.function.UnaryOperator;
 import org.djlmegatron.autograd.Tape;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.engine.Cast;
+import org.djlmegatron.transformer.DocumentLayout;
 
 /**
  * Causal attention of this rank's queries over the whole sequence under context parallelism. The
@@ -39,14 +41,43 @@ public final class ContextAttention {
 
     /**
      * q {@code [b, s, g, qpg, d]}, k and v {@code [b, s, g, 1, d]} of this rank's tokens to the
-     * context {@code [b, s, g, qpg, d]}; {@code scale} is 1/sqrt(d).
+     * context {@code [b, s, g, qpg, d]}; {@code scale} is 1/sqrt(d). With {@code documents} (null:
+     * none) a query also sees only keys of its own document ({@code --reset-attention-mask}): every
+     * comm type applies it, as the causal mask, by the tokens' global sequence indices.
      */
-    public NDArray core(Tape tape, NDArray q, NDArray k, NDArray v, NDArray scale) {
-        return switch (cp.commType()) {
-            case ALL_GATHER -> allGather(tape, q, k, v, scale);
-            case P2P -> ring(tape, q, k, v, scale);
-            case A2A -> ulysses(tape, q, k, v, scale);
-        };
+    public NDArray core(Tape tape, NDArray q, NDArray k, NDArray v, NDArray scale, DocumentLayout documents,
+            ProbsDropout dropout) {
+        this.documents = documents;
+        this.dropout = dropout;
+        try {
+            return switch (cp.commType()) {
+                case ALL_GATHER -> allGather(tape, q, k, v, scale);
+                case P2P -> ring(tape, q, k, v, scale);
+                case A2A -> ulysses(tape, q, k, v, scale);
+            };
+        } finally {
+            this.documents = null;
+            this.dropout = null;
+        }
+    }
+
+    private DocumentLayout documents; // of the call in progress
+    private ProbsDropout dropout; // of the call in progress; null: none
+
+    /**
+     * Dropout of a block of the attention probabilities {@code [b, g, qpg, sq, sk]}: this TP rank's
+     * heads from {@code headOffset}, queries and keys by global sequence index in a sequence of
+     * {@code total} tokens, so each element gets the one-rank mask's value.
+     */
+    @FunctionalInterface
+    public interface ProbsDropout {
+        NDArray apply(NDArray probs, long headOffset, long[] queries, long[] keys, long total);
+    }
+
+    /** The dropout of a block (identity without one). */
+    private UnaryOperator<NDArray> dropoutOf(long headOffset, long[] queries, long[] keys, long total) {
+        ProbsDropout d = dropout;
+        return d == null ? p -> p : p -> d.apply(p, headOffset, queries, keys, total);
     }
 
     private NDArray allGather(Tape tape, NDArray q, NDArray k, NDArray v, NDArray scale) {
@@ -60,8 +91,11 @@ public final class ContextAttention {
                     grads -> new NDList(g.reduceScatter(grads.get(0), 1, ReduceOp.SUM),
                             g.reduceScatter(grads.get(1), 1, ReduceOp.SUM)));
         }
-        NDArray mask = mask("ag", cp.positions(s), cp.allPositions(s));
-        return softmaxAttention(live.get(0), kv.get(0), kv.get(1), mask, scale);
+        long[] qPos = cp.positions(s);
+        long[] kPos = cp.allPositions(s);
+        NDArray mask = mask("ag", qPos, kPos);
+        return softmaxAttention(live.get(0), kv.get(0), kv.get(1), mask, scale,
+                dropoutOf(0, qPos, kPos, s * cp.size()));
     }
 
     private NDArray ring(Tape tape, NDArray q, NDArray k, NDArray v, NDArray scale) {
@@ -79,8 +113,10 @@ public final class ContextAttention {
         NDArray qt = Cast.to(live.get(0).transpose(0, 2, 3, 1, 4).mul(scale), DataType.FLOAT32);
         for (int i = 0; i < n; i++) {
             int src = Math.floorMod(cp.rank() - i, n);
-            NDArray mask = mask("ring" + src, qPos, cp.positions(src, s));
-            NDArray[] part = partialAttention(qt, blocks.get(i), blocks.get(n + i), mask);
+            long[] kPos = cp.positions(src, s);
+            NDArray mask = mask("ring" + src, qPos, kPos);
+            NDArray[] part = partialAttention(qt, blocks.get(i), blocks.get(n + i), mask,
+                    dropoutOf(0, qPos, kPos, s * n));
             if (out == null) {
                 out = part[0];
                 lse = part[1];
@@ -170,8 +206,10 @@ public final class ContextAttention {
         long total = s * cp.size();
         long[] pos = cp.allPositions(s);
         NDArray mask = mask("a2a", pos, pos);
+        // this rank holds heads [rank * h, (rank + 1) * h) of the TP rank's (the all-to-all's chunk r)
         NDArray context = softmaxAttention(whole.get(0).reshape(b, total, h, 1, d),
-                whole.get(1).reshape(b, total, h, 1, d), whole.get(2).reshape(b, total, h, 1, d), mask, scale);
+                whole.get(1).reshape(b, total, h, 1, d), whole.get(2).reshape(b, total, h, 1, d), mask, scale,
+                dropoutOf(cp.rank() * h, pos, pos, total));
         NDArray back = tape.function(new NDList(context.reshape(b, total, h, d)),
                 in -> new NDList(group.allToAll(in.get(0), 1, 2)),
                 gr -> new NDList(group.allToAll(gr.get(0), 2, 1))).get(0);
@@ -179,9 +217,10 @@ public final class ContextAttention {
     }
 
     /** softmax(q k^T scale + mask) v for q {@code [b, sq, g, qpg, d]}, k, v {@code [b, sk, g, 1, d]}. */
-    private static NDArray softmaxAttention(NDArray q, NDArray k, NDArray v, NDArray mask, NDArray scale) {
+    private static NDArray softmaxAttention(NDArray q, NDArray k, NDArray v, NDArray mask, NDArray scale,
+            UnaryOperator<NDArray> dropout) {
         NDArray scores = scores(q, k, mask, scale);
-        NDArray probs = Cast.to(scores.softmax(-1), q.getDataType());
+        NDArray probs = dropout.apply(Cast.to(scores.softmax(-1), q.getDataType()));
         return probs.matMul(v.transpose(0, 2, 3, 1, 4)).transpose(0, 3, 1, 2, 4);
     }
 
@@ -190,13 +229,16 @@ public final class ContextAttention {
      * the normalized output {@code [b, g, qpg, sq, d]} (fp32) and its log-sum-exp
      * {@code [b, g, qpg, sq, 1]}. A query row the block masks entirely gets a log-sum-exp near
      * -1e30, so its merge weight is 0. Few [sq, sk] temporaries: every one is held until backward.
+     * Dropout masks the unnormalised weights: the merge rescales each block by its share of the
+     * whole row's sum, so that is dropout of the whole row's probabilities.
      */
-    private static NDArray[] partialAttention(NDArray qt, NDArray k, NDArray v, NDArray mask) {
+    private static NDArray[] partialAttention(NDArray qt, NDArray k, NDArray v, NDArray mask,
+            UnaryOperator<NDArray> dropout) {
         NDArray scores = qt.matMul(Cast.to(k, DataType.FLOAT32).transpose(0, 2, 3, 4, 1)).add(mask);
         NDArray top = scores.stopGradient().max(new int[] {-1}, true);
         NDArray e = scores.sub(top).exp();
         NDArray sum = e.sum(new int[] {-1}, true);
-        NDArray out = e.matMul(Cast.to(v, DataType.FLOAT32).transpose(0, 2, 3, 1, 4)).div(sum);
+        NDArray out = dropout.apply(e).matMul(Cast.to(v, DataType.FLOAT32).transpose(0, 2, 3, 1, 4)).div(sum);
         return new NDArray[] {out, sum.log().add(top)};
     }
 
@@ -207,8 +249,14 @@ public final class ContextAttention {
         return Cast.to(qt.matMul(kt).mul(scale), DataType.FLOAT32).add(mask);
     }
 
-    /** [sq, sk] additive mask: -1e30 where the key's global position is after the query's. */
+    /**
+     * [sq, sk] additive mask: -1e30 where the key's global position is after the query's; with a
+     * document layout, [b, 1, 1, sq, sk] and also -1e30 across documents.
+     */
     private NDArray mask(String key, long[] qPos, long[] kPos) {
+        if (documents != null) {
+            return documents.additiveMask("cp-" + key, qPos, kPos);
+        }
         String k = key + ":" + qPos.length + ":" + kPos.length;
         NDArray cached = masks.get(k);
         if (cached != null) {

@@ -23,6 +23,8 @@ import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.training.PipelineStageModel;
 import org.djlmegatron.training.TrainableParameter;
 import org.djlmegatron.transformer.AttentionBackend;
+import org.djlmegatron.transformer.DocumentLayout;
+import org.djlmegatron.transformer.DocumentMasking;
 import org.djlmegatron.transformer.KvCache;
 import org.djlmegatron.transformer.Recompute;
 import org.djlmegatron.transformer.TransformerConfig;
@@ -52,8 +54,9 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
     private final boolean lastStage;
     private Recompute recompute = Recompute.NONE;
     private PositionalDropout embeddingDropout = new PositionalDropout(0, 0);
-    private boolean dropoutActive;
     private ContextParallel cp;
+    private DocumentMasking documentMasking;
+    private DocumentLayout documents; // of the micro-batch in progress
 
     public GPTModel(RankContext ctx, TransformerConfig cfg, boolean sequenceParallel) {
         this(ctx, cfg, sequenceParallel, 0, cfg.numLayers());
@@ -108,7 +111,31 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
         if (!firstStage || !lastStage) {
             throw new IllegalStateException("apply runs the whole model; this is a pipeline stage (forwardStage)");
         }
+        beginDocuments(ids);
         return head(layers(embedChecked(ids)));
+    }
+
+    /**
+     * Megatron's document masking ({@code --reset-position-ids}, {@code --reset-attention-mask},
+     * {@code --eod-mask-loss}; null: off): every forward derives the positions, the document-causal
+     * mask and the loss mask from its input ids.
+     */
+    public void setDocumentMasking(DocumentMasking masking) {
+        this.documentMasking = masking != null && masking.active() ? masking : null;
+    }
+
+    /** The document layout of the whole-sequence ids about to run, handed to every attention. */
+    private void beginDocuments(NDArray ids) {
+        documents = documentMasking == null || ids == null ? null : documentMasking.layout(ids);
+        useDocuments(documents);
+    }
+
+    private void useDocuments(DocumentLayout docs) {
+        layers.forEach(l -> l.attention().setDocuments(docs));
+    }
+
+    private NDArray maskLabels(NDArray inputs, NDArray labels) {
+        return documentMasking == null || labels == null ? labels : documentMasking.maskLabels(inputs, labels);
     }
 
     private NDArray embedChecked(NDArray ids) {
@@ -135,7 +162,11 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
 
     private NDArray layers(NDArray h) {
         for (Recompute.LayerGroup g : recompute.groups(layers.size())) {
-            h = g.checkpointed() ? tape().checkpoint(h, in -> applyLayers(g, in)) : applyLayers(g, h);
+            DocumentLayout docs = documents; // a recomputation in backward runs with this micro-batch's
+            h = g.checkpointed() ? tape().checkpoint(h, in -> {
+                useDocuments(docs);
+                return applyLayers(g, in);
+            }) : applyLayers(g, h);
         }
         return h;
     }
@@ -179,14 +210,10 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
     /**
      * Context parallelism ({@code --context-parallel-size}; null: off). {@link #apply} then takes the
      * whole sequence and returns the logits of this rank's two chunks ({@link ContextParallel}), and
-     * the loss is this rank's share of the sequence's mean. Dropout is refused with it: the masks
-     * are functions of contiguous position ranges.
+     * the loss is this rank's share of the sequence's mean. Dropout masks are drawn by the tokens'
+     * global sequence indices, so they are the one-rank masks' elements.
      */
     public void setContextParallel(ContextParallel cp) {
-        if (cp != null && dropoutActive) {
-            throw new IllegalArgumentException("dropout is not supported with --context-parallel-size > 1 yet: "
-                    + "give --hidden-dropout 0 --attention-dropout 0");
-        }
         this.cp = cp;
         layers.forEach(l -> l.attention().setContextParallel(cp));
     }
@@ -222,11 +249,6 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
      * tape's {@link org.djlmegatron.autograd.RandomKey} (see {@link PositionalDropout}).
      */
     public void setDropout(double hidden, double attention, long seed) {
-        dropoutActive = hidden > 0 || attention > 0;
-        if (cp != null && dropoutActive) {
-            throw new IllegalArgumentException("dropout is not supported with --context-parallel-size > 1 yet: "
-                    + "give --hidden-dropout 0 --attention-dropout 0");
-        }
         embeddingDropout = new PositionalDropout(hidden, seed);
         PositionalDropout h = new PositionalDropout(hidden, seed);
         PositionalDropout a = new PositionalDropout(attention, seed);
@@ -249,7 +271,10 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
         }
         if (positionEmbeddings != null) {
             // a lookup (not a slice of the weight) so the result lives in the step's manager
-            NDArray positions = cp != null
+            NDArray positions = documents != null && documents.resetsPositions()
+                    ? documents.positionIds(java.util.Arrays.copyOfRange(cp != null ? cp.positions(s)
+                            : DocumentLayout.range(s), (int) posStart, (int) (posStart + posLen)))
+                    : cp != null
                     ? ids.getManager().create(java.util.Arrays.copyOfRange(cp.positions(s),
                             (int) posStart, (int) (posStart + posLen)))
                     : ids.getManager().arange((int) posStart, (int) (posStart + posLen), 1, DataType.INT64);
@@ -257,7 +282,9 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
                     .embedding(positions, value(positionEmbeddings, positions), SparseFormat.DENSE)
                     .singletonOrThrow());
         }
-        return embeddingDropout.hidden(h, tape().key(), 0, PositionalDropout.Site.EMBEDDING, posStart);
+        return cp == null ? embeddingDropout.hidden(h, tape().key(), 0, PositionalDropout.Site.EMBEDDING, posStart)
+                : embeddingDropout.hidden(h, tape().key(), 0, PositionalDropout.Site.EMBEDDING,
+                        java.util.Arrays.copyOfRange(cp.positions(s), (int) posStart, (int) (posStart + posLen)));
     }
 
     /**
@@ -367,7 +394,7 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
 
     @Override
     public NDArray loss(NDArray inputs, NDArray labels) {
-        return lossFromLogits(apply(inputs), labels);
+        return lossFromLogits(apply(inputs), maskLabels(inputs, labels));
     }
 
     @Override
@@ -396,8 +423,9 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
 
     @Override
     public NDArray forwardStage(NDArray ids, NDArray hidden, NDArray labels) {
+        beginDocuments(ids);
         NDArray h = layers(firstStage ? embedChecked(ids) : hidden);
-        return lastStage ? lossFromLogits(head(h), labels) : h;
+        return lastStage ? lossFromLogits(head(h), maskLabels(ids, labels)) : h;
     }
 
     /** The tied word embedding when this stage is the first or the last of several (and not both). */

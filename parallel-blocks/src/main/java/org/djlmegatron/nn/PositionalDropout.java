@@ -57,6 +57,22 @@ public final class PositionalDropout {
         if (!active(key)) {
             return x;
         }
+        long[] positions = new long[(int) x.getShape().get(1)];
+        for (int t = 0; t < positions.length; t++) {
+            positions[t] = firstPosition + t;
+        }
+        return hidden(x, key, layer, site, positions);
+    }
+
+    /**
+     * Hidden states {@code [b, s, h]} whose token t sits at global sequence index
+     * {@code positions[t]} (context parallelism holds two non-adjacent chunks): element
+     * (row, t, j) has index {@code positions[t] * h + j} in its sample's stream.
+     */
+    public NDArray hidden(NDArray x, RandomKey key, int layer, Site site, long[] positions) {
+        if (!active(key)) {
+            return x;
+        }
         Shape s = x.getShape();
         int rows = (int) s.get(0);
         int seq = (int) s.get(1);
@@ -66,7 +82,7 @@ public final class PositionalDropout {
         for (int r = 0; r < rows; r++) {
             long stream = key.stream(seed, r, layer, site.ordinal());
             for (int t = 0; t < seq; t++) {
-                long base = (firstPosition + t) * width;
+                long base = positions[t] * width;
                 for (int j = 0; j < width; j++) {
                     mask[k++] = keep(stream, base + j);
                 }
@@ -84,25 +100,47 @@ public final class PositionalDropout {
             return probs;
         }
         Shape s = probs.getShape();
+        return probabilities(probs, key, layer, firstHead, range(s.get(3)), range(s.get(4)), s.get(4));
+    }
+
+    /**
+     * Attention probabilities {@code [b, g, qpg, sq, sk]} (or unnormalised weights) of queries at
+     * global sequence indices {@code queries} over keys at {@code keys}, in a sequence of
+     * {@code total} tokens (context parallelism: a block of the whole [total, total] matrix):
+     * element (row, head, q, k) has index {@code (head * total + queries[q]) * total + keys[k]}, so
+     * every layout draws the one-rank mask's elements.
+     */
+    public NDArray probabilities(NDArray probs, RandomKey key, int layer, long firstHead, long[] queries, long[] keys,
+            long total) {
+        if (!active(key)) {
+            return probs;
+        }
+        Shape s = probs.getShape();
         int rows = (int) s.get(0);
         int heads = (int) (s.get(1) * s.get(2));
-        long sq = s.get(3);
-        long sk = s.get(4);
-        float[] mask = new float[Math.toIntExact(rows * heads * sq * sk)];
+        float[] mask = new float[Math.toIntExact(rows * heads * (long) queries.length * keys.length)];
         int k = 0;
         for (int r = 0; r < rows; r++) {
             long stream = key.stream(seed, r, layer, Site.ATTENTION_PROBS.ordinal());
             for (int h = 0; h < heads; h++) {
                 long head = firstHead + h;
-                for (long q = 0; q < sq; q++) {
-                    long base = (head * sq + q) * sk;
-                    for (long c = 0; c < sk; c++) {
+                for (long q : queries) {
+                    long base = (head * total + q) * total;
+                    for (long c : keys) {
                         mask[k++] = keep(stream, base + c);
                     }
                 }
             }
         }
         return probs.mul(upload(probs, mask, s));
+    }
+
+    private static long[] range(long n) {
+        long[] out = new long[(int) n];
+        for (int i = 0; i < n; i++) {
+            out[i] = i;
+        }
+        return out;
     }
 
     private float keep(long stream, long index) {

@@ -6,6 +6,7 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import org.djlmegatron.autograd.RandomKey;
 import org.djlmegatron.autograd.Scalar;
 import org.djlmegatron.context.ContextAttention;
 import org.djlmegatron.context.ContextParallel;
@@ -40,6 +41,7 @@ public final class Attention extends ParallelBlock {
     private PositionalDropout dropout = new PositionalDropout(0, 0);
     private ContextParallel cp;
     private ContextAttention cpAttention;
+    private DocumentLayout documents;
 
     public Attention(RankContext ctx, TransformerConfig cfg, boolean sequenceParallel) {
         this(ctx, cfg, sequenceParallel, 0);
@@ -99,9 +101,14 @@ public final class Attention extends ParallelBlock {
             q = qNorm.apply(q);
             k = kNorm.apply(k);
         }
+        DocumentLayout docs = documents; // this forward's: a recomputation in backward must see the same
         if (rope != null) {
             NDManager m = ctx.manager();
-            if (cp != null) {
+            if (docs != null && docs.resetsPositions()) {
+                NDArray positions = docs.positionIds(cp != null ? cp.positions(s) : DocumentLayout.range(s));
+                q = rope.applyAt(q, positions);
+                k = rope.applyAt(k, positions);
+            } else if (cp != null) {
                 long[] positions = cp.positions(s);
                 q = rope.apply(m, q, positions);
                 k = rope.apply(m, k, positions);
@@ -111,21 +118,36 @@ public final class Attention extends ParallelBlock {
             }
         }
         NDArray context = recomputeCore
-                ? tape().checkpoint(new NDList(q, k, v), in -> new NDList(core(in.get(0), in.get(1), in.get(2)))).get(0)
-                : core(q, k, v);
+                ? tape().checkpoint(new NDList(q, k, v), in -> new NDList(core(in.get(0), in.get(1), in.get(2), docs))).get(0)
+                : core(q, k, v, docs);
         return linearProj.partial(context.reshape(b, s, (long) localGroups * qpg * d));
     }
 
     /**
      * softmax(q k^T / sqrt(d) + causal) v. The fused kernel draws its own dropout mask from
-     * libtorch's generator, so with attention dropout active the composed path applies ours.
+     * libtorch's generator, so with attention dropout active the composed path applies ours; the
+     * native library's kernel is causal only, so a document mask also takes the composed path.
      */
-    private NDArray core(NDArray q, NDArray k, NDArray v) {
+    private NDArray core(NDArray q, NDArray k, NDArray v, DocumentLayout docs) {
+        DocumentLayout mask = docs != null && docs.masksDocuments() ? docs : null;
         if (cpAttention != null) {
-            return cpAttention.core(tape(), q, k, v, scale);
+            RandomKey key = tape().key();
+            long firstHead = (long) localGroups * cfg.headsPerGroup() * tp.group().rank();
+            ContextAttention.ProbsDropout probsDropout = !dropout.active(key) ? null
+                    : (p, offset, queries, keys, total) -> dropout.probabilities(p, key, layerNumber, firstHead + offset,
+                            queries, keys, total);
+            return cpAttention.core(tape(), q, k, v, scale, mask, probsDropout);
         }
         boolean ourDropout = dropout.active(tape().key());
-        return backend == AttentionBackend.FUSED && !ourDropout ? fused(q, k, v) : unfused(q, k, v);
+        return backend == AttentionBackend.FUSED && !ourDropout && mask == null ? fused(q, k, v) : unfused(q, k, v, mask);
+    }
+
+    /**
+     * The document structure of the micro-batch about to run ({@code --reset-position-ids},
+     * {@code --reset-attention-mask}; null: none): position ids for RoPE, a document-causal mask.
+     */
+    public void setDocuments(DocumentLayout documents) {
+        this.documents = documents;
     }
 
     /** Recomputes the core attention (softmax(QK^T)V) in backward instead of keeping its activations. */
@@ -140,6 +162,14 @@ public final class Attention extends ParallelBlock {
     public void setContextParallel(ContextParallel cp) {
         this.cp = cp;
         this.cpAttention = cp == null ? null : new ContextAttention(cp, ctx.manager());
+    }
+
+    /**
+     * The global sequence indices of the tokens of a local sequence of {@code localLength} under
+     * context parallelism (this rank's two chunks), or null without it (indices are 0..s-1).
+     */
+    public long[] contextIndices(long localLength) {
+        return cp == null ? null : cp.positions(localLength);
     }
 
     /** Dropout of the attention probabilities. */
@@ -217,13 +247,15 @@ public final class Attention extends ParallelBlock {
         return out.reshape(b, g, qpg, s, d).transpose(0, 3, 1, 2, 4);
     }
 
-    private NDArray unfused(NDArray q, NDArray k, NDArray v) {
+    private NDArray unfused(NDArray q, NDArray k, NDArray v, DocumentLayout documentMask) {
         long s = q.getShape().get(1);
         // [b, g, heads-in-group, s, d]: keys and values broadcast over the group's query heads
         NDArray qt = q.transpose(0, 2, 3, 1, 4);
         NDArray kt = k.transpose(0, 2, 3, 4, 1); // [b, g, 1, d, s]
         NDArray vt = v.transpose(0, 2, 3, 1, 4);
-        NDArray scores = qt.matMul(kt).mul(scale).add(causalMask(s));
+        NDArray mask = documentMask == null ? causalMask(s)
+                : documentMask.additiveMask("self", DocumentLayout.range(s), DocumentLayout.range(s));
+        NDArray scores = qt.matMul(kt).mul(scale).add(mask);
         NDArray probs = Cast.to(Cast.to(scores, DataType.FLOAT32).softmax(-1), q.getDataType());
         long heads = qt.getShape().get(1) * qt.getShape().get(2);
         probs = dropout.probabilities(probs, tape().key(), layerNumber, heads * tp.group().rank());

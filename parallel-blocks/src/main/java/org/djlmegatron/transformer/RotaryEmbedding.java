@@ -129,6 +129,26 @@ public final class RotaryEmbedding {
         return x.mul(c).add(rotateHalf(x).mul(s));
     }
 
+    /**
+     * Rotates {@code x [batch, seq, ..., dim]} whose tokens have per-row position ids
+     * {@code positions [batch, seq]} (int64; {@code --reset-position-ids} restarts them at every
+     * document). The same fp32 arithmetic as the tables, so a row of 0..seq-1 rotates as {@link #apply}.
+     */
+    public NDArray applyAt(NDArray x, NDArray positions) {
+        NDManager m = x.getManager();
+        NDArray invFreq = inverseFrequencies(m);
+        NDArray freqs = positions.toType(DataType.FLOAT32, false).expandDims(2)
+                .mul(invFreq.expandDims(0).expandDims(0)); // [b, s, dim/2]
+        NDArray emb = NDArrays.concat(new NDList(freqs, freqs), -1);
+        NDArray c = inTypeOf(emb.cos(), x);
+        NDArray s = inTypeOf(emb.sin(), x);
+        for (int i = 0; i < x.getShape().dimension() - 3; i++) {
+            c = c.expandDims(2);
+            s = s.expandDims(2);
+        }
+        return x.mul(c).add(rotateHalf(x).mul(s));
+    }
+
     private long[] cachedPositions;
     private NDArray cosAt;
     private NDArray sinAt;

@@ -2,6 +2,7 @@ package org.djlmegatron.transformer;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
+import java.util.Arrays;
 import java.util.function.UnaryOperator;
 import org.djlmegatron.autograd.Tape;
 import org.djlmegatron.moe.MoeLayer;
@@ -102,8 +103,12 @@ public final class TransformerLayer extends ParallelBlock {
         if (out != null) {
             y = out.addBias(y);
         }
-        long firstPosition = sequenceParallel ? y.getShape().get(SEQ_AXIS) * tp.group().rank() : 0;
-        y = hiddenDropout.hidden(y, tape().key(), layerNumber, site, firstPosition);
+        long length = y.getShape().get(SEQ_AXIS);
+        long firstPosition = sequenceParallel ? length * tp.group().rank() : 0;
+        long[] context = attention.contextIndices(sequenceParallel ? length * tp.group().size() : length);
+        y = context == null ? hiddenDropout.hidden(y, tape().key(), layerNumber, site, firstPosition)
+                : hiddenDropout.hidden(y, tape().key(), layerNumber, site,
+                        Arrays.copyOfRange(context, (int) firstPosition, (int) (firstPosition + length)));
         return h.add(y);
     }
 
