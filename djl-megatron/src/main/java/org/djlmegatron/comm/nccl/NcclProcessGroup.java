@@ -252,11 +252,7 @@ public final class NcclProcessGroup implements ProcessGroup, AutoCloseable {
         String name = "send";
         checkPeer(dst, name);
         int type = ncclType(x, name);
-        try (NDManager host = hostScratch().newSubManager()) {
-            bootstrap.send(host.create(CallSignature.encode(Kind.MESSAGE, 0, 0, x.getDataType(), x.getShape())), dst);
-        } catch (CollectiveException e) {
-            throw fail(name, "telling " + member(dst) + " what comes failed: " + e.getMessage());
-        }
+        announce(x, dst, name);
         try (NDManager scratch = x.getManager().newSubManager()) {
             NDArray in = contiguous(x, scratch);
             NDArray keep = null;
@@ -276,27 +272,114 @@ public final class NcclProcessGroup implements ProcessGroup, AutoCloseable {
     public NDArray recv(NDManager manager, Shape shape, DataType dataType, int src) {
         String name = "recv";
         checkPeer(src, name);
-        if (!manager.getDevice().equals(device)) {
-            throw new IllegalArgumentException(prefix(name) + "the manager is on " + manager.getDevice()
-                    + " but the group's device is " + device);
-        }
+        requireGroupDevice(manager, name);
         int type = ncclType(dataType, name);
-        long[] expected = CallSignature.encode(Kind.MESSAGE, 0, 0, dataType, shape);
-        long[] sent;
-        try (NDManager host = hostScratch().newSubManager()) {
-            sent = bootstrap.recv(host, new Shape(CallSignature.LONGS), DataType.INT64, src).toLongArray();
-        } catch (CollectiveException e) {
-            throw fail(name, "waiting for " + member(src) + " to send failed: " + e.getMessage());
-        }
-        if (!Arrays.equals(expected, sent)) {
-            throw fail(name, "expected " + CallSignature.tensor(expected) + " from " + member(src)
-                    + " but it sent " + CallSignature.tensor(sent));
-        }
+        expect(src, shape, dataType, name);
         try (NDManager scratch = manager.newSubManager()) {
             NDArray out = scratch.create(shape, dataType);
             launch(name, out.size(), (c, s) -> nccl.recv(TensorMemory.address(out), out.size(), type, src, c, s),
                     waitOnHost, null);
             return owned(out, manager);
+        }
+    }
+
+    @Override
+    public NDArray sendRecv(NDArray x, int dst, NDManager manager, Shape shape, DataType dataType, int src) {
+        return batchSendRecv(new NDArray[] {x}, new int[] {dst}, manager, shape, dataType, new int[] {src})[0];
+    }
+
+    /**
+     * Every send and receive in one NCCL group ({@code ncclGroupStart/End}), as Megatron's
+     * {@code batch_isend_irecv}: on a device a send's kernel waits for its receive, so sends and
+     * receives queued one after another deadlock as soon as two neighbours exchange both ways.
+     */
+    @Override
+    public NDArray[] batchSendRecv(NDArray[] sends, int[] dsts, NDManager manager, Shape shape, DataType dataType,
+            int[] srcs) {
+        String name = "batchSendRecv";
+        if (sends.length != dsts.length) {
+            throw new IllegalArgumentException(prefix(name) + sends.length + " arrays to send but " + dsts.length
+                    + " destinations");
+        }
+        requireGroupDevice(manager, name);
+        int[] sendTypes = new int[sends.length];
+        for (int i = 0; i < sends.length; i++) {
+            checkPeer(dsts[i], name);
+            sendTypes[i] = ncclType(sends[i], name);
+        }
+        int recvType = ncclType(dataType, name);
+        // the CPU group's messages never wait for their receiver, so announcing first cannot deadlock
+        for (int i = 0; i < sends.length; i++) {
+            announce(sends[i], dsts[i], name);
+        }
+        for (int src : srcs) {
+            checkPeer(src, name);
+            expect(src, shape, dataType, name);
+        }
+        try (NDManager scratch = manager.newSubManager()) {
+            NDArray[] in = new NDArray[sends.length];
+            long count = 0;
+            for (int i = 0; i < sends.length; i++) {
+                in[i] = contiguous(sends[i], scratch);
+                count += in[i].size();
+            }
+            NDArray received = scratch.create(prepend(srcs.length, shape), dataType);
+            count += received.size();
+            long bytes = shape.size() * dataType.getNumOfBytes();
+            launch(name, count, (c, s) -> {
+                int rc = nccl.groupStart();
+                if (rc != Nccl.SUCCESS) {
+                    return rc;
+                }
+                int first = Nccl.SUCCESS;
+                for (int i = 0; i < in.length; i++) {
+                    int r = nccl.send(TensorMemory.address(in[i]), in[i].size(), sendTypes[i], dsts[i], c, s);
+                    first = first == Nccl.SUCCESS ? r : first;
+                }
+                long base = TensorMemory.address(received);
+                for (int j = 0; j < srcs.length; j++) {
+                    int r = nccl.recv(base + j * bytes, shape.size(), recvType, srcs[j], c, s);
+                    first = first == Nccl.SUCCESS ? r : first;
+                }
+                int end = nccl.groupEnd(); // always closes the group, even after a failed enqueue
+                return first == Nccl.SUCCESS ? end : first;
+            }, waitOnHost, null);
+            NDArray[] out = new NDArray[srcs.length];
+            for (int j = 0; j < srcs.length; j++) {
+                out[j] = owned(received.get(j), manager);
+            }
+            return out;
+        }
+    }
+
+    /** Tells {@code dst} over the CPU group the dtype and shape of the message that follows. */
+    private void announce(NDArray x, int dst, String op) {
+        try (NDManager host = hostScratch().newSubManager()) {
+            bootstrap.send(host.create(CallSignature.encode(Kind.MESSAGE, 0, 0, x.getDataType(), x.getShape())), dst);
+        } catch (CollectiveException e) {
+            throw fail(op, "telling " + member(dst) + " what comes failed: " + e.getMessage());
+        }
+    }
+
+    /** Reads what {@code src} announced and fails both sides' group if it is not what this rank expects. */
+    private void expect(int src, Shape shape, DataType dataType, String op) {
+        long[] expected = CallSignature.encode(Kind.MESSAGE, 0, 0, dataType, shape);
+        long[] sent;
+        try (NDManager host = hostScratch().newSubManager()) {
+            sent = bootstrap.recv(host, new Shape(CallSignature.LONGS), DataType.INT64, src).toLongArray();
+        } catch (CollectiveException e) {
+            throw fail(op, "waiting for " + member(src) + " to send failed: " + e.getMessage());
+        }
+        if (!Arrays.equals(expected, sent)) {
+            throw fail(op, "expected " + CallSignature.tensor(expected) + " from " + member(src)
+                    + " but it sent " + CallSignature.tensor(sent));
+        }
+    }
+
+    private void requireGroupDevice(NDManager manager, String op) {
+        if (!manager.getDevice().equals(device)) {
+            throw new IllegalArgumentException(prefix(op) + "the manager is on " + manager.getDevice()
+                    + " but the group's device is " + device);
         }
     }
 

@@ -33,6 +33,7 @@ public final class FakeNccl implements Nccl {
     private final List<String> aborts = Collections.synchronizedList(new ArrayList<>());
     private final AtomicInteger destroyed = new AtomicInteger();
     private final AtomicInteger initialised = new AtomicInteger();
+    private final AtomicInteger groupCalls = new AtomicInteger();
     private volatile boolean workHangs;
     private volatile boolean initHangs;
     private volatile int asyncError = SUCCESS;
@@ -66,6 +67,11 @@ public final class FakeNccl implements Nccl {
 
     public int destroyed() {
         return destroyed.get();
+    }
+
+    /** Outermost {@code ncclGroupStart/End} pairs closed, over every thread. */
+    public int groupCalls() {
+        return groupCalls.get();
     }
 
     public int initialised() {
@@ -222,6 +228,9 @@ public final class FakeNccl implements Nccl {
             return INVALID_USAGE;
         }
         groupDepth.set(depth - 1);
+        if (depth == 1) {
+            groupCalls.incrementAndGet();
+        }
         return SUCCESS;
     }
 

@@ -306,6 +306,42 @@ class NcclProcessGroupTest {
     }
 
     @Test
+    void batchedExchangesRunAsOneGroupInBothDirectionsAndAroundARing() {
+        FakeNccl fake = new FakeNccl();
+        List<float[]> received = onNccl(3, fake, TIMEOUT, r -> {
+            NDManager m = r.ctx().manager();
+            int me = r.ctx().rank();
+            int next = (me + 1) % 3;
+            int prev = (me + 2) % 3;
+            // a pipeline stage's step: activations to the next, gradients to the previous, both received
+            NDArray[] got = r.nccl().batchSendRecv(
+                    new NDArray[] {m.create(new float[] {me, 10 + me}), m.create(new float[] {100 + me, 110 + me})},
+                    new int[] {next, prev}, m, new Shape(2), DataType.FLOAT32, new int[] {prev, next});
+            NDArray pair = r.nccl().sendRecv(m.create(new float[] {1000 + me, 0}).reshape(2), next, m, new Shape(2),
+                    DataType.FLOAT32, prev);
+            return new float[] {got[0].getFloat(0), got[0].getFloat(1), got[1].getFloat(0), got[1].getFloat(1),
+                pair.getFloat(0)};
+        });
+        assertThat(received.get(0)).containsExactly(2, 12, 101, 111, 1002);
+        assertThat(received.get(1)).containsExactly(0, 10, 102, 112, 1000);
+        assertThat(received.get(2)).containsExactly(1, 11, 100, 110, 1001);
+        assertThat(fake.groupCalls()).as("one NCCL group per rank and exchange").isEqualTo(6);
+    }
+
+    @Test
+    void aBatchedReceiveOfTheWrongShapeFailsNamingBoth() {
+        List<String> messages = onNccl(2, new FakeNccl(), TIMEOUT, r -> {
+            NDManager m = r.ctx().manager();
+            int peer = 1 - r.ctx().rank();
+            Shape expected = r.ctx().rank() == 0 ? new Shape(2) : new Shape(3);
+            return expectFailure(() -> r.nccl().batchSendRecv(new NDArray[] {m.zeros(new Shape(2))}, new int[] {peer},
+                    m, expected, DataType.FLOAT32, new int[] {peer})).getMessage();
+        });
+        assertThat(messages.get(1)).isEqualTo("group tp[0,1]: rank 1 (global 1) batchSendRecv: expected float32 (3) "
+                + "from rank 0 (global 0) but it sent float32 (2) (group aborted)");
+    }
+
+    @Test
     void aMemberThatNeverCallsTimesOutOverTheCpuGroup() {
         List<String> messages = LocalWorld.run(tensorOnly(2), SHORT, ctx -> {
             NcclProcessGroup g = new NcclProcessGroup(ctx.tensorGroup(), Device.cpu(), SHORT, new FakeNccl(), r -> {});
