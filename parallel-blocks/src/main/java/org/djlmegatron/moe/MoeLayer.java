@@ -31,6 +31,7 @@ public final class MoeLayer extends ParallelBlock {
 
     private final TopKRouter router;
     private final List<Mlp> experts = new ArrayList<>();
+    private final SharedExpertMlp sharedExperts; // null without moe_shared_expert_intermediate_size
     private final int numExperts;
     private final int firstExpert;
     private final ProcessGroup ep;
@@ -50,6 +51,8 @@ public final class MoeLayer extends ParallelBlock {
             experts.add(list.add(new Mlp(ctx, cfg, cfg.moeFfnHiddenSize(), cfg.addBiasLinear(),
                     sequenceParallel)));
         }
+        sharedExperts = cfg.hasSharedExperts()
+                ? part("shared_experts", new SharedExpertMlp(ctx, cfg, sequenceParallel)) : null;
         stats = new MoeStats(numExperts);
     }
 
@@ -153,6 +156,9 @@ public final class MoeLayer extends ParallelBlock {
         for (int j = 0; j < k; j++) {
             NDArray slot = all.get(rows.get(":, " + j)).mul(weights.get(":, " + j + ":" + (j + 1)));
             out = out == null ? slot : out.add(slot);
+        }
+        if (sharedExperts != null) {
+            out = out.add(sharedExperts.partial(tokens));
         }
         return out.reshape(shape);
     }
