@@ -136,7 +136,11 @@ public final class MoeLayer extends ParallelBlock {
                 ? NDArrays.concat(new NDList(tokens, m.zeros(new Shape(1, tokens.getShape().get(1)), tokens.getDataType())))
                 : tokens;
         NDArray sorted = source.get(m.create(tokenOfRow));
-        NDList live = new NDList(routing.weights()); // the combine still needs them: carried over the exchange
+        // the combine still needs the weights (and the shared experts' output): carried over the exchange
+        NDList live = new NDList(routing.weights());
+        if (sharedExperts != null) {
+            live.add(sharedExperts.partial(tokens));
+        }
         NDArray all;
         try (Tape.Carry c = tape().carry(live)) {
             if (ep.size() == 1) {
@@ -158,7 +162,7 @@ public final class MoeLayer extends ParallelBlock {
             out = out == null ? slot : out.add(slot);
         }
         if (sharedExperts != null) {
-            out = out.add(sharedExperts.partial(tokens));
+            out = out.add(live.get(1));
         }
         return out.reshape(shape);
     }
