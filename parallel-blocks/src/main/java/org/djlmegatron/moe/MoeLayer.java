@@ -187,6 +187,9 @@ public final class MoeLayer extends ParallelBlock {
 
     /** The local experts on their rows ({@code counts[l]} consecutive rows each); rows in, rows out. */
     private NDArray runLocal(NDArray rows, long[] counts) {
+        if (moe.groupedGemm() && experts.size() > 1) {
+            return GroupedExperts.run(experts, rows, counts, this::activateGrouped);
+        }
         List<Mlp> used = new ArrayList<>();
         NDList hidden = new NDList();
         long at = 0;
@@ -218,6 +221,12 @@ public final class MoeLayer extends ParallelBlock {
             return out;
         };
         return recomputeActivation ? tape().checkpoint(hidden, fn) : fn.apply(hidden);
+    }
+
+    /** The grouped experts' activation {@code [L, rows, 2 ffn]}, recomputed in backward under {@code moe_act}. */
+    private NDArray activateGrouped(NDArray hidden) {
+        Mlp any = experts.get(0); // the activation has no parameters: every expert's is the same
+        return recomputeActivation ? tape().checkpoint(hidden, any::activate) : any.activate(hidden);
     }
 
     /** Recomputes the experts' activations in backward ({@code --recompute-modules moe_act}). */

@@ -64,6 +64,10 @@ public class Mlp extends ParallelBlock {
         return fc2;
     }
 
+    public ColumnParallelLinear linearFc1() {
+        return fc1;
+    }
+
     /** The activation (SwiGLU on the fused [gate; up], or GPT-2's tanh GELU). */
     public NDArray activate(NDArray h) {
         if (activation == TransformerConfig.Activation.SWIGLU) {
