@@ -92,4 +92,25 @@ class MoeParityTest {
                 .with(Variant.of("recompute-moe-act", "--recompute-granularity", "selective", "--recompute-modules",
                         "moe_act"))), 1e-5, "grouped, EP=2");
     }
+
+    /**
+     * Gated shared experts (random weights, mock data, both balancing losses): EP=2 with the
+     * distributed optimizer and EP=2 x TP=2 + SP (the gate's gradient is a TP partial sum, like the
+     * router's) follow the one-rank trajectory within 1e-5.
+     */
+    @Test
+    void sharedExpertsFollowTheOneRankTrajectory() {
+        List<String> base = TrajectoryParity.args("--mock-data", "--num-layers", "2", "--hidden-size", "32",
+                "--num-attention-heads", "4", "--seq-length", "16", "--vocab-size", "128", "--swiglu",
+                "--normalization", "RMSNorm", "--position-embedding-type", "rope", "--disable-bias-linear",
+                "--num-experts", "4", "--moe-router-topk", "2", "--moe-ffn-hidden-size", "16",
+                "--moe-shared-expert-intermediate-size", "24", "--moe-shared-expert-gate",
+                "--moe-aux-loss-coeff", "0.01", "--moe-z-loss-coeff", "0.001", "--train-iters", "4",
+                "--micro-batch-size", "1", "--global-batch-size", "4", "--lr", "3e-3", "--lr-decay-style", "constant",
+                "--seed", "11");
+        List<StepResult> reference = TrajectoryParity.run(base, SINGLE);
+        for (Variant v : List.of(EP2.with(DISTOPT), EP2_TP2_SP)) {
+            TrajectoryParity.assertClose(reference, TrajectoryParity.run(base, v), 1e-5, "shared experts " + v);
+        }
+    }
 }
