@@ -81,7 +81,8 @@ final class BenchTrainCommand implements Callable<Integer> {
     @Option(names = "--layouts", split = ",", defaultValue = "dp1,dp2,dp2-distopt,tp2",
             description = "layouts to run: dpN, dpN-distopt, tpN, cpN (context parallelism, ring attention) or cpN-all_gather / "
                     + "cpN-a2a, ppN (1F1B over N stages; prints the measured bubble next to Megatron's (p-1)/(v*m)), "
-                    + "ppN-vpV (interleaved 1F1B, V model chunks per rank; bubble vs (p-1)/(v*m)), each optionally suffixed -full (full recomputation, "
+                    + "ppN-vpV (interleaved 1F1B, V model chunks per rank; bubble vs (p-1)/(v*m)), epN (with --num-experts), "
+                    + "each optionally suffixed -grouped (--moe-grouped-gemm, MoE only), then -full (full recomputation, "
                     + "uniform, 1 layer) or -selective (core attention), then optionally -flatstep (the step without the "
                     + "contiguous parameter/gradient buffers, for comparison) (default: ${DEFAULT-VALUE})") List<String> layouts;
     @Option(names = "--micro-batches", defaultValue = "1", description = "micro-batches per step and DP rank "
@@ -185,6 +186,8 @@ final class BenchTrainCommand implements Callable<Integer> {
             recompute = List.of("--recompute-activations");
             kind = kind.substring(0, kind.length() - "-selective".length());
         }
+        boolean grouped = kind.endsWith("-grouped"); // --moe-grouped-gemm
+        kind = grouped ? kind.substring(0, kind.length() - "-grouped".length()) : kind;
         int pp = 1;
         int vp = 1;
         java.util.regex.Matcher pipe = java.util.regex.Pattern.compile("pp(\\d+)(?:-vp(\\d+))?").matcher(kind);
@@ -209,7 +212,7 @@ final class BenchTrainCommand implements Callable<Integer> {
         } else {
             throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt, tpN, "
                     + "cpN[-p2p|-all_gather|-a2a], ppN, ppN-vpV or (with --num-experts) epN, "
-                    + "optionally followed by -full or -selective");
+                    + "optionally followed by -grouped (with --num-experts), then -full or -selective");
         }
         List<String> args = new ArrayList<>(List.of("--mock-data", "--num-layers", "" + l, "--hidden-size", "" + h,
                 "--num-attention-heads", "" + a, "--seq-length", "" + s, "--vocab-size", "" + v,
@@ -233,6 +236,9 @@ final class BenchTrainCommand implements Callable<Integer> {
             args.addAll(List.of("--num-experts", "" + numExperts, "--moe-router-topk", "" + topK,
                     "--expert-model-parallel-size", "" + ep, "--moe-token-dispatcher-type", dispatcher,
                     "--metrics-out", metrics.toString()));
+            if (grouped) {
+                args.add("--moe-grouped-gemm");
+            }
         }
         if (distopt) {
             args.add("--use-distributed-optimizer");

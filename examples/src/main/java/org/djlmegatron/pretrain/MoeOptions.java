@@ -42,6 +42,11 @@ public final class MoeOptions {
             description = "pad every expert's input with zero rows to the capacity (needs --moe-expert-capacity-factor)")
     public boolean moePadExpertInputToCapacity;
 
+    @Option(names = "--moe-grouped-gemm",
+            description = "run the local experts as batched GEMMs (rows zero-padded to the busiest expert) instead of "
+                    + "one GEMM pair per expert (default: off)")
+    public boolean moeGroupedGemm;
+
     @Option(names = "--moe-router-enable-expert-bias",
             description = "aux-loss-free balancing: a per-expert bias on the routing scores, updated after each step "
                     + "(sigmoid score function only)")
@@ -61,7 +66,7 @@ public final class MoeOptions {
                 moeExpertCapacityFactor,
                 MoeConfig.parse(org.djlmegatron.moe.ExpertCapacity.DropPolicy.class, "--moe-token-drop-policy",
                         moeTokenDropPolicy),
-                moePadExpertInputToCapacity);
+                moePadExpertInputToCapacity, moeGroupedGemm);
     }
 
     /**

@@ -89,10 +89,6 @@ public final class PretrainGpt {
             throw new IllegalArgumentException("--moe-router-enable-expert-bias needs --moe-router-score-function sigmoid"
                     + " (Megatron's rule), got " + o.moe.moeRouterScoreFunction);
         }
-        if (o.moe.expertModelParallelSize > 1 && (o.save != null || o.load != null)) {
-            throw new IllegalArgumentException("--save and --load are not supported yet with --expert-model-parallel-size "
-                    + o.moe.expertModelParallelSize + " (expert shards are not written); use 1");
-        }
         CpCommType cpComm = CpCommType.parse(o.cpCommType);
         if (grid.cp() > 1 && grid.pp() > 1) {
             throw new IllegalArgumentException("--context-parallel-size " + grid.cp() + " with --pipeline-model-parallel-size "

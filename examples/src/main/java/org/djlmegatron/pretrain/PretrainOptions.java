@@ -45,6 +45,8 @@ public final class PretrainOptions {
     @Option(names = "--num-experts", defaultValue = "0") public int numExperts;
     @Option(names = "--moe-router-topk", defaultValue = "2") public int moeRouterTopk;
     @Option(names = "--moe-ffn-hidden-size") public Integer moeFfnHiddenSize;
+    @Option(names = "--moe-shared-expert-intermediate-size", description = "width of the shared experts every token also goes through (default: none)") public Integer moeSharedExpertIntermediateSize;
+    @Option(names = "--moe-shared-expert-gate", description = "scale the shared experts' output by a per-token sigmoid gate, as Qwen2-MoE (default: off)") public boolean moeSharedExpertGate;
     @Option(names = "--vocab-size", defaultValue = "512", description = "vocabulary (mock data)") public int vocabSize;
     @Option(names = "--init-method-std", defaultValue = "0.02") public float initMethodStd;
 
@@ -189,6 +191,10 @@ public final class PretrainOptions {
         if (moeFfnHiddenSize != null) {
             b.moeFfnHiddenSize(moeFfnHiddenSize);
         }
+        if (moeSharedExpertIntermediateSize != null) {
+            b.moeSharedExpertIntermediateSize(moeSharedExpertIntermediateSize);
+        }
+        b.moeSharedExpertGate(moeSharedExpertGate);
         return b.build();
     }
 

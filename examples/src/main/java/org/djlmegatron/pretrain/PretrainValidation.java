@@ -53,6 +53,14 @@ final class PretrainValidation {
             throw new InvalidOptionException("--hidden-size", "a multiple of --num-attention-heads "
                     + o.numAttentionHeads + " (or give --kv-channels)", o.hiddenSize);
         }
+        positive("--moe-shared-expert-intermediate-size", o.moeSharedExpertIntermediateSize);
+        if (o.moeSharedExpertIntermediateSize != null && o.numExperts == 0) {
+            throw new InvalidOptionException("--moe-shared-expert-intermediate-size", "an MoE model (--num-experts > 0)",
+                    o.moeSharedExpertIntermediateSize);
+        }
+        if (o.moeSharedExpertGate && o.moeSharedExpertIntermediateSize == null) {
+            throw new InvalidOptionException("--moe-shared-expert-gate", "--moe-shared-expert-intermediate-size", "absent");
+        }
         if (o.numExperts > 0 && o.moeRouterTopk > o.numExperts) {
             throw new InvalidOptionException("--moe-router-topk", "at most --num-experts " + o.numExperts,
                     o.moeRouterTopk);

@@ -33,7 +33,9 @@ import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.training.Trainer;
 
 /**
- * Training checkpoints in the djl-megatron format: per tensor rank {@code mp_rank_TT/} the model
+ * Training checkpoints in the djl-megatron format: per tensor rank {@code mp_rank_TT/} (per tensor
+ * and expert rank {@code mp_rank_TT_EEE/} under expert parallelism, Megatron's legacy names: each
+ * holds the dense weights and that expert rank's experts) the model
  * shards ({@code model.safetensors}, written by DP rank 0) and the optimizer's fp32 masters and
  * moments ({@code optim_dp_RRR.safetensors}, one per DP shard under the distributed optimizer),
  * plus {@code trainer_state.json} (counters, loss scale, data position, arguments) and
@@ -69,10 +71,11 @@ final class TrainingCheckpoint {
             prepareStaging(root, staging);
         }
         worldBarrier(tp, dp, pp);
-        ParallelLayout layout = new ParallelLayout(tp.size(), pp.size(), 1);
-        Path rankDir = staging.resolve(new RankFile(tp.rank(), pp.rank(), 0).dirName(layout));
+        ParallelLayout layout = layoutOf(ctx);
+        Path rankDir = staging.resolve(rankDirName(ctx));
         createDirectories(rankDir);
-        if (dp.rank() == 0) {
+        boolean firstReplica = firstReplicaOfExperts(ctx);
+        if (firstReplica) {
             Map<String, NDArray> weights = new LinkedHashMap<>();
             for (ShardedParameter p : model.parameters()) {
                 if (!model.isFirstStage() && p.name().startsWith("embedding.")) {
@@ -82,11 +85,12 @@ final class TrainingCheckpoint {
             }
             SafetensorsWriter.write(rankDir.resolve(DjlMetadata.MODEL_FILE), weights, Map.of("format", "pt"));
         }
-        if (state.distributedOptimizer() || dp.rank() == 0) {
+        if (state.distributedOptimizer() || firstReplica) {
             Map<String, NDArray> optim = new LinkedHashMap<>();
             optim.put("masters", trainer.masters());
             trainer.optimizer().state().forEach(optim::put);
-            SafetensorsWriter.write(rankDir.resolve(optimizerFile(dp.rank())), optim, Map.of());
+            SafetensorsWriter.write(rankDir.resolve(optimizerFile(state.distributedOptimizer() ? dp.rank() : 0)), optim,
+                    Map.of());
         }
         pauseForTests(state.iteration());
         worldBarrier(tp, dp, pp);
@@ -101,6 +105,28 @@ final class TrainingCheckpoint {
             publish(root, staging, state.iteration());
         }
         worldBarrier(tp, dp, pp);
+    }
+
+    /** The run's tensor, pipeline and expert parallel sizes. */
+    private static ParallelLayout layoutOf(RankContext ctx) {
+        return new ParallelLayout(ctx.tensorGroup().size(), ctx.group(GroupKind.PIPELINE).size(),
+                ctx.group(GroupKind.EXPERT).size());
+    }
+
+    /** This rank's directory, Megatron's {@code mp_rank_TT[_PPP][_EEE]}. */
+    private static String rankDirName(RankContext ctx) {
+        return new RankFile(ctx.tensorGroup().rank(), ctx.group(GroupKind.PIPELINE).rank(),
+                ctx.group(GroupKind.EXPERT).rank()).dirName(layoutOf(ctx));
+    }
+
+    /**
+     * Whether this rank writes its directory's model file (and, without the distributed optimizer,
+     * its optimizer file): the first data-parallel replica, or under expert parallelism the first
+     * replica of this rank's experts (the dense weights are equal on all of them).
+     */
+    private static boolean firstReplicaOfExperts(RankContext ctx) {
+        return ctx.group(GroupKind.EXPERT).size() > 1 ? ctx.group(GroupKind.EXPERT_DATA).rank() == 0
+                : ctx.group(GroupKind.DATA_CONTEXT).rank() == 0;
     }
 
     /** Whether {@code root} holds any complete training checkpoint (not just converted weights). */
@@ -198,7 +224,8 @@ final class TrainingCheckpoint {
         boolean sameLayout = savedTp == tp.size() && state.dpSize() == dp.size()
                 && state.distributedOptimizer() == distributedOptimizer;
         checkPipelineResumable(iterDir, state, tp.size(), pp.size(), dp.size(), distributedOptimizer);
-        Map<String, NDArray> optState = sameLayout ? readOwn(iterDir, tp, pp, dp, trainer, state, checks)
+        checkExpertLayout(iterDir, ctx.group(GroupKind.EXPERT).size(), sameLayout);
+        Map<String, NDArray> optState = sameLayout ? readOwn(iterDir, ctx, trainer, state, checks)
                 : reshard(iterDir, dp, model, trainer, state, savedTp, checks);
         NDArray masters = optState.remove("masters");
         trainer.masters().set(new NDIndex("..."), masters);
@@ -209,11 +236,25 @@ final class TrainingCheckpoint {
         trainer.writeBackMasters();
     }
 
-    private static Map<String, NDArray> readOwn(Path iterDir, ProcessGroup tp, ProcessGroup pp, ProcessGroup dp,
-            Trainer trainer, TrainerState state, ReadChecks checks) {
-        int file = state.distributedOptimizer() ? dp.rank() : 0;
-        Path rankDir = iterDir.resolve(new RankFile(tp.rank(), pp.rank(), 0).dirName(
-                new ParallelLayout(tp.size(), pp.size(), 1)));
+    /**
+     * The optimizer state is resharded (another TP or DP size, or optimizer sharding) only without
+     * expert parallelism on either side: {@link OptimizerReshard} does not know the expert buffer.
+     * The weights alone reshard at any expert-parallel size ({@code --finetune}, {@code --no-load-optim}).
+     */
+    private static void checkExpertLayout(Path iterDir, int ep, boolean sameLayout) {
+        int savedEp = DjlMetadata.read(iterDir).layout().ep();
+        if (savedEp != ep || ep > 1 && !sameLayout) {
+            throw new CheckpointException(iterDir + ": saved at --expert-model-parallel-size " + savedEp + ", resumed at "
+                    + ep + (savedEp == ep ? " with another TP size, DP size or optimizer sharding" : "")
+                    + ": the optimizer state cannot be resharded under expert parallelism yet; resume with the saved "
+                    + "layout, or take the weights only with --finetune or --no-load-optim");
+        }
+    }
+
+    private static Map<String, NDArray> readOwn(Path iterDir, RankContext ctx, Trainer trainer,
+            TrainerState state, ReadChecks checks) {
+        int file = state.distributedOptimizer() ? ctx.group(GroupKind.DATA_CONTEXT).rank() : 0;
+        Path rankDir = iterDir.resolve(rankDirName(ctx));
         Path f = rankDir.resolve(optimizerFile(file));
         if (checks.verifyChecksums()) {
             FileChecksums.verify(iterDir, iterDir.relativize(f).toString(), DjlMetadata.read(iterDir).checksums());

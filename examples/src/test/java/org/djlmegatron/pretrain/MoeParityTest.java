@@ -20,7 +20,7 @@ import org.junit.jupiter.params.provider.ValueSource;
  * iterations on mock data (24-token sequences, so TP=2 + SP applies) with the load-balancing and
  * z losses follow the one-rank trajectory within 1e-5 at EP=2 (both dispatchers, with and
  * without the distributed optimizer) and at EP=2 x TP=2 + SP (world 4); recomputing the MoE block
- * at EP=2 changes nothing, bit for bit.
+ * at EP=2 changes nothing, bit for bit; the grouped GEMM follows the per-expert loop.
  */
 class MoeParityTest {
 
@@ -75,6 +75,42 @@ class MoeParityTest {
                     "--moe-expert-capacity-factor", "0.5", "--moe-token-drop-policy", policy)));
             assertThat(Math.abs(dropping.get(0).gradNorm() - dropless.get(0).gradNorm()))
                     .as("dropping with %s changes the gradient", policy).isGreaterThan(1e-6);
+        }
+    }
+
+    /**
+     * {@code --moe-grouped-gemm} (batched GEMMs over zero-padded rows) follows the per-expert loop
+     * within 1e-5 on one rank (4 local experts) and at EP=2 (2 each), with the activation recomputed.
+     */
+    @Test
+    void groupedGemmFollowsThePerExpertLoop() {
+        List<String> base = base("aux_loss", "softmax");
+        Variant grouped = Variant.of("grouped-gemm", "--moe-grouped-gemm");
+        TrajectoryParity.assertClose(TrajectoryParity.run(base, SINGLE), TrajectoryParity.run(base, grouped), 1e-5,
+                "grouped, one rank");
+        TrajectoryParity.assertClose(TrajectoryParity.run(base, EP2), TrajectoryParity.run(base, EP2.with(grouped)
+                .with(Variant.of("recompute-moe-act", "--recompute-granularity", "selective", "--recompute-modules",
+                        "moe_act"))), 1e-5, "grouped, EP=2");
+    }
+
+    /**
+     * Gated shared experts (random weights, mock data, both balancing losses): EP=2 with the
+     * distributed optimizer and EP=2 x TP=2 + SP (the gate's gradient is a TP partial sum, like the
+     * router's) follow the one-rank trajectory within 1e-5.
+     */
+    @Test
+    void sharedExpertsFollowTheOneRankTrajectory() {
+        List<String> base = TrajectoryParity.args("--mock-data", "--num-layers", "2", "--hidden-size", "32",
+                "--num-attention-heads", "4", "--seq-length", "16", "--vocab-size", "128", "--swiglu",
+                "--normalization", "RMSNorm", "--position-embedding-type", "rope", "--disable-bias-linear",
+                "--num-experts", "4", "--moe-router-topk", "2", "--moe-ffn-hidden-size", "16",
+                "--moe-shared-expert-intermediate-size", "24", "--moe-shared-expert-gate",
+                "--moe-aux-loss-coeff", "0.01", "--moe-z-loss-coeff", "0.001", "--train-iters", "4",
+                "--micro-batch-size", "1", "--global-batch-size", "4", "--lr", "3e-3", "--lr-decay-style", "constant",
+                "--seed", "11");
+        List<StepResult> reference = TrajectoryParity.run(base, SINGLE);
+        for (Variant v : List.of(EP2.with(DISTOPT), EP2_TP2_SP)) {
+            TrajectoryParity.assertClose(reference, TrajectoryParity.run(base, v), 1e-5, "shared experts " + v);
         }
     }
 }

@@ -16,10 +16,12 @@ import java.util.Locale;
  * @param dropPolicy {@code --moe-token-drop-policy}
  * @param padToCapacity {@code --moe-pad-expert-input-to-capacity}: every expert gets exactly
  *     capacity rows (zero rows fill the rest)
+ * @param groupedGemm {@code --moe-grouped-gemm}: the local experts' MLPs as batched GEMMs over
+ *     their rows zero-padded to the largest count, instead of one GEMM pair per expert
  */
 public record MoeConfig(ScoreFunction scoreFunction, LoadBalancing loadBalancing, double auxLossCoeff,
         double zLossCoeff, Dispatcher dispatcher, Double capacityFactor, ExpertCapacity.DropPolicy dropPolicy,
-        boolean padToCapacity) {
+        boolean padToCapacity, boolean groupedGemm) {
 
     /** The router's score function. */
     public enum ScoreFunction { SOFTMAX, SIGMOID }
@@ -32,13 +34,13 @@ public record MoeConfig(ScoreFunction scoreFunction, LoadBalancing loadBalancing
 
     /** What a plain inference or fine-tuning run uses: softmax, no extra losses, all-to-all. */
     public static final MoeConfig DEFAULT = new MoeConfig(ScoreFunction.SOFTMAX, LoadBalancing.NONE, 0, 0,
-            Dispatcher.ALLTOALL, null, ExpertCapacity.DropPolicy.PROBS, false);
+            Dispatcher.ALLTOALL, null, ExpertCapacity.DropPolicy.PROBS, false, false);
 
     /** Without capacity (dropless). */
     public MoeConfig(ScoreFunction scoreFunction, LoadBalancing loadBalancing, double auxLossCoeff, double zLossCoeff,
             Dispatcher dispatcher) {
         this(scoreFunction, loadBalancing, auxLossCoeff, zLossCoeff, dispatcher, null, ExpertCapacity.DropPolicy.PROBS,
-                false);
+                false, false);
     }
 
     public MoeConfig {

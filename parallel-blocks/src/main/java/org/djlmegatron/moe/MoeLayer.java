@@ -31,6 +31,7 @@ public final class MoeLayer extends ParallelBlock {
 
     private final TopKRouter router;
     private final List<Mlp> experts = new ArrayList<>();
+    private final SharedExpertMlp sharedExperts; // null without moe_shared_expert_intermediate_size
     private final int numExperts;
     private final int firstExpert;
     private final ProcessGroup ep;
@@ -50,6 +51,8 @@ public final class MoeLayer extends ParallelBlock {
             experts.add(list.add(new Mlp(ctx, cfg, cfg.moeFfnHiddenSize(), cfg.addBiasLinear(),
                     sequenceParallel)));
         }
+        sharedExperts = cfg.hasSharedExperts()
+                ? part("shared_experts", new SharedExpertMlp(ctx, cfg, sequenceParallel)) : null;
         stats = new MoeStats(numExperts);
     }
 
@@ -133,7 +136,11 @@ public final class MoeLayer extends ParallelBlock {
                 ? NDArrays.concat(new NDList(tokens, m.zeros(new Shape(1, tokens.getShape().get(1)), tokens.getDataType())))
                 : tokens;
         NDArray sorted = source.get(m.create(tokenOfRow));
-        NDList live = new NDList(routing.weights()); // the combine still needs them: carried over the exchange
+        // the combine still needs the weights (and the shared experts' output): carried over the exchange
+        NDList live = new NDList(routing.weights());
+        if (sharedExperts != null) {
+            live.add(sharedExperts.partial(tokens));
+        }
         NDArray all;
         try (Tape.Carry c = tape().carry(live)) {
             if (ep.size() == 1) {
@@ -153,6 +160,9 @@ public final class MoeLayer extends ParallelBlock {
         for (int j = 0; j < k; j++) {
             NDArray slot = all.get(rows.get(":, " + j)).mul(weights.get(":, " + j + ":" + (j + 1)));
             out = out == null ? slot : out.add(slot);
+        }
+        if (sharedExperts != null) {
+            out = out.add(live.get(1));
         }
         return out.reshape(shape);
     }
@@ -177,6 +187,9 @@ public final class MoeLayer extends ParallelBlock {
 
     /** The local experts on their rows ({@code counts[l]} consecutive rows each); rows in, rows out. */
     private NDArray runLocal(NDArray rows, long[] counts) {
+        if (moe.groupedGemm() && experts.size() > 1) {
+            return GroupedExperts.run(experts, rows, counts, this::activateGrouped);
+        }
         List<Mlp> used = new ArrayList<>();
         NDList hidden = new NDList();
         long at = 0;
@@ -208,6 +221,12 @@ public final class MoeLayer extends ParallelBlock {
             return out;
         };
         return recomputeActivation ? tape().checkpoint(hidden, fn) : fn.apply(hidden);
+    }
+
+    /** The grouped experts' activation {@code [L, rows, 2 ffn]}, recomputed in backward under {@code moe_act}. */
+    private NDArray activateGrouped(NDArray hidden) {
+        Mlp any = experts.get(0); // the activation has no parameters: every expert's is the same
+        return recomputeActivation ? tape().checkpoint(hidden, any::activate) : any.activate(hidden);
     }
 
     /** Recomputes the experts' activations in backward ({@code --recompute-modules moe_act}). */

@@ -113,7 +113,9 @@ public final class TopKRouter extends ParallelBlock {
         if (moe.hasAuxLoss() && ai.djl.pytorch.jni.JniUtils.isGradMode()) {
             NDArray probs = moe.scoreFunction() == MoeConfig.ScoreFunction.SOFTMAX ? scores
                     : scores.div(scores.sum(new int[] {-1}, true).add(constant(scores, 1e-20)));
-            NDArray routingMap = top.get(1).oneHot(numExperts).sum(new int[] {1}); // [T, E] 0/1
+            // Megatron counts the unbiased top k here: the expert bias steers the choice, not the loss
+            NDArray counted = expertBias == null ? top.get(1) : scores.topK(topK, -1, true, true).get(1);
+            NDArray routingMap = counted.oneHot(numExperts).sum(new int[] {1}); // [T, E] 0/1
             NDArray loss = moe.loadBalancing() == MoeConfig.LoadBalancing.AUX_LOSS
                     ? auxLoss(probs, routingMap) : seqAuxLoss(probs, routingMap, batch);
             aux = loss.getFloat();

@@ -119,4 +119,9 @@ public final class ColumnParallelLinear extends ParallelBlock {
             return new ColumnParallelLinear(this);
         }
     }
+
+    /** This rank's weight shard as an activation of {@code like}'s type computes with it (grouped expert GEMMs). */
+    public NDArray weightFor(NDArray like) {
+        return value(weight, like);
+    }
 }

@@ -98,4 +98,9 @@ public final class RowParallelLinear extends ParallelBlock {
             return new RowParallelLinear(this);
         }
     }
+
+    /** This rank's weight shard as an activation of {@code like}'s type computes with it (grouped expert GEMMs). */
+    public NDArray weightFor(NDArray like) {
+        return value(weight, like);
+    }
 }

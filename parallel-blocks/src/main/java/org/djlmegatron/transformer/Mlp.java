@@ -13,7 +13,7 @@ import org.djlmegatron.parallel.RankContext;
  * The transformer MLP: column-parallel {@code linear_fc1} (a fused [gate; up] for SwiGLU), the
  * activation, row-parallel {@code linear_fc2}. {@link #partial} returns the unreduced output.
  */
-public final class Mlp extends ParallelBlock {
+public class Mlp extends ParallelBlock {
 
     private final TransformerConfig.Activation activation;
     private final ColumnParallelLinear fc1;
@@ -62,6 +62,10 @@ public final class Mlp extends ParallelBlock {
 
     public RowParallelLinear linearFc2() {
         return fc2;
+    }
+
+    public ColumnParallelLinear linearFc1() {
+        return fc1;
     }
 
     /** The activation (SwiGLU on the fused [gate; up], or GPT-2's tanh GELU). */

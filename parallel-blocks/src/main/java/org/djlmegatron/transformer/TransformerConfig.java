@@ -28,6 +28,10 @@ import org.djlmegatron.nn.Norm;
  * @param moeFfnHiddenSize each expert's MLP width
  * @param moeRenormalizeTopK renormalise the top-k router probabilities to sum to one
  * @param ropeScaling scaling of the rotary frequencies (Llama 3.1's, linear), or null for none
+ * @param moeSharedExpertIntermediateSize width of the shared experts' MLP that every token goes
+ *     through beside the routed ones (Megatron's {@code moe_shared_expert_intermediate_size}; 0: none)
+ * @param moeSharedExpertGate scale the shared experts' output by sigmoid(x . gate_weight), one
+ *     scalar per token (Megatron's {@code moe_shared_expert_gate}, Qwen2-MoE's {@code shared_expert_gate})
  */
 public record TransformerConfig(
         int numLayers,
@@ -51,7 +55,9 @@ public record TransformerConfig(
         int moeRouterTopK,
         int moeFfnHiddenSize,
         boolean moeRenormalizeTopK,
-        RopeScaling ropeScaling) {
+        RopeScaling ropeScaling,
+        int moeSharedExpertIntermediateSize,
+        boolean moeSharedExpertGate) {
 
     /** MLP activations. */
     public enum Activation {
@@ -87,6 +93,13 @@ public record TransformerConfig(
             throw new IllegalArgumentException("moe_router_topk " + moeRouterTopK
                     + " must be in [1, num_experts=" + numExperts + "]");
         }
+        if (moeSharedExpertIntermediateSize < 0 || moeSharedExpertIntermediateSize > 0 && numExperts == 0) {
+            throw new IllegalArgumentException("moe_shared_expert_intermediate_size must be 0, or > 0 with num_experts > 0;"
+                    + " found " + moeSharedExpertIntermediateSize + " with num_experts=" + numExperts);
+        }
+        if (moeSharedExpertGate && moeSharedExpertIntermediateSize == 0) {
+            throw new IllegalArgumentException("moe_shared_expert_gate needs moe_shared_expert_intermediate_size > 0");
+        }
     }
 
     private static void positive(String name, int value) {
@@ -97,6 +110,11 @@ public record TransformerConfig(
 
     public boolean isMoe() {
         return numExperts > 0;
+    }
+
+    /** Whether MoE layers have shared experts. */
+    public boolean hasSharedExperts() {
+        return moeSharedExpertIntermediateSize > 0;
     }
 
     public boolean isGated() {
@@ -141,6 +159,8 @@ public record TransformerConfig(
         private int moeFfnHiddenSize = -1;
         private boolean moeRenormalizeTopK = true;
         private RopeScaling ropeScaling;
+        private int moeSharedExpertIntermediateSize;
+        private boolean moeSharedExpertGate;
 
         public Builder numLayers(int v) { numLayers = v; return this; }
         public Builder hiddenSize(int v) { hiddenSize = v; return this; }
@@ -164,6 +184,8 @@ public record TransformerConfig(
         public Builder moeFfnHiddenSize(int v) { moeFfnHiddenSize = v; return this; }
         public Builder moeRenormalizeTopK(boolean v) { moeRenormalizeTopK = v; return this; }
         public Builder ropeScaling(RopeScaling v) { ropeScaling = v; return this; }
+        public Builder moeSharedExpertIntermediateSize(int v) { moeSharedExpertIntermediateSize = v; return this; }
+        public Builder moeSharedExpertGate(boolean v) { moeSharedExpertGate = v; return this; }
 
         /** Fills Megatron's defaults: MHA, head width hidden/heads, ffn 4x hidden. */
         public TransformerConfig build() {
@@ -180,7 +202,8 @@ public record TransformerConfig(
                     vocabSize, maxPositionEmbeddings, normalization, normEpsilon, activation,
                     positionEmbedding, rotaryBase, addQkvBias, addBiasLinear, qkLayernorm,
                     tieEmbeddings, numExperts, moeRouterTopK, moeFfn, moeRenormalizeTopK,
-                    positionEmbedding == PositionEmbedding.ROPE ? ropeScaling : null);
+                    positionEmbedding == PositionEmbedding.ROPE ? ropeScaling : null,
+                    moeSharedExpertIntermediateSize, moeSharedExpertGate);
         }
     }
 }

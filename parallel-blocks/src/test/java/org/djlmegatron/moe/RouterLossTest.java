@@ -29,9 +29,16 @@ class RouterLossTest {
     static final int B = 2;
     static final int S = 5;
 
-    @ParameterizedTest(name = "{0} {1}")
-    @CsvSource({"SOFTMAX, AUX_LOSS", "SOFTMAX, SEQ_AUX_LOSS", "SIGMOID, AUX_LOSS", "SIGMOID, SEQ_AUX_LOSS"})
-    void lossesEqualTheFormulasInDoubles(MoeConfig.ScoreFunction score, MoeConfig.LoadBalancing balancing) {
+    /**
+     * With {@code expertBias}, a bias of +-4 (far larger than the scores' spread) chooses the
+     * experts; the load-balancing loss still counts the unbiased top k, as Megatron's
+     * {@code compute_routing_scores_for_aux_loss}, which is what the doubles here count.
+     */
+    @ParameterizedTest(name = "{0} {1} expert bias {2}")
+    @CsvSource({"SOFTMAX, AUX_LOSS, false", "SOFTMAX, SEQ_AUX_LOSS, false", "SIGMOID, AUX_LOSS, false",
+        "SIGMOID, SEQ_AUX_LOSS, false", "SIGMOID, AUX_LOSS, true", "SIGMOID, SEQ_AUX_LOSS, true"})
+    void lossesEqualTheFormulasInDoubles(MoeConfig.ScoreFunction score, MoeConfig.LoadBalancing balancing,
+            boolean expertBias) {
         TransformerConfig cfg = TransformerConfig.builder().numLayers(1).hiddenSize(H).numAttentionHeads(2)
                 .ffnHiddenSize(16).vocabSize(16).maxPositionEmbeddings(8).numExperts(E).moeRouterTopK(K)
                 .addBiasLinear(false).build();
@@ -44,6 +51,10 @@ class RouterLossTest {
             TopKRouter router = new TopKRouter(ctx, cfg);
             router.initializeRandom(11, 0.5f);
             router.setConfig(new MoeConfig(score, balancing, 0.01, 0.001, MoeConfig.Dispatcher.ALLTOALL));
+            if (expertBias) {
+                router.enableExpertBias();
+                router.updateExpertBias(new long[] {10, 0, 5, 5, 0, 10}, 4.0); // bias -4, 4, 0, 0, 4, -4
+            }
             float[] w = router.parameters().get(0).parameter().getArray().toFloatArray();
             boolean grad = JniUtils.isGradMode();
             JniUtils.setGradMode(true);

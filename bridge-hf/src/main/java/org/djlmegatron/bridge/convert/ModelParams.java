@@ -46,6 +46,12 @@ public final class ModelParams {
                 for (int e = 0; e < c.numExperts(); e++) {
                     mlp(out, l + "mlp.experts.local_experts." + e + ".", c, c.moeFfnHiddenSize(), false);
                 }
+                if (c.hasSharedExperts()) { // a module's own parameters come before its children's, as in torch
+                    if (c.moeSharedExpertGate()) {
+                        out.add(spec(l + "mlp.shared_experts.gate_weight", ShardLayout.REPLICATED, 1, h));
+                    }
+                    mlp(out, l + "mlp.shared_experts.", c, c.moeSharedExpertIntermediateSize(), false);
+                }
             } else {
                 mlp(out, l + "mlp.", c, c.ffnHiddenSize(), c.addBiasLinear());
             }

@@ -22,12 +22,16 @@ public final class HfConfigWriter {
     private HfConfigWriter() {}
 
     /**
-     * The architecture that holds a model exactly: GPT-2 for learned positions, Qwen3(-MoE) for
-     * q/k norms, Qwen2 for q/k/v biases, Mixtral for other MoE models, Llama otherwise.
+     * The architecture that holds a model exactly: GPT-2 for learned positions, Qwen2-MoE for
+     * shared experts (gated, q/k/v biases), Qwen3(-MoE) for q/k norms, Qwen2 for q/k/v biases,
+     * Mixtral for other MoE models, Llama otherwise.
      */
     public static String inferModelType(TransformerConfig c) {
         if (c.positionEmbedding() == PositionEmbedding.LEARNED_ABSOLUTE) {
             return "gpt2";
+        }
+        if (c.hasSharedExperts()) {
+            return "qwen2_moe";
         }
         if (c.isMoe()) {
             return c.qkLayernorm() ? "qwen3_moe" : "mixtral";
@@ -78,6 +82,7 @@ public final class HfConfigWriter {
             case "qwen3" -> "Qwen3ForCausalLM";
             case "mixtral" -> "MixtralForCausalLM";
             case "qwen3_moe" -> "Qwen3MoeForCausalLM";
+            case "qwen2_moe" -> "Qwen2MoeForCausalLM";
             default -> throw new CheckpointException("model_type '" + type + "' is not supported for export; supported: "
                     + String.join(", ", HfConfig.SUPPORTED.stream().sorted().toList()));
         });
@@ -96,7 +101,7 @@ public final class HfConfigWriter {
         o.addProperty("rope_theta", c.rotaryBase());
         HfRopeScaling.write(o, c.rotaryBase(), c.ropeScaling());
         o.addProperty("tie_word_embeddings", c.tieEmbeddings());
-        if (!type.equals("qwen2")) {
+        if (!type.equals("qwen2") && !type.equals("qwen2_moe")) {
             o.addProperty("attention_bias", c.addQkvBias());
         }
         if (type.startsWith("qwen") || type.equals("mistral") || type.equals("mixtral")) {
@@ -109,7 +114,10 @@ public final class HfConfigWriter {
             o.addProperty("num_local_experts", c.numExperts());
             o.addProperty("num_experts_per_tok", c.moeRouterTopK());
             o.addProperty("intermediate_size", c.moeFfnHiddenSize());
-        } else if (type.equals("qwen3_moe")) {
+        } else if (type.equals("qwen3_moe") || type.equals("qwen2_moe")) {
+            if (type.equals("qwen2_moe")) {
+                o.addProperty("shared_expert_intermediate_size", c.moeSharedExpertIntermediateSize());
+            }
             o.addProperty("num_experts", c.numExperts());
             o.addProperty("num_experts_per_tok", c.moeRouterTopK());
             o.addProperty("moe_intermediate_size", c.moeFfnHiddenSize());
@@ -151,6 +159,7 @@ public final class HfConfigWriter {
                 c.normalization(), c.normEpsilon(), c.activation(), c.positionEmbedding(),
                 rope ? c.rotaryBase() : 10000, c.addQkvBias(), c.addBiasLinear(), c.qkLayernorm(), c.tieEmbeddings(),
                 c.numExperts(), c.isMoe() ? c.moeRouterTopK() : 0, c.isMoe() ? c.moeFfnHiddenSize() : 0,
-                c.isMoe() && c.moeRenormalizeTopK(), rope ? c.ropeScaling() : null);
+                c.isMoe() && c.moeRenormalizeTopK(), rope ? c.ropeScaling() : null,
+                c.moeSharedExpertIntermediateSize(), c.moeSharedExpertGate());
     }
 }

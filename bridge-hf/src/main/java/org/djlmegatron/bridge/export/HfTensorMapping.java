@@ -99,6 +99,10 @@ public final class HfTensorMapping {
             }
             case "mlp.linear_fc1.weight" -> gateUp(spec, hf + "mlp.gate_proj.weight", hf + "mlp.up_proj.weight");
             case "mlp.linear_fc2.weight" -> direct(spec, hf + "mlp.down_proj.weight");
+            case "mlp.shared_experts.linear_fc1.weight" -> gateUp(spec, hf + "mlp.shared_expert.gate_proj.weight",
+                    hf + "mlp.shared_expert.up_proj.weight");
+            case "mlp.shared_experts.linear_fc2.weight" -> direct(spec, hf + "mlp.shared_expert.down_proj.weight");
+            case "mlp.shared_experts.gate_weight" -> direct(spec, hf + "mlp.shared_expert_gate.weight");
             case "mlp.router.weight" -> direct(spec, hf + (modelType.equals("mixtral")
                     ? "block_sparse_moe.gate.weight" : "mlp.gate.weight"));
             default -> throw unmapped(spec);

@@ -146,6 +146,13 @@ public final class HfCheckpoint implements AutoCloseable {
                 return r.gated(use(used, hf + "mlp.gate_proj.weight"), use(used, hf + "mlp.up_proj.weight"), p);
             case "mlp.linear_fc2.weight":
                 return r.direct(use(used, hf + "mlp.down_proj.weight"), p);
+            case "mlp.shared_experts.linear_fc1.weight":
+                return r.gated(use(used, hf + "mlp.shared_expert.gate_proj.weight"),
+                        use(used, hf + "mlp.shared_expert.up_proj.weight"), p);
+            case "mlp.shared_experts.linear_fc2.weight":
+                return r.direct(use(used, hf + "mlp.shared_expert.down_proj.weight"), p);
+            case "mlp.shared_experts.gate_weight":
+                return r.direct(use(used, hf + "mlp.shared_expert_gate.weight"), p);
             case "mlp.router.weight":
                 String gate = modelType().equals("mixtral") ? "block_sparse_moe.gate.weight" : "mlp.gate.weight";
                 return r.direct(use(used, hf + gate), p);

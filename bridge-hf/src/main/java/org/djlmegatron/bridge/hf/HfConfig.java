@@ -27,7 +27,7 @@ public record HfConfig(String modelType, TransformerConfig config) {
 
     /** The {@code model_type}s this bridge maps. */
     public static final Set<String> SUPPORTED =
-            Set.of("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe", "gpt2");
+            Set.of("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe", "qwen2_moe", "gpt2");
 
     /** Reads {@code dir/config.json}. */
     public static HfConfig read(Path dir) {
@@ -83,7 +83,7 @@ public record HfConfig(String modelType, TransformerConfig config) {
                 .positionEmbedding(PositionEmbedding.ROPE)
                 .rotaryBase(ropeTheta(f))
                 .ropeScaling(HfRopeScaling.read(f.file, f.json))
-                .addQkvBias(type.equals("qwen2") || f.optBool("attention_bias", false))
+                .addQkvBias(type.equals("qwen2") || type.equals("qwen2_moe") || f.optBool("attention_bias", false))
                 .qkLayernorm(type.startsWith("qwen3"))
                 .tieEmbeddings(f.optBool("tie_word_embeddings", false));
         if (type.equals("mixtral")) {
@@ -91,7 +91,7 @@ public record HfConfig(String modelType, TransformerConfig config) {
                     .moeRouterTopK(f.integer("num_experts_per_tok"))
                     .moeFfnHiddenSize(f.integer("intermediate_size"))
                     .moeRenormalizeTopK(true);
-        } else if (type.equals("qwen3_moe")) {
+        } else if (type.equals("qwen3_moe") || type.equals("qwen2_moe")) {
             if (f.optInt("decoder_sparse_step", 1) != 1) {
                 f.unsupported("decoder_sparse_step", String.valueOf(f.optInt("decoder_sparse_step", 1)), "1");
             }
@@ -104,6 +104,10 @@ public record HfConfig(String modelType, TransformerConfig config) {
                     .moeRouterTopK(f.integer("num_experts_per_tok"))
                     .moeFfnHiddenSize(f.integer("moe_intermediate_size"))
                     .moeRenormalizeTopK(f.optBool("norm_topk_prob", false));
+            if (type.equals("qwen2_moe")) { // Qwen2MoeSparseMoeBlock: shared_expert, gated by shared_expert_gate
+                b.moeSharedExpertIntermediateSize(f.integer("shared_expert_intermediate_size"))
+                        .moeSharedExpertGate(true);
+            }
         }
         return b.build();
     }

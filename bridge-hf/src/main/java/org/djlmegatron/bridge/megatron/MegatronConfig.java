@@ -26,7 +26,7 @@ import org.djlmegatron.transformer.TransformerConfig.PositionEmbedding;
  * {@code untie_embeddings_and_output_weights}, ...): read from a checkpoint's {@code args}
  * namespace or from a JSON file of the same names, and written back as {@code args}. A field
  * that is absent takes Megatron-LM's command-line default; options the model cannot honour
- * (rope types other than llama3 and linear, exact GELU, shared experts, sigmoid routers, ...) are refused by name.
+ * (rope types other than llama3 and linear, exact GELU, sigmoid routers, ...) are refused by name.
  */
 public final class MegatronConfig {
 
@@ -141,6 +141,9 @@ public final class MegatronConfig {
             // Megatron's default (top-k of the logits, softmax over those) renormalises
             f.put("moe_router_pre_softmax", !c.moeRenormalizeTopK());
             f.put("moe_router_score_function", "softmax");
+            f.put("moe_shared_expert_intermediate_size", c.hasSharedExperts()
+                    ? (Object) (long) c.moeSharedExpertIntermediateSize() : null);
+            f.put("moe_shared_expert_gate", c.moeSharedExpertGate());
         }
         return f;
     }
@@ -157,7 +160,6 @@ public final class MegatronConfig {
         refuseUnless("rotary_interleaved", false);
         refuseUnless("apply_layernorm_1p", false);
         refuseUnless("squared_relu", false);
-        refuseUnless("moe_shared_expert_intermediate_size", null);
         refuseUnless("moe_router_topk_scaling_factor", null);
         refuseUnless("moe_grouped_gemm", false);
         String score = string("moe_router_score_function", "softmax");
@@ -208,7 +210,9 @@ public final class MegatronConfig {
             b.numExperts(experts)
                     .moeRouterTopK(integer("moe_router_topk", 2))
                     .moeFfnHiddenSize(integer("moe_ffn_hidden_size", ffn))
-                    .moeRenormalizeTopK(!bool("moe_router_pre_softmax", false));
+                    .moeRenormalizeTopK(!bool("moe_router_pre_softmax", false))
+                    .moeSharedExpertIntermediateSize(integer("moe_shared_expert_intermediate_size", 0))
+                    .moeSharedExpertGate(bool("moe_shared_expert_gate", false));
         }
         try {
             return b.build();

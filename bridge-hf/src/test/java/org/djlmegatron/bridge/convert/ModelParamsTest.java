@@ -24,7 +24,10 @@ class ModelParamsTest {
                 .numAttentionHeads(4).normalization(Norm.Kind.LAYER_NORM)
                 .activation(TransformerConfig.Activation.GELU_TANH).addBiasLinear(true).addQkvBias(true)
                 .positionEmbedding(TransformerConfig.PositionEmbedding.LEARNED_ABSOLUTE).tieEmbeddings(false).build();
-        return Stream.concat(fixtures, Stream.of(biasedLayerNormGelu));
+        TransformerConfig sharedExperts = TransformerConfig.builder().numLayers(2).hiddenSize(32).numAttentionHeads(4)
+                .numExperts(4).moeFfnHiddenSize(8).moeSharedExpertIntermediateSize(12).moeSharedExpertGate(true)
+                .addQkvBias(true).build();
+        return Stream.concat(fixtures, Stream.of(biasedLayerNormGelu, sharedExperts));
     }
 
     @ParameterizedTest

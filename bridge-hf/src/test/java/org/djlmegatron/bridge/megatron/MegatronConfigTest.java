@@ -60,7 +60,8 @@ class MegatronConfigTest {
                 c.kvChannels(), c.ffnHiddenSize(), c.vocabSize(), c.maxPositionEmbeddings(), c.normalization(),
                 c.normEpsilon(), c.activation(), c.positionEmbedding(), c.rotaryBase(), c.addQkvBias(),
                 c.addBiasLinear(), c.qkLayernorm(), c.tieEmbeddings(), c.numExperts(), c.moeRouterTopK(),
-                c.moeFfnHiddenSize(), c.moeRenormalizeTopK(), s);
+                c.moeFfnHiddenSize(), c.moeRenormalizeTopK(), s,
+                c.moeSharedExpertIntermediateSize(), c.moeSharedExpertGate());
     }
 
     @ParameterizedTest
