@@ -24,6 +24,7 @@ import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.data.InvalidDataException;
 import org.djlmegatron.data.TextTokenizer;
+import org.djlmegatron.data.batches.MockData;
 import org.djlmegatron.models.GPTModel;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;

@@ -6,6 +6,7 @@ import org.djlmegatron.data.DatasetSplits;
 import org.djlmegatron.data.GPTDatasetConfig;
 import org.djlmegatron.data.SampleDataset;
 import org.djlmegatron.data.SplitMatrix;
+import org.djlmegatron.data.batches.RowsSource;
 
 /**
  * {@code --data-path}: Megatron {@code .bin/.idx} datasets (blended and split as Megatron does),
@@ -36,7 +37,7 @@ final class IndexedData extends RowsSource implements AutoCloseable {
     }
 
     @Override
-    long[] row(long iteration, int index, int globalBatchSize) {
+    protected long[] row(long iteration, int index, int globalBatchSize) {
         return sample(iteration, index, globalBatchSize);
     }
 

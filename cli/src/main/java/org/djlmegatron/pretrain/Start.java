@@ -7,6 +7,7 @@ import java.nio.file.Path;
 import java.util.stream.Stream;
 import org.djlmegatron.bridge.CheckpointFormat;
 import org.djlmegatron.bridge.convert.WeightSource;
+import org.djlmegatron.checkpoint.TrainingCheckpoint;
 import org.djlmegatron.transformer.TransformerConfig;
 
 /**

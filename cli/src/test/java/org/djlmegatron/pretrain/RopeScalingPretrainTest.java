@@ -7,6 +7,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import org.djlmegatron.bridge.djl.DjlMetadata;
+import org.djlmegatron.checkpoint.TrainingCheckpoint;
 import org.djlmegatron.training.StepResult;
 import org.djlmegatron.transformer.RopeScaling;
 import org.junit.jupiter.api.Test;

@@ -1,4 +1,4 @@
-package org.djlmegatron.pretrain;
+package org.djlmegatron.data.batches;
 
 import java.nio.file.Path;
 import java.util.Arrays;
@@ -9,14 +9,14 @@ import org.djlmegatron.io.TensorInfo;
  * {@code --replay-batches}: iteration i trains on global batch i of an int64 tensor
  * {@code [iters, global_batch, seq + 1]}: inputs {@code row[:-1]}, labels {@code row[1:]}.
  */
-final class ReplayBatches extends RowsSource {
+public final class ReplayBatches extends RowsSource {
 
     private final long[] tokens;
     private final int iters;
     private final int batch;
     private final int width;
 
-    ReplayBatches(Path file, String key) {
+    public ReplayBatches(Path file, String key) {
         try (SafetensorsReader r = SafetensorsReader.open(file)) {
             if (!r.contains(key)) {
                 throw new IllegalArgumentException(file + ": no tensor \"" + key + "\" (found: "
@@ -36,11 +36,11 @@ final class ReplayBatches extends RowsSource {
     }
 
     /** Iterations available. */
-    int iterations() {
+    public int iterations() {
         return iters;
     }
 
-    int globalBatch() {
+    public int globalBatch() {
         return batch;
     }
 
@@ -50,7 +50,7 @@ final class ReplayBatches extends RowsSource {
     }
 
     @Override
-    long[] row(long iteration, int index, int globalBatchSize) {
+    protected long[] row(long iteration, int index, int globalBatchSize) {
         if (iteration >= iters) {
             throw new IllegalArgumentException("replay batches hold " + iters + " iterations; iteration "
                     + (iteration + 1) + " was requested (lower --train-iters)");

@@ -1,4 +1,4 @@
-package org.djlmegatron.pretrain;
+package org.djlmegatron.data.batches;
 
 import java.util.List;
 import org.djlmegatron.training.MicroBatch;

@@ -1,4 +1,4 @@
-package org.djlmegatron.comm.nccl;
+package org.djlmegatron.check;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
@@ -14,6 +14,8 @@ import org.djlmegatron.comm.LaunchConfig;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.RankDevices;
 import org.djlmegatron.comm.ReduceOp;
+import org.djlmegatron.comm.nccl.JavaCppNccl;
+import org.djlmegatron.comm.nccl.NcclProcessGroup;
 import org.djlmegatron.engine.TorchNative;
 import org.djlmegatron.models.GPTModel;
 import org.djlmegatron.nn.ShardedParameter;
@@ -29,7 +31,7 @@ import org.djlmegatron.transformer.TransformerConfig;
  * native library is loaded (DJL's stock JNI cannot make bfloat16 tensors).
  *
  * <pre>
- * java -cp "$CP" org.djlmegatron.comm.nccl.NcclGpuCheck
+ * java -cp "$CP" org.djlmegatron.check.NcclGpuCheck
  * </pre>
  * prints {@code NCCL GPU check: OK (...)} and exits 0, or lists what differed and exits 1.
  */

@@ -1,4 +1,4 @@
-package org.djlmegatron.pretrain;
+package org.djlmegatron.checkpoint;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
@@ -43,24 +43,24 @@ import org.djlmegatron.training.Trainer;
  * last, atomically. A process killed mid-save leaves the previous checkpoint current.
  * Every rank of the world calls {@link #save} and {@link #restore} together.
  */
-final class TrainingCheckpoint {
+public final class TrainingCheckpoint {
 
-    static final String TRAINER_FILE = "trainer_state.json";
+    public static final String TRAINER_FILE = "trainer_state.json";
     static final String OPTIMIZER = "optimizer";
     private static final String STAGING_PREFIX = ".staging_";
 
     private TrainingCheckpoint() {}
 
-    static String optimizerFile(int dpRank) {
+    public static String optimizerFile(int dpRank) {
         return String.format("optim_dp_%03d.safetensors", dpRank);
     }
 
     /** What the trainer records besides tensors. */
-    record TrainerState(long iteration, long updates, long consumedSamples, int globalBatchSize, int dpSize,
+    public record TrainerState(long iteration, long updates, long consumedSamples, int globalBatchSize, int dpSize,
             boolean distributedOptimizer, long flatSize, double[] lossScaler, long seed, String args) {}
 
     /** Saves iteration {@code state.iteration()} under {@code root}. Collective. */
-    static void save(Path root, RankContext ctx, GPTModel model, Trainer trainer, TrainerState state) {
+    public static void save(Path root, RankContext ctx, GPTModel model, Trainer trainer, TrainerState state) {
         ProcessGroup tp = ctx.tensorGroup();
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
         Path staging = root.resolve(STAGING_PREFIX + IterationTracker.dirName(state.iteration()));
@@ -99,7 +99,7 @@ final class TrainingCheckpoint {
     }
 
     /** Whether {@code root} holds any complete training checkpoint (not just converted weights). */
-    static boolean hasTrainingState(Path root) {
+    public static boolean hasTrainingState(Path root) {
         try {
             latest(root);
             return true;
@@ -109,7 +109,7 @@ final class TrainingCheckpoint {
     }
 
     /** The newest complete iteration directory under {@code root}. */
-    static Path latest(Path root) {
+    public static Path latest(Path root) {
         try {
             Path dir = IterationTracker.iterationDir(root);
             if (Files.isRegularFile(dir.resolve(TRAINER_FILE))) {
@@ -129,7 +129,7 @@ final class TrainingCheckpoint {
         }
     }
 
-    static TrainerState readState(Path iterDir, ReadChecks checks) {
+    public static TrainerState readState(Path iterDir, ReadChecks checks) {
         Path f = iterDir.resolve(TRAINER_FILE);
         if (checks.verifyChecksums()) {
             FileChecksums.verify(iterDir, TRAINER_FILE, DjlMetadata.read(iterDir).checksums());
@@ -145,7 +145,7 @@ final class TrainingCheckpoint {
      * Refuses, before any rank starts, a resume whose data position would shift: the global batch
      * size fixes which samples each iteration reads. Any TP, DP or optimizer sharding is fine.
      */
-    static void checkResumable(Path iterDir, TrainerState state, int globalBatchSize) {
+    public static void checkResumable(Path iterDir, TrainerState state, int globalBatchSize) {
         if (state.globalBatchSize() != globalBatchSize) {
             throw new CheckpointException(iterDir.resolve(TRAINER_FILE) + ": saved with global batch size "
                     + state.globalBatchSize() + ", resumed with " + globalBatchSize + " (the data position would "
@@ -154,7 +154,7 @@ final class TrainingCheckpoint {
     }
 
     /** The tensor-parallel size a checkpoint was saved at. */
-    static int savedTensorParallel(Path iterDir) {
+    public static int savedTensorParallel(Path iterDir) {
         return DjlMetadata.read(iterDir).layout().tp();
     }
 
@@ -163,7 +163,7 @@ final class TrainingCheckpoint {
      * same layout reads this rank's own file; another TP size, DP size or optimizer sharding goes
      * through {@link OptimizerReshard}.
      */
-    static void restore(Path iterDir, RankContext ctx, GPTModel model, Trainer trainer, TrainerState state,
+    public static void restore(Path iterDir, RankContext ctx, GPTModel model, Trainer trainer, TrainerState state,
             boolean distributedOptimizer, ReadChecks checks) {
         ProcessGroup tp = ctx.tensorGroup();
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);

@@ -1,4 +1,4 @@
-package org.djlmegatron.pretrain;
+package org.djlmegatron.data.batches;
 
 import java.util.SplittableRandom;
 
@@ -7,13 +7,13 @@ import java.util.SplittableRandom;
  * each sample is an arithmetic progression modulo the vocabulary with a random start and a small
  * random stride, so after two tokens the rest is predictable and the loss falls quickly.
  */
-final class MockData extends RowsSource {
+public final class MockData extends RowsSource {
 
     private final int seq;
     private final int vocab;
     private final long seed;
 
-    MockData(int seq, int vocab, long seed) {
+    public MockData(int seq, int vocab, long seed) {
         this.seq = seq;
         this.vocab = vocab;
         this.seed = seed;
@@ -25,7 +25,7 @@ final class MockData extends RowsSource {
     }
 
     @Override
-    long[] row(long iteration, int index, int globalBatchSize) {
+    protected long[] row(long iteration, int index, int globalBatchSize) {
         long sample = iteration * globalBatchSize + index;
         SplittableRandom rng = new SplittableRandom(seed * 0x9E3779B97F4A7C15L + sample);
         long start = rng.nextInt(vocab);

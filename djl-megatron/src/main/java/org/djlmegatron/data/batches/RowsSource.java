@@ -1,4 +1,4 @@
-package org.djlmegatron.pretrain;
+package org.djlmegatron.data.batches;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -6,7 +6,7 @@ import org.djlmegatron.data.InvalidDataException;
 import org.djlmegatron.training.MicroBatch;
 
 /** A batch source defined by rows of {@code seq + 1} tokens per global-batch position. */
-abstract class RowsSource implements BatchSource {
+public abstract class RowsSource implements BatchSource {
 
     private int vocabSize = Integer.MAX_VALUE;
     private String name = "";
@@ -15,13 +15,13 @@ abstract class RowsSource implements BatchSource {
      * Refuses rows holding token ids outside {@code [0, vocabSize)}, naming {@code name} (e.g. a
      * dataset made with another tokenizer), rather than failing deep in the embedding.
      */
-    void limitTokens(int vocabSize, String name) {
+    public void limitTokens(int vocabSize, String name) {
         this.vocabSize = vocabSize;
         this.name = name;
     }
 
     /** {@code rows} with every row checked against the vocabulary. */
-    Rows checked(Rows rows) {
+    protected Rows checked(Rows rows) {
         return (iteration, index, gbs) -> {
             long[] row = rows.row(iteration, index, gbs);
             for (long id : row) {
@@ -37,7 +37,7 @@ abstract class RowsSource implements BatchSource {
     }
 
     /** Row {@code index} (0-based within the global batch) of iteration {@code iteration}. */
-    abstract long[] row(long iteration, int index, int globalBatchSize);
+    protected abstract long[] row(long iteration, int index, int globalBatchSize);
 
     @Override
     public List<MicroBatch> microBatches(long iteration, int dpRank, int dpSize, int microBatchSize,
@@ -46,12 +46,12 @@ abstract class RowsSource implements BatchSource {
     }
 
     /** A way to fetch the row at a global-batch position. */
-    interface Rows {
+    public interface Rows {
         long[] row(long iteration, int index, int globalBatchSize);
     }
 
     /** The rows of one DP rank, in order, cut into micro-batches. */
-    static List<MicroBatch> split(long iteration, int dpRank, int dpSize, int microBatchSize, int globalBatchSize,
+    protected static List<MicroBatch> split(long iteration, int dpRank, int dpSize, int microBatchSize, int globalBatchSize,
             Rows rows) {
         int perRank = globalBatchSize / dpSize;
         int first = dpRank * perRank;

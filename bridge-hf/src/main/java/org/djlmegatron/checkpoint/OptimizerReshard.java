@@ -1,4 +1,4 @@
-package org.djlmegatron.pretrain;
+package org.djlmegatron.checkpoint;
 
 import ai.djl.Device;
 import ai.djl.ndarray.NDArray;

@@ -1,4 +1,4 @@
-package org.djlmegatron.comm.nccl;
+package org.djlmegatron.check;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
