@@ -1,0 +1,98 @@
+package org.djlmegatron.pretrain;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import ai.djl.Model;
+import ai.djl.training.DefaultTrainingConfig;
+import ai.djl.training.EasyTrain;
+import ai.djl.training.listener.TrainingListener;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import org.djlmegatron.comm.DistributedWorld;
+import org.djlmegatron.comm.LaunchConfig;
+import org.djlmegatron.comm.ProcessGroup;
+import org.djlmegatron.comm.ThreadProcessGroup;
+import org.djlmegatron.data.batches.MegatronPretrainingSampler;
+import org.djlmegatron.data.batches.MockData;
+import org.djlmegatron.data.batches.RowsDataset;
+import org.djlmegatron.models.GPTModel;
+import org.djlmegatron.parallel.GroupKind;
+import org.djlmegatron.parallel.RankGrid;
+import org.djlmegatron.training.StepResult;
+import org.djlmegatron.training.djl.MegatronOptimizer;
+import org.djlmegatron.training.djl.ModelLoss;
+import org.djlmegatron.training.djl.ParallelTrainer;
+import org.djlmegatron.transformer.TransformerConfig;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+import picocli.CommandLine;
+
+/**
+ * DJL's {@code EasyTrain.fit} driving {@link ParallelTrainer} (a DJL {@code Trainer} per rank, fed
+ * by a {@link RowsDataset} through {@link MegatronPretrainingSampler}) reproduces
+ * {@code pretrain-gpt}'s trajectory for the same model, data and seed, bit for bit: at TP=2 and at
+ * DP=2 with the distributed optimizer, two micro-batches per rank and step, dropout on.
+ */
+class EasyTrainParityTest {
+
+    private static final List<String> BASE = List.of("--num-layers", "2", "--hidden-size", "64",
+            "--num-attention-heads", "4", "--ffn-hidden-size", "128", "--vocab-size", "128", "--seq-length", "16",
+            "--max-position-embeddings", "32", "--mock-data", "--train-iters", "6", "--micro-batch-size", "1",
+            "--global-batch-size", "4", "--lr", "1e-3", "--lr-warmup-iters", "2", "--weight-decay", "0.1",
+            "--clip-grad", "1.0", "--seed", "11");
+
+    @ParameterizedTest(name = "{0}")
+    @ValueSource(strings = {"tp2", "dp2-distopt"})
+    void easyTrainFitReproducesPretrainGpt(String layout) {
+        TrajectoryParity.Variant v = layout.equals("tp2") ? TrajectoryParity.TP2 : TrajectoryParity.DP2_DISTOPT;
+        List<StepResult> reference = TrajectoryParity.run(BASE, v);
+        List<String> args = new ArrayList<>(BASE);
+        args.addAll(v.flags());
+        List<StepResult> djl = easyTrain(args.toArray(new String[0]), layout.equals("tp2") ? 2 : 1);
+        assertThat(djl).hasSize(6);
+        TrajectoryParity.assertIdentical(reference, djl, "EasyTrain " + layout);
+        assertThat(djl.get(5).loss()).isLessThan(djl.get(0).loss());
+    }
+
+    /** The same run as a DJL user writes it: a Model, a training config with listeners, EasyTrain.fit. */
+    private static List<StepResult> easyTrain(String[] args, int tp) {
+        PretrainOptions o = new PretrainOptions();
+        new CommandLine(o).parseArgs(args);
+        TransformerConfig cfg = o.modelConfig();
+        double[] dropout = o.activations.dropout(null);
+        int gbs = o.globalBatchSize;
+        MockData data = new MockData(o.seqLength, cfg.vocabSize(), o.seed);
+        RankGrid grid = RankGrid.create(2, tp, 1, 1, 1);
+        String key = ThreadProcessGroup.STRICT_SENDS_PROPERTY;
+        System.setProperty(key, "true");
+        try {
+            return DistributedWorld.run(grid, LaunchConfig.singleNode(2, Duration.ofSeconds(120)), ctx -> {
+                GPTModel gpt = new GPTModel(ctx, cfg, false);
+                gpt.setDropout(dropout[0], dropout[1], o.seed);
+                gpt.initializeRandom(o.seed, o.initMethodStd);
+                MegatronOptimizer optimizer = MegatronOptimizer.builder().optOptimizer(o.optimizerFactory())
+                        .optSchedule(o.schedule()).optClipGradNorm(o.clipGrad)
+                        .optDistributedOptimizer(o.useDistributedOptimizer).optScaler(o.scaler()).build();
+                DefaultTrainingConfig config = new DefaultTrainingConfig(new ModelLoss("loss", gpt::lossFromLogits))
+                        .optOptimizer(optimizer)
+                        .addTrainingListeners(ctx.rank() == 0 ? TrainingListener.Defaults.logging()
+                                : TrainingListener.Defaults.basic());
+                ProcessGroup samples = ctx.group(GroupKind.DATA);
+                RowsDataset dataset = RowsDataset.builder(data, gbs, o.trainIters)
+                        .setSampling(new MegatronPretrainingSampler(gbs, samples.rank(), samples.size(), 0)).build();
+                try (Model model = Model.newInstance("gpt", ctx.manager().getDevice())) {
+                    model.setBlock(gpt);
+                    try (ParallelTrainer trainer = new ParallelTrainer(ctx, model, config, o.microBatchSize, gbs)) {
+                        EasyTrain.fit(trainer, 1, dataset, null);
+                        return new ArrayList<>(trainer.results());
+                    }
+                } catch (java.io.IOException | ai.djl.translate.TranslateException e) {
+                    throw new IllegalStateException(e);
+                }
+            }).get(0);
+        } finally {
+            System.clearProperty(key);
+        }
+    }
+}
