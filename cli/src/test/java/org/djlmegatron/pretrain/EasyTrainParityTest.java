@@ -6,9 +6,11 @@ import ai.djl.Model;
 import ai.djl.training.DefaultTrainingConfig;
 import ai.djl.training.EasyTrain;
 import ai.djl.training.listener.TrainingListener;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import org.djlmegatron.checkpoint.CheckpointListener;
 import org.djlmegatron.comm.DistributedWorld;
 import org.djlmegatron.comm.LaunchConfig;
 import org.djlmegatron.comm.ProcessGroup;
@@ -24,6 +26,8 @@ import org.djlmegatron.training.djl.MegatronOptimizer;
 import org.djlmegatron.training.djl.ModelLoss;
 import org.djlmegatron.training.djl.ParallelTrainer;
 import org.djlmegatron.transformer.TransformerConfig;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 import picocli.CommandLine;
@@ -49,14 +53,31 @@ class EasyTrainParityTest {
         List<StepResult> reference = TrajectoryParity.run(BASE, v);
         List<String> args = new ArrayList<>(BASE);
         args.addAll(v.flags());
-        List<StepResult> djl = easyTrain(args.toArray(new String[0]), layout.equals("tp2") ? 2 : 1);
+        List<StepResult> djl = easyTrain(args.toArray(new String[0]), layout.equals("tp2") ? 2 : 1, null);
         assertThat(djl).hasSize(6);
         TrajectoryParity.assertIdentical(reference, djl, "EasyTrain " + layout);
         assertThat(djl.get(5).loss()).isLessThan(djl.get(0).loss());
     }
 
+    /**
+     * The checkpoint listener writes pretrain-gpt's format: 3 iterations under EasyTrain, saved at the
+     * epoch's end, then {@code pretrain-gpt --load} resumes and runs iterations 4 to 6 as the
+     * uninterrupted run does (DP=2, distributed optimizer: sharded optimizer state).
+     */
+    @Test
+    void checkpointListenerSavesWhatPretrainGptResumes(@TempDir Path dir) {
+        List<StepResult> reference = TrajectoryParity.run(BASE, TrajectoryParity.DP2_DISTOPT);
+        List<String> first = TrajectoryParity.replace(BASE, "--train-iters", "3");
+        first.addAll(TrajectoryParity.DP2_DISTOPT.flags());
+        easyTrain(first.toArray(new String[0]), 1, dir);
+        List<String> resumed = new ArrayList<>(BASE);
+        resumed.addAll(List.of("--load", dir.toString()));
+        List<StepResult> rest = TrajectoryParity.run(resumed, TrajectoryParity.DP2_DISTOPT);
+        TrajectoryParity.assertIdentical(reference.subList(3, 6), rest, "resumed from CheckpointListener");
+    }
+
     /** The same run as a DJL user writes it: a Model, a training config with listeners, EasyTrain.fit. */
-    private static List<StepResult> easyTrain(String[] args, int tp) {
+    private static List<StepResult> easyTrain(String[] args, int tp, Path save) {
         PretrainOptions o = new PretrainOptions();
         new CommandLine(o).parseArgs(args);
         TransformerConfig cfg = o.modelConfig();
@@ -78,6 +99,9 @@ class EasyTrainParityTest {
                         .optOptimizer(optimizer)
                         .addTrainingListeners(ctx.rank() == 0 ? TrainingListener.Defaults.logging()
                                 : TrainingListener.Defaults.basic());
+                if (save != null) {
+                    config.addTrainingListeners(new CheckpointListener(save, o.seed, String.join(" ", args)));
+                }
                 ProcessGroup samples = ctx.group(GroupKind.DATA);
                 RowsDataset dataset = RowsDataset.builder(data, gbs, o.trainIters)
                         .setSampling(new MegatronPretrainingSampler(gbs, samples.rank(), samples.size(), 0)).build();
