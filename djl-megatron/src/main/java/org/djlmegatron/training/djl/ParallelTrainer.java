@@ -34,7 +34,7 @@ import org.djlmegatron.training.TrainableModel;
  * <p>The configuration needs a {@link ModelLoss} and a {@link MegatronOptimizer}; the model's
  * block must be a {@link TrainableModel} (e.g. {@code GPTModel}). Every rank builds its own
  * trainer with the same listeners and runs {@code EasyTrain.fit} in lockstep. After each step
- * DJL's {@link Metrics} (when a listener set them) get {@code megatron_loss} (the global batch's
+ * DJL's {@link Metrics} (a new one unless a listener set them) get {@code megatron_loss} (the global batch's
  * mean loss over data parallelism), {@code grad_norm}, {@code learning_rate} and
  * {@code loss_scale}; DJL's loss evaluator sees this rank's micro-batch losses.
  */
@@ -85,6 +85,9 @@ public class ParallelTrainer extends Trainer {
         microBatchDevices = new Device[engine.microBatchesPerStep()];
         Arrays.fill(microBatchDevices, ctx.manager().getDevice());
         store = new ParameterStore(getManager(), false);
+        if (getMetrics() == null) {
+            setMetrics(new Metrics()); // DJL's logging listener prints the epoch's evaluators from them
+        }
     }
 
     /** The rank's device once per micro-batch of a step: DJL's batch split is the micro-batch split. */
