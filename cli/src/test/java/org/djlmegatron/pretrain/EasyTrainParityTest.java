@@ -6,6 +6,7 @@ import ai.djl.Model;
 import ai.djl.training.DefaultTrainingConfig;
 import ai.djl.training.EasyTrain;
 import ai.djl.training.listener.TrainingListener;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -15,9 +16,15 @@ import org.djlmegatron.comm.DistributedWorld;
 import org.djlmegatron.comm.LaunchConfig;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ThreadProcessGroup;
+import org.djlmegatron.data.DataBlend;
+import org.djlmegatron.data.DatasetSplits;
+import org.djlmegatron.data.GPTDatasetConfig;
+import org.djlmegatron.data.SplitMatrix;
 import org.djlmegatron.data.batches.MegatronPretrainingSampler;
 import org.djlmegatron.data.batches.MockData;
 import org.djlmegatron.data.batches.RowsDataset;
+import org.djlmegatron.data.batches.RowsSource;
+import org.djlmegatron.data.batches.SamplesSource;
 import org.djlmegatron.models.GPTModel;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankGrid;
@@ -76,6 +83,34 @@ class EasyTrainParityTest {
         TrajectoryParity.assertIdentical(reference.subList(3, 6), rest, "resumed from CheckpointListener");
     }
 
+    /**
+     * Megatron data through DJL: a blend of two preprocessed {@code .bin/.idx} datasets split
+     * {@code 95,5,0}, built by {@link DatasetSplits} and read through {@link SamplesSource} and a
+     * {@link RowsDataset}, gives pretrain-gpt's {@code --data-path} trajectory bit for bit (DP=2, distributed optimizer).
+     */
+    @Test
+    void megatronBlendAsDjlDatasetReproducesDataPathTraining(@TempDir Path dir) throws Exception {
+        List<String> lines = Files.readAllLines(PretrainRunner.fixtures().resolve("megatron_preprocess/corpus.jsonl"));
+        String[] prefixes = new String[2];
+        for (int i = 0; i < 2; i++) {
+            Path jsonl = Files.write(dir.resolve("part" + i + ".jsonl"), lines.subList(i * 150, (i + 1) * 150));
+            int rc = org.djlmegatron.cli.Main.run("preprocess-data", "--input", jsonl.toString(), "--json-keys", "text",
+                    "--output-prefix", dir.resolve("part" + i).toString(), "--tokenizer-type", "ByteLevelTokenizer",
+                    "--append-eod", "--workers", "1");
+            assertThat(rc).isZero();
+            prefixes[i] = dir.resolve("part" + i + "_text_document").toString();
+        }
+        List<String> base = new ArrayList<>(List.of("--data-path", "0.3", prefixes[0], "0.7", prefixes[1], "--split", "95,5,0",
+                "--data-cache-path", dir.resolve("cache").toString()));
+        base.addAll(BASE.subList(0, BASE.indexOf("--mock-data")));
+        base.addAll(BASE.subList(BASE.indexOf("--mock-data") + 1, BASE.size()));
+        base = TrajectoryParity.replace(TrajectoryParity.replace(base, "--seq-length", "32"), "--vocab-size", "384");
+        List<StepResult> reference = TrajectoryParity.run(base, TrajectoryParity.DP2_DISTOPT);
+        List<String> args = new ArrayList<>(base);
+        args.addAll(TrajectoryParity.DP2_DISTOPT.flags());
+        TrajectoryParity.assertIdentical(reference, easyTrain(args.toArray(new String[0]), 1, null), "EasyTrain on a blend");
+    }
+
     /** The same run as a DJL user writes it: a Model, a training config with listeners, EasyTrain.fit. */
     private static List<StepResult> easyTrain(String[] args, int tp, Path save) {
         PretrainOptions o = new PretrainOptions();
@@ -83,7 +118,16 @@ class EasyTrainParityTest {
         TransformerConfig cfg = o.modelConfig();
         double[] dropout = o.activations.dropout(null);
         int gbs = o.globalBatchSize;
-        MockData data = new MockData(o.seqLength, cfg.vocabSize(), o.seed);
+        RowsSource data;
+        DatasetSplits splits = null;
+        if (o.dataPath != null) { // Megatron's sample counts for the splits, as pretrain-gpt asks for them
+            Integer[] sizes = {Math.toIntExact(o.trainIters * gbs), 0, o.evalIters * gbs};
+            splits = DatasetSplits.build(DataBlend.parse(o.dataPath), SplitMatrix.parse(o.split), sizes,
+                    new GPTDatasetConfig(o.seqLength, o.seed, o.dataCachePath));
+            data = new SamplesSource(splits.train().orElseThrow(), cfg.vocabSize(), "--data-path");
+        } else {
+            data = new MockData(o.seqLength, cfg.vocabSize(), o.seed);
+        }
         RankGrid grid = RankGrid.create(2, tp, 1, 1, 1);
         String key = ThreadProcessGroup.STRICT_SENDS_PROPERTY;
         System.setProperty(key, "true");
@@ -117,6 +161,9 @@ class EasyTrainParityTest {
             }).get(0);
         } finally {
             System.clearProperty(key);
+            if (splits != null) {
+                splits.close();
+            }
         }
     }
 }
