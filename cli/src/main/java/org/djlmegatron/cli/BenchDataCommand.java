@@ -31,6 +31,7 @@ import org.djlmegatron.data.Preprocessor;
 import org.djlmegatron.data.Split;
 import org.djlmegatron.data.TextTokenizer;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /**
@@ -51,14 +52,8 @@ final class BenchDataCommand implements Callable<Integer> {
     @Option(names = "--tokenizer-type", required = true, description = "HuggingFaceTokenizer, GPT2BPETokenizer or ByteLevelTokenizer")
     String tokenizerType;
 
-    @Option(names = "--tokenizer-model", description = "tokenizer.json or its directory")
-    Path tokenizerModel;
-
-    @Option(names = "--vocab-file", description = "GPT2BPETokenizer: GPT-2's vocab.json")
-    Path vocabFile;
-
-    @Option(names = "--merge-file", description = "GPT2BPETokenizer: GPT-2's merges.txt")
-    Path mergeFile;
+    @Mixin
+    TokenizerFiles tokenizerFiles = new TokenizerFiles();
 
     @Option(names = "--append-eod", description = "append EOD as preprocess-data would")
     boolean appendEod;
@@ -85,7 +80,7 @@ final class BenchDataCommand implements Callable<Integer> {
         List<String> texts = texts();
         long inputBytes = Files.size(input);
         Path tmp = Files.createTempDirectory("bench-data");
-        try (TextTokenizer tokenizer = TextTokenizer.create(tokenizerType, tokenizerModel, vocabFile, mergeFile)) {
+        try (TextTokenizer tokenizer = tokenizerFiles.create(tokenizerType)) {
             System.out.printf(Locale.ROOT, "corpus %s: %.3f MB, %,d texts; %s; %d cores%n", input, inputBytes / 1e6,
                     texts.size(), tokenizer.describe(), cores);
             encodeSeconds(tokenizer, texts, 1); // warm-up: JIT and the tokenizer's caches

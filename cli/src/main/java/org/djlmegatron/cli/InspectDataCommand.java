@@ -20,6 +20,7 @@ import org.djlmegatron.data.Split;
 import org.djlmegatron.data.SplitMatrix;
 import org.djlmegatron.data.TextTokenizer;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /** {@code inspect-data}: statistics of Megatron datasets and the GPT samples training would read. */
@@ -57,14 +58,8 @@ final class InspectDataCommand implements Callable<Integer> {
     @Option(names = "--tokenizer-type", description = "HuggingFaceTokenizer, GPT2BPETokenizer or ByteLevelTokenizer, to decode samples")
     String tokenizerType;
 
-    @Option(names = "--tokenizer-model", description = "tokenizer.json or its directory")
-    Path tokenizerModel;
-
-    @Option(names = "--vocab-file", description = "GPT2BPETokenizer: GPT-2's vocab.json")
-    Path vocabFile;
-
-    @Option(names = "--merge-file", description = "GPT2BPETokenizer: GPT-2's merges.txt")
-    Path mergeFile;
+    @Mixin
+    TokenizerFiles tokenizerFiles = new TokenizerFiles();
 
     @Option(names = "--show-samples", defaultValue = "2", description = "training samples to print (default: ${DEFAULT-VALUE})")
     int showSamples;
@@ -77,7 +72,7 @@ final class InspectDataCommand implements Callable<Integer> {
         DataBlend blend = DataBlend.parse(dataPath);
         SplitMatrix matrix = SplitMatrix.parse(split);
         GPTDatasetConfig config = new GPTDatasetConfig(seqLength, seed, dataCachePath);
-        TextTokenizer tokenizer = tokenizerType == null ? null : TextTokenizer.create(tokenizerType, tokenizerModel, vocabFile, mergeFile);
+        TextTokenizer tokenizer = tokenizerType == null ? null : tokenizerFiles.create(tokenizerType);
         Integer[] sizes = {trainSamples, evalSamples, evalSamples};
         try (DatasetSplits splits = DatasetSplits.build(blend, matrix, sizes, config)) {
             for (int d = 0; d < splits.opened().size(); d++) {

@@ -14,6 +14,7 @@ import org.djlmegatron.data.PreprocessResult;
 import org.djlmegatron.data.Preprocessor;
 import org.djlmegatron.data.TextTokenizer;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /** {@code preprocess-data}: Megatron's {@code tools/preprocess_data.py}, same flags, same bytes. */
@@ -38,14 +39,8 @@ final class PreprocessDataCommand implements Callable<Integer> {
                     + "--merge-file) or ByteLevelTokenizer (UTF-8 bytes, EOD 256)")
     String tokenizerType;
 
-    @Option(names = "--tokenizer-model", description = "tokenizer.json, or a directory holding it (and tokenizer_config.json)")
-    Path tokenizerModel;
-
-    @Option(names = "--vocab-file", description = "GPT2BPETokenizer: GPT-2's vocab.json (token to id)")
-    Path vocabFile;
-
-    @Option(names = "--merge-file", description = "GPT2BPETokenizer: GPT-2's merges.txt")
-    Path mergeFile;
+    @Mixin
+    TokenizerFiles tokenizerFiles = new TokenizerFiles();
 
     @Option(names = "--append-eod", description = "end each non-empty document with the tokenizer's EOS token")
     boolean appendEod;
@@ -64,7 +59,7 @@ final class PreprocessDataCommand implements Callable<Integer> {
         positive("--workers", workers);
         PreprocessConfig config = new PreprocessConfig(input, jsonKeys, outputPrefix, appendEod, workers, skipBadLines,
                 overwrite);
-        try (TextTokenizer tokenizer = TextTokenizer.create(tokenizerType, tokenizerModel, vocabFile, mergeFile)) {
+        try (TextTokenizer tokenizer = tokenizerFiles.create(tokenizerType)) {
             long size = Files.isRegularFile(input) ? Files.size(input) : 0;
             ProgressBar bar = new ProgressBar("preprocess-data", size, "MB", 1e6).withItems("docs");
             PreprocessResult r;
