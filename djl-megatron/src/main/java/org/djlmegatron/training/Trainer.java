@@ -658,6 +658,39 @@ public final class Trainer implements AutoCloseable {
         this.updates = updates;
     }
 
+    /**
+     * Starts a step whose micro-batches run their forward and backward passes outside this class
+     * (DJL's {@code EasyTrain} through {@code ParallelTrainer}): zeroes the gradients and returns the
+     * loss scale; each micro-batch's loss is back-propagated with {@code scale / microBatchesPerStep()},
+     * under the tape key {@link #microBatchKey}. Not with pipelining (its schedule interleaves the passes).
+     */
+    public double beginExternalStep() {
+        if (pp.size() > 1) {
+            throw new IllegalStateException("an external step cannot run a pipeline schedule (pipeline size "
+                    + pp.size() + "); use step(List<MicroBatch>)");
+        }
+        layout.zeroGradients();
+        if (expertLayout != null) {
+            expertLayout.zeroGradients();
+        }
+        return scaler.scale();
+    }
+
+    /** The tape key (dropout masks) of micro-batch {@code m} of the current step, as {@link #step} uses. */
+    public RandomKey microBatchKey(int m) {
+        return new RandomKey(iteration, firstSample(m));
+    }
+
+    /**
+     * Completes a step begun by {@link #beginExternalStep} once every micro-batch's backward ran:
+     * gradient completion, the update and the counters, as {@link #step} does after its passes.
+     *
+     * @param lossSum the sum of this rank's micro-batch losses, in micro-batch order
+     */
+    public StepResult completeExternalStep(long startNanos, double scale, double lossSum, long tokens) {
+        return finishStep(startNanos, scale, lossSum, tokens);
+    }
+
     @Override
     public void close() {
         state.close();

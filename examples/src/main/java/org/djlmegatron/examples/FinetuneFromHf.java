@@ -1,9 +1,16 @@
 package org.djlmegatron.examples;
 
+import ai.djl.Model;
+import ai.djl.training.DefaultTrainingConfig;
+import ai.djl.training.EasyTrain;
+import ai.djl.training.listener.TrainingListener;
+import ai.djl.translate.TranslateException;
 import java.io.IOException;
 import java.io.PrintStream;
-import java.nio.file.Files;
+import java.io.UncheckedIOException;
 import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
@@ -11,24 +18,38 @@ import org.djlmegatron.bridge.CheckpointFormat;
 import org.djlmegatron.bridge.LogitsRunner;
 import org.djlmegatron.bridge.convert.ParallelLayout;
 import org.djlmegatron.bridge.hf.HfCheckpoint;
-import org.djlmegatron.pretrain.PretrainGpt;
-import org.djlmegatron.pretrain.PretrainOptions;
+import org.djlmegatron.bridge.hf.HfDropout;
+import org.djlmegatron.checkpoint.CheckpointListener;
+import org.djlmegatron.comm.DistributedWorld;
+import org.djlmegatron.comm.LaunchConfig;
+import org.djlmegatron.comm.ProcessGroup;
+import org.djlmegatron.data.batches.MegatronPretrainingSampler;
+import org.djlmegatron.data.batches.MockData;
+import org.djlmegatron.data.batches.RowsDataset;
+import org.djlmegatron.models.GPTModel;
+import org.djlmegatron.optim.LearningRateSchedule;
+import org.djlmegatron.parallel.GroupKind;
+import org.djlmegatron.parallel.RankGrid;
 import org.djlmegatron.training.StepResult;
+import org.djlmegatron.training.djl.MegatronOptimizer;
+import org.djlmegatron.training.djl.ModelLoss;
+import org.djlmegatron.training.djl.ParallelTrainer;
+import org.djlmegatron.transformer.TransformerConfig;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 /**
  * Fine-tunes a Hugging Face checkpoint and exports the result as a Hugging Face checkpoint again:
- * {@code pretrain-gpt}'s driver run in-process ({@link PretrainGpt} with Megatron's flags,
- * {@code --init-hf} to start from the HF weights, TP=2 with sequence parallelism on thread ranks,
- * {@code --save} to write a checkpoint), then {@code convert --to hf}. Checks that the exported
+ * DJL's {@code EasyTrain.fit} on two thread ranks (TP=2 with sequence parallelism) from the HF
+ * weights, a {@code CheckpointListener} writing this project's checkpoint (what {@code pretrain-gpt
+ * --save} writes), then {@code convert --to hf}. Checks that the exported
  * checkpoint computes exactly the fine-tuned model's logits, and that they moved away from the
  * original model's.
  *
- * <p>The data here is {@code --mock-data} (learnable synthetic sequences within the model's
- * vocabulary); for real text give {@code --data-path} with a dataset made by
- * {@code preprocess-data} using the model's own tokenizer.
+ * <p>The data here is {@code MockData} (learnable synthetic sequences within the model's
+ * vocabulary); for real text use a {@code SamplesSource} over a dataset made by
+ * {@code preprocess-data} with the model's own tokenizer.
  */
 @Command(name = "FinetuneFromHf", mixinStandardHelpOptions = true,
         description = "Fine-tune a Hugging Face checkpoint at TP=2 and export it back to Hugging Face.")
@@ -74,16 +95,44 @@ public final class FinetuneFromHf implements Callable<Integer> {
         Path trained = dir.resolve("finetuned"); // this project's checkpoint format, split for TP=2
         Path exported = dir.resolve("finetuned-hf");
 
-        // 1. Fine-tune: Megatron's flags, the model shape comes from the HF config.
-        PretrainOptions options = new PretrainOptions();
-        new CommandLine(options).parseArgs(
-                "--init-hf", hf.toString(), "--mock-data", "--seq-length", "32",
-                "--micro-batch-size", "4", "--global-batch-size", "8",
-                "--nproc-per-node", "2", "--tensor-model-parallel-size", "2", "--sequence-parallel",
-                "--lr", "3e-3", "--min-lr", "3e-4", "--lr-warmup-iters", "5", "--lr-decay-style", "cosine",
-                "--train-iters", String.valueOf(trainIters), "--log-interval", "20",
-                "--save", trained.toString());
-        List<StepResult> steps = new PretrainGpt(options, out).run();
+        // 1. Fine-tune the DJL way at TP=2 with sequence parallelism: each rank loads its shards of the HF
+        //    weights into a GPTModel, EasyTrain.fit trains it through a ParallelTrainer, and the
+        //    CheckpointListener saves the result in this project's training checkpoint format.
+        List<StepResult> steps;
+        try (HfCheckpoint checkpoint = HfCheckpoint.open(hf)) {
+            TransformerConfig cfg = checkpoint.config();
+            HfDropout dropout = HfDropout.read(hf);
+            MockData data = new MockData(32, cfg.vocabSize(), 1234); // learnable sequences within the vocabulary
+            out.printf(Locale.ROOT, "> fine-tuning %s at TP=2 + SP for %d steps%n", hf, trainIters);
+            steps = DistributedWorld.run(RankGrid.create(2, 2, 1, 1, 1), LaunchConfig.singleNode(2, Duration.ofSeconds(120)),
+                    ctx -> {
+                        GPTModel gpt = new GPTModel(ctx, cfg, true);
+                        gpt.setDropout(dropout.hidden(), dropout.attention(), 1234);
+                        checkpoint.loadInto(gpt);
+                        MegatronOptimizer optimizer = MegatronOptimizer.builder()
+                                .optSchedule(new LearningRateSchedule(3e-3, 3e-4, 5, trainIters,
+                                        LearningRateSchedule.DecayStyle.COSINE, 0, LearningRateSchedule.AnnealStyle.LINEAR))
+                                .build();
+                        DefaultTrainingConfig config = new DefaultTrainingConfig(new ModelLoss("loss", gpt::lossFromLogits))
+                                .optOptimizer(optimizer)
+                                .addTrainingListeners(TrainingListener.Defaults.basic())
+                                .addTrainingListeners(new CheckpointListener(trained, 1234, "FinetuneFromHf " + hf));
+                        ProcessGroup samples = ctx.group(GroupKind.DATA);
+                        RowsDataset train = RowsDataset.builder(data, 8, trainIters)
+                                .setSampling(new MegatronPretrainingSampler(8, samples.rank(), samples.size(), 0)).build();
+                        try (Model model = Model.newInstance("finetune", ctx.manager().getDevice())) {
+                            model.setBlock(gpt);
+                            try (ParallelTrainer trainer = new ParallelTrainer(ctx, model, config, 4, 8)) {
+                                EasyTrain.fit(trainer, 1, train, null);
+                                return new ArrayList<>(trainer.results());
+                            }
+                        } catch (IOException e) {
+                            throw new UncheckedIOException(e);
+                        } catch (TranslateException e) {
+                            throw new IllegalStateException(e);
+                        }
+                    }).get(0);
+        }
 
         // 2. Export: djl (TP=2) -> Hugging Face (unsharded), bit-exact.
         ConvertCheckpoints.convert(trained, exported, CheckpointFormat.HF, ParallelLayout.SINGLE, out);

@@ -38,6 +38,14 @@ class ExamplesTest {
     }
 
     @Test
+    void easyTrainGptLearnsAtTensorParallelTwo() {
+        List<org.djlmegatron.training.StepResult> steps = EasyTrainGpt.run(30, quiet());
+        assertThat(steps).hasSize(30);
+        assertThat(steps.get(0).loss()).isGreaterThan(4.5); // ln(128) = 4.85 for a random model
+        assertThat(steps.get(29).loss()).isLessThan(steps.get(0).loss() - 0.5); // 50 steps: 4.87 -> 2.47
+    }
+
+    @Test
     void finetuneFromHfExportsExactlyTheTrainedModel() {
         FinetuneFromHf.Result r = FinetuneFromHf.run(fixtures().resolve("hf/llama"), 30, tmp, quiet());
         assertThat(r.steps()).hasSize(30);

@@ -407,6 +407,22 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
         return lastStage;
     }
 
+    /**
+     * For token ids {@code [b, s]}: this rank's logits {@code [b, s, vocab / TP]} on the last stage,
+     * the hidden states handed to the next stage ({@link #activationShape}) on the others.
+     */
+    @Override
+    public Shape[] getOutputShapes(Shape[] inputShapes) {
+        Shape ids = inputShapes[0];
+        if (ids.dimension() != 2) {
+            throw new IllegalArgumentException("GPTModel takes token ids [batch, seq], found " + ids);
+        }
+        int rows = Math.toIntExact(ids.get(0));
+        int seq = Math.toIntExact(ids.get(1));
+        return new Shape[] {lastStage ? new Shape(rows, seq, cfg.vocabSize() / tp.group().size())
+                : activationShape(rows, seq)};
+    }
+
     @Override
     public Shape activationShape(int rows, int seq) {
         return new Shape(rows, sequenceParallel ? seq / tp.group().size() : seq, cfg.hiddenSize());

@@ -1,5 +1,6 @@
 package org.djlmegatron.nn;
 
+import ai.djl.MalformedModelException;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
@@ -12,6 +13,9 @@ import ai.djl.nn.Parameter;
 import ai.djl.pytorch.jni.JniUtils;
 import ai.djl.training.ParameterStore;
 import ai.djl.util.PairList;
+import java.io.DataInputStream;
+import java.io.DataOutputStream;
+import java.io.IOException;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
@@ -52,6 +56,65 @@ public abstract class ParallelBlock extends AbstractBlock {
     @Override
     public Shape[] getOutputShapes(Shape[] inputShapes) {
         return inputShapes;
+    }
+
+    /**
+     * Initialised once every parameter holds its shard ({@link #initializeRandom}, a checkpoint,
+     * {@code Model.load}); DJL's shape-driven initialisation does not apply to shards.
+     */
+    @Override
+    public boolean isInitialized() {
+        for (Parameter p : getParameters().values()) {
+            if (!p.isInitialized()) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** No input description before a forward pass has set input shapes (shards need none to initialise). */
+    @Override
+    public PairList<String, Shape> describeInput() {
+        return inputShapes == null ? new PairList<>() : super.describeInput();
+    }
+
+    /**
+     * DJL's parameter files ({@code Model.save}) of a parallel block hold one rank's shards: they
+     * record the block's tensor-parallel rank and size instead of input shapes, and
+     * {@link #loadMetadata} refuses a file of another rank or size.
+     */
+    @Override
+    protected void saveMetadata(DataOutputStream os) throws IOException {
+        os.writeInt(tp.group().rank());
+        os.writeInt(tp.group().size());
+    }
+
+    @Override
+    public void loadMetadata(byte loadVersion, DataInputStream is) throws IOException, MalformedModelException {
+        if (loadVersion != version) {
+            throw new MalformedModelException(getClass().getSimpleName() + ": parameter file version " + loadVersion
+                    + ", expected " + version);
+        }
+        int rank = is.readInt();
+        int size = is.readInt();
+        if (rank != tp.group().rank() || size != tp.group().size()) {
+            throw new MalformedModelException(getClass().getSimpleName() + ": parameters saved by tensor-parallel rank "
+                    + rank + " of " + size + ", loading into rank " + tp.group().rank() + " of " + tp.group().size());
+        }
+    }
+
+    /** DJL's load, then each of this block's shards checked against its expected shape and made trainable. */
+    @Override
+    public void loadParameters(NDManager manager, DataInputStream is) throws IOException, MalformedModelException {
+        super.loadParameters(manager, is);
+        for (ShardedParameter sp : own) {
+            NDArray a = sp.parameter().getArray();
+            if (!a.getShape().equals(sp.localShape())) {
+                throw new MalformedModelException(getClass().getSimpleName() + "." + sp.name() + ": loaded shape "
+                        + a.getShape() + ", expected " + sp.localShape());
+            }
+            a.setRequiresGradient(true);
+        }
     }
 
     /** Registers a parameter under {@code name} (relative to this block). */
