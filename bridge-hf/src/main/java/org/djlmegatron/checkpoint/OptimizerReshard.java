@@ -21,7 +21,7 @@ import org.djlmegatron.nn.ShardLayout;
 import org.djlmegatron.nn.ShardedParameter;
 
 /**
- * Optimizer state (fp32 masters, Adam moments or SGD momentum) saved at one TP x DP layout, laid
+ * FlatOptimizer state (fp32 masters, Adam moments or SGD momentum) saved at one TP x DP layout, laid
  * out again for another. Every flat vector of the checkpoint is a rank's parameters end to end in
  * parameter order ({@link org.djlmegatron.training.FlatLayout}), cut into DP shards under the
  * distributed optimizer. Per parameter that falls in this rank's new range, its range of the saved

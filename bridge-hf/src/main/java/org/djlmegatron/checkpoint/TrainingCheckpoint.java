@@ -30,7 +30,7 @@ import org.djlmegatron.models.GPTModel;
 import org.djlmegatron.nn.ShardedParameter;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
-import org.djlmegatron.training.Trainer;
+import org.djlmegatron.training.DistributedStep;
 
 /**
  * Training checkpoints in the djl-megatron format: per tensor rank {@code mp_rank_TT/} (per tensor
@@ -62,7 +62,7 @@ public final class TrainingCheckpoint {
             boolean distributedOptimizer, long flatSize, double[] lossScaler, long seed, String args) {}
 
     /** Saves iteration {@code state.iteration()} under {@code root}. Collective. */
-    public static void save(Path root, RankContext ctx, GPTModel model, Trainer trainer, TrainerState state) {
+    public static void save(Path root, RankContext ctx, GPTModel model, DistributedStep trainer, TrainerState state) {
         ProcessGroup tp = ctx.tensorGroup();
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
         ProcessGroup pp = ctx.group(GroupKind.PIPELINE);
@@ -215,7 +215,7 @@ public final class TrainingCheckpoint {
      * same layout reads this rank's own file; another TP size, DP size or optimizer sharding goes
      * through {@link OptimizerReshard}.
      */
-    public static void restore(Path iterDir, RankContext ctx, GPTModel model, Trainer trainer, TrainerState state,
+    public static void restore(Path iterDir, RankContext ctx, GPTModel model, DistributedStep trainer, TrainerState state,
             boolean distributedOptimizer, ReadChecks checks) {
         ProcessGroup tp = ctx.tensorGroup();
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
@@ -251,7 +251,7 @@ public final class TrainingCheckpoint {
         }
     }
 
-    private static Map<String, NDArray> readOwn(Path iterDir, RankContext ctx, Trainer trainer,
+    private static Map<String, NDArray> readOwn(Path iterDir, RankContext ctx, DistributedStep trainer,
             TrainerState state, ReadChecks checks) {
         int file = state.distributedOptimizer() ? ctx.group(GroupKind.DATA_CONTEXT).rank() : 0;
         Path rankDir = iterDir.resolve(rankDirName(ctx));
@@ -278,7 +278,7 @@ public final class TrainingCheckpoint {
         return out;
     }
 
-    private static Map<String, NDArray> reshard(Path iterDir, ProcessGroup dp, GPTModel model, Trainer trainer,
+    private static Map<String, NDArray> reshard(Path iterDir, ProcessGroup dp, GPTModel model, DistributedStep trainer,
             TrainerState state, int savedTp, ReadChecks checks) {
         long padded = trainer.layout().paddedSize();
         long length = trainer.masters().getShape().get(0);

@@ -161,7 +161,7 @@ final class BenchTrainCommand implements Callable<Integer> {
         return layout.equals("dp1");
     }
 
-    /** The Trainer's switch between the contiguous buffers (native library) and the flat-vector step. */
+    /** The DistributedStep's switch between the contiguous buffers (native library) and the flat-vector step. */
     private static final String GRAD_BUFFERS = "djlm.gradBuffers";
 
     private record Run(double tokensPerS, double gflops, long optimizerBytes, long heldBytes, double stepSeconds,

@@ -17,6 +17,9 @@ import org.djlmegatron.comm.DistributedWorld;
 import org.djlmegatron.comm.LaunchConfig;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.RankDevices;
+import org.djlmegatron.comm.ReduceOp;
+import org.djlmegatron.context.ContextParallel;
+import org.djlmegatron.context.CpCommType;
 import org.djlmegatron.data.TextTokenizer;
 import org.djlmegatron.data.batches.BatchSource;
 import org.djlmegatron.data.batches.MockData;
@@ -24,24 +27,21 @@ import org.djlmegatron.data.batches.ReplayBatches;
 import org.djlmegatron.data.batches.RowsSource;
 import org.djlmegatron.engine.ThreadBudget;
 import org.djlmegatron.engine.TorchNative;
-import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.models.GPTModel;
 import org.djlmegatron.models.ModelFlops;
 import org.djlmegatron.nn.ShardedParameter;
-import org.djlmegatron.context.ContextParallel;
-import org.djlmegatron.context.CpCommType;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
+import org.djlmegatron.parallel.RankGrid;
 import org.djlmegatron.pipeline.ForwardOnly;
 import org.djlmegatron.pipeline.ModelChunks;
 import org.djlmegatron.pipeline.PipelineLayout;
 import org.djlmegatron.pipeline.PipelineSchedule;
-import org.djlmegatron.parallel.RankGrid;
+import org.djlmegatron.training.DistributedStep;
 import org.djlmegatron.training.MicroBatch;
 import org.djlmegatron.training.PipelineStageModel;
+import org.djlmegatron.training.StepConfig;
 import org.djlmegatron.training.StepResult;
-import org.djlmegatron.training.Trainer;
-import org.djlmegatron.training.TrainerConfig;
 import org.djlmegatron.transformer.AttentionBackend;
 import org.djlmegatron.transformer.DocumentMasking;
 import org.djlmegatron.transformer.Recompute;
@@ -125,9 +125,9 @@ public final class PretrainGpt {
                     : o.microBatchSize * grid.dp());
             int seq = data.seqLength();
             int gbs = o.globalBatchSize != null ? o.globalBatchSize : o.microBatchSize * grid.dp();
-            TrainerConfig tc = new TrainerConfig(o.microBatchSize, gbs, optimizer, schedule, o.clipGrad,
+            StepConfig tc = new StepConfig(o.microBatchSize, gbs, optimizer, schedule, o.clipGrad,
                     o.useDistributedOptimizer,
-                    o.ddpBucketSize != null ? o.ddpBucketSize : TrainerConfig.DEFAULT_BUCKET_ELEMENTS, scaler);
+                    o.ddpBucketSize != null ? o.ddpBucketSize : StepConfig.DEFAULT_BUCKET_ELEMENTS, scaler);
             tc.microBatchesPerStep(grid.dp());
             if (stages.chunks() > 1) { // Megatron's refusals of the interleaved schedule, before any rank starts
                 PipelineSchedule.training(grid.pp(), 0, stages.chunks(), tc.microBatchesPerStep(grid.dp()));
@@ -185,7 +185,7 @@ public final class PretrainGpt {
     }
 
     private List<StepResult> train(RankContext ctx, TransformerConfig cfg, PipelineLayout stages, HfCheckpoint hf,
-            Start start, BatchSource data, TrainerConfig tc, int gbs, double flops, AttentionBackend attention,
+            Start start, BatchSource data, StepConfig tc, int gbs, double flops, AttentionBackend attention,
             Recompute recompute, double[] dropout, CpCommType cpComm, org.djlmegatron.moe.MoeConfig moe) {
         int stage = ctx.grid().ppRank(ctx.rank());
         List<GPTModel> chunks = new ArrayList<>(); // interleaving: chunk c is virtual stage c p + stage
@@ -199,7 +199,7 @@ public final class PretrainGpt {
         ProcessGroup samples = ctx.group(GroupKind.DATA); // context-parallel peers read the same samples
         List<StepResult> results = new ArrayList<>();
         boolean logger = ctx.rank() == 0;
-        try (Trainer trainer = new Trainer(ctx, stageModel, tc);
+        try (DistributedStep trainer = new DistributedStep(ctx, stageModel, tc);
                 TrainingLog log = logger ? new TrainingLog(out, o.trainIters, o.logInterval, flops, o.metricsOut) : null) {
             if (logger) {
                 log.message(String.format(Locale.ROOT, "> number of parameters: %,d; optimizer state on rank 0: %,d bytes",
@@ -298,7 +298,7 @@ public final class PretrainGpt {
      * optimizer state, schedule and loss scale unless {@code --finetune} or {@code --no-load-optim},
      * resharded when the layout changed. Returns the first iteration to run.
      */
-    private long resume(RankContext ctx, GPTModel model, Trainer trainer, Start start) {
+    private long resume(RankContext ctx, GPTModel model, DistributedStep trainer, Start start) {
         if (start.resume() == null || o.finetune) {
             return 0;
         }
@@ -340,7 +340,7 @@ public final class PretrainGpt {
         return o.fp16 ? "fp16" : o.bf16 ? "bf16" : "fp32";
     }
 
-    private TrainingCheckpoint.TrainerState trainerState(Trainer trainer, int gbs, int dpSize) {
+    private TrainingCheckpoint.TrainerState trainerState(DistributedStep trainer, int gbs, int dpSize) {
         return new TrainingCheckpoint.TrainerState(trainer.iteration(), trainer.updates(), trainer.iteration() * gbs,
                 gbs, dpSize, o.useDistributedOptimizer, trainer.layout().paddedSize(), trainer.scaler().state(),
                 o.seed, String.join(" ", o.commandLine()));

@@ -5,16 +5,16 @@ import java.nio.file.Path;
 import java.util.Locale;
 import org.djlmegatron.engine.TorchNative;
 import org.djlmegatron.nn.Norm;
-import org.djlmegatron.optim.AdamW;
+import org.djlmegatron.optim.FlatAdamW;
+import org.djlmegatron.optim.FlatOptimizer;
+import org.djlmegatron.optim.FlatSgd;
 import org.djlmegatron.optim.LearningRateSchedule;
-import org.djlmegatron.optim.Optimizer;
-import org.djlmegatron.optim.Sgd;
 import org.djlmegatron.training.LossScaler;
 import org.djlmegatron.transformer.AttentionBackend;
 import org.djlmegatron.transformer.RopeScaling;
 import org.djlmegatron.transformer.TransformerConfig;
-import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Help.Visibility;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /** {@code pretrain-gpt}'s options, named and defaulted as Megatron-LM's. */
@@ -209,13 +209,13 @@ public final class PretrainOptions {
     }
 
     /** The optimizer factory for {@code --optimizer}. */
-    public java.util.function.Supplier<Optimizer> optimizerFactory() {
+    public java.util.function.Supplier<FlatOptimizer> optimizerFactory() {
         switch (optimizer.toLowerCase(Locale.ROOT)) {
             case "adam":
             case "adamw":
-                return () -> new AdamW(adamBeta1, adamBeta2, adamEps, weightDecay);
+                return () -> new FlatAdamW(adamBeta1, adamBeta2, adamEps, weightDecay);
             case "sgd":
-                return () -> new Sgd(sgdMomentum, weightDecay);
+                return () -> new FlatSgd(sgdMomentum, weightDecay);
             default:
                 throw new IllegalArgumentException("--optimizer must be adam or sgd, found " + optimizer);
         }

@@ -40,7 +40,7 @@ import org.junit.jupiter.params.provider.ValueSource;
 import picocli.CommandLine;
 
 /**
- * DJL's {@code EasyTrain.fit} driving {@link ParallelTrainer} (a DJL {@code Trainer} per rank, fed
+ * DJL's {@code EasyTrain.fit} driving {@link ParallelTrainer} (a DJL {@code DistributedStep} per rank, fed
  * by a {@link RowsDataset} through {@link MegatronPretrainingSampler}) reproduces
  * {@code pretrain-gpt}'s trajectory for the same model, data and seed, bit for bit: at TP=2 and at
  * DP=2 with the distributed optimizer, two micro-batches per rank and step, dropout on.

@@ -54,7 +54,7 @@ class GradBufferParityTest {
         TrajectoryParity.assertClose(flatSingle, buffered, 1e-6, layout + " buffers vs one rank");
     }
 
-    /** Runs {@code run} with the Trainer's buffer switch set, restoring it after. */
+    /** Runs {@code run} with the DistributedStep's buffer switch set, restoring it after. */
     private static <T> T withBuffers(boolean on, Supplier<T> run) {
         String key = "djlm.gradBuffers";
         String old = System.getProperty(key);

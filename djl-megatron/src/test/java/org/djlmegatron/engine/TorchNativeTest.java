@@ -12,7 +12,7 @@ import ai.djl.pytorch.engine.PtNDArray;
 import ai.djl.pytorch.jni.JniUtils;
 import java.util.Random;
 import org.djlmegatron.autograd.Scalar;
-import org.djlmegatron.optim.AdamW;
+import org.djlmegatron.optim.FlatAdamW;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Tag;
@@ -127,7 +127,7 @@ class TorchNativeTest {
                 .hasMessageStartingWith("sdpa: query heads (3) must be a multiple of key/value heads (2)");
     }
 
-    /** Five steps of the native AdamW and of org.djlmegatron.optim.AdamW: bit-identical params and moments. */
+    /** Five steps of the native AdamW and of org.djlmegatron.optim.FlatAdamW: bit-identical params and moments. */
     @ParameterizedTest(name = "weightDecay={0}")
     @CsvSource({"0.1", "0"})
     void adamwIsBitIdenticalToTheJavaOptimizer(double weightDecay) {
@@ -142,7 +142,7 @@ class TorchNativeTest {
         double beta1 = 0.9;
         double beta2 = 0.95;
         double eps = 1e-8;
-        AdamW java = new AdamW(beta1, beta2, eps, weightDecay);
+        FlatAdamW java = new FlatAdamW(beta1, beta2, eps, weightDecay);
         NDArray decayMask = m.create(mask);
         NDArray javaParams = m.create(p0);
         NDArray nativeParams = m.create(p0);

@@ -18,22 +18,22 @@ import org.djlmegatron.nn.ShardLayout;
 import org.djlmegatron.nn.ShardedParameter;
 import org.djlmegatron.nn.VocabParallelCrossEntropy;
 import org.djlmegatron.nn.VocabParallelEmbedding;
-import org.djlmegatron.optim.AdamW;
+import org.djlmegatron.optim.FlatAdamW;
 import org.djlmegatron.optim.LearningRateSchedule;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.parallel.RankGrid;
+import org.djlmegatron.training.DistributedStep;
 import org.djlmegatron.training.MicroBatch;
+import org.djlmegatron.training.StepConfig;
 import org.djlmegatron.training.TrainableModel;
 import org.djlmegatron.training.TrainableParameter;
-import org.djlmegatron.training.Trainer;
-import org.djlmegatron.training.TrainerConfig;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 /**
  * "Bring your own model": a custom DJL block built from the parallel layers, trained with the
- * project's {@link Trainer} on tensor-parallel thread ranks. The model predicts the next token
+ * project's {@link DistributedStep} on tensor-parallel thread ranks. The model predicts the next token
  * from the last two (vocab-parallel embedding, a column-parallel / row-parallel MLP, a
  * vocab-parallel output layer and cross-entropy); the data are arithmetic progressions modulo
  * the vocabulary, so the last two tokens determine the next one. The same model is trained at
@@ -137,14 +137,14 @@ public final class BringYourOwnModel implements Callable<Integer> {
 
     /** Trains the model on {@code tp} thread ranks; returns the loss of every iteration. */
     public static List<Double> train(int tp, int iters) {
-        TrainerConfig config = TrainerConfig.builder(BATCH, LearningRateSchedule.constant(3e-3))
-                .optimizer(() -> new AdamW(0.9, 0.95, 1e-8, 0.0))
+        StepConfig config = StepConfig.builder(BATCH, LearningRateSchedule.constant(3e-3))
+                .optimizer(() -> new FlatAdamW(0.9, 0.95, 1e-8, 0.0))
                 .build();
         return LocalWorld.run(RankGrid.create(tp, tp, 1, 1, 1), ctx -> {
             TwoTokenLm model = new TwoTokenLm(ctx);
             model.initializeRandom(42, 0.05f); // full tensors from the seed, then sharded: same model at any TP
             List<Double> losses = new ArrayList<>();
-            try (Trainer trainer = new Trainer(ctx, model, config)) {
+            try (DistributedStep trainer = new DistributedStep(ctx, model, config)) {
                 for (int it = 0; it < iters; it++) {
                     losses.add(trainer.step(List.of(batch(it))).loss());
                 }

@@ -22,14 +22,14 @@ import org.djlmegatron.data.IndexedDatasetBuilder;
 import org.djlmegatron.data.Split;
 import org.djlmegatron.data.TokenDType;
 import org.djlmegatron.models.GPTModel;
-import org.djlmegatron.optim.AdamW;
+import org.djlmegatron.optim.FlatAdamW;
 import org.djlmegatron.optim.LearningRateSchedule;
 import org.djlmegatron.optim.LearningRateSchedule.AnnealStyle;
 import org.djlmegatron.optim.LearningRateSchedule.DecayStyle;
 import org.djlmegatron.parallel.RankGrid;
+import org.djlmegatron.training.DistributedStep;
 import org.djlmegatron.training.MicroBatch;
-import org.djlmegatron.training.Trainer;
-import org.djlmegatron.training.TrainerConfig;
+import org.djlmegatron.training.StepConfig;
 import org.djlmegatron.transformer.TransformerConfig;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -38,7 +38,7 @@ import picocli.CommandLine.Option;
 /**
  * Pretrains a small GPT from scratch with the library, no command line in between: a generated
  * text corpus written as a Megatron {@code .bin/.idx} dataset (byte-level tokens), Megatron's GPT
- * samples cut from it, and the {@link Trainer} on tensor-parallel thread ranks with sequence
+ * samples cut from it, and the {@link DistributedStep} on tensor-parallel thread ranks with sequence
  * parallelism. Prints the loss as it falls and how many next bytes of a held-out sample the
  * trained model predicts.
  */
@@ -104,15 +104,15 @@ public final class PretrainFromScratch implements Callable<Integer> {
                     data.documentCount(), data.tokenCount(), train.size(), seq + 1);
 
             // 3. Train on tp thread ranks; every rank returns the same results, rank 0's are kept.
-            TrainerConfig tc = TrainerConfig.builder(batch,
+            StepConfig tc = StepConfig.builder(batch,
                             new LearningRateSchedule(3e-3, 3e-4, 10, trainIters, DecayStyle.COSINE, 0, AnnealStyle.LINEAR))
-                    .optimizer(() -> new AdamW(0.9, 0.95, 1e-8, 0.01))
+                    .optimizer(() -> new FlatAdamW(0.9, 0.95, 1e-8, 0.01))
                     .build();
             return LocalWorld.run(RankGrid.create(tp, tp, 1, 1, 1), ctx -> {
                 GPTModel model = new GPTModel(ctx, cfg, true); // sequence parallel
                 model.initializeRandom(1234, 0.02f);
                 List<Double> losses = new ArrayList<>();
-                try (Trainer trainer = new Trainer(ctx, model, tc)) {
+                try (DistributedStep trainer = new DistributedStep(ctx, model, tc)) {
                     for (int it = 0; it < trainIters; it++) {
                         long[][] rows = new long[batch][];
                         for (int r = 0; r < batch; r++) {

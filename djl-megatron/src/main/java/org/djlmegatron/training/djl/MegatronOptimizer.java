@@ -2,11 +2,11 @@ package org.djlmegatron.training.djl;
 
 import ai.djl.ndarray.NDArray;
 import java.util.function.Supplier;
-import org.djlmegatron.optim.AdamW;
+import org.djlmegatron.optim.FlatAdamW;
+import org.djlmegatron.optim.FlatOptimizer;
 import org.djlmegatron.optim.LearningRateSchedule;
-import org.djlmegatron.optim.Optimizer;
 import org.djlmegatron.training.LossScaler;
-import org.djlmegatron.training.TrainerConfig;
+import org.djlmegatron.training.StepConfig;
 
 /**
  * Our optimizers as a DJL {@link ai.djl.training.optimizer.Optimizer}, for
@@ -18,7 +18,7 @@ import org.djlmegatron.training.TrainerConfig;
  */
 public final class MegatronOptimizer extends ai.djl.training.optimizer.Optimizer {
 
-    private final Supplier<Optimizer> optimizer;
+    private final Supplier<FlatOptimizer> optimizer;
     private final ScheduleTracker learningRate;
     private final double clip;
     private final boolean distributed;
@@ -44,8 +44,8 @@ public final class MegatronOptimizer extends ai.djl.training.optimizer.Optimizer
     }
 
     /** The engine's configuration for {@code microBatchSize} and {@code globalBatchSize}. */
-    public TrainerConfig trainerConfig(int microBatchSize, int globalBatchSize) {
-        return new TrainerConfig(microBatchSize, globalBatchSize, optimizer, learningRate.schedule(), clip,
+    public StepConfig trainerConfig(int microBatchSize, int globalBatchSize) {
+        return new StepConfig(microBatchSize, globalBatchSize, optimizer, learningRate.schedule(), clip,
                 distributed, bucketElements, scaler);
     }
 
@@ -62,17 +62,17 @@ public final class MegatronOptimizer extends ai.djl.training.optimizer.Optimizer
 
     /** Builder of {@link MegatronOptimizer}. */
     public static final class Builder extends OptimizerBuilder<Builder> {
-        private Supplier<Optimizer> optimizer = () -> new AdamW(0.9, 0.999, 1e-8, 0.01);
+        private Supplier<FlatOptimizer> optimizer = () -> new FlatAdamW(0.9, 0.999, 1e-8, 0.01);
         private ScheduleTracker learningRate;
         private double clip = 1.0;
         private boolean distributed;
-        private long bucketElements = TrainerConfig.DEFAULT_BUCKET_ELEMENTS;
+        private long bucketElements = StepConfig.DEFAULT_BUCKET_ELEMENTS;
         private Supplier<LossScaler> scaler = LossScaler::none;
 
         private Builder() {}
 
-        /** Creates each rank's optimizer ({@link AdamW}, {@link org.djlmegatron.optim.Sgd}). */
-        public Builder optOptimizer(Supplier<Optimizer> v) { optimizer = v; return this; }
+        /** Creates each rank's optimizer ({@link FlatAdamW}, {@link org.djlmegatron.optim.FlatSgd}). */
+        public Builder optOptimizer(Supplier<FlatOptimizer> v) { optimizer = v; return this; }
         /** Megatron's schedule, as a tracker. */
         public Builder optLearningRateTracker(ScheduleTracker v) { learningRate = v; return this; }
         /** Megatron's schedule. */

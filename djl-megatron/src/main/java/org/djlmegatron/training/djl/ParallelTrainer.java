@@ -28,7 +28,7 @@ import org.djlmegatron.training.TrainableModel;
  * one micro-batch. The gradient collector is the rank's tape (backward with the loss scale over
  * the micro-batches), and {@link #step()} is Megatron's distributed step: tensor-parallel gradient
  * completion, data-parallel reduction (or reduce-scatter under the distributed optimizer), loss
- * scaling, clipping and the optimizer, by the same engine ({@code org.djlmegatron.training.Trainer})
+ * scaling, clipping and the optimizer, by the same engine ({@code org.djlmegatron.training.DistributedStep})
  * as {@code pretrain-gpt}, so the trajectory is the same.
  *
  * <p>The configuration needs a {@link ModelLoss} and a {@link MegatronOptimizer}; the model's
@@ -44,7 +44,7 @@ public class ParallelTrainer extends Trainer {
     private final ModelLoss loss;
     private final MegatronOptimizer optimizer;
     private final int globalBatchSize;
-    private final org.djlmegatron.training.Trainer engine;
+    private final org.djlmegatron.training.DistributedStep engine;
     private final Device[] microBatchDevices;
     private final ParameterStore store;
     private final List<StepResult> results = new ArrayList<>();
@@ -81,7 +81,7 @@ public class ParallelTrainer extends Trainer {
         loss = l;
         optimizer = o;
         this.globalBatchSize = globalBatchSize;
-        engine = new org.djlmegatron.training.Trainer(ctx, trainable, o.trainerConfig(microBatchSize, globalBatchSize));
+        engine = new org.djlmegatron.training.DistributedStep(ctx, trainable, o.trainerConfig(microBatchSize, globalBatchSize));
         microBatchDevices = new Device[engine.microBatchesPerStep()];
         Arrays.fill(microBatchDevices, ctx.manager().getDevice());
         store = new ParameterStore(getManager(), false);
@@ -179,7 +179,7 @@ public class ParallelTrainer extends Trainer {
     }
 
     /** The distributed step's engine (masters, optimizer state, counters: what checkpoints hold). */
-    public org.djlmegatron.training.Trainer engine() {
+    public org.djlmegatron.training.DistributedStep engine() {
         return engine;
     }
 

@@ -10,12 +10,12 @@ import ai.djl.pytorch.jni.JniUtils;
 import java.util.List;
 import java.util.Random;
 import org.djlmegatron.engine.TorchNative;
-import org.djlmegatron.optim.AdamW;
+import org.djlmegatron.optim.FlatAdamW;
+import org.djlmegatron.training.TrainableParameter;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
-import org.djlmegatron.training.TrainableParameter;
 
 /** The contiguous buffers and the one-pass natives of the lean step, against plain libtorch arithmetic. */
 @Tag("native")
@@ -152,7 +152,7 @@ class ParamAndGradBufferTest {
         assertThat(floats(fused)).isNotEqualTo(floats(p0));
     }
 
-    private final AdamW fusedAdam = new AdamW(0.9, 0.95, 1e-8, 0.1);
+    private final FlatAdamW fusedAdam = new FlatAdamW(0.9, 0.95, 1e-8, 0.1);
 
     private void fusedStep(NDArray p, NDArray g, NDArray mask, double coeff, double lr, long step) {
         fusedAdam.step(p, g, mask, coeff, lr, step);

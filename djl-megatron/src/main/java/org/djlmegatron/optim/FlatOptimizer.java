@@ -8,7 +8,7 @@ import java.util.Map;
  * data-parallel shard of them under the distributed optimizer). State arrays are created lazily
  * in the masters' manager and have the masters' length.
  */
-public interface Optimizer {
+public interface FlatOptimizer {
 
     /**
      * One update, in place.

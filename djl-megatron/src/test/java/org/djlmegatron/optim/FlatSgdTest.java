@@ -1,11 +1,11 @@
 package org.djlmegatron.optim;
 
 import static org.assertj.core.api.Assertions.assertThat;
-import static org.djlmegatron.optim.AdamWTest.MASK;
-import static org.djlmegatron.optim.AdamWTest.P0;
-import static org.djlmegatron.optim.AdamWTest.assertClose;
-import static org.djlmegatron.optim.AdamWTest.grad;
-import static org.djlmegatron.optim.AdamWTest.lr;
+import static org.djlmegatron.optim.FlatAdamWTest.MASK;
+import static org.djlmegatron.optim.FlatAdamWTest.P0;
+import static org.djlmegatron.optim.FlatAdamWTest.assertClose;
+import static org.djlmegatron.optim.FlatAdamWTest.grad;
+import static org.djlmegatron.optim.FlatAdamWTest.lr;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
@@ -16,11 +16,11 @@ import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 /**
- * {@link Sgd} against a double-precision reference of {@code torch.optim.SGD} (what Megatron's
+ * {@link FlatSgd} against a double-precision reference of {@code torch.optim.SGD} (what Megatron's
  * {@code --optimizer sgd} uses): {@code g += wd*p} where the mask is 1, then the momentum buffer
  * (first step: g; then {@code mu*buf + g}, dampening 0) and {@code p -= lr*buf}.
  */
-class SgdTest {
+class FlatSgdTest {
 
     private NDManager manager;
 
@@ -73,7 +73,7 @@ class SgdTest {
     void severalStepsMatchTheReference() {
         double[][] settings = {{0.0, 0.0}, {0.0, 0.1}, {0.9, 0.0}, {0.9, 0.05}, {0.5, 1.0}};
         for (double[] c : settings) {
-            Sgd opt = new Sgd(c[0], c[1]);
+            FlatSgd opt = new FlatSgd(c[0], c[1]);
             NDArray masters = owned(P0);
             NDArray mask = owned(MASK);
             for (int s = 1; s <= 5; s++) {
@@ -88,7 +88,7 @@ class SgdTest {
 
     @Test
     void stepDoesNotModifyOrKeepTheCallersGradient() {
-        Sgd opt = new Sgd(0.9, 0.0);
+        FlatSgd opt = new FlatSgd(0.9, 0.0);
         NDArray masters = owned(P0);
         NDArray mask = owned(MASK);
         float[] g1 = grad(1);
@@ -100,7 +100,7 @@ class SgdTest {
 
     @Test
     void stateRoundTripContinuesIdentically() {
-        Sgd a = new Sgd(0.9, 0.01);
+        FlatSgd a = new FlatSgd(0.9, 0.01);
         NDArray mask = owned(MASK);
         NDArray pa = owned(P0);
         for (int s = 1; s <= 2; s++) {
@@ -110,7 +110,7 @@ class SgdTest {
         a.state().forEach((k, v) -> saved.put(k, v.duplicate()));
         assertThat(saved.keySet()).containsExactly("momentum_buffer");
         NDArray pb = pa.duplicate();
-        Sgd b = new Sgd(0.9, 0.01);
+        FlatSgd b = new FlatSgd(0.9, 0.01);
         b.loadState(saved);
         for (int s = 3; s <= 5; s++) {
             a.step(pa, owned(grad(s)), mask, lr(s), s);
@@ -122,14 +122,14 @@ class SgdTest {
 
     @Test
     void stateBytes() {
-        Sgd plain = new Sgd(0.0, 0.1);
+        FlatSgd plain = new FlatSgd(0.0, 0.1);
         NDArray masters = owned(new float[250]);
         NDArray ones = manager.ones(masters.getShape());
         plain.step(masters, ones, ones, 0.1, 1);
         assertThat(plain.stateBytes()).isZero();
         assertThat(plain.state()).isEmpty();
 
-        Sgd withMomentum = new Sgd(0.9, 0.0);
+        FlatSgd withMomentum = new FlatSgd(0.9, 0.0);
         assertThat(withMomentum.stateBytes()).isZero();
         withMomentum.step(masters, ones, ones, 0.1, 1);
         assertThat(withMomentum.stateBytes()).isEqualTo(250L * 4);

@@ -11,8 +11,8 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
-/** {@link AdamW} against a double-precision transcription of {@code torch.optim.AdamW}. */
-class AdamWTest {
+/** {@link FlatAdamW} against a double-precision transcription of {@code torch.optim.AdamW}. */
+class FlatAdamWTest {
 
     static final float[] P0 = {0.5f, -1.25f, 2.0f, 0.0f, -0.3f, 1.5f, 0.75f};
     static final float[] MASK = {1, 1, 0, 1, 0, 1, 1};
@@ -97,7 +97,7 @@ class AdamWTest {
     void severalStepsMatchTorchAdamW() {
         double[][] settings = {{0.9, 0.999, 1e-8, 0.1}, {0.8, 0.95, 1e-6, 0.0}, {0.9, 0.98, 1e-3, 0.5}};
         for (double[] c : settings) {
-            AdamW opt = new AdamW(c[0], c[1], c[2], c[3]);
+            FlatAdamW opt = new FlatAdamW(c[0], c[1], c[2], c[3]);
             Reference ref = new Reference(c[0], c[1], c[2], c[3], P0);
             NDArray masters = owned(P0);
             NDArray mask = owned(MASK);
@@ -118,7 +118,7 @@ class AdamWTest {
     @Test
     void weightDecayOnlyWhereTheMaskIsOne() {
         // zero gradients: only the decay moves the weights (m = v = 0, update 0/eps = 0)
-        AdamW opt = new AdamW(0.9, 0.999, 1e-8, 0.25);
+        FlatAdamW opt = new FlatAdamW(0.9, 0.999, 1e-8, 0.25);
         NDArray masters = owned(P0);
         try (NDArray grads = manager.zeros(masters.getShape()); NDArray mask = owned(MASK)) {
             opt.step(masters, grads, mask, 0.1, 1);
@@ -132,7 +132,7 @@ class AdamWTest {
 
     @Test
     void firstStepMovesEveryWeightByAboutLrAgainstItsGradient() {
-        AdamW opt = new AdamW(0.9, 0.999, 1e-8, 0.0);
+        FlatAdamW opt = new FlatAdamW(0.9, 0.999, 1e-8, 0.0);
         NDArray masters = owned(P0);
         float[] g = grad(1);
         try (NDArray grads = owned(g); NDArray mask = owned(MASK)) {
@@ -147,7 +147,7 @@ class AdamWTest {
 
     @Test
     void stateRoundTripContinuesIdentically() {
-        AdamW a = new AdamW(0.9, 0.95, 1e-8, 0.1);
+        FlatAdamW a = new FlatAdamW(0.9, 0.95, 1e-8, 0.1);
         NDArray mask = owned(MASK);
         NDArray pa = owned(P0);
         for (int s = 1; s <= 3; s++) {
@@ -161,7 +161,7 @@ class AdamWTest {
         assertThat(saved.keySet()).containsExactly("exp_avg", "exp_avg_sq");
         NDArray pb = pa.duplicate();
 
-        AdamW b = new AdamW(0.9, 0.95, 1e-8, 0.1);
+        FlatAdamW b = new FlatAdamW(0.9, 0.95, 1e-8, 0.1);
         assertThat(b.state()).isEmpty();
         b.loadState(saved);
         for (int s = 4; s <= 6; s++) {
@@ -178,7 +178,7 @@ class AdamWTest {
 
     @Test
     void stateBytesAreTwoFp32MomentsOnceStepped() {
-        AdamW opt = new AdamW(0.9, 0.999, 1e-8, 0.0);
+        FlatAdamW opt = new FlatAdamW(0.9, 0.999, 1e-8, 0.0);
         assertThat(opt.stateBytes()).isZero();
         assertThat(opt.state()).isEmpty();
         NDArray masters = owned(new float[1000]);

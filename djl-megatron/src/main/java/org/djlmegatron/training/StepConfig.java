@@ -1,11 +1,11 @@
 package org.djlmegatron.training;
 
 import java.util.function.Supplier;
+import org.djlmegatron.optim.FlatOptimizer;
 import org.djlmegatron.optim.LearningRateSchedule;
-import org.djlmegatron.optim.Optimizer;
 
 /**
- * How the {@link Trainer} runs a step.
+ * How the {@link DistributedStep} runs a step.
  *
  * @param microBatchSize sequences per micro-batch per rank
  * @param globalBatchSize sequences per optimizer step over all data-parallel ranks
@@ -16,10 +16,10 @@ import org.djlmegatron.optim.Optimizer;
  * @param bucketElements elements per gradient all-reduce bucket (non-distributed data parallelism)
  * @param scaler loss scaling (fp16) or none
  */
-public record TrainerConfig(
+public record StepConfig(
         int microBatchSize,
         int globalBatchSize,
-        Supplier<Optimizer> optimizer,
+        Supplier<FlatOptimizer> optimizer,
         LearningRateSchedule schedule,
         double clipGrad,
         boolean distributedOptimizer,
@@ -38,12 +38,12 @@ public record TrainerConfig(
         return new Builder(microBatchSize, schedule);
     }
 
-    /** Builder of {@link TrainerConfig}. */
+    /** Builder of {@link StepConfig}. */
     public static final class Builder {
         private final int microBatchSize;
         private final LearningRateSchedule schedule;
         private Integer globalBatchSize;
-        private Supplier<Optimizer> optimizer = () -> new org.djlmegatron.optim.AdamW(0.9, 0.999, 1e-8, 0.01);
+        private Supplier<FlatOptimizer> optimizer = () -> new org.djlmegatron.optim.FlatAdamW(0.9, 0.999, 1e-8, 0.01);
         private double clipGrad = 1.0;
         private boolean distributedOptimizer;
         private long bucketElements = DEFAULT_BUCKET_ELEMENTS;
@@ -57,7 +57,7 @@ public record TrainerConfig(
         /** Sequences per optimizer step over all data-parallel ranks (a multiple of micro x DP). */
         public Builder globalBatchSize(int v) { globalBatchSize = v; return this; }
         /** Creates each rank's optimizer. */
-        public Builder optimizer(Supplier<Optimizer> v) { optimizer = v; return this; }
+        public Builder optimizer(Supplier<FlatOptimizer> v) { optimizer = v; return this; }
         /** Global gradient-norm clip; 0 turns clipping off. */
         public Builder clipGrad(double v) { clipGrad = v; return this; }
         /** ZeRO-1: fp32 masters and optimizer state sharded over data parallelism. */
@@ -66,8 +66,8 @@ public record TrainerConfig(
         /** Loss scaling (fp16). */
         public Builder scaler(Supplier<LossScaler> v) { scaler = v; return this; }
 
-        public TrainerConfig build() {
-            return new TrainerConfig(microBatchSize, globalBatchSize != null ? globalBatchSize : microBatchSize,
+        public StepConfig build() {
+            return new StepConfig(microBatchSize, globalBatchSize != null ? globalBatchSize : microBatchSize,
                     optimizer, schedule, clipGrad, distributedOptimizer, bucketElements, scaler);
         }
     }

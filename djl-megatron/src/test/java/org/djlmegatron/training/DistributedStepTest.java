@@ -17,22 +17,22 @@ import java.util.Set;
 import java.util.function.Supplier;
 import org.djlmegatron.comm.LocalWorld;
 import org.djlmegatron.comm.ProcessGroup;
-import org.djlmegatron.optim.AdamW;
+import org.djlmegatron.optim.FlatAdamW;
+import org.djlmegatron.optim.FlatOptimizer;
+import org.djlmegatron.optim.FlatSgd;
 import org.djlmegatron.optim.LearningRateSchedule;
 import org.djlmegatron.optim.LearningRateSchedule.AnnealStyle;
 import org.djlmegatron.optim.LearningRateSchedule.DecayStyle;
-import org.djlmegatron.optim.Optimizer;
-import org.djlmegatron.optim.Sgd;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankGrid;
 import org.junit.jupiter.api.Test;
 
 /**
- * The {@link Trainer} on a toy linear model {@code y = x W^T + b} (W [3,4] with weight decay,
+ * The {@link DistributedStep} on a toy linear model {@code y = x W^T + b} (W [3,4] with weight decay,
  * b [3] without) with a mean-squared-error loss, against gradients and updates computed by hand in
  * doubles, and against itself under accumulation, data parallelism, buckets and overflows.
  */
-class TrainerTest {
+class DistributedStepTest {
 
     private static final Duration TIMEOUT = Duration.ofSeconds(60);
     private static final int IN = 4;
@@ -142,13 +142,13 @@ class TrainerTest {
 
     record RankRun(List<StepResult> steps, List<float[]> params, long optimizerBytes, long updates, double scale) {}
 
-    private static TrainerConfig config(int mbs, int gbs, Supplier<Optimizer> opt, double clip, boolean distOpt,
+    private static StepConfig config(int mbs, int gbs, Supplier<FlatOptimizer> opt, double clip, boolean distOpt,
             long bucket, Supplier<LossScaler> scaler) {
-        return new TrainerConfig(mbs, gbs, opt, SCHEDULE, clip, distOpt, bucket, scaler);
+        return new StepConfig(mbs, gbs, opt, SCHEDULE, clip, distOpt, bucket, scaler);
     }
 
-    private static TrainerConfig adam(int mbs, int gbs, boolean distOpt, long bucket) {
-        return config(mbs, gbs, () -> new AdamW(0.9, 0.999, 1e-8, 0.1), 1.0, distOpt, bucket, LossScaler::none);
+    private static StepConfig adam(int mbs, int gbs, boolean distOpt, long bucket) {
+        return config(mbs, gbs, () -> new FlatAdamW(0.9, 0.999, 1e-8, 0.1), 1.0, distOpt, bucket, LossScaler::none);
     }
 
     /**
@@ -156,13 +156,13 @@ class TrainerTest {
      * step {@code dataSteps[i]}, rank r's micro-batches taking consecutive rows of it; {@code inf}
      * maps a rank to the steps on which its model injects +inf.
      */
-    private static List<RankRun> train(int world, TrainerConfig cfg, int[] dataSteps, Map<Integer, Set<Integer>> inf) {
+    private static List<RankRun> train(int world, StepConfig cfg, int[] dataSteps, Map<Integer, Set<Integer>> inf) {
         return LocalWorld.run(RankGrid.create(world, 1, 1, 1, 1), TIMEOUT, ctx -> {
             ToyLinear model = new ToyLinear(ctx.manager(), inf.getOrDefault(ctx.rank(), Set.of()));
             ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
             List<StepResult> results = new ArrayList<>();
             List<float[]> params = new ArrayList<>();
-            try (Trainer trainer = new Trainer(ctx, model, cfg)) {
+            try (DistributedStep trainer = new DistributedStep(ctx, model, cfg)) {
                 int n = trainer.microBatchesPerStep();
                 int mbs = cfg.microBatchSize();
                 for (int s : dataSteps) {
@@ -179,7 +179,7 @@ class TrainerTest {
         });
     }
 
-    private static List<RankRun> train(int world, TrainerConfig cfg, int... dataSteps) {
+    private static List<RankRun> train(int world, StepConfig cfg, int... dataSteps) {
         return train(world, cfg, dataSteps, Map.of());
     }
 
@@ -265,8 +265,8 @@ class TrainerTest {
         double b1 = 0.9;
         double b2 = 0.999;
         double eps = 1e-8;
-        List<RankRun> run = train(1, config(2, 2, () -> new AdamW(b1, b2, eps, wd), clip, false,
-                TrainerConfig.DEFAULT_BUCKET_ELEMENTS, LossScaler::none), 1, 2, 3, 4);
+        List<RankRun> run = train(1, config(2, 2, () -> new FlatAdamW(b1, b2, eps, wd), clip, false,
+                StepConfig.DEFAULT_BUCKET_ELEMENTS, LossScaler::none), 1, 2, 3, 4);
         RankRun r = run.get(0);
 
         double[] p = initial();
@@ -309,8 +309,8 @@ class TrainerTest {
     @Test
     void sgdUpdateUsesTheClippedGradientAndReportsTheUnclippedNorm() {
         double clip = 0.5;
-        List<RankRun> run = train(1, config(2, 2, () -> new Sgd(0, 0), clip, false,
-                TrainerConfig.DEFAULT_BUCKET_ELEMENTS, LossScaler::none), 1);
+        List<RankRun> run = train(1, config(2, 2, () -> new FlatSgd(0, 0), clip, false,
+                StepConfig.DEFAULT_BUCKET_ELEMENTS, LossScaler::none), 1);
         double[] p = initial();
         double[] lg = lossAndGrad(p, 1, 2);
         double norm = norm(lg);
@@ -324,8 +324,8 @@ class TrainerTest {
         assertParams(run.get(0).params().get(0), p, 1e-6, "after one clipped SGD step");
 
         // without clipping the step is the full gradient
-        List<RankRun> free = train(1, config(2, 2, () -> new Sgd(0, 0), 0, false,
-                TrainerConfig.DEFAULT_BUCKET_ELEMENTS, LossScaler::none), 1);
+        List<RankRun> free = train(1, config(2, 2, () -> new FlatSgd(0, 0), 0, false,
+                StepConfig.DEFAULT_BUCKET_ELEMENTS, LossScaler::none), 1);
         double[] q = initial();
         for (int i = 0; i < N; i++) {
             q[i] -= lr(0) * lg[i + 1];
@@ -338,8 +338,8 @@ class TrainerTest {
 
     @Test
     void twoMicroBatchesOfOneEqualOneMicroBatchOfTwo() {
-        List<RankRun> accumulated = train(1, adam(1, 2, false, TrainerConfig.DEFAULT_BUCKET_ELEMENTS), 1, 2, 3, 4);
-        List<RankRun> whole = train(1, adam(2, 2, false, TrainerConfig.DEFAULT_BUCKET_ELEMENTS), 1, 2, 3, 4);
+        List<RankRun> accumulated = train(1, adam(1, 2, false, StepConfig.DEFAULT_BUCKET_ELEMENTS), 1, 2, 3, 4);
+        List<RankRun> whole = train(1, adam(2, 2, false, StepConfig.DEFAULT_BUCKET_ELEMENTS), 1, 2, 3, 4);
         assertSameParams(accumulated, whole, 1e-6);
         assertThat(accumulated.get(0).steps().get(0).tokens()).isEqualTo(2L * IN);
     }
@@ -348,9 +348,9 @@ class TrainerTest {
 
     @Test
     void dataParallelTwoEqualsOneRankWithBothRows() {
-        List<RankRun> single = train(1, adam(2, 2, false, TrainerConfig.DEFAULT_BUCKET_ELEMENTS), 1, 2, 3, 4);
-        List<RankRun> ddp = train(2, adam(1, 2, false, TrainerConfig.DEFAULT_BUCKET_ELEMENTS), 1, 2, 3, 4);
-        List<RankRun> zero = train(2, adam(1, 2, true, TrainerConfig.DEFAULT_BUCKET_ELEMENTS), 1, 2, 3, 4);
+        List<RankRun> single = train(1, adam(2, 2, false, StepConfig.DEFAULT_BUCKET_ELEMENTS), 1, 2, 3, 4);
+        List<RankRun> ddp = train(2, adam(1, 2, false, StepConfig.DEFAULT_BUCKET_ELEMENTS), 1, 2, 3, 4);
+        List<RankRun> zero = train(2, adam(1, 2, true, StepConfig.DEFAULT_BUCKET_ELEMENTS), 1, 2, 3, 4);
         assertThat(ddp).hasSize(2);
         assertSameParams(ddp, single, 1e-6);
         assertSameParams(zero, single, 1e-6);
@@ -376,7 +376,7 @@ class TrainerTest {
 
     @Test
     void tinyBucketsAreBitIdenticalToOneBucket() {
-        List<RankRun> one = train(2, adam(1, 2, false, TrainerConfig.DEFAULT_BUCKET_ELEMENTS), 1, 2, 3);
+        List<RankRun> one = train(2, adam(1, 2, false, StepConfig.DEFAULT_BUCKET_ELEMENTS), 1, 2, 3);
         List<RankRun> tiny = train(2, adam(1, 2, false, 3), 1, 2, 3);
         for (int rank = 0; rank < 2; rank++) {
             for (int i = 0; i < 3; i++) {
@@ -392,9 +392,9 @@ class TrainerTest {
 
     // ---------------------------------------------------------------- (e) overflow
 
-    private static TrainerConfig scaled(int mbs, int gbs, boolean distOpt) {
-        return config(mbs, gbs, () -> new AdamW(0.9, 0.999, 1e-8, 0.1), 1.0, distOpt,
-                TrainerConfig.DEFAULT_BUCKET_ELEMENTS, () -> LossScaler.dynamic(1024, 1, 1000, 1));
+    private static StepConfig scaled(int mbs, int gbs, boolean distOpt) {
+        return config(mbs, gbs, () -> new FlatAdamW(0.9, 0.999, 1e-8, 0.1), 1.0, distOpt,
+                StepConfig.DEFAULT_BUCKET_ELEMENTS, () -> LossScaler.dynamic(1024, 1, 1000, 1));
     }
 
     @Test
@@ -448,7 +448,7 @@ class TrainerTest {
     void theWrongNumberOfMicroBatchesFailsClearly() {
         List<Boolean> ok = LocalWorld.run(RankGrid.single(), TIMEOUT, ctx -> {
             ToyLinear model = new ToyLinear(ctx.manager(), Set.of());
-            try (Trainer trainer = new Trainer(ctx, model, adam(1, 2, false, TrainerConfig.DEFAULT_BUCKET_ELEMENTS))) {
+            try (DistributedStep trainer = new DistributedStep(ctx, model, adam(1, 2, false, StepConfig.DEFAULT_BUCKET_ELEMENTS))) {
                 assertThat(trainer.microBatchesPerStep()).isEqualTo(2);
                 float[] before = model.params();
                 assertThatThrownBy(() -> trainer.step(List.of(batch(1, 0, 1))))
@@ -473,7 +473,7 @@ class TrainerTest {
     void batchSizesThatDoNotFitTheDataParallelSizeFailClearly() {
         List<Boolean> ok = LocalWorld.run(RankGrid.create(2, 1, 1, 1, 1), TIMEOUT, ctx -> {
             ToyLinear model = new ToyLinear(ctx.manager(), Set.of());
-            assertThatThrownBy(() -> new Trainer(ctx, model, adam(1, 3, false, TrainerConfig.DEFAULT_BUCKET_ELEMENTS)))
+            assertThatThrownBy(() -> new DistributedStep(ctx, model, adam(1, 3, false, StepConfig.DEFAULT_BUCKET_ELEMENTS)))
                     .isInstanceOf(IllegalArgumentException.class)
                     .hasMessage("global batch size 3 is not divisible by micro batch size 1 x data-parallel size 2");
             return true;

@@ -8,13 +8,13 @@ import java.util.Map;
  * SGD as {@code torch.optim.SGD}, which Megatron's {@code --optimizer sgd} uses: L2 weight decay
  * added to the gradient ({@code g + wd*p}, where decay applies), momentum with dampening 0.
  */
-public final class Sgd implements Optimizer {
+public final class FlatSgd implements FlatOptimizer {
 
     private final double momentum;
     private final double weightDecay;
     private NDArray velocity;
 
-    public Sgd(double momentum, double weightDecay) {
+    public FlatSgd(double momentum, double weightDecay) {
         this.momentum = momentum;
         this.weightDecay = weightDecay;
     }

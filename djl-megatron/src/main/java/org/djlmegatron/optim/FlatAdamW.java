@@ -12,7 +12,7 @@ import org.djlmegatron.engine.TorchNative;
  * fused multi-tensor kernel, one launch per op instead of one per parameter, comes from the flat
  * buffer already); the composed DJL ops otherwise.
  */
-public final class AdamW implements Optimizer {
+public final class FlatAdamW implements FlatOptimizer {
 
     private final double beta1;
     private final double beta2;
@@ -21,7 +21,7 @@ public final class AdamW implements Optimizer {
     private NDArray expAvg;
     private NDArray expAvgSq;
 
-    public AdamW(double beta1, double beta2, double eps, double weightDecay) {
+    public FlatAdamW(double beta1, double beta2, double eps, double weightDecay) {
         this.beta1 = beta1;
         this.beta2 = beta2;
         this.eps = eps;
@@ -62,7 +62,7 @@ public final class AdamW implements Optimizer {
     public void step(NDArray masters, NDArray grads, NDArray decayMask, double gradScale, double lr, long step) {
         if (!TorchNative.isAvailable() || !masters.getDevice().equals(ai.djl.Device.cpu())
                 || masters.getDataType() != ai.djl.ndarray.types.DataType.FLOAT32) {
-            Optimizer.super.step(masters, grads, decayMask, gradScale, lr, step);
+            FlatOptimizer.super.step(masters, grads, decayMask, gradScale, lr, step);
             return;
         }
         if (expAvg == null) {

@@ -1,8 +1,8 @@
 package org.djlmegatron.training;
 
 import ai.djl.ndarray.NDArray;
-import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.Shape;
@@ -15,7 +15,7 @@ import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.engine.Cast;
 import org.djlmegatron.engine.HeldMemory;
 import org.djlmegatron.engine.TorchNative;
-import org.djlmegatron.optim.Optimizer;
+import org.djlmegatron.optim.FlatOptimizer;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.pipeline.PipelineRunner;
@@ -29,11 +29,11 @@ import org.djlmegatron.training.buffers.ParamAndGradBuffer;
  * (this rank's DP shard of them under the distributed optimizer), and the write-back of updated
  * weights (all-gathered over DP when sharded). Every rank of the grid runs it in lockstep.
  */
-public final class Trainer implements AutoCloseable {
+public final class DistributedStep implements AutoCloseable {
 
     private final RankContext ctx;
     private final TrainableModel model;
-    private final TrainerConfig config;
+    private final StepConfig config;
     private final ProcessGroup dp;
     private final ProcessGroup tp;
     /** The pipeline group; stages run the 1F1B schedule when it has more than one member. */
@@ -51,7 +51,7 @@ public final class Trainer implements AutoCloseable {
     private final long expertShardLength;
     private final int microBatches;
     private final NDManager state;
-    private final Optimizer optimizer;
+    private final FlatOptimizer optimizer;
     private final LossScaler scaler;
     private final ProcessGroup data;
     private final long shardStart;
@@ -72,7 +72,7 @@ public final class Trainer implements AutoCloseable {
     private double pipelineScheduleSeconds;
     private long heldBytes = -1;
 
-    public Trainer(RankContext ctx, TrainableModel model, TrainerConfig config) {
+    public DistributedStep(RankContext ctx, TrainableModel model, StepConfig config) {
         this.ctx = ctx;
         this.model = model;
         this.config = config;
@@ -630,7 +630,7 @@ public final class Trainer implements AutoCloseable {
         return (shardLength + expertShardLength) * 4 + optimizer.stateBytes();
     }
 
-    public Optimizer optimizer() {
+    public FlatOptimizer optimizer() {
         return optimizer;
     }
 
