@@ -13,7 +13,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Random;
 import java.util.function.Function;
-import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.launch.LocalWorld;
 import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.nn.ParallelBlock;
 import org.djlmegatron.nn.ShardLayout;

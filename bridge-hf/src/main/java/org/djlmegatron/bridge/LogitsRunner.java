@@ -12,7 +12,7 @@ import org.djlmegatron.engine.ThreadBudget;
 import org.djlmegatron.bridge.convert.ReadChecks;
 import org.djlmegatron.bridge.convert.WeightSource;
 import org.djlmegatron.bridge.hf.HfCheckpoint;
-import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.launch.LocalWorld;
 import org.djlmegatron.models.GPTModel;
 import org.djlmegatron.parallel.RankGrid;
 import org.djlmegatron.transformer.TransformerConfig;

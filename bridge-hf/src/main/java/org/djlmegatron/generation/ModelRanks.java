@@ -17,7 +17,7 @@ import org.djlmegatron.bridge.CheckpointFormat;
 import org.djlmegatron.bridge.convert.CheckpointLoader;
 import org.djlmegatron.bridge.convert.WeightSource;
 import org.djlmegatron.bridge.hf.HfCheckpoint;
-import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.launch.LocalWorld;
 import org.djlmegatron.models.GPTModel;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.parallel.RankGrid;

@@ -12,7 +12,7 @@ import ai.djl.ndarray.types.Shape;
 import java.util.List;
 import java.util.Random;
 import java.util.concurrent.Callable;
-import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.launch.LocalWorld;
 import org.djlmegatron.models.GPTModel;
 import org.djlmegatron.models.ModelFlops;
 import org.djlmegatron.nn.Norm;

@@ -13,7 +13,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
-import org.djlmegatron.comm.DistributedWorld;
+import org.djlmegatron.launch.DistributedWorld;
 import org.djlmegatron.comm.LaunchConfig;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.data.batches.MegatronPretrainingSampler;

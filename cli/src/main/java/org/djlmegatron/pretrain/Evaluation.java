@@ -19,7 +19,7 @@ import org.djlmegatron.bridge.CheckpointFormat;
 import org.djlmegatron.bridge.convert.CheckpointLoader;
 import org.djlmegatron.bridge.convert.WeightSource;
 import org.djlmegatron.bridge.hf.HfCheckpoint;
-import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.launch.LocalWorld;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.data.InvalidDataException;

@@ -13,7 +13,7 @@ import org.djlmegatron.bridge.convert.CheckpointLoader;
 import org.djlmegatron.bridge.hf.HfCheckpoint;
 import org.djlmegatron.bridge.hf.HfDropout;
 import org.djlmegatron.checkpoint.TrainingCheckpoint;
-import org.djlmegatron.comm.DistributedWorld;
+import org.djlmegatron.launch.DistributedWorld;
 import org.djlmegatron.comm.LaunchConfig;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.RankDevices;

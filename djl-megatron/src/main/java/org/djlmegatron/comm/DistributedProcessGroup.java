@@ -7,7 +7,7 @@ import java.util.List;
 
 /**
  * A {@link ProcessGroup} whose members live in several JVMs ("nodes"), each running some of them
- * as threads. Built by {@link DistributedWorld} for every group that spans nodes; groups inside
+ * as threads. Built by {@code launch.DistributedWorld} for every group that spans nodes; groups inside
  * one JVM are {@link ThreadProcessGroup}s.
  *
  * <p>Every member's contribution reaches every member that needs it: members in the same JVM
@@ -39,7 +39,7 @@ public final class DistributedProcessGroup extends GroupMember {
      * @param timeout the limit for every wait inside a call
      * @return one entry per member: the member's handle if it lives in this JVM, else null
      */
-    static List<DistributedProcessGroup> newGroup(String name, int[] globalRanks, int[] nodes, int groupId,
+    public static List<DistributedProcessGroup> newGroup(String name, int[] globalRanks, int[] nodes, int groupId,
             NodeMesh mesh, Duration timeout) {
         GroupCommunicator comm =
                 new GroupCommunicator(name, globalRanks, timeout, groupId, nodes, mesh.self(), mesh);

@@ -11,8 +11,11 @@ import java.util.List;
 /**
  * What travels on a link between two JVMs once the rendezvous is done. Each frame starts with a
  * one-byte type; integers are big-endian; strings are a length and UTF-8 bytes.
+ *
+ * <p>Public only for the launcher ({@code org.djlmegatron.launch.DistributedWorld}), which sits above
+ * the rank grid and so outside this package; not an API for model code.
  */
-sealed interface Frame {
+public sealed interface Frame {
 
     byte CONTRIBUTION = 1;
     byte MESSAGE = 2;

@@ -32,9 +32,12 @@ import java.util.concurrent.TimeUnit;
  *
  * <p>Any failure (timeout, mismatched calls, an error while computing, an external abort) aborts
  * the communicator: the call sequence is broken, so every later call fails at once. Aborts are
- * local to this JVM; {@link DistributedWorld} tells the other nodes.
+ * local to this JVM; {@code launch.DistributedWorld} tells the other nodes.
+ *
+ * <p>Public only for the launcher ({@code org.djlmegatron.launch.DistributedWorld}), which sits above
+ * the rank grid and so outside this package; not an API for model code.
  */
-final class GroupCommunicator {
+public final class GroupCommunicator {
 
     private final String name;
     private final int[] globalRanks;
@@ -147,7 +150,7 @@ final class GroupCommunicator {
     }
 
     /** One collective call: what every member contributed and how far each local one has got. */
-    static final class Step {
+    public static final class Step {
         final long call;
         final String[] signatures;
         /** Local members' deposits. */
@@ -286,7 +289,7 @@ final class GroupCommunicator {
     }
 
     /** A remote member's contribution to call {@code call} arrived (called by a link's reader). */
-    void deliver(Frame.Contribution c) {
+    public void deliver(Frame.Contribution c) {
         synchronized (lock) {
             if (abortReason != null) {
                 return;
@@ -405,7 +408,7 @@ final class GroupCommunicator {
     }
 
     /** A remote member's message arrived (called by a link's reader). */
-    void deliver(Frame.Message m) {
+    public void deliver(Frame.Message m) {
         synchronized (lock) {
             if (abortReason != null) {
                 return;
@@ -450,14 +453,14 @@ final class GroupCommunicator {
      * Fails every pending and future call of every local member with {@code reason}; frees
      * queued messages. The first reason wins.
      */
-    void abort(String reason) {
+    public void abort(String reason) {
         synchronized (lock) {
             abortLocked(reason);
         }
     }
 
     /** Frees everything still held; call once no member will use the group again. */
-    void dispose() {
+    public void dispose() {
         synchronized (lock) {
             for (Step step : steps.values()) {
                 Arrays.stream(step.deposits).forEach(GroupCommunicator::close);

@@ -19,8 +19,11 @@ import java.util.Map;
  * receives cannot deadlock. Messages between a pair are received in the order they were sent.
  *
  * <p>Integer {@link ReduceOp#AVG} divides in double precision and truncates toward zero.
+ *
+ * <p>Public only for the launcher ({@code org.djlmegatron.launch.DistributedWorld}), which sits above
+ * the rank grid and so outside this package; not an API for model code.
  */
-abstract sealed class GroupMember implements ProcessGroup permits ThreadProcessGroup, DistributedProcessGroup {
+public abstract sealed class GroupMember implements ProcessGroup permits ThreadProcessGroup, DistributedProcessGroup {
 
     final GroupCommunicator comm;
     private final int rank;
@@ -31,6 +34,11 @@ abstract sealed class GroupMember implements ProcessGroup permits ThreadProcessG
         }
         this.comm = comm;
         this.rank = rank;
+    }
+
+    /** The group's shared communicator; public for the launcher ({@code launch.DistributedWorld}), which wires and disposes it. */
+    public GroupCommunicator communicator() {
+        return comm;
     }
 
     /**

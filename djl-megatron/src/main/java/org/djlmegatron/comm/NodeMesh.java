@@ -17,11 +17,14 @@ import java.util.concurrent.TimeUnit;
  * never block on the network, and a reader thread that hands every incoming frame to the
  * {@link Listener}. A link that breaks before its peer said {@link Frame.Done} is reported as
  * lost.
+ *
+ * <p>Public only for the launcher ({@code org.djlmegatron.launch.DistributedWorld}), which sits above
+ * the rank grid and so outside this package; not an API for model code.
  */
-final class NodeMesh {
+public final class NodeMesh {
 
     /** Receives what arrives on the links; called from the reader threads. */
-    interface Listener {
+    public interface Listener {
         void onContribution(int node, Frame.Contribution frame);
 
         void onMessage(int node, Frame.Message frame);
@@ -46,7 +49,7 @@ final class NodeMesh {
      * @param sockets per node rank, the connected socket (null at {@code self})
      * @param addresses per node rank, the peer's address for messages (any value at self)
      */
-    NodeMesh(int self, Socket[] sockets, String[] addresses) {
+    public NodeMesh(int self, Socket[] sockets, String[] addresses) {
         this.self = self;
         this.links = new Link[sockets.length];
         this.names = new String[sockets.length];
@@ -63,12 +66,12 @@ final class NodeMesh {
     }
 
     /** E.g. {@code "node 1 (127.0.0.1:40211)"}. */
-    String describe(int node) {
+    public String describe(int node) {
         return names[node];
     }
 
     /** Starts the reader and writer threads. */
-    void start(Listener listener) {
+    public void start(Listener listener) {
         for (Link link : links) {
             if (link != null) {
                 link.start(listener);
@@ -82,7 +85,7 @@ final class NodeMesh {
     }
 
     /** Drops everything queued for the other nodes and sends them {@code frame} next. */
-    void sendUrgently(Frame frame) {
+    public void sendUrgently(Frame frame) {
         for (Link link : links) {
             if (link != null) {
                 link.queue.clear();
@@ -92,7 +95,7 @@ final class NodeMesh {
     }
 
     /** Queues {@code frame} for every other node. */
-    void sendToAll(Frame frame) {
+    public void sendToAll(Frame frame) {
         for (Link link : links) {
             if (link != null) {
                 link.queue.add(frame);
@@ -104,7 +107,7 @@ final class NodeMesh {
      * Sends what is queued, half-closes every link and waits (at most {@code graceMillis}) for
      * the peers to close theirs, so nothing in flight is lost to a reset; then closes.
      */
-    void close(long graceMillis) {
+    public void close(long graceMillis) {
         for (Link link : links) {
             if (link != null) {
                 link.closing = true;

@@ -34,8 +34,11 @@ import java.util.concurrent.TimeUnit;
  * 0's verdict up to 5 s longer, so that node 0's reason reaches it first). On any failure node 0
  * tells every node it knows of and keeps answering late arrivals with the error until the
  * deadline, so every node fails with the same clear message instead of waiting.
+ *
+ * <p>Public only for the launcher ({@code org.djlmegatron.launch.DistributedWorld}), which sits above
+ * the rank grid and so outside this package; not an API for model code.
  */
-final class Rendezvous {
+public final class Rendezvous {
 
     private static final int MAGIC = 0x444A4C4D; // "DJLM"
     private static final int VERSION = 1;
@@ -51,7 +54,7 @@ final class Rendezvous {
     private final long deadline;
 
     /** The links of one node: per node rank, a connected socket (null at self) and a description. */
-    record Links(Socket[] sockets, String[] addresses) {}
+    public record Links(Socket[] sockets, String[] addresses) {}
 
     private Rendezvous(LaunchConfig launch, String job) {
         this.launch = launch;
@@ -66,7 +69,7 @@ final class Rendezvous {
      * @return a connected socket to every other node
      * @throws CollectiveException saying what failed, on every node
      */
-    static Links join(LaunchConfig launch, String job) {
+    public static Links join(LaunchConfig launch, String job) {
         if (launch.nnodes() == 1) {
             return new Links(new Socket[1], new String[] {"self"});
         }

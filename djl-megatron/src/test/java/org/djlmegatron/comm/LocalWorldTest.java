@@ -1,5 +1,6 @@
 package org.djlmegatron.comm;
 
+import org.djlmegatron.launch.LocalWorld;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 

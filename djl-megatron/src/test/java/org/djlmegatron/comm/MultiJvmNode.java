@@ -1,5 +1,6 @@
 package org.djlmegatron.comm;
 
+import org.djlmegatron.launch.DistributedWorld;
 import java.io.ObjectOutputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;

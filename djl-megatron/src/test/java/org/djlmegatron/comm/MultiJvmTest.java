@@ -1,5 +1,7 @@
 package org.djlmegatron.comm;
 
+import org.djlmegatron.launch.DistributedWorld;
+import org.djlmegatron.launch.LocalWorld;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.fail;
 

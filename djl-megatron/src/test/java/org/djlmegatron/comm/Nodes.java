@@ -1,5 +1,6 @@
 package org.djlmegatron.comm;
 
+import org.djlmegatron.launch.DistributedWorld;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.net.ServerSocket;

@@ -6,7 +6,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import ai.djl.engine.Engine;
 import ai.djl.pytorch.jni.JniUtils;
 import java.util.List;
-import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.launch.LocalWorld;
 import org.djlmegatron.parallel.RankGrid;
 import org.junit.jupiter.api.Test;
 

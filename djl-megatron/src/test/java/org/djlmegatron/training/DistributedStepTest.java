@@ -15,7 +15,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.function.Supplier;
-import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.launch.LocalWorld;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.optim.FlatAdamW;
 import org.djlmegatron.optim.FlatOptimizer;

@@ -9,7 +9,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.SplittableRandom;
 import java.util.concurrent.Callable;
-import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.launch.LocalWorld;
 import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.nn.ColumnParallelLinear;
 import org.djlmegatron.nn.ParallelBlock;

@@ -12,7 +12,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
-import org.djlmegatron.comm.DistributedWorld;
+import org.djlmegatron.launch.DistributedWorld;
 import org.djlmegatron.comm.LaunchConfig;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.data.batches.MegatronPretrainingSampler;

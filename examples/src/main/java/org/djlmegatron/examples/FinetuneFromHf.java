@@ -20,7 +20,7 @@ import org.djlmegatron.bridge.convert.ParallelLayout;
 import org.djlmegatron.bridge.hf.HfCheckpoint;
 import org.djlmegatron.bridge.hf.HfDropout;
 import org.djlmegatron.checkpoint.CheckpointListener;
-import org.djlmegatron.comm.DistributedWorld;
+import org.djlmegatron.launch.DistributedWorld;
 import org.djlmegatron.comm.LaunchConfig;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.data.batches.MegatronPretrainingSampler;

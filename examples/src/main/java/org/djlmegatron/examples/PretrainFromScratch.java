@@ -13,7 +13,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Random;
 import java.util.concurrent.Callable;
-import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.launch.LocalWorld;
 import org.djlmegatron.data.ByteLevelTokenizer;
 import org.djlmegatron.data.GPTDataset;
 import org.djlmegatron.data.GPTDatasetConfig;

@@ -13,7 +13,7 @@ import ai.djl.translate.NoopTranslator;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.List;
-import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.launch.LocalWorld;
 import org.djlmegatron.parallel.RankGrid;
 import org.djlmegatron.transformer.TransformerConfig;
 import org.junit.jupiter.api.Test;

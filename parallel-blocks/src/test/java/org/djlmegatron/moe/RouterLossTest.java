@@ -9,7 +9,7 @@ import ai.djl.pytorch.jni.JniUtils;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
-import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.launch.LocalWorld;
 import org.djlmegatron.parallel.RankGrid;
 import org.djlmegatron.transformer.TransformerConfig;
 import org.junit.jupiter.params.ParameterizedTest;

@@ -11,7 +11,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Random;
 import org.assertj.core.data.Offset;
-import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.launch.LocalWorld;
 import org.djlmegatron.nn.ShardedParameter;
 import org.djlmegatron.parallel.RankGrid;
 import org.djlmegatron.transformer.TransformerConfig;

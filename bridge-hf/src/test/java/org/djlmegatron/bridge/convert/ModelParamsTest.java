@@ -6,7 +6,7 @@ import java.util.List;
 import java.util.stream.Stream;
 import org.djlmegatron.bridge.BridgeFixtures;
 import org.djlmegatron.bridge.hf.HfConfig;
-import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.launch.LocalWorld;
 import org.djlmegatron.models.GPTModel;
 import org.djlmegatron.nn.Norm;
 import org.djlmegatron.parallel.RankGrid;

@@ -8,7 +8,7 @@ import ai.djl.pytorch.jni.JniUtils;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.stream.Stream;
-import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.launch.LocalWorld;
 import org.djlmegatron.context.ContextParallel;
 import org.djlmegatron.context.CpCommType;
 import org.djlmegatron.io.SafetensorsReader;

@@ -10,7 +10,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.stream.Stream;
-import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.launch.LocalWorld;
 import org.djlmegatron.io.SafetensorsReader;
 import org.djlmegatron.models.GPTModel;
 import org.djlmegatron.nn.ShardLayout;

@@ -21,7 +21,7 @@ import org.djlmegatron.bridge.convert.ParallelLayout;
 import org.djlmegatron.bridge.convert.SafetensorsFileWriter;
 import org.djlmegatron.bridge.convert.SafetensorsRawReader;
 import org.djlmegatron.bridge.export.HfWeightSink;
-import org.djlmegatron.comm.LocalWorld;
+import org.djlmegatron.launch.LocalWorld;
 import org.djlmegatron.io.SafetensorsDType;
 import org.djlmegatron.models.GPTModel;
 import org.djlmegatron.nn.ShardedParameter;

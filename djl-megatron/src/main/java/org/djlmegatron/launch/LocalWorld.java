@@ -1,5 +1,6 @@
-package org.djlmegatron.comm;
+package org.djlmegatron.launch;
 
+import org.djlmegatron.comm.LaunchConfig;
 import java.time.Duration;
 import java.util.List;
 import java.util.function.Function;

@@ -1,5 +1,16 @@
-package org.djlmegatron.comm;
+package org.djlmegatron.launch;
 
+import org.djlmegatron.comm.CollectiveException;
+import org.djlmegatron.comm.DistributedProcessGroup;
+import org.djlmegatron.comm.Frame;
+import org.djlmegatron.comm.GroupCommunicator;
+import org.djlmegatron.comm.GroupMember;
+import org.djlmegatron.comm.LaunchConfig;
+import org.djlmegatron.comm.NodeMesh;
+import org.djlmegatron.comm.ProcessGroup;
+import org.djlmegatron.comm.RankDevices;
+import org.djlmegatron.comm.Rendezvous;
+import org.djlmegatron.comm.ThreadProcessGroup;
 import ai.djl.engine.Engine;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -189,7 +200,7 @@ public final class DistributedWorld {
                             g = onDevice;
                         }
                         perRank.get(local).put(kind, g);
-                        comm = member.comm;
+                        comm = member.communicator();
                     }
                 }
                 communicators.add(comm);

@@ -1,5 +1,9 @@
-package org.djlmegatron.comm;
+package org.djlmegatron.launch;
 
+import org.djlmegatron.comm.CollectiveAbortedException;
+import org.djlmegatron.comm.CollectiveException;
+import org.djlmegatron.comm.ProcessGroup;
+import org.djlmegatron.comm.RankDevices;
 import ai.djl.ndarray.NDManager;
 import ai.djl.pytorch.jni.JniUtils;
 import java.time.Duration;

@@ -1,5 +1,8 @@
-package org.djlmegatron.comm;
+package org.djlmegatron.launch;
 
+import org.djlmegatron.comm.LaunchConfig;
+import org.djlmegatron.comm.ProcessGroup;
+import org.djlmegatron.comm.ReduceOp;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.types.Shape;
 import java.util.List;
@@ -13,7 +16,7 @@ import org.djlmegatron.parallel.RankGrid;
  * all-reduce over the data-parallel group (best of three). Prints one line per rank and exits 0
  * when every sum is right, 1 with the reason otherwise.
  *
- * <p>Usage: {@code java -Dai.djl.offline=true -cp CLASSPATH org.djlmegatron.comm.WorldCheck NPROC_PER_NODE}
+ * <p>Usage: {@code java -Dai.djl.offline=true -cp CLASSPATH org.djlmegatron.launch.WorldCheck NPROC_PER_NODE}
  */
 public final class WorldCheck {
 
