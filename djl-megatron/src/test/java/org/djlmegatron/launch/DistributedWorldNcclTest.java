@@ -1,7 +1,9 @@
-package org.djlmegatron.comm;
+package org.djlmegatron.launch;
 
-import org.djlmegatron.launch.DistributedWorld;
-import org.djlmegatron.launch.LocalWorld;
+import org.djlmegatron.comm.LaunchConfig;
+import org.djlmegatron.comm.ProcessGroup;
+import org.djlmegatron.comm.RankDevices;
+import org.djlmegatron.comm.ReduceOp;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
