@@ -2,7 +2,7 @@ package org.djlmegatron.pretrain;
 
 import java.nio.file.Path;
 import org.djlmegatron.data.TextTokenizer;
-import org.djlmegatron.transformer.DocumentMasking;
+import org.djlmegatron.context.DocumentMasking;
 import picocli.CommandLine.Option;
 
 /** {@code pretrain-gpt}'s document masking of packed samples, Megatron-LM's flags and semantics. */

@@ -43,7 +43,7 @@ import org.djlmegatron.training.PipelineStageModel;
 import org.djlmegatron.training.StepConfig;
 import org.djlmegatron.training.StepResult;
 import org.djlmegatron.transformer.AttentionBackend;
-import org.djlmegatron.transformer.DocumentMasking;
+import org.djlmegatron.context.DocumentMasking;
 import org.djlmegatron.transformer.Recompute;
 import org.djlmegatron.transformer.TransformerConfig;
 

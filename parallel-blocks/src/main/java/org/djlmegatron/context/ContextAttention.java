@@ -13,7 +13,6 @@ import org.djlmegatron.autograd.Tape;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.engine.Cast;
-import org.djlmegatron.transformer.DocumentLayout;
 
 /**
  * Causal attention of this rank's queries over the whole sequence under context parallelism. The

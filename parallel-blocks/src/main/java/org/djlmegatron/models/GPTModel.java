@@ -23,12 +23,12 @@ import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.training.PipelineStageModel;
 import org.djlmegatron.training.TrainableParameter;
 import org.djlmegatron.transformer.AttentionBackend;
-import org.djlmegatron.transformer.DocumentLayout;
-import org.djlmegatron.transformer.DocumentMasking;
+import org.djlmegatron.context.DocumentLayout;
+import org.djlmegatron.context.DocumentMasking;
 import org.djlmegatron.transformer.KvCache;
 import org.djlmegatron.transformer.Recompute;
 import org.djlmegatron.transformer.TransformerConfig;
-import org.djlmegatron.transformer.TransformerLayer;
+import org.djlmegatron.models.TransformerLayer;
 
 /**
  * A GPT-family decoder (Megatron-Core's {@code GPTModel}): vocab-parallel embedding, learned or

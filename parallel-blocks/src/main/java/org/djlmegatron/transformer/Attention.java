@@ -1,5 +1,6 @@
 package org.djlmegatron.transformer;
 
+import org.djlmegatron.context.DocumentLayout;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;

@@ -108,7 +108,7 @@ class GPTModelParityTest {
             // thrown by the up-front validation, not from inside a layer or a parameter registration
             assertThat(Arrays.stream(e.getStackTrace()).map(StackTraceElement::getClassName))
                     .doesNotContain("org.djlmegatron.transformer.Attention",
-                            "org.djlmegatron.transformer.TransformerLayer",
+                            "org.djlmegatron.models.TransformerLayer",
                             "org.djlmegatron.nn.ColumnParallelLinear",
                             "org.djlmegatron.nn.VocabParallelEmbedding")
                     .contains("org.djlmegatron.models.GPTModel");

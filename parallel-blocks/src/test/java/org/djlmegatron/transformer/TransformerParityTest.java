@@ -1,5 +1,6 @@
 package org.djlmegatron.transformer;
 
+import org.djlmegatron.models.TransformerLayer;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.djlmegatron.ParityHarness.assertParity;
 

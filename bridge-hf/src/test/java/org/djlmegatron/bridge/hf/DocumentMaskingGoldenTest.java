@@ -15,7 +15,7 @@ import org.djlmegatron.io.SafetensorsReader;
 import org.djlmegatron.models.GPTModel;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankGrid;
-import org.djlmegatron.transformer.DocumentMasking;
+import org.djlmegatron.context.DocumentMasking;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;

@@ -1,5 +1,10 @@
-package org.djlmegatron.transformer;
+package org.djlmegatron.models;
 
+import org.djlmegatron.transformer.Attention;
+import org.djlmegatron.transformer.KvCache;
+import org.djlmegatron.transformer.Mlp;
+import org.djlmegatron.transformer.Recompute;
+import org.djlmegatron.transformer.TransformerConfig;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
 import java.util.Arrays;

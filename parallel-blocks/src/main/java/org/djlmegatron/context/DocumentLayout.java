@@ -1,4 +1,4 @@
-package org.djlmegatron.transformer;
+package org.djlmegatron.context;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
