@@ -29,7 +29,7 @@ import org.djlmegatron.models.GPTModel;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.parallel.RankGrid;
-import org.djlmegatron.training.MicroBatch;
+import org.djlmegatron.training.model.MicroBatch;
 import org.djlmegatron.transformer.TransformerConfig;
 
 /**

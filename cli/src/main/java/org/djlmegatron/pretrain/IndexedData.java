@@ -42,7 +42,7 @@ final class IndexedData extends RowsSource implements AutoCloseable {
     }
 
     /** This DP rank's micro-batches of evaluation pass {@code pass}. */
-    java.util.List<org.djlmegatron.training.MicroBatch> validBatches(long pass, int dpRank, int dpSize, int micro,
+    java.util.List<org.djlmegatron.training.model.MicroBatch> validBatches(long pass, int dpRank, int dpSize, int micro,
             int gbs) {
         return split(pass, dpRank, dpSize, micro, gbs, checked(this::validRow));
     }

@@ -6,8 +6,8 @@ import ai.djl.ndarray.types.Shape;
 import java.util.List;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.engine.Cast;
-import org.djlmegatron.training.MicroBatch;
-import org.djlmegatron.training.PipelineStageModel;
+import org.djlmegatron.training.model.MicroBatch;
+import org.djlmegatron.training.model.PipelineStageModel;
 
 /**
  * Evaluation under pipelining: Megatron's forward-only schedule (every forward in table order,

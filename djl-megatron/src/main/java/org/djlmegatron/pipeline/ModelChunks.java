@@ -5,8 +5,8 @@ import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import java.util.ArrayList;
 import java.util.List;
-import org.djlmegatron.training.PipelineStageModel;
-import org.djlmegatron.training.TrainableParameter;
+import org.djlmegatron.training.model.PipelineStageModel;
+import org.djlmegatron.training.model.TrainableParameter;
 
 /**
  * One pipeline rank's model chunks under interleaving (Megatron's list of model chunks per rank):

@@ -1,5 +1,9 @@
 package org.djlmegatron.training;
 
+import org.djlmegatron.training.model.TrainableModel;
+import org.djlmegatron.training.model.MicroBatch;
+import org.djlmegatron.training.model.PipelineStageModel;
+import org.djlmegatron.training.model.TrainableParameter;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDArrays;
 import ai.djl.ndarray.NDList;

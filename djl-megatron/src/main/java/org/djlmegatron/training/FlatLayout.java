@@ -1,5 +1,6 @@
 package org.djlmegatron.training;
 
+import org.djlmegatron.training.model.TrainableParameter;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDArrays;
 import ai.djl.ndarray.NDList;

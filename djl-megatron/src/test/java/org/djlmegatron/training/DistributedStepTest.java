@@ -1,5 +1,8 @@
 package org.djlmegatron.training;
 
+import org.djlmegatron.training.model.TrainableModel;
+import org.djlmegatron.training.model.MicroBatch;
+import org.djlmegatron.training.model.TrainableParameter;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.assertj.core.api.Assertions.within;

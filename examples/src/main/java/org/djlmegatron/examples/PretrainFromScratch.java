@@ -28,7 +28,7 @@ import org.djlmegatron.optim.LearningRateSchedule.AnnealStyle;
 import org.djlmegatron.optim.LearningRateSchedule.DecayStyle;
 import org.djlmegatron.parallel.RankGrid;
 import org.djlmegatron.training.DistributedStep;
-import org.djlmegatron.training.MicroBatch;
+import org.djlmegatron.training.model.MicroBatch;
 import org.djlmegatron.training.StepConfig;
 import org.djlmegatron.transformer.TransformerConfig;
 import picocli.CommandLine;

@@ -1,7 +1,7 @@
 package org.djlmegatron.data.batches;
 
 import java.util.List;
-import org.djlmegatron.training.MicroBatch;
+import org.djlmegatron.training.model.MicroBatch;
 
 /** Training data by iteration: each data-parallel rank's micro-batches of a global batch. */
 public interface BatchSource {

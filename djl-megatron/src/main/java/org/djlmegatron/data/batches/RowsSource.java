@@ -3,7 +3,7 @@ package org.djlmegatron.data.batches;
 import java.util.ArrayList;
 import java.util.List;
 import org.djlmegatron.data.InvalidDataException;
-import org.djlmegatron.training.MicroBatch;
+import org.djlmegatron.training.model.MicroBatch;
 
 /** A batch source defined by rows of {@code seq + 1} tokens per global-batch position. */
 public abstract class RowsSource implements BatchSource {

@@ -11,7 +11,7 @@ import java.util.function.Predicate;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.engine.TorchNative;
-import org.djlmegatron.training.TrainableParameter;
+import org.djlmegatron.training.model.TrainableParameter;
 
 /**
  * Megatron's {@code param_and_grad_buffer} for one reduction group: the parameters are views into

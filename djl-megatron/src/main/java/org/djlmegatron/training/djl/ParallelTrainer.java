@@ -18,7 +18,7 @@ import java.util.List;
 import org.djlmegatron.autograd.Scalar;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.training.StepResult;
-import org.djlmegatron.training.TrainableModel;
+import org.djlmegatron.training.model.TrainableModel;
 
 /**
  * DJL's {@link Trainer} for one rank of the grid, so that {@code EasyTrain.fit(trainer, epochs,

@@ -11,7 +11,7 @@ import java.util.List;
 import java.util.Random;
 import org.djlmegatron.engine.TorchNative;
 import org.djlmegatron.optim.FlatAdamW;
-import org.djlmegatron.training.TrainableParameter;
+import org.djlmegatron.training.model.TrainableParameter;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Tag;

@@ -1,4 +1,4 @@
-package org.djlmegatron.training;
+package org.djlmegatron.training.model;
 
 import ai.djl.ndarray.NDArray;
 

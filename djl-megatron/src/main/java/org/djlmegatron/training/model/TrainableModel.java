@@ -1,9 +1,9 @@
-package org.djlmegatron.training;
+package org.djlmegatron.training.model;
 
 import ai.djl.ndarray.NDArray;
 import java.util.List;
 
-/** A model the {@link DistributedStep} can train: its parameters on this rank and its loss. */
+/** A model the {@link org.djlmegatron.training.DistributedStep} can train: its parameters on this rank and its loss. */
 public interface TrainableModel {
 
     /** Every trainable parameter of this rank, in a fixed order (the same on all DP replicas). */

@@ -1,4 +1,4 @@
-package org.djlmegatron.training;
+package org.djlmegatron.training.model;
 
 /**
  * One micro-batch of token ids: {@code inputs} and {@code labels}, both {@code [rows, seq]}
