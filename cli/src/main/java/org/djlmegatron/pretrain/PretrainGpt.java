@@ -95,10 +95,6 @@ public final class PretrainGpt {
                     + " (Megatron's rule), got " + o.moe.moeRouterScoreFunction);
         }
         CpCommType cpComm = CpCommType.parse(o.cpCommType);
-        if (grid.cp() > 1 && grid.pp() > 1) {
-            throw new IllegalArgumentException("--context-parallel-size " + grid.cp() + " with --pipeline-model-parallel-size "
-                    + grid.pp() + ": context and pipeline parallelism together are not supported yet");
-        }
         if (o.initHf != null && o.load != null) {
             throw new IllegalArgumentException("give --init-hf or --load, not both");
         }
