@@ -93,6 +93,10 @@ final class TrajectoryParity {
                 "--context-parallel-size", String.valueOf(n), "--cp-comm-type", comm, "--pipeline-model-parallel-size", "2");
     }
 
+    // expert parallelism inside pipeline stages (MoE layers on every stage; EP carved out of DP)
+    static final Variant EP2_PP2 = Variant.of("ep2-alltoall-pp2", "--nproc-per-node", "4", "--pipeline-model-parallel-size",
+            "2", "--expert-model-parallel-size", "2", "--moe-token-dispatcher-type", "alltoall");
+
     /** Runs {@code base + variant} flags. */
     static List<StepResult> run(List<String> base, Variant variant) {
         List<String> args = new ArrayList<>(base);
