@@ -82,9 +82,9 @@ public final class PretrainGpt {
         var moe = o.moe.config();
         RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, o.pipelineModelParallelSize,
                 o.contextParallelSize, o.moe.expertModelParallelSize);
-        if (grid.ep() > 1 && (grid.pp() > 1 || grid.cp() > 1)) {
-            throw new IllegalArgumentException("--expert-model-parallel-size " + grid.ep() + " with pipeline or context "
-                    + "parallelism is not supported yet");
+        if (grid.ep() > 1 && grid.cp() > 1) {
+            throw new IllegalArgumentException("--expert-model-parallel-size " + grid.ep() + " with --context-parallel-size "
+                    + grid.cp() + ": expert and context parallelism together are not supported yet");
         }
         if (o.moe.moeRouterEnableExpertBias && o.save != null) {
             throw new IllegalArgumentException("--save with --moe-router-enable-expert-bias is not supported yet "
@@ -95,10 +95,6 @@ public final class PretrainGpt {
                     + " (Megatron's rule), got " + o.moe.moeRouterScoreFunction);
         }
         CpCommType cpComm = CpCommType.parse(o.cpCommType);
-        if (grid.cp() > 1 && grid.pp() > 1) {
-            throw new IllegalArgumentException("--context-parallel-size " + grid.cp() + " with --pipeline-model-parallel-size "
-                    + grid.pp() + ": context and pipeline parallelism together are not supported yet");
-        }
         if (o.initHf != null && o.load != null) {
             throw new IllegalArgumentException("give --init-hf or --load, not both");
         }

@@ -74,6 +74,7 @@ class ContextParallelParityTest {
         out.add(Arguments.of("llama", cp(2, "a2a", "--recompute-activations")));
         out.add(Arguments.of("gpt2", cp(2, "all_gather")));
         out.add(Arguments.of("llama", TrajectoryParity.PP2)); // every stage derives the layout from the ids
+        out.add(Arguments.of("llama", TrajectoryParity.cpPp2(2, "a2a"))); // and each stage's attention its chunks' mask
         return out.stream();
     }
 

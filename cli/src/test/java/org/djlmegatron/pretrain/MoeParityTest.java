@@ -58,6 +58,27 @@ class MoeParityTest {
     }
 
     /**
+     * MoE layers on both pipeline stages (the mixtral fixture's two layers, one per stage): the
+     * first stage's balancing losses are extra backward roots of its tape, scaled like the last
+     * stage's main loss; expert gradients are averaged over the expert-data group of each stage.
+     * PP=2, EP=2 x PP=2 (both dispatchers) and EP=2 x PP=2 with the distributed optimizer follow
+     * the one-rank trajectory.
+     */
+    @ParameterizedTest(name = "{0}")
+    @ValueSource(strings = {"aux_loss/softmax", "seq_aux_loss/sigmoid"})
+    void expertParallelPipelineStagesFollowTheOneRankTrajectory(String setting) {
+        String[] s = setting.split("/");
+        List<String> base = base(s[0], s[1]);
+        List<StepResult> reference = TrajectoryParity.run(base, SINGLE);
+        Variant allgather = Variant.of("ep2-allgather-pp2", "--nproc-per-node", "4", "--pipeline-model-parallel-size",
+                "2", "--expert-model-parallel-size", "2", "--moe-token-dispatcher-type", "allgather");
+        for (Variant v : List.of(TrajectoryParity.PP2, TrajectoryParity.EP2_PP2, allgather,
+                TrajectoryParity.EP2_PP2.with(DISTOPT))) {
+            TrajectoryParity.assertClose(reference, TrajectoryParity.run(base, v), 1e-5, setting + " " + v);
+        }
+    }
+
+    /**
      * Capacity at EP=2: with a factor so large that nothing is dropped (capacity 2T, an expert gets
      * at most T pairs), capped and padded dispatch follow the dropless trajectory (padding within
      * 1e-6: the zero rows change the GEMM shapes); a small factor drops pairs and changes it.

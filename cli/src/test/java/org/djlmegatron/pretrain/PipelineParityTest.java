@@ -56,6 +56,22 @@ class PipelineParityTest {
     }
 
     /**
+     * Context parallelism inside the stages: each stage's attention exchanges K/V over its CP group,
+     * stages hand each other this rank's two sequence chunks ([b, s/CP, h]) and the last stage's
+     * loss is this rank's share of the sequence mean. CP=2 x PP=2 (world 4) with ring (p2p),
+     * all-gather and Ulysses (a2a) attention follows the one-rank trajectory.
+     */
+    @Test
+    void contextParallelInsideTheStagesFollowsTheOneRankTrajectory() {
+        List<String> base = base(4, false);
+        List<StepResult> reference = TrajectoryParity.run(base, SINGLE);
+        for (String comm : new String[] {"p2p", "all_gather", "a2a"}) {
+            Variant v = TrajectoryParity.cpPp2(2, comm);
+            TrajectoryParity.assertClose(reference, TrajectoryParity.run(base, v), 1e-5, v.name());
+        }
+    }
+
+    /**
      * Interleaved 1F1B (Megatron's virtual stages: chunk c of rank r holds virtual stage c p + r,
      * so activations travel rank 0, 1, 0, 1): PP=2 x VP=2 over 4 layers, and the same chunks
      * given by {@code --num-layers-per-virtual-pipeline-stage 1}, give the one-rank trajectory.

@@ -87,6 +87,16 @@ final class TrajectoryParity {
     static final Variant PP2_VP2 = Variant.of("pp2-vp2", "--nproc-per-node", "2", "--pipeline-model-parallel-size", "2",
             "--virtual-pipeline-model-parallel-size", "2");
 
+    /** Context parallelism inside pipeline stages: CP={@code n} x PP=2 with {@code comm} (world 2n). */
+    static Variant cpPp2(int n, String comm) {
+        return Variant.of("cp" + n + "-" + comm + "-pp2", "--nproc-per-node", String.valueOf(2 * n),
+                "--context-parallel-size", String.valueOf(n), "--cp-comm-type", comm, "--pipeline-model-parallel-size", "2");
+    }
+
+    // expert parallelism inside pipeline stages (MoE layers on every stage; EP carved out of DP)
+    static final Variant EP2_PP2 = Variant.of("ep2-alltoall-pp2", "--nproc-per-node", "4", "--pipeline-model-parallel-size",
+            "2", "--expert-model-parallel-size", "2", "--moe-token-dispatcher-type", "alltoall");
+
     /** Runs {@code base + variant} flags. */
     static List<StepResult> run(List<String> base, Variant variant) {
         List<String> args = new ArrayList<>(base);

@@ -279,6 +279,16 @@ public final class Tape {
         backward(new NDList(output), new NDList(grad));
     }
 
+    /**
+     * Backward from a non-last pipeline stage's {@code output} with the gradient the next stage
+     * sent; the extra roots ({@link #addLoss}, e.g. MoE balancing losses) get {@code lossScale},
+     * the upstream gradient the main loss gets on the last stage (loss scale over micro-batches).
+     */
+    public void backward(NDArray output, NDArray grad, NDArray lossScale) {
+        rootScale = lossScale;
+        backward(new NDList(output), new NDList(grad));
+    }
+
     /** Backward from several outputs at once (the recompute of a checkpoint ends with its outputs). */
     public void backward(NDList outputs, NDList grads) {
         if (outputs.size() == 1 && grads.get(0).getShape().isScalar()) {

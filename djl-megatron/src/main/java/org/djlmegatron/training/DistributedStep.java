@@ -331,7 +331,7 @@ public final class DistributedStep implements AutoCloseable {
                         if (lastStage) {
                             tapes[m].backward(outputs[m], Scalar.of(step, scale / microBatches));
                         } else {
-                            tapes[m].backward(outputs[m], outputGradient);
+                            tapes[m].backward(outputs[m], outputGradient, Scalar.of(step, scale / microBatches));
                         }
                     } finally {
                         tapes[m].setKey(null);

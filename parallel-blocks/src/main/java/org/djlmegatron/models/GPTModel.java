@@ -425,7 +425,8 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
 
     @Override
     public Shape activationShape(int rows, int seq) {
-        return new Shape(rows, sequenceParallel ? seq / tp.group().size() : seq, cfg.hiddenSize());
+        int local = cp != null ? seq / cp.size() : seq; // under CP, stages exchange this rank's two chunks
+        return new Shape(rows, sequenceParallel ? local / tp.group().size() : local, cfg.hiddenSize());
     }
 
     /**
