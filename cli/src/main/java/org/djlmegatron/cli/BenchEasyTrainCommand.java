@@ -3,32 +3,23 @@ package org.djlmegatron.cli;
 import static org.djlmegatron.options.OptionChecks.positive;
 
 import ai.djl.Model;
-import ai.djl.training.DefaultTrainingConfig;
-import ai.djl.training.EasyTrain;
+import ai.djl.training.listener.TrainingListener;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
 import org.djlmegatron.launch.DistributedWorld;
 import org.djlmegatron.comm.LaunchConfig;
-import org.djlmegatron.comm.ProcessGroup;
-import org.djlmegatron.data.batches.MegatronPretrainingSampler;
 import org.djlmegatron.data.batches.MockData;
-import org.djlmegatron.data.batches.RowsDataset;
-import org.djlmegatron.models.GPTModel;
-import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankGrid;
+import org.djlmegatron.pretrain.EasyTrainRun;
 import org.djlmegatron.pretrain.PretrainGpt;
 import org.djlmegatron.pretrain.PretrainOptions;
 import org.djlmegatron.training.StepResult;
-import org.djlmegatron.training.djl.MegatronOptimizer;
-import org.djlmegatron.training.djl.ModelLoss;
 import org.djlmegatron.training.djl.ParallelTrainer;
-import org.djlmegatron.transformer.TransformerConfig;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -75,7 +66,7 @@ final class BenchEasyTrainCommand implements Callable<Integer> {
         List<StepResult> driver = new PretrainGpt(o, new PrintStream(new ByteArrayOutputStream(), true,
                 StandardCharsets.UTF_8)).run();
         long t0 = System.nanoTime();
-        List<StepResult> easy = easyTrain(o, gbs);
+        List<StepResult> easy = easyTrain(o);
         double easyWall = (System.nanoTime() - t0) / 1e9;
         double driverStep = stepSeconds(driver);
         double easyStep = stepSeconds(easy);
@@ -106,33 +97,11 @@ final class BenchEasyTrainCommand implements Callable<Integer> {
     }
 
     /** The same run through DJL: a Model per rank, ParallelTrainer, EasyTrain.fit (dropout as pretrain-gpt's). */
-    private static List<StepResult> easyTrain(PretrainOptions o, int gbs) {
-        TransformerConfig cfg = o.modelConfig();
-        double[] dropout = o.activations.dropout(null);
-        MockData data = new MockData(o.seqLength, cfg.vocabSize(), o.seed);
+    private static List<StepResult> easyTrain(PretrainOptions o) {
+        MockData data = new MockData(o.seqLength, o.modelConfig().vocabSize(), o.seed);
         int world = o.nprocPerNode;
         RankGrid grid = RankGrid.create(world, o.tensorModelParallelSize, 1, 1, 1);
-        return DistributedWorld.run(grid, LaunchConfig.singleNode(world, Duration.ofSeconds(600)), ctx -> {
-            GPTModel gpt = new GPTModel(ctx, cfg, false);
-            gpt.setDropout(dropout[0], dropout[1], o.seed);
-            gpt.initializeRandom(o.seed, o.initMethodStd);
-            MegatronOptimizer optimizer = MegatronOptimizer.builder().optOptimizer(o.optimizerFactory())
-                    .optSchedule(o.schedule()).optClipGradNorm(o.clipGrad).build();
-            DefaultTrainingConfig config = new DefaultTrainingConfig(new ModelLoss("loss", gpt::lossFromLogits))
-                    .optOptimizer(optimizer)
-                    .addTrainingListeners(ai.djl.training.listener.TrainingListener.Defaults.basic());
-            ProcessGroup samples = ctx.group(GroupKind.DATA);
-            RowsDataset dataset = RowsDataset.builder(data, gbs, o.trainIters)
-                    .setSampling(new MegatronPretrainingSampler(gbs, samples.rank(), samples.size(), 0)).build();
-            try (Model model = Model.newInstance("gpt", ctx.manager().getDevice())) {
-                model.setBlock(gpt);
-                try (ParallelTrainer trainer = new ParallelTrainer(ctx, model, config, o.microBatchSize, gbs)) {
-                    EasyTrain.fit(trainer, 1, dataset, null);
-                    return new ArrayList<>(trainer.results());
-                }
-            } catch (java.io.IOException | ai.djl.translate.TranslateException e) {
-                throw new IllegalStateException(e);
-            }
-        }).get(0);
+        return DistributedWorld.run(grid, LaunchConfig.singleNode(world, Duration.ofSeconds(600)),
+                ctx -> EasyTrainRun.onRank(ctx, o, data, List.of(TrainingListener.Defaults.basic()))).get(0);
     }
 }

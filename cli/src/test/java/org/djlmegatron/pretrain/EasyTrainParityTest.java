@@ -3,7 +3,6 @@ package org.djlmegatron.pretrain;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import ai.djl.Model;
-import ai.djl.training.DefaultTrainingConfig;
 import ai.djl.training.EasyTrain;
 import ai.djl.training.listener.TrainingListener;
 import java.nio.file.Files;
@@ -14,7 +13,6 @@ import java.util.List;
 import org.djlmegatron.checkpoint.CheckpointListener;
 import org.djlmegatron.launch.DistributedWorld;
 import org.djlmegatron.comm.LaunchConfig;
-import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ThreadProcessGroup;
 import org.djlmegatron.data.DataBlend;
 import org.djlmegatron.data.DatasetSplits;
@@ -25,12 +23,8 @@ import org.djlmegatron.data.batches.MockData;
 import org.djlmegatron.data.batches.RowsDataset;
 import org.djlmegatron.data.batches.RowsSource;
 import org.djlmegatron.data.batches.SamplesSource;
-import org.djlmegatron.models.GPTModel;
-import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankGrid;
 import org.djlmegatron.training.StepResult;
-import org.djlmegatron.training.djl.MegatronOptimizer;
-import org.djlmegatron.training.djl.ModelLoss;
 import org.djlmegatron.training.djl.ParallelTrainer;
 import org.djlmegatron.transformer.TransformerConfig;
 import org.junit.jupiter.api.Test;
@@ -116,7 +110,6 @@ class EasyTrainParityTest {
         PretrainOptions o = new PretrainOptions();
         new CommandLine(o).parseArgs(args);
         TransformerConfig cfg = o.modelConfig();
-        double[] dropout = o.activations.dropout(null);
         int gbs = o.globalBatchSize;
         RowsSource data;
         DatasetSplits splits = null;
@@ -133,31 +126,12 @@ class EasyTrainParityTest {
         System.setProperty(key, "true");
         try {
             return DistributedWorld.run(grid, LaunchConfig.singleNode(2, Duration.ofSeconds(120)), ctx -> {
-                GPTModel gpt = new GPTModel(ctx, cfg, false);
-                gpt.setDropout(dropout[0], dropout[1], o.seed);
-                gpt.initializeRandom(o.seed, o.initMethodStd);
-                MegatronOptimizer optimizer = MegatronOptimizer.builder().optOptimizer(o.optimizerFactory())
-                        .optSchedule(o.schedule()).optClipGradNorm(o.clipGrad)
-                        .optDistributedOptimizer(o.useDistributedOptimizer).optScaler(o.scaler()).build();
-                DefaultTrainingConfig config = new DefaultTrainingConfig(new ModelLoss("loss", gpt::lossFromLogits))
-                        .optOptimizer(optimizer)
-                        .addTrainingListeners(ctx.rank() == 0 ? TrainingListener.Defaults.logging()
-                                : TrainingListener.Defaults.basic());
+                List<TrainingListener> listeners = new ArrayList<>(List.of(ctx.rank() == 0
+                        ? TrainingListener.Defaults.logging() : TrainingListener.Defaults.basic()));
                 if (save != null) {
-                    config.addTrainingListeners(new CheckpointListener(save, o.seed, String.join(" ", args)));
+                    listeners.add(new CheckpointListener(save, o.seed, String.join(" ", args)));
                 }
-                ProcessGroup samples = ctx.group(GroupKind.DATA);
-                RowsDataset dataset = RowsDataset.builder(data, gbs, o.trainIters)
-                        .setSampling(new MegatronPretrainingSampler(gbs, samples.rank(), samples.size(), 0)).build();
-                try (Model model = Model.newInstance("gpt", ctx.manager().getDevice())) {
-                    model.setBlock(gpt);
-                    try (ParallelTrainer trainer = new ParallelTrainer(ctx, model, config, o.microBatchSize, gbs)) {
-                        EasyTrain.fit(trainer, 1, dataset, null);
-                        return new ArrayList<>(trainer.results());
-                    }
-                } catch (java.io.IOException | ai.djl.translate.TranslateException e) {
-                    throw new IllegalStateException(e);
-                }
+                return EasyTrainRun.onRank(ctx, o, data, listeners);
             }).get(0);
         } finally {
             System.clearProperty(key);
