@@ -106,7 +106,7 @@ public final class PretrainOptions {
 
     // data
     @Option(names = "--mock-data", description = "synthetic learnable sequences from the seed") public boolean mockData;
-    @Option(names = "--replay-batches", description = "int64 [iters, global_batch, seq+1] safetensors to train on, in order") public Path replayBatches;
+    @Option(names = "--replay-batches", description = "int64 [iters, global_batch, seq+1] safetensors to train on, in order (token -1: Megatron's pad id, a label left out of the loss)") public Path replayBatches;
     @Option(names = "--replay-key", defaultValue = "train_batches") public String replayKey;
     @Option(names = "--data-path", arity = "1..*", description = "Megatron datasets: PREFIX, or WEIGHT PREFIX WEIGHT PREFIX ... (blend)") public java.util.List<String> dataPath;
     @Option(names = "--split", defaultValue = "969,30,1", description = "train,valid,test proportions (default: ${DEFAULT-VALUE})") public String split;

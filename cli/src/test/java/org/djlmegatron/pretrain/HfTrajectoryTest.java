@@ -20,7 +20,7 @@ import org.junit.jupiter.params.provider.MethodSource;
  * Recomputation (full at TP=2, selective on one rank) changes nothing. The MoE fixtures also at
  * EP=2 (two of the four experts per rank) with either dispatcher, the distributed optimizer and
  * recomputation of the whole MoE block; their 23-token sequences do not split over TP=2, so
- * EP x TP with sequence parallelism is checked in {@code TrajectoryParity} instead.
+ * EP x TP with sequence parallelism is checked on pad-extended rows in {@link HfMoeSequenceParallelTest}.
  *
  * <p>GPT-2 is the exception: its fixture trajectory was recorded in train mode with GPT-2's
  * dropouts (attn/resid/embd 0.1), so it depends on torch's RNG stream and no other implementation

@@ -4,10 +4,13 @@ import java.nio.file.Path;
 import java.util.Arrays;
 import org.djlmegatron.io.SafetensorsReader;
 import org.djlmegatron.io.TensorInfo;
+import org.djlmegatron.training.model.MicroBatch;
 
 /**
  * {@code --replay-batches}: iteration i trains on global batch i of an int64 tensor
- * {@code [iters, global_batch, seq + 1]}: inputs {@code row[:-1]}, labels {@code row[1:]}.
+ * {@code [iters, global_batch, seq + 1]}: inputs {@code row[:-1]}, labels {@code row[1:]}. A
+ * token -1 ({@link MicroBatch#PAD}, Megatron's pad id) is a padding label left out of the loss,
+ * e.g. to right-pad recorded sequences to a length that splits over TP x SP or CP.
  */
 public final class ReplayBatches extends RowsSource {
 
@@ -33,6 +36,11 @@ public final class ReplayBatches extends RowsSource {
             width = (int) shape[2];
             tokens = r.loadLongs(key);
         }
+    }
+
+    @Override
+    protected boolean allowsPad() {
+        return true;
     }
 
     /** Iterations available. */

@@ -20,12 +20,18 @@ public abstract class RowsSource implements BatchSource {
         this.name = name;
     }
 
+    /** Whether rows may hold {@link MicroBatch#PAD} (a masked label); sources of real text may not. */
+    protected boolean allowsPad() {
+        return false;
+    }
+
     /** {@code rows} with every row checked against the vocabulary. */
     protected Rows checked(Rows rows) {
+        boolean pad = allowsPad();
         return (iteration, index, gbs) -> {
             long[] row = rows.row(iteration, index, gbs);
             for (long id : row) {
-                if (id < 0 || id >= vocabSize) {
+                if ((id < 0 || id >= vocabSize) && !(pad && id == MicroBatch.PAD)) {
                     throw new InvalidDataException(name + ": token id " + id + " (iteration " + (iteration + 1)
                             + ", batch row " + index + ") is outside the vocabulary [0, " + vocabSize
                             + "); was it made with another tokenizer? give its --tokenizer-type/--tokenizer-model "
