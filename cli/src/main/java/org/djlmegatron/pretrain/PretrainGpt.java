@@ -82,10 +82,6 @@ public final class PretrainGpt {
         var moe = o.moe.config();
         RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, o.pipelineModelParallelSize,
                 o.contextParallelSize, o.moe.expertModelParallelSize);
-        if (grid.ep() > 1 && grid.cp() > 1) {
-            throw new IllegalArgumentException("--expert-model-parallel-size " + grid.ep() + " with --context-parallel-size "
-                    + grid.cp() + ": expert and context parallelism together are not supported yet");
-        }
         if (o.moe.moeRouterEnableExpertBias && o.save != null) {
             throw new IllegalArgumentException("--save with --moe-router-enable-expert-bias is not supported yet "
                     + "(the expert bias is not written)");

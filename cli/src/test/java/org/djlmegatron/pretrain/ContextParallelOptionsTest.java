@@ -42,12 +42,4 @@ class ContextParallelOptionsTest {
                 .isInstanceOf(IllegalArgumentException.class)
                 .hasMessageContaining("--reset-attention-mask --eod-mask-loss").hasMessageContaining("--tokenizer-type");
     }
-
-    @Test
-    void expertParallelismWithContextParallelismIsRefusedNamingBothFlags() {
-        assertThatThrownBy(() -> run(base("--seq-length", "64", "--nproc-per-node", "4", "--context-parallel-size", "2",
-                "--expert-model-parallel-size", "2")))
-                .isInstanceOf(IllegalArgumentException.class)
-                .hasMessageContaining("--expert-model-parallel-size 2 with --context-parallel-size 2");
-    }
 }

@@ -6,10 +6,13 @@ import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.nn.Activation;
 import ai.djl.nn.Parameter;
+import org.djlmegatron.comm.ProcessGroup;
+import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.engine.Cast;
 import org.djlmegatron.nn.ParallelBlock;
 import org.djlmegatron.nn.ShardLayout;
 import org.djlmegatron.nn.ShardedParameter;
+import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.transformer.TransformerConfig;
 
@@ -23,6 +26,12 @@ import org.djlmegatron.transformer.TransformerConfig;
  * backward roots. Its weight is replicated; its gradient is summed over the tensor-parallel group
  * (the experts' outputs are partial there), so each TP rank, which routes the whole sequence,
  * contributes 1/tp of the extra losses' gradient.
+ *
+ * <p>Under context parallelism a rank routes its chunks of each sequence only: the tokens per
+ * expert (per sequence for {@code seq_aux_loss}) and the token count are the whole sequence's
+ * (summed over the context-parallel group), each rank's loss is the term of its own tokens'
+ * probabilities, scaled by CP like the main loss (gradients are averaged over data x context). The
+ * z-loss, a mean over tokens, needs nothing: the average of the CP ranks' means is the mean.
  */
 public final class TopKRouter extends ParallelBlock {
 
@@ -36,6 +45,7 @@ public final class TopKRouter extends ParallelBlock {
     private final int topK;
     private final int numExperts;
     private final boolean renormalize;
+    private final ProcessGroup cp;
     private MoeConfig moe = MoeConfig.DEFAULT;
     private float[] expertBias; // aux-loss-free balancing (--moe-router-enable-expert-bias), null when off
 
@@ -46,6 +56,7 @@ public final class TopKRouter extends ParallelBlock {
         topK = cfg.moeRouterTopK();
         numExperts = cfg.numExperts();
         renormalize = cfg.moeRenormalizeTopK();
+        cp = ctx.group(GroupKind.CONTEXT);
     }
 
     /** Score function, balancing losses and their coefficients. */
@@ -116,10 +127,10 @@ public final class TopKRouter extends ParallelBlock {
             // Megatron counts the unbiased top k here: the expert bias steers the choice, not the loss
             NDArray counted = expertBias == null ? top.get(1) : scores.topK(topK, -1, true, true).get(1);
             NDArray routingMap = counted.oneHot(numExperts).sum(new int[] {1}); // [T, E] 0/1
-            NDArray loss = moe.loadBalancing() == MoeConfig.LoadBalancing.AUX_LOSS
+            NDArray[] loss = moe.loadBalancing() == MoeConfig.LoadBalancing.AUX_LOSS
                     ? auxLoss(probs, routingMap) : seqAuxLoss(probs, routingMap, batch);
-            aux = loss.getFloat();
-            tape().addLoss(loss.mul(constant(loss, moe.auxLossCoeff() / tp.group().size())));
+            aux = loss[1].getFloat();
+            tape().addLoss(loss[0].mul(constant(loss[0], moe.auxLossCoeff() * cp.size() / tp.group().size())));
         }
         if (moe.zLossCoeff() > 0 && ai.djl.pytorch.jni.JniUtils.isGradMode()) {
             NDArray lse = logits.logSoftmax(-1).neg().add(logits); // logsumexp = x - log_softmax(x)
@@ -130,21 +141,46 @@ public final class TopKRouter extends ParallelBlock {
         return new Routing(top.get(1), w, aux, z);
     }
 
-    /** E / (k T^2) sum_e (sum_t p_te) n_e, without the coefficient. */
-    private NDArray auxLoss(NDArray probs, NDArray routingMap) {
-        long t = probs.getShape().get(0);
+    /**
+     * E / (k T^2) sum_e (sum_t p_te) n_e, without the coefficient: {this rank's term (recorded),
+     * the whole loss's value}. Under CP, n_e and T are the whole sequences' and the term sums this
+     * rank's probabilities only.
+     */
+    private NDArray[] auxLoss(NDArray probs, NDArray routingMap) {
+        long t = probs.getShape().get(0) * cp.size();
         NDArray perExpert = probs.sum(new int[] {0});
-        NDArray counts = routingMap.sum(new int[] {0});
-        return perExpert.mul(counts).sum().mul(constant(probs, (double) numExperts / ((double) topK * t * t)));
+        NDArray[] global = overContext(perExpert, routingMap.sum(new int[] {0}), 0);
+        NDArray scale = constant(probs, (double) numExperts / ((double) topK * t * t));
+        NDArray term = perExpert.mul(global[1]).sum().mul(scale);
+        return new NDArray[] {term, cp.size() == 1 ? term : global[0].mul(global[1]).sum().mul(scale)};
     }
 
-    /** Per sequence: sum_e (n_e E / (s k)) mean_s p_e; averaged over the batch; without the coefficient. */
-    private NDArray seqAuxLoss(NDArray probs, NDArray routingMap, int batch) {
-        long s = probs.getShape().get(0) / batch;
-        NDArray p = probs.reshape(batch, s, numExperts).mean(new int[] {1});
-        NDArray cost = routingMap.reshape(batch, s, numExperts).sum(new int[] {1})
-                .div(constant(probs, (double) s * topK / numExperts));
-        return cost.mul(p).sum(new int[] {1}).mean();
+    /**
+     * Per sequence: sum_e (n_e E / (s k)) mean_s p_e; averaged over the batch; without the
+     * coefficient: {this rank's term (recorded), the whole loss's value}, as {@link #auxLoss}.
+     */
+    private NDArray[] seqAuxLoss(NDArray probs, NDArray routingMap, int batch) {
+        long local = probs.getShape().get(0) / batch;
+        long s = local * cp.size();
+        NDArray p = probs.reshape(batch, local, numExperts).sum(new int[] {1}).div(constant(probs, s));
+        NDArray[] global = overContext(p, routingMap.reshape(batch, local, numExperts).sum(new int[] {1}), 1);
+        NDArray cost = global[1].div(constant(probs, (double) s * topK / numExperts));
+        NDArray term = cost.mul(p).sum(new int[] {1}).mean();
+        return new NDArray[] {term, cp.size() == 1 ? term : cost.mul(global[0]).sum(new int[] {1}).mean()};
+    }
+
+    /**
+     * {probabilities, counts} summed over the context-parallel group (one all-reduce, outside the
+     * tape: both are constants of the recorded term), concatenated and split along {@code axis}.
+     */
+    private NDArray[] overContext(NDArray probs, NDArray counts, int axis) {
+        if (cp.size() == 1) {
+            return new NDArray[] {probs, counts};
+        }
+        long e = probs.getShape().get(axis);
+        NDArray both = cp.allReduce(probs.stopGradient().concat(counts, axis), ReduceOp.SUM);
+        String all = axis == 0 ? "" : ":, ";
+        return new NDArray[] {both.get(all + "0:" + e), both.get(all + e + ":")};
     }
 
     /**

@@ -27,18 +27,21 @@ class RouterLossTest {
     static final int K = 2;
     static final int H = 8;
     static final int B = 2;
-    static final int S = 5;
+    static final int S = 6;
 
     /**
      * With {@code expertBias}, a bias of +-4 (far larger than the scores' spread) chooses the
      * experts; the load-balancing loss still counts the unbiased top k, as Megatron's
-     * {@code compute_routing_scores_for_aux_loss}, which is what the doubles here count.
+     * {@code compute_routing_scores_for_aux_loss}, which is what the doubles here count. With
+     * {@code cp} = 2 each context-parallel rank routes half of every sequence: both report the whole
+     * batch's load-balancing loss, and their z-losses average to the whole batch's.
      */
-    @ParameterizedTest(name = "{0} {1} expert bias {2}")
-    @CsvSource({"SOFTMAX, AUX_LOSS, false", "SOFTMAX, SEQ_AUX_LOSS, false", "SIGMOID, AUX_LOSS, false",
-        "SIGMOID, SEQ_AUX_LOSS, false", "SIGMOID, AUX_LOSS, true", "SIGMOID, SEQ_AUX_LOSS, true"})
+    @ParameterizedTest(name = "{0} {1} expert bias {2} cp {3}")
+    @CsvSource({"SOFTMAX, AUX_LOSS, false, 1", "SOFTMAX, SEQ_AUX_LOSS, false, 1", "SIGMOID, AUX_LOSS, false, 1",
+        "SIGMOID, SEQ_AUX_LOSS, false, 1", "SIGMOID, AUX_LOSS, true, 1", "SIGMOID, SEQ_AUX_LOSS, true, 1",
+        "SOFTMAX, AUX_LOSS, false, 2", "SIGMOID, SEQ_AUX_LOSS, true, 2"})
     void lossesEqualTheFormulasInDoubles(MoeConfig.ScoreFunction score, MoeConfig.LoadBalancing balancing,
-            boolean expertBias) {
+            boolean expertBias, int cp) {
         TransformerConfig cfg = TransformerConfig.builder().numLayers(1).hiddenSize(H).numAttentionHeads(2)
                 .ffnHiddenSize(16).vocabSize(16).maxPositionEmbeddings(8).numExperts(E).moeRouterTopK(K)
                 .addBiasLinear(false).build();
@@ -47,7 +50,7 @@ class RouterLossTest {
         for (int i = 0; i < tokens.length; i++) {
             tokens[i] = (float) rnd.nextGaussian();
         }
-        List<double[]> got = LocalWorld.run(RankGrid.single(), ctx -> {
+        List<double[]> got = LocalWorld.run(RankGrid.create(cp, 1, 1, cp, 1), ctx -> {
             TopKRouter router = new TopKRouter(ctx, cfg);
             router.initializeRandom(11, 0.5f);
             router.setConfig(new MoeConfig(score, balancing, 0.01, 0.001, MoeConfig.Dispatcher.ALLTOALL));
@@ -59,7 +62,13 @@ class RouterLossTest {
             boolean grad = JniUtils.isGradMode();
             JniUtils.setGradMode(true);
             try (NDManager m = ctx.manager().newSubManager()) {
-                NDArray x = m.create(tokens, new Shape(B * S, H));
+                int local = S / cp; // this rank's positions of every sequence
+                int from = ctx.grid().cpRank(ctx.rank()) * local;
+                float[] mine = new float[B * local * H];
+                for (int b = 0; b < B; b++) {
+                    System.arraycopy(tokens, (b * S + from) * H, mine, b * local * H, local * H);
+                }
+                NDArray x = m.create(mine, new Shape(B * local, H));
                 TopKRouter.Routing r = router.route(x, B);
                 ctx.tape().clear();
                 double[] out = new double[2 + w.length];
@@ -129,8 +138,12 @@ class RouterLossTest {
                 }
             }
         }
-        assertThat(got.get(0)[0]).as("load-balancing loss").isCloseTo(aux, org.assertj.core.data.Offset.offset(1e-6));
-        assertThat(got.get(0)[1]).as("z-loss").isCloseTo(z, org.assertj.core.data.Offset.offset(1e-5));
+        double zMean = 0;
+        for (double[] rank : got) {
+            assertThat(rank[0]).as("load-balancing loss").isCloseTo(aux, org.assertj.core.data.Offset.offset(1e-6));
+            zMean += rank[1] / got.size();
+        }
+        assertThat(zMean).as("z-loss").isCloseTo(z, org.assertj.core.data.Offset.offset(1e-5));
         assertThat(aux).as("the routing is unbalanced enough to matter").isGreaterThan(1.0);
     }
 
