@@ -17,7 +17,7 @@ final class CallSignature {
     /** Dimensions stored one by one; the rest are folded into the last slot. */
     private static final int DIMS = LONGS - 6;
 
-    enum Kind { ALL_REDUCE, ALL_GATHER, REDUCE_SCATTER, BROADCAST, ALL_TO_ALL, BARRIER, MESSAGE }
+    enum Kind { ALL_REDUCE, ALL_GATHER, REDUCE_SCATTER, BROADCAST, ALL_TO_ALL, BARRIER, MESSAGE, ALL_TO_ALL_V }
 
     private CallSignature() {}
 
@@ -51,6 +51,7 @@ final class CallSignature {
             case ALL_TO_ALL -> "allToAll(split=" + s[1] + ", concat=" + s[2] + ")";
             case BARRIER -> "barrier";
             case MESSAGE -> "message";
+            case ALL_TO_ALL_V -> "allToAllV rows of";
         };
         return kind == Kind.BARRIER ? call : call + " " + tensor(s);
     }

@@ -233,6 +233,92 @@ public final class NcclProcessGroup implements ProcessGroup, AutoCloseable {
         }
     }
 
+    /**
+     * Variable-split all-to-all with exact counts, as torch's {@code all_to_all_single} with split
+     * sizes runs on NCCL: one group ({@code ncclGroupStart/End}) of a send and a receive per member
+     * that exchanges rows, nothing padded to the largest count as the other backends' exchange
+     * does. Members first agree on the dtype and row shape and on the count table over the CPU
+     * group: NCCL would hang on a receive that no send matches.
+     */
+    @Override
+    public NDArray allToAllV(NDArray x, long[] sendCounts, long[] recvCounts, long maxCount) {
+        String name = "allToAllV";
+        int n = size();
+        if (sendCounts.length != n || recvCounts.length != n) {
+            throw new IllegalArgumentException(prefix(name) + "needs " + n + " send and receive counts, got "
+                    + sendCounts.length + " and " + recvCounts.length);
+        }
+        if (x.getShape().dimension() < 1 || Arrays.stream(sendCounts).sum() != x.getShape().get(0)) {
+            throw new IllegalArgumentException(prefix(name) + "send counts sum to " + Arrays.stream(sendCounts).sum()
+                    + " but x has shape " + x.getShape());
+        }
+        int type = ncclType(x, name);
+        Shape row = x.getShape().slice(1);
+        agree(name, CallSignature.encode(Kind.ALL_TO_ALL_V, 0, 0, x.getDataType(), row));
+        agreeOnCounts(name, sendCounts, recvCounts);
+        communicator(name); // made by every member, also by one that moves no rows this time
+        long rowElements = row.size();
+        long rowBytes = rowElements * x.getDataType().getNumOfBytes();
+        long received = Arrays.stream(recvCounts).sum();
+        try (NDManager scratch = x.getManager().newSubManager()) {
+            NDArray in = contiguous(x, scratch);
+            NDArray out = scratch.create(prepend(received, row), x.getDataType());
+            long count = (x.getShape().get(0) + received) * rowElements;
+            launch(name, count, (c, s) -> {
+                long send = TensorMemory.address(in);
+                long recv = TensorMemory.address(out);
+                int rc = nccl.groupStart();
+                if (rc != Nccl.SUCCESS) {
+                    return rc;
+                }
+                int first = Nccl.SUCCESS;
+                for (int j = 0; j < n; j++) {
+                    if (sendCounts[j] > 0) {
+                        int r = nccl.send(send, sendCounts[j] * rowElements, type, j, c, s);
+                        first = first == Nccl.SUCCESS ? r : first;
+                    }
+                    if (recvCounts[j] > 0) {
+                        int r = nccl.recv(recv, recvCounts[j] * rowElements, type, j, c, s);
+                        first = first == Nccl.SUCCESS ? r : first;
+                    }
+                    send += sendCounts[j] * rowBytes;
+                    recv += recvCounts[j] * rowBytes;
+                }
+                int end = nccl.groupEnd(); // always closes the group, even after a failed enqueue
+                return first == Nccl.SUCCESS ? end : first;
+            }, waitOnHost, null);
+            return owned(out, x.getManager());
+        }
+    }
+
+    /**
+     * Checks over the CPU group that every member receives from each other exactly the rows that
+     * one sends it; a mismatch aborts and fails every member alike (each sees the whole table).
+     */
+    private void agreeOnCounts(String op, long[] sendCounts, long[] recvCounts) {
+        int n = size();
+        long[] mine = new long[2 * n];
+        System.arraycopy(sendCounts, 0, mine, 0, n);
+        System.arraycopy(recvCounts, 0, mine, n, n);
+        long[] all;
+        try (NDManager host = hostScratch().newSubManager()) {
+            all = bootstrap.allGather(host.create(mine, new Shape(1, 2 * n)), 0).toLongArray();
+        } catch (CollectiveException e) {
+            throw fail(op, "comparing the row counts with the other members over the CPU group failed: "
+                    + e.getMessage());
+        }
+        for (int i = 0; i < n; i++) {
+            for (int j = 0; j < n; j++) {
+                long sends = all[i * 2 * n + j];
+                long expects = all[j * 2 * n + n + i];
+                if (sends != expects) {
+                    throw fail(op, member(i) + " sends " + sends + " rows to " + member(j) + ", which expects "
+                            + expects);
+                }
+            }
+        }
+    }
+
     @Override
     public void barrier() {
         String name = "barrier";

@@ -34,6 +34,8 @@ public final class FakeNccl implements Nccl {
     private final AtomicInteger destroyed = new AtomicInteger();
     private final AtomicInteger initialised = new AtomicInteger();
     private final AtomicInteger groupCalls = new AtomicInteger();
+    private final java.util.concurrent.atomic.AtomicLong sentElements = new java.util.concurrent.atomic.AtomicLong();
+    private final java.util.concurrent.atomic.AtomicLong collectives = new java.util.concurrent.atomic.AtomicLong();
     private volatile boolean workHangs;
     private volatile boolean initHangs;
     private volatile int asyncError = SUCCESS;
@@ -72,6 +74,16 @@ public final class FakeNccl implements Nccl {
     /** Outermost {@code ncclGroupStart/End} pairs closed, over every thread. */
     public int groupCalls() {
         return groupCalls.get();
+    }
+
+    /** Elements queued by {@code ncclSend}, over every thread. */
+    public long sentElements() {
+        return sentElements.get();
+    }
+
+    /** Collective calls (not sends or receives) queued, over every thread. */
+    public long collectives() {
+        return collectives.get();
     }
 
     public int initialised() {
@@ -207,6 +219,7 @@ public final class FakeNccl implements Nccl {
 
     @Override
     public int send(long buffer, long count, int type, int peer, Comm comm, long stream) {
+        sentElements.addAndGet(count);
         return message(comm, peer, true, new Message(buffer, count, type, new Work()));
     }
 
@@ -273,6 +286,7 @@ public final class FakeNccl implements Nccl {
     // ------------------------------------------------------------------ running the work
 
     private synchronized int collective(Comm comm, Contribution c) {
+        collectives.incrementAndGet();
         FakeComm fc = live(comm);
         if (fc.clique.joined < fc.clique.size) {
             return INVALID_USAGE; // NCCL: the communicator is not ready

@@ -328,6 +328,58 @@ class NcclProcessGroupTest {
         assertThat(fake.groupCalls()).as("one NCCL group per rank and exchange").isEqualTo(6);
     }
 
+    /**
+     * The variable-split exchange of expert parallelism: uneven and empty splits (a member that
+     * moves no rows at all included) give the thread backend's result bit for bit, as one NCCL group
+     * per member of exactly the rows each pair exchanges: no collective, nothing padded.
+     */
+    @ParameterizedTest(name = "group of {0}")
+    @ValueSource(ints = {2, 4})
+    void variableSplitAllToAllSendsExactCountsInOneGroup(int n) {
+        FakeNccl fake = new FakeNccl();
+        long[][] counts = new long[n][n]; // counts[i][j]: rows i sends j; the last member sends and receives none
+        long rows = 0;
+        for (int i = 0; i < n - 1; i++) {
+            for (int j = 0; j < n - 1; j++) {
+                counts[i][j] = (3 * i + 5 * j + 1) % 4;
+                rows += counts[i][j];
+            }
+        }
+        List<byte[][]> runs = onNccl(n, fake, TIMEOUT, r -> {
+            NDManager m = r.ctx().manager();
+            int me = r.ctx().rank();
+            long[] send = counts[me];
+            long[] recv = new long[n];
+            for (int j = 0; j < n; j++) {
+                recv[j] = counts[j][me];
+            }
+            NDArray x = random(m, me, new Shape(java.util.Arrays.stream(send).sum(), 2, 3), DataType.FLOAT32);
+            long max = java.util.Arrays.stream(counts).flatMapToLong(java.util.Arrays::stream).max().orElse(0);
+            byte[] nccl = bytes(r.nccl().allToAllV(x, send, recv, max), m);
+            return new byte[][] {nccl, bytes(r.ctx().tensorGroup().allToAllV(x, send, recv, max), m)};
+        });
+        for (int rank = 0; rank < n; rank++) {
+            assertThat(runs.get(rank)[0]).as("rank %d", rank).isEqualTo(runs.get(rank)[1]);
+        }
+        assertThat(fake.sentElements()).as("exactly the rows exchanged, 6 elements each").isEqualTo(rows * 6);
+        assertThat(fake.groupCalls()).as("one NCCL group per member that moves rows").isEqualTo(n - 1);
+        assertThat(fake.collectives()).as("no collective (no padded all-to-all)").isZero();
+        assertThat(fake.initialised()).as("a communicator for every member").isEqualTo(n);
+    }
+
+    @Test
+    void variableSplitCountsThatDoNotMatchFailEveryMemberNamingThem() {
+        List<String> messages = onNccl(2, new FakeNccl(), TIMEOUT, r -> {
+            NDArray x = r.ctx().manager().zeros(new Shape(2, 3));
+            long[] recv = r.ctx().rank() == 0 ? new long[] {1, 1} : new long[] {1, 2};
+            return expectFailure(() -> r.nccl().allToAllV(x, new long[] {1, 1}, recv, 2)).getMessage();
+        });
+        for (int rank = 0; rank < 2; rank++) {
+            assertThat(messages.get(rank)).as("rank %d", rank).contains("allToAllV: rank 1 (global 1) sends 1 rows to "
+                    + "rank 1 (global 1), which expects 2");
+        }
+    }
+
     @Test
     void aBatchedReceiveOfTheWrongShapeFailsNamingBoth() {
         List<String> messages = onNccl(2, new FakeNccl(), TIMEOUT, r -> {
