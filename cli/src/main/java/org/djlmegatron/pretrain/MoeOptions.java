@@ -47,6 +47,11 @@ public final class MoeOptions {
                     + "one GEMM pair per expert (default: off)")
     public boolean moeGroupedGemm;
 
+    @Option(names = "--moe-shared-expert-overlap",
+            description = "run the token dispatch's all-to-all on a communication thread while the shared experts "
+                    + "compute (needs shared experts and --moe-token-dispatcher-type alltoall) (default: off)")
+    public boolean moeSharedExpertOverlap;
+
     @Option(names = "--moe-router-enable-expert-bias",
             description = "aux-loss-free balancing: a per-expert bias on the routing scores, updated after each step "
                     + "(sigmoid score function only)")
@@ -66,7 +71,15 @@ public final class MoeOptions {
                 moeExpertCapacityFactor,
                 MoeConfig.parse(org.djlmegatron.moe.ExpertCapacity.DropPolicy.class, "--moe-token-drop-policy",
                         moeTokenDropPolicy),
-                moePadExpertInputToCapacity, moeGroupedGemm);
+                moePadExpertInputToCapacity, moeGroupedGemm, moeSharedExpertOverlap);
+    }
+
+    /** {@code --moe-shared-expert-overlap} overlaps the shared experts: refused on a model without them. */
+    public void checkSharedExpertOverlap(boolean hasSharedExperts) {
+        if (moeSharedExpertOverlap && !hasSharedExperts) {
+            throw new IllegalArgumentException("--moe-shared-expert-overlap needs shared experts "
+                    + "(--moe-shared-expert-intermediate-size, or a checkpoint with them); the model has none");
+        }
     }
 
     /**

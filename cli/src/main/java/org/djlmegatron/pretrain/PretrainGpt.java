@@ -101,6 +101,7 @@ public final class PretrainGpt {
             }
             TransformerConfig cfg = hf != null ? hf.config() : start.config() != null ? start.config() : o.modelConfig();
             o.moe.checkLayout(grid.tp(), o.sequenceParallel, cfg.numExperts());
+            o.moe.checkSharedExpertOverlap(cfg.hasSharedExperts());
             grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
             PipelineLayout stages = o.pipelineLayout(cfg.numLayers());
             if (o.save != null && (stages.chunks() > 1 || !stages.isEven())) {

@@ -1,6 +1,7 @@
 package org.djlmegatron.pretrain;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.djlmegatron.pretrain.TrajectoryParity.DISTOPT;
 import static org.djlmegatron.pretrain.TrajectoryParity.EP2;
 import static org.djlmegatron.pretrain.TrajectoryParity.EP2_ALLGATHER;
@@ -144,7 +145,44 @@ class MoeParityTest {
      */
     @Test
     void sharedExpertsFollowTheOneRankTrajectory() {
-        List<String> base = TrajectoryParity.args("--mock-data", "--num-layers", "2", "--hidden-size", "32",
+        List<String> base = sharedExpertArgs();
+        List<StepResult> reference = TrajectoryParity.run(base, SINGLE);
+        for (Variant v : List.of(EP2.with(DISTOPT), EP2_TP2_SP)) {
+            TrajectoryParity.assertClose(reference, TrajectoryParity.run(base, v), 1e-5, "shared experts " + v);
+        }
+    }
+
+    /**
+     * {@code --moe-shared-expert-overlap} moves the dispatch's exchange to a communication thread
+     * while the shared experts compute: the same arithmetic, so the EP=2 trajectory is bit-identical
+     * with it, also with the MoE block recomputed (the replay overlaps again). Refused, as in
+     * Megatron, with the allgather dispatcher, and on a model without shared experts.
+     */
+    @Test
+    void sharedExpertOverlapChangesNothing() {
+        List<String> base = sharedExpertArgs();
+        Variant overlap = Variant.of("overlap", "--moe-shared-expert-overlap");
+        Variant recompute = Variant.of("recompute-moe", "--recompute-granularity", "selective", "--recompute-modules",
+                "moe");
+        TrajectoryParity.assertIdentical(TrajectoryParity.run(base, EP2), TrajectoryParity.run(base, EP2.with(overlap)),
+                "overlap, EP=2");
+        TrajectoryParity.assertIdentical(TrajectoryParity.run(base, EP2.with(recompute)),
+                TrajectoryParity.run(base, EP2.with(recompute).with(overlap)), "overlap, EP=2, MoE recomputed");
+
+        assertThatThrownBy(() -> TrajectoryParity.run(base, EP2_ALLGATHER.with(overlap)))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("--moe-shared-expert-overlap needs --moe-token-dispatcher-type alltoall")
+                .hasMessageContaining("got allgather");
+        List<String> noShared = new java.util.ArrayList<>(base);
+        int at = noShared.indexOf("--moe-shared-expert-intermediate-size");
+        noShared.subList(at, at + 3).clear(); // the size and --moe-shared-expert-gate
+        assertThatThrownBy(() -> TrajectoryParity.run(noShared, EP2.with(overlap)))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("--moe-shared-expert-overlap needs shared experts");
+    }
+
+    private static List<String> sharedExpertArgs() {
+        return TrajectoryParity.args("--mock-data", "--num-layers", "2", "--hidden-size", "32",
                 "--num-attention-heads", "4", "--seq-length", "16", "--vocab-size", "128", "--swiglu",
                 "--normalization", "RMSNorm", "--position-embedding-type", "rope", "--disable-bias-linear",
                 "--num-experts", "4", "--moe-router-topk", "2", "--moe-ffn-hidden-size", "16",
@@ -152,9 +190,5 @@ class MoeParityTest {
                 "--moe-aux-loss-coeff", "0.01", "--moe-z-loss-coeff", "0.001", "--train-iters", "4",
                 "--micro-batch-size", "1", "--global-batch-size", "4", "--lr", "3e-3", "--lr-decay-style", "constant",
                 "--seed", "11");
-        List<StepResult> reference = TrajectoryParity.run(base, SINGLE);
-        for (Variant v : List.of(EP2.with(DISTOPT), EP2_TP2_SP)) {
-            TrajectoryParity.assertClose(reference, TrajectoryParity.run(base, v), 1e-5, "shared experts " + v);
-        }
     }
 }

@@ -5,6 +5,11 @@ import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
 import org.djlmegatron.autograd.Tape;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import org.djlmegatron.comm.CollectiveException;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ReduceOp;
 
@@ -17,6 +22,13 @@ import org.djlmegatron.comm.ReduceOp;
  * from. Both are tape functions whose backward is the reverse exchange.
  */
 final class ExpertExchange {
+
+    /** Communication threads of the overlapped dispatch (daemons, idle ones end after a minute). */
+    private static final ExecutorService COMM = Executors.newCachedThreadPool(task -> {
+        Thread t = new Thread(task, "moe-dispatch");
+        t.setDaemon(true);
+        return t;
+    });
 
     private final ProcessGroup ep;
     private final MoeConfig.Dispatcher kind;
@@ -114,9 +126,26 @@ final class ExpertExchange {
         return localCounts;
     }
 
+    /**
+     * Starts the dispatch's exchange of {@code sorted} (detached) on a communication thread, so that
+     * the caller can compute meanwhile ({@code --moe-shared-expert-overlap}); {@link #dispatch}
+     * joins it. The caller must not use this group until then.
+     */
+    Future<NDArray> start(NDArray sorted) {
+        NDArray rows = sorted.stopGradient();
+        stats.addOverlappedDispatch();
+        return COMM.submit(() -> forward(rows));
+    }
+
     /** Sends this rank's expert-sorted rows {@code [sent, h]}; returns the local experts' rows, grouped. */
     NDArray dispatch(Tape tape, NDArray sorted) {
-        NDArray received = tape.function(new NDList(sorted), in -> new NDList(forward(in.get(0))),
+        return dispatch(tape, sorted, null);
+    }
+
+    /** {@link #dispatch(Tape, NDArray)}, its forward exchange already {@code started} (null: not yet). */
+    NDArray dispatch(Tape tape, NDArray sorted, Future<NDArray> started) {
+        NDArray received = tape.function(new NDList(sorted),
+                in -> new NDList(started == null ? forward(in.get(0)) : join(started)),
                 g -> new NDList(backward(g.get(0)))).get(0);
         return localRows == 0 ? received : received.get(received.getManager().create(grouped));
     }
@@ -126,6 +155,27 @@ final class ExpertExchange {
         NDArray received = localRows == 0 ? outputs : outputs.get(outputs.getManager().create(inverse()));
         return tape.function(new NDList(received), in -> new NDList(backward(in.get(0))),
                 g -> new NDList(forward(g.get(0)))).get(0);
+    }
+
+    /**
+     * The started exchange's rows. No timeout of its own: the exchange's collectives time out
+     * (the group's limit) and then fail it, which is rethrown here.
+     */
+    private static NDArray join(Future<NDArray> started) {
+        try {
+            return started.get();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new CollectiveException("interrupted while waiting for the expert dispatch", e);
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof RuntimeException r) {
+                throw r;
+            }
+            if (e.getCause() instanceof Error err) {
+                throw err;
+            }
+            throw new CollectiveException("the expert dispatch failed: " + e.getCause(), e.getCause());
+        }
     }
 
     /** Rows of this rank to their experts' ranks. */

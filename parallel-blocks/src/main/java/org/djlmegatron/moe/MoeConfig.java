@@ -18,10 +18,12 @@ import java.util.Locale;
  *     capacity rows (zero rows fill the rest)
  * @param groupedGemm {@code --moe-grouped-gemm}: the local experts' MLPs as batched GEMMs over
  *     their rows zero-padded to the largest count, instead of one GEMM pair per expert
+ * @param sharedExpertOverlap {@code --moe-shared-expert-overlap}: the dispatch's exchange runs on a
+ *     communication thread while the shared experts compute (alltoall dispatcher only, Megatron's rule)
  */
 public record MoeConfig(ScoreFunction scoreFunction, LoadBalancing loadBalancing, double auxLossCoeff,
         double zLossCoeff, Dispatcher dispatcher, Double capacityFactor, ExpertCapacity.DropPolicy dropPolicy,
-        boolean padToCapacity, boolean groupedGemm) {
+        boolean padToCapacity, boolean groupedGemm, boolean sharedExpertOverlap) {
 
     /** The router's score function. */
     public enum ScoreFunction { SOFTMAX, SIGMOID }
@@ -34,13 +36,21 @@ public record MoeConfig(ScoreFunction scoreFunction, LoadBalancing loadBalancing
 
     /** What a plain inference or fine-tuning run uses: softmax, no extra losses, all-to-all. */
     public static final MoeConfig DEFAULT = new MoeConfig(ScoreFunction.SOFTMAX, LoadBalancing.NONE, 0, 0,
-            Dispatcher.ALLTOALL, null, ExpertCapacity.DropPolicy.PROBS, false, false);
+            Dispatcher.ALLTOALL, null, ExpertCapacity.DropPolicy.PROBS, false, false, false);
+
+    /** Without the shared-expert overlap. */
+    public MoeConfig(ScoreFunction scoreFunction, LoadBalancing loadBalancing, double auxLossCoeff, double zLossCoeff,
+            Dispatcher dispatcher, Double capacityFactor, ExpertCapacity.DropPolicy dropPolicy, boolean padToCapacity,
+            boolean groupedGemm) {
+        this(scoreFunction, loadBalancing, auxLossCoeff, zLossCoeff, dispatcher, capacityFactor, dropPolicy,
+                padToCapacity, groupedGemm, false);
+    }
 
     /** Without capacity (dropless). */
     public MoeConfig(ScoreFunction scoreFunction, LoadBalancing loadBalancing, double auxLossCoeff, double zLossCoeff,
             Dispatcher dispatcher) {
         this(scoreFunction, loadBalancing, auxLossCoeff, zLossCoeff, dispatcher, null, ExpertCapacity.DropPolicy.PROBS,
-                false, false);
+                false, false, false);
     }
 
     public MoeConfig {
@@ -53,6 +63,10 @@ public record MoeConfig(ScoreFunction scoreFunction, LoadBalancing loadBalancing
         }
         if (padToCapacity && capacityFactor == null) {
             throw new IllegalArgumentException("--moe-pad-expert-input-to-capacity needs --moe-expert-capacity-factor");
+        }
+        if (sharedExpertOverlap && dispatcher != Dispatcher.ALLTOALL) {
+            throw new IllegalArgumentException("--moe-shared-expert-overlap needs --moe-token-dispatcher-type alltoall "
+                    + "(Megatron's rule), got " + dispatcher.name().toLowerCase(Locale.ROOT));
         }
     }
 

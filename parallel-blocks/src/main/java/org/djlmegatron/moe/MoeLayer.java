@@ -7,6 +7,7 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.Future;
 import java.util.function.Function;
 import org.djlmegatron.autograd.Tape;
 import org.djlmegatron.comm.ProcessGroup;
@@ -136,6 +137,11 @@ public final class MoeLayer extends ParallelBlock {
                 ? NDArrays.concat(new NDList(tokens, m.zeros(new Shape(1, tokens.getShape().get(1)), tokens.getDataType())))
                 : tokens;
         NDArray sorted = source.get(m.create(tokenOfRow));
+        ExpertExchange exchange = ep.size() == 1 ? null
+                : new ExpertExchange(ep, moe.dispatcher(), perExpert, experts.size(), m, stats);
+        // --moe-shared-expert-overlap: the dispatch's exchange runs while the shared experts compute
+        Future<NDArray> started = exchange != null && sharedExperts != null && moe.sharedExpertOverlap()
+                ? exchange.start(sorted) : null;
         // the combine still needs the weights (and the shared experts' output): carried over the exchange
         NDList live = new NDList(routing.weights());
         if (sharedExperts != null) {
@@ -143,11 +149,10 @@ public final class MoeLayer extends ParallelBlock {
         }
         NDArray all;
         try (Tape.Carry c = tape().carry(live)) {
-            if (ep.size() == 1) {
+            if (exchange == null) {
                 all = runLocal(sorted, perExpert);
             } else {
-                ExpertExchange exchange = new ExpertExchange(ep, moe.dispatcher(), perExpert, experts.size(), m, stats);
-                NDArray mine = exchange.dispatch(tape(), sorted);
+                NDArray mine = exchange.dispatch(tape(), sorted, started);
                 all = exchange.combine(tape(), runLocal(mine, exchange.localCounts()));
             }
         }

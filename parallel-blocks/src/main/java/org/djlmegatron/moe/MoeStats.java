@@ -19,6 +19,7 @@ public final class MoeStats {
     private int auxCount;
     private int zCount;
     private long dispatchNanos;
+    private int overlapped;
 
     MoeStats(int numExperts) {
         tokensPerExpert = new long[numExperts];
@@ -51,6 +52,16 @@ public final class MoeStats {
         dispatchNanos += nanos;
     }
 
+    /** A dispatch ran on the communication thread beside the shared experts. */
+    void addOverlappedDispatch() {
+        overlapped++;
+    }
+
+    /** Dispatches overlapped with the shared experts since the last reset ({@code --moe-shared-expert-overlap}). */
+    public int overlappedDispatches() {
+        return overlapped;
+    }
+
     /** Seconds spent in the expert-parallel exchange since the last reset (0 at EP = 1). */
     public double dispatchSeconds() {
         return dispatchNanos / 1e9;
@@ -79,5 +90,6 @@ public final class MoeStats {
         auxCount = 0;
         zCount = 0;
         dispatchNanos = 0;
+        overlapped = 0;
     }
 }
