@@ -77,12 +77,15 @@ final class BenchTrainCommand implements Callable<Integer> {
     int topK;
     @Option(names = "--moe-token-dispatcher-type", defaultValue = "alltoall",
             description = "alltoall or allgather, for epN layouts (default: ${DEFAULT-VALUE})") String dispatcher;
+    @Option(names = "--moe-shared-expert-intermediate-size", description = "shared experts of this width in the MoE "
+            + "model (layouts epN-overlap then apply: --moe-shared-expert-overlap) (default: none)") Integer sharedExperts;
     @Option(names = "--iters", defaultValue = "4", description = "timed iterations per layout (after one warm-up)") int iters;
     @Option(names = "--layouts", split = ",", defaultValue = "dp1,dp2,dp2-distopt,tp2",
             description = "layouts to run: dpN, dpN-distopt, tpN, cpN (context parallelism, ring attention) or cpN-all_gather / "
                     + "cpN-a2a, ppN (1F1B over N stages; prints the measured bubble next to Megatron's (p-1)/(v*m)), "
                     + "ppN-vpV (interleaved 1F1B, V model chunks per rank; bubble vs (p-1)/(v*m)), epN (with --num-experts), "
-                    + "each optionally suffixed -grouped (--moe-grouped-gemm, MoE only), then -full (full recomputation, "
+                    + "each optionally suffixed -grouped (--moe-grouped-gemm, MoE only), then -overlap (--moe-shared-expert-overlap, "
+                    + "with --moe-shared-expert-intermediate-size), then -full (full recomputation, "
                     + "uniform, 1 layer) or -selective (core attention), then optionally -flatstep (the step without the "
                     + "contiguous parameter/gradient buffers, for comparison) (default: ${DEFAULT-VALUE})") List<String> layouts;
     @Option(names = "--micro-batches", defaultValue = "1", description = "micro-batches per step and DP rank "
@@ -186,6 +189,8 @@ final class BenchTrainCommand implements Callable<Integer> {
             recompute = List.of("--recompute-activations");
             kind = kind.substring(0, kind.length() - "-selective".length());
         }
+        boolean overlap = kind.endsWith("-overlap"); // --moe-shared-expert-overlap
+        kind = overlap ? kind.substring(0, kind.length() - "-overlap".length()) : kind;
         boolean grouped = kind.endsWith("-grouped"); // --moe-grouped-gemm
         kind = grouped ? kind.substring(0, kind.length() - "-grouped".length()) : kind;
         int pp = 1;
@@ -212,7 +217,7 @@ final class BenchTrainCommand implements Callable<Integer> {
         } else {
             throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt, tpN, "
                     + "cpN[-p2p|-all_gather|-a2a], ppN, ppN-vpV or (with --num-experts) epN, "
-                    + "optionally followed by -grouped (with --num-experts), then -full or -selective");
+                    + "optionally followed by -grouped (with --num-experts), then -overlap, then -full or -selective");
         }
         List<String> args = new ArrayList<>(List.of("--mock-data", "--num-layers", "" + l, "--hidden-size", "" + h,
                 "--num-attention-heads", "" + a, "--seq-length", "" + s, "--vocab-size", "" + v,
@@ -238,6 +243,12 @@ final class BenchTrainCommand implements Callable<Integer> {
                     "--metrics-out", metrics.toString()));
             if (grouped) {
                 args.add("--moe-grouped-gemm");
+            }
+            if (sharedExperts != null) {
+                args.addAll(List.of("--moe-shared-expert-intermediate-size", "" + sharedExperts));
+            }
+            if (overlap) {
+                args.add("--moe-shared-expert-overlap");
             }
         }
         if (distopt) {
