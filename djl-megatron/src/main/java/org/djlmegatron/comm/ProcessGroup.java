@@ -53,9 +53,10 @@ public interface ProcessGroup {
      * sum(sendCounts[0..j]))} of {@code x} to member j and returns the rows received from every
      * member, concatenated in group-rank order. Every member must pass the counts it sends;
      * {@code recvCounts[j]} is what member j sends to this one (the caller knows it, e.g. from an
-     * all-gathered count matrix). Built on the equal-split {@link #allToAll}: each chunk is
-     * zero-padded to the largest count in the exchange ({@code maxCount}, the same on every
-     * member), so it runs on every backend; the padding costs bandwidth, not correctness.
+     * all-gathered count matrix). By default built on the equal-split {@link #allToAll}: each
+     * chunk is zero-padded to the largest count in the exchange ({@code maxCount}, the same on
+     * every member), so it runs on every backend; the padding costs bandwidth, not correctness.
+     * The NCCL group overrides it with grouped sends and receives of the exact counts.
      */
     default NDArray allToAllV(NDArray x, long[] sendCounts, long[] recvCounts, long maxCount) {
         int n = size();
