@@ -127,10 +127,10 @@ public final class TopKRouter extends ParallelBlock {
             // Megatron counts the unbiased top k here: the expert bias steers the choice, not the loss
             NDArray counted = expertBias == null ? top.get(1) : scores.topK(topK, -1, true, true).get(1);
             NDArray routingMap = counted.oneHot(numExperts).sum(new int[] {1}); // [T, E] 0/1
-            NDArray[] loss = moe.loadBalancing() == MoeConfig.LoadBalancing.AUX_LOSS
+            BalancingLoss loss = moe.loadBalancing() == MoeConfig.LoadBalancing.AUX_LOSS
                     ? auxLoss(probs, routingMap) : seqAuxLoss(probs, routingMap, batch);
-            aux = loss[1].getFloat();
-            tape().addLoss(loss[0].mul(constant(loss[0], moe.auxLossCoeff() * cp.size() / tp.group().size())));
+            aux = loss.value().getFloat();
+            tape().addLoss(loss.term().mul(constant(loss.term(), moe.auxLossCoeff() * cp.size() / tp.group().size())));
         }
         if (moe.zLossCoeff() > 0 && ai.djl.pytorch.jni.JniUtils.isGradMode()) {
             NDArray lse = logits.logSoftmax(-1).neg().add(logits); // logsumexp = x - log_softmax(x)
@@ -142,31 +142,33 @@ public final class TopKRouter extends ParallelBlock {
     }
 
     /**
-     * E / (k T^2) sum_e (sum_t p_te) n_e, without the coefficient: {this rank's term (recorded),
-     * the whole loss's value}. Under CP, n_e and T are the whole sequences' and the term sums this
-     * rank's probabilities only.
+     * A load-balancing loss without its coefficient: {@code term}, this rank's share (recorded on
+     * the tape), and {@code value}, the whole loss (the same array without context parallelism).
      */
-    private NDArray[] auxLoss(NDArray probs, NDArray routingMap) {
+    private record BalancingLoss(NDArray term, NDArray value) {}
+
+    /**
+     * E / (k T^2) sum_e (sum_t p_te) n_e. Under CP, n_e and T are the whole sequences' and the
+     * term sums this rank's probabilities only.
+     */
+    private BalancingLoss auxLoss(NDArray probs, NDArray routingMap) {
         long t = probs.getShape().get(0) * cp.size();
         NDArray perExpert = probs.sum(new int[] {0});
         NDArray[] global = overContext(perExpert, routingMap.sum(new int[] {0}), 0);
         NDArray scale = constant(probs, (double) numExperts / ((double) topK * t * t));
         NDArray term = perExpert.mul(global[1]).sum().mul(scale);
-        return new NDArray[] {term, cp.size() == 1 ? term : global[0].mul(global[1]).sum().mul(scale)};
+        return new BalancingLoss(term, cp.size() == 1 ? term : global[0].mul(global[1]).sum().mul(scale));
     }
 
-    /**
-     * Per sequence: sum_e (n_e E / (s k)) mean_s p_e; averaged over the batch; without the
-     * coefficient: {this rank's term (recorded), the whole loss's value}, as {@link #auxLoss}.
-     */
-    private NDArray[] seqAuxLoss(NDArray probs, NDArray routingMap, int batch) {
+    /** Per sequence: sum_e (n_e E / (s k)) mean_s p_e; averaged over the batch; under CP as {@link #auxLoss}. */
+    private BalancingLoss seqAuxLoss(NDArray probs, NDArray routingMap, int batch) {
         long local = probs.getShape().get(0) / batch;
         long s = local * cp.size();
         NDArray p = probs.reshape(batch, local, numExperts).sum(new int[] {1}).div(constant(probs, s));
         NDArray[] global = overContext(p, routingMap.reshape(batch, local, numExperts).sum(new int[] {1}), 1);
         NDArray cost = global[1].div(constant(probs, (double) s * topK / numExperts));
         NDArray term = cost.mul(p).sum(new int[] {1}).mean();
-        return new NDArray[] {term, cp.size() == 1 ? term : cost.mul(global[0]).sum(new int[] {1}).mean()};
+        return new BalancingLoss(term, cp.size() == 1 ? term : cost.mul(global[0]).sum(new int[] {1}).mean());
     }
 
     /**
