@@ -24,7 +24,10 @@ import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.pipeline.PipelineRunner;
 import org.djlmegatron.pipeline.PipelineSchedule;
+import org.djlmegatron.training.buffers.GradientShard;
 import org.djlmegatron.training.buffers.ParamAndGradBuffer;
+import org.djlmegatron.training.buffers.RankMemory;
+import org.djlmegatron.training.buffers.ShardingStrategy;
 
 /**
  * Megatron's training step on one rank: micro-batches with gradient accumulation, tensor-parallel
@@ -65,6 +68,8 @@ public final class DistributedStep implements AutoCloseable {
      * or pipeline split yet); null: the flat-vector path of {@link #layout}.
      */
     private final ParamAndGradBuffer buffer;
+    /** ZeRO-2: this rank's fp32 main-gradient shard, filled per micro-batch; null otherwise. */
+    private final GradientShard gradShard;
     private NDArray masters;
     private NDArray decayMask;
     private NDArray normMask;
@@ -97,9 +102,13 @@ public final class DistributedStep implements AutoCloseable {
         expertLayout = split ? new FlatLayout(params.stream().filter(TrainableParameter::expert).toList(),
                 expertDp.size()) : null;
         state = ctx.manager().newSubManager();
+        ShardingStrategy sharding = config.sharding();
         buffer = !split && pp.size() == 1 && Boolean.parseBoolean(System.getProperty("djlm.gradBuffers", "true"))
                 && ParamAndGradBuffer.supports(params)
-                ? new ParamAndGradBuffer(params, dp.size(), config.bucketElements(), state) : null;
+                ? new ParamAndGradBuffer(params, dp.size(), config.bucketElements(), state, !sharding.shardsGradients())
+                : null;
+        checkStrategyRuns(sharding, split);
+        gradShard = sharding.shardsGradients() ? new GradientShard(buffer, dp, state) : null;
         optimizer = config.optimizer().get();
         scaler = config.scaler().get();
         long full = layout.paddedSize();
@@ -159,6 +168,22 @@ public final class DistributedStep implements AutoCloseable {
         }
     }
 
+    /** Refuses a ZeRO stage this step cannot run here, saying why (before any collective). */
+    private void checkStrategyRuns(ShardingStrategy sharding, boolean experts) {
+        String flag = "--data-parallel-sharding-strategy " + sharding.flagValue();
+        if (sharding.shardsParameters()) {
+            state.close();
+            throw new IllegalArgumentException(flag + " (ZeRO-3) is not implemented yet; use optim_grads (ZeRO-2)");
+        }
+        if (sharding.shardsGradients() && buffer == null) {
+            state.close();
+            throw new IllegalArgumentException(flag + " needs the contiguous gradient buffers: the project's native "
+                    + "library (docs/native.md), one weight dtype, no pipeline or expert parallelism and "
+                    + "-Ddjlm.gradBuffers not false; found " + (pp.size() > 1 ? "pipeline size " + pp.size()
+                    : experts ? "expert parallelism" : TorchNative.isAvailable() ? "buffers off" : "the stock engine"));
+        }
+    }
+
     /** {@code dense} followed by this rank's shard of the expert vector {@code full}. */
     private NDArray appendExpertShard(NDArray dense, NDArray full) {
         try (NDArray piece = full.get(new NDIndex("{}:{}", expertShardStart, expertShardStart + expertShardLength))) {
@@ -186,7 +211,9 @@ public final class DistributedStep implements AutoCloseable {
                     + " micro-batches, expected " + microBatches);
         }
         long t0 = System.nanoTime();
-        if (buffer != null) {
+        if (gradShard != null) {
+            gradShard.zero();
+        } else if (buffer != null) {
             buffer.zeroGradients();
         } else {
             layout.zeroGradients();
@@ -207,6 +234,9 @@ public final class DistributedStep implements AutoCloseable {
                 Tape tape = ctx.tape();
                 tape.setKey(new RandomKey(iteration, firstSample(m)));
                 try (NDManager step = ctx.manager().newSubManager()) {
+                    if (gradShard != null) {
+                        gradShard.beginMicroBatch();
+                    }
                     NDArray inputs = step.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
                     NDArray labels = step.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
                     NDArray loss = model.loss(inputs, labels);
@@ -218,6 +248,10 @@ public final class DistributedStep implements AutoCloseable {
                     value.attach(stepLosses);
                     pending.add(value);
                     tape.backward(loss, Scalar.of(step, scale / microBatches));
+                    if (gradShard != null) { // ZeRO-2: complete, reduce-scatter and drop this micro-batch's gradients
+                        model.reduceTensorParallelGradients();
+                        gradShard.endMicroBatch();
+                    }
                     tokens += mb.tokens();
                 } finally {
                     tape.setKey(null);
@@ -244,7 +278,9 @@ public final class DistributedStep implements AutoCloseable {
 
     /** After every backward: gradient completion, the update, the counters. */
     private StepResult finishStep(long t0, double scale, double lossSum, long tokens) {
-        model.reduceTensorParallelGradients();
+        if (gradShard == null) { // ZeRO-2 completed them per micro-batch
+            model.reduceTensorParallelGradients();
+        }
         if (pp.size() > 1) {
             reduceEmbeddingGroup();
         }
@@ -452,7 +488,9 @@ public final class DistributedStep implements AutoCloseable {
         try (NDManager s = state.newSubManager()) {
             buffer.gradientsToMain();
             NDArray grads = buffer.mainGrads();
-            if (dp.size() > 1 && config.distributedOptimizer()) {
+            if (gradShard != null) {
+                grads = gradShard.averaged(dp.size());
+            } else if (dp.size() > 1 && config.distributedOptimizer()) {
                 grads = buffer.reduceScatter(dp, dp.size());
                 grads.attach(s);
             } else if (dp.size() > 1) {
@@ -634,6 +672,27 @@ public final class DistributedStep implements AutoCloseable {
         return (shardLength + expertShardLength) * 4 + optimizer.stateBytes();
     }
 
+    /**
+     * Bytes of model state this rank holds between steps, measured from the arrays it keeps: the
+     * weights (the parameter buffer, or the parameters), the gradients kept between micro-batches
+     * (the gradient buffers, or each parameter's {@code .grad}; ZeRO-2: the fp32 shard) and
+     * {@link #optimizerBytes()}.
+     */
+    public RankMemory memory() {
+        long params = 0;
+        long grads = 0;
+        for (TrainableParameter p : model.trainableParameters()) {
+            long bytes = p.array().getShape().size() * p.array().getDataType().getNumOfBytes();
+            params += bytes;
+            grads += bytes; // libtorch keeps a .grad of the parameter's dtype after the first backward
+        }
+        if (buffer != null) {
+            params = buffer.parameterBytes();
+            grads = gradShard != null ? gradShard.bytes() : buffer.gradientBytes();
+        }
+        return new RankMemory(params, grads, optimizerBytes());
+    }
+
     public FlatOptimizer optimizer() {
         return optimizer;
     }
@@ -672,6 +731,10 @@ public final class DistributedStep implements AutoCloseable {
         if (pp.size() > 1) {
             throw new IllegalStateException("an external step cannot run a pipeline schedule (pipeline size "
                     + pp.size() + "); use step(List<MicroBatch>)");
+        }
+        if (gradShard != null) {
+            throw new IllegalStateException("an external step cannot run --data-parallel-sharding-strategy "
+                    + "optim_grads (it reduce-scatters inside step(List<MicroBatch>))");
         }
         layout.zeroGradients();
         if (expertLayout != null) {
