@@ -223,10 +223,12 @@ public final class DistributedStep implements AutoCloseable {
         }
         double scale = scaler.scale();
         if (pp.size() > 1) {
-            return finishStep(t0, scale, pipelineLossSum(batches, scale), tokens(batches));
+            return finishStep(t0, scale, pipelineLossSum(batches, scale), tokens(batches), false);
         }
         float[] losses = new float[batches.size()];
         long tokens = 0;
+        // ZeRO-2, and 16-bit weights: each micro-batch's gradients completed and added into the fp32 main gradient
+        boolean perMicroBatch = gradShard != null || buffer != null && !buffer.weightsAreFp32();
         try (NDManager stepLosses = ctx.manager().newSubManager()) {
             NDList pending = new NDList(batches.size()); // read once after the last backward: no device sync between
             for (int m = 0; m < batches.size(); m++) {
@@ -248,9 +250,13 @@ public final class DistributedStep implements AutoCloseable {
                     value.attach(stepLosses);
                     pending.add(value);
                     tape.backward(loss, Scalar.of(step, scale / microBatches));
-                    if (gradShard != null) { // ZeRO-2: complete, reduce-scatter and drop this micro-batch's gradients
+                    if (perMicroBatch) {
                         model.reduceTensorParallelGradients();
-                        gradShard.endMicroBatch();
+                        if (gradShard != null) { // ZeRO-2: reduce-scatter and drop this micro-batch's gradients
+                            gradShard.endMicroBatch();
+                        } else {
+                            buffer.accumulateIntoMain();
+                        }
                     }
                     tokens += mb.tokens();
                 } finally {
@@ -265,7 +271,7 @@ public final class DistributedStep implements AutoCloseable {
         for (float l : losses) {
             lossSum += l; // in micro-batch order, as before: the same double sum
         }
-        return finishStep(t0, scale, lossSum, tokens);
+        return finishStep(t0, scale, lossSum, tokens, perMicroBatch);
     }
 
     private static long tokens(List<MicroBatch> batches) {
@@ -277,15 +283,16 @@ public final class DistributedStep implements AutoCloseable {
     }
 
     /** After every backward: gradient completion, the update, the counters. */
-    private StepResult finishStep(long t0, double scale, double lossSum, long tokens) {
-        if (gradShard == null) { // ZeRO-2 completed them per micro-batch
+    /** @param inMain whether every micro-batch's gradients were completed and moved to the main gradient already */
+    private StepResult finishStep(long t0, double scale, double lossSum, long tokens, boolean inMain) {
+        if (!inMain) {
             model.reduceTensorParallelGradients();
         }
         if (pp.size() > 1) {
             reduceEmbeddingGroup();
         }
         double loss = averageOverDp(lossSum / microBatches);
-        Update u = update(scale);
+        Update u = update(scale, inMain);
         scaler.update(u.skipped);
         iteration++;
         long globalTokens = tokens * data.size();
@@ -447,9 +454,9 @@ public final class DistributedStep implements AutoCloseable {
 
     private record Update(double gradNorm, double lr, boolean skipped) {}
 
-    private Update update(double scale) {
+    private Update update(double scale, boolean inMain) {
         if (buffer != null) {
-            return updateFromBuffer(scale);
+            return updateFromBuffer(scale, inMain);
         }
         try (NDManager s = state.newSubManager()) {
             NDArray grads = reduceOverDp(layout.gradients(s));
@@ -484,9 +491,11 @@ public final class DistributedStep implements AutoCloseable {
      * distributed optimizer), then unscale, non-finite count and norm in one pass, then the
      * optimizer with the clipping folded in, in place on the weights when they are fp32.
      */
-    private Update updateFromBuffer(double scale) {
+    private Update updateFromBuffer(double scale, boolean inMain) {
         try (NDManager s = state.newSubManager()) {
-            buffer.gradientsToMain();
+            if (!inMain) {
+                buffer.accumulateIntoMain();
+            }
             NDArray grads = buffer.mainGrads();
             if (gradShard != null) {
                 grads = gradShard.averaged(dp.size());
@@ -736,7 +745,11 @@ public final class DistributedStep implements AutoCloseable {
             throw new IllegalStateException("an external step cannot run --data-parallel-sharding-strategy "
                     + "optim_grads (it reduce-scatters inside step(List<MicroBatch>))");
         }
-        layout.zeroGradients();
+        if (buffer != null) {
+            buffer.zeroGradients(); // the main gradient too: the update adds the step's gradients into it
+        } else {
+            layout.zeroGradients();
+        }
         if (expertLayout != null) {
             expertLayout.zeroGradients();
         }
@@ -755,7 +768,7 @@ public final class DistributedStep implements AutoCloseable {
      * @param lossSum the sum of this rank's micro-batch losses, in micro-batch order
      */
     public StepResult completeExternalStep(long startNanos, double scale, double lossSum, long tokens) {
-        return finishStep(startNanos, scale, lossSum, tokens);
+        return finishStep(startNanos, scale, lossSum, tokens, false);
     }
 
     @Override

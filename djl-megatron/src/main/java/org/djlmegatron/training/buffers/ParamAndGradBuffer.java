@@ -25,11 +25,11 @@ import org.djlmegatron.training.model.TrainableParameter;
  * are cut from the end backwards: backward produces the last parameters' gradients first, so
  * bucket 0 is the first whose gradients are final.
  *
- * <p>With 16-bit weights the gradients libtorch accumulates are 16-bit as well (a {@code .grad}
- * has its parameter's dtype) and accumulate in 16 bits over the micro-batches, as before this
- * buffer; {@link #gradientsToMain()} casts them once per step into the fp32 main gradient
- * (Megatron adds each micro-batch into {@code main_grad} with a hook: not done here yet). fp32
- * weights need no second buffer: the main gradient is the gradient buffer itself.
+ * <p>With 16-bit weights the gradients libtorch produces are 16-bit as well (a {@code .grad} has
+ * its parameter's dtype); {@link #accumulateIntoMain()} adds each micro-batch's into the fp32 main
+ * gradient, so they accumulate in fp32 over the micro-batches as under Megatron's
+ * {@code main_grad} hook. fp32 weights need no second buffer: the main gradient is the gradient
+ * buffer itself.
  *
  * <p>Under ZeRO-2 ({@link GradientShard}) the buffer holds no gradients between micro-batches:
  * constructed with {@code persistentGradients = false}, it binds the parameters' gradients to a
@@ -198,16 +198,19 @@ public final class ParamAndGradBuffer implements AutoCloseable {
     }
 
     /**
-     * After the last micro-batch's backward (and the tensor-parallel completion of the
-     * gradients): 16-bit gradients cast into the fp32 main gradient; nothing for fp32 weights.
+     * After a micro-batch's backward (and its tensor-parallel completion), for 16-bit weights: its
+     * gradients, widened, are added into the fp32 main gradient and the 16-bit ones zeroed, so
+     * micro-batches accumulate in fp32 (Megatron's {@code main_grad} hook, here per micro-batch
+     * rather than per parameter). Nothing for fp32 weights, whose gradient buffer is the main gradient.
      */
-    public void gradientsToMain() {
+    public void accumulateIntoMain() {
         if (mainGrads == grads) { // fp32 weights, or no persistent gradients
             return;
         }
         try (NDArray wide = grads.toType(DataType.FLOAT32, false)) {
-            mainGrads.set(new NDIndex("..."), wide);
+            mainGrads.addi(wide);
         }
+        zero(grads);
     }
 
     /** Copies fp32 values (all of the buffer's length) into the parameters, cast to their dtype; none for fp32 masters that are the weights. */
