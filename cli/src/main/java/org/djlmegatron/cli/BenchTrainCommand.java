@@ -79,7 +79,7 @@ final class BenchTrainCommand implements Callable<Integer> {
             description = "alltoall or allgather, for epN layouts (default: ${DEFAULT-VALUE})") String dispatcher;
     @Option(names = "--iters", defaultValue = "4", description = "timed iterations per layout (after one warm-up)") int iters;
     @Option(names = "--layouts", split = ",", defaultValue = "dp1,dp2,dp2-distopt,tp2",
-            description = "layouts to run: dpN, dpN-distopt, tpN, cpN (context parallelism, ring attention) or cpN-all_gather / "
+            description = "layouts to run: dpN, dpN-distopt, dpN-zero2 (--data-parallel-sharding-strategy optim_grads, native library), tpN, cpN (context parallelism, ring attention) or cpN-all_gather / "
                     + "cpN-a2a, ppN (1F1B over N stages; prints the measured bubble next to Megatron's (p-1)/(v*m)), "
                     + "ppN-vpV (interleaved 1F1B, V model chunks per rank; bubble vs (p-1)/(v*m)), epN (with --num-experts), "
                     + "each optionally suffixed -grouped (--moe-grouped-gemm, MoE only), then -full (full recomputation, "
@@ -196,6 +196,8 @@ final class BenchTrainCommand implements Callable<Integer> {
             vp = pipe.group(2) == null ? 1 : Integer.parseInt(pipe.group(2));
             kind = "dp1";
         }
+        boolean zero2 = kind.endsWith("-zero2"); // --data-parallel-sharding-strategy optim_grads
+        kind = zero2 ? kind.substring(0, kind.length() - "-zero2".length()) : kind;
         boolean distopt = kind.endsWith("-distopt");
         kind = distopt ? kind.substring(0, kind.length() - "-distopt".length()) : kind;
         if (kind.startsWith("dp")) {
@@ -210,7 +212,7 @@ final class BenchTrainCommand implements Callable<Integer> {
             ep = Integer.parseInt(kind.substring(2));
             dp = ep; // expert parallelism is carved out of data parallelism
         } else {
-            throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt, tpN, "
+            throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt, dpN-zero2, tpN, "
                     + "cpN[-p2p|-all_gather|-a2a], ppN, ppN-vpV or (with --num-experts) epN, "
                     + "optionally followed by -grouped (with --num-experts), then -full or -selective");
         }
@@ -242,6 +244,9 @@ final class BenchTrainCommand implements Callable<Integer> {
         }
         if (distopt) {
             args.add("--use-distributed-optimizer");
+        }
+        if (zero2) {
+            args.addAll(List.of("--data-parallel-sharding-strategy", "optim_grads"));
         }
         if (bf16) {
             args.add("--bf16");
