@@ -309,8 +309,8 @@ final class BenchTrainCommand implements Callable<Integer> {
     }
 
     /** The "optimizer state on rank 0" figure pretrain-gpt prints. */
+    /** Rank 0's measured optimizer bytes after the first step (before it, AdamW's moments do not exist yet). */
     private static long optimizerBytes(String log) {
-        java.util.regex.Matcher m = java.util.regex.Pattern.compile("optimizer state on rank 0: ([0-9,]+) bytes").matcher(log);
-        return m.find() ? Long.parseLong(m.group(1).replace(",", "")) : -1;
+        return org.djlmegatron.pretrain.RankMemoryLine.parse(log).optimizerBytes();
     }
 }

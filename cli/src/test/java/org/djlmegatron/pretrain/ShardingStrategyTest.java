@@ -133,6 +133,33 @@ class ShardingStrategyTest {
         }
     }
 
+    /**
+     * A ZeRO-2 run saved after 3 iterations and resumed (under optim_grads, and under optim: the
+     * same sharded optimizer state) continues the straight 6-iteration run.
+     */
+    @ParameterizedTest(name = "resumed under {0}")
+    @ValueSource(strings = {"optim_grads", "optim"})
+    void aZero2CheckpointResumesTheRun(String resumeStrategy, @org.junit.jupiter.api.io.TempDir Path tmp) {
+        List<String> base = TrajectoryParity.args("--mock-data", "--num-layers", "2", "--hidden-size", "32",
+                "--num-attention-heads", "4", "--seq-length", "16", "--vocab-size", "128", "--micro-batch-size", "1",
+                "--global-batch-size", "4", "--lr", "3e-3", "--lr-decay-style", "cosine", "--lr-decay-iters", "6",
+                "--nproc-per-node", "2", "--seed", "11");
+        List<StepResult> straight = TrajectoryParity.run(TrajectoryParity.args(), withFlags(base, "--train-iters", "6",
+                "--data-parallel-sharding-strategy", "optim_grads"));
+        String ckpt = tmp.resolve("ckpt").toString();
+        TrajectoryParity.run(TrajectoryParity.args(), withFlags(base, "--train-iters", "3", "--save", ckpt,
+                "--data-parallel-sharding-strategy", "optim_grads"));
+        List<StepResult> resumed = TrajectoryParity.run(TrajectoryParity.args(), withFlags(base, "--train-iters", "6",
+                "--load", ckpt, "--data-parallel-sharding-strategy", resumeStrategy));
+        TrajectoryParity.assertClose(straight.subList(3, 6), resumed, 1e-6, "resumed under " + resumeStrategy);
+    }
+
+    private static Variant withFlags(List<String> base, String... more) {
+        List<String> flags = new ArrayList<>(base);
+        flags.addAll(List.of(more));
+        return new Variant("run", flags);
+    }
+
     private static List<String> hfArgs(Path dir, String strategy) {
         return new ArrayList<>(List.of("--init-hf", dir.toString(), "--replay-batches",
                 dir.resolve("golden.safetensors").toString(), "--train-iters", "3", "--global-batch-size", "2",
