@@ -34,7 +34,9 @@ import org.djlmegatron.training.buffers.ShardingStrategy;
  * gradient completion, data-parallel reduction (bucketed all-reduce, or reduce-scatter under the
  * distributed optimizer), inf/NaN check, global norm and clipping, the optimizer on fp32 masters
  * (this rank's DP shard of them under the distributed optimizer), and the write-back of updated
- * weights (all-gathered over DP when sharded). Every rank of the grid runs it in lockstep.
+ * weights (all-gathered over DP when sharded). Under ZeRO-2 ({@link GradientShard}) each
+ * micro-batch's gradients are reduce-scattered as soon as its backward ends. Every rank of the
+ * grid runs it in lockstep.
  */
 public final class DistributedStep implements AutoCloseable {
 
@@ -282,8 +284,12 @@ public final class DistributedStep implements AutoCloseable {
         return tokens;
     }
 
-    /** After every backward: gradient completion, the update, the counters. */
-    /** @param inMain whether every micro-batch's gradients were completed and moved to the main gradient already */
+    /**
+     * After every backward: gradient completion, the update, the counters.
+     *
+     * @param inMain whether each micro-batch's gradients were already completed and moved into the
+     *     main gradient (ZeRO-2's shard, or the fp32 main gradient of 16-bit weights)
+     */
     private StepResult finishStep(long t0, double scale, double lossSum, long tokens, boolean inMain) {
         if (!inMain) {
             model.reduceTensorParallelGradients();
