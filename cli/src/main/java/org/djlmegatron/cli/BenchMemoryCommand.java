@@ -29,10 +29,10 @@ import picocli.CommandLine.Option;
                 + "at several data-parallel sizes, next to Megatron's per-parameter formulas.")
 final class BenchMemoryCommand implements Callable<Integer> {
 
-    @Option(names = "--num-layers", defaultValue = "4", description = "(default: ${DEFAULT-VALUE}, the reference GPT)") int layers;
-    @Option(names = "--hidden-size", defaultValue = "512", description = "(default: ${DEFAULT-VALUE})") int hidden;
-    @Option(names = "--num-attention-heads", defaultValue = "8", description = "(default: ${DEFAULT-VALUE})") int heads;
-    @Option(names = "--vocab-size", defaultValue = "8192", description = "(default: ${DEFAULT-VALUE})") int vocab;
+    @Option(names = "--num-layers", defaultValue = "4", description = "transformer layers (default: ${DEFAULT-VALUE}, the reference GPT)") int layers;
+    @Option(names = "--hidden-size", defaultValue = "512", description = "hidden size (default: ${DEFAULT-VALUE})") int hidden;
+    @Option(names = "--num-attention-heads", defaultValue = "8", description = "attention heads (default: ${DEFAULT-VALUE})") int heads;
+    @Option(names = "--vocab-size", defaultValue = "8192", description = "vocabulary size (default: ${DEFAULT-VALUE})") int vocab;
     @Option(names = "--seq-length", defaultValue = "32", description = "tokens per sequence of the one step run "
             + "(model state does not depend on it) (default: ${DEFAULT-VALUE})") int seq;
     @Option(names = "--dp", split = ",", defaultValue = "2,4", description = "data-parallel sizes (thread ranks) "
