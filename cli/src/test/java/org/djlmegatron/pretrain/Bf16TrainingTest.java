@@ -94,24 +94,10 @@ class Bf16TrainingTest {
                 "--attention-dropout", "0", "--untie-embeddings-and-output-weights")), "--train-iters", "6");
         // the same step both ways: pipelining keeps the flat step, which accumulates the two micro-batches'
         // bf16 gradients in bf16 (the buffers add each into the fp32 main gradient)
-        List<StepResult> plain = flatStep(() -> TrajectoryParity.run(base, TrajectoryParity.Variant.of("tp2-sp")));
+        List<StepResult> plain = TrajectoryParity.onFlatStep(() -> TrajectoryParity.run(base,
+                TrajectoryParity.Variant.of("tp2-sp")));
         List<StepResult> piped = TrajectoryParity.run(TrajectoryParity.replace(base, "--nproc-per-node", "4"),
                 TrajectoryParity.Variant.of("pp2", "--pipeline-model-parallel-size", "2"));
         TrajectoryParity.assertClose(plain, piped, 1e-3, "bf16 pp2 x tp2 + sp");
-    }
-
-    private static <T> T flatStep(java.util.function.Supplier<T> run) {
-        String key = "djlm.gradBuffers";
-        String old = System.getProperty(key);
-        System.setProperty(key, "false");
-        try {
-            return run.get();
-        } finally {
-            if (old == null) {
-                System.clearProperty(key);
-            } else {
-                System.setProperty(key, old);
-            }
-        }
     }
 }
