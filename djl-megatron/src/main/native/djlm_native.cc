@@ -271,6 +271,12 @@ DJLM_NATIVE(void, bindGradient, jlong paramH, jlong bufferH, jlong offset) {
   });
 }
 
+// The parameter's .grad becomes undefined (PyTorch's p.grad = None): the storage it viewed is freed once nothing else
+// holds it. ZeRO-2 drops the full-size gradients after each micro-batch's reduce-scatter.
+DJLM_NATIVE(void, dropGradient, jlong paramH) {
+  guard(env, __func__, [&] { tensor(paramH).mutable_grad().reset(); });
+}
+
 // One pass over an fp32 gradient vector: grad *= scale in place; returns {sum over mask != 0 of grad^2 (summed in
 // double, in fixed chunks: the same value for any thread count), count of non-finite elements}.
 DJLM_NATIVE(jdoubleArray, unscaleAndNorm, jlong gradH, jlong maskH, jdouble scale) {

@@ -81,7 +81,7 @@ final class BenchTrainCommand implements Callable<Integer> {
             + "model (layouts epN-overlap then apply: --moe-shared-expert-overlap) (default: none)") Integer sharedExperts;
     @Option(names = "--iters", defaultValue = "4", description = "timed iterations per layout (after one warm-up)") int iters;
     @Option(names = "--layouts", split = ",", defaultValue = "dp1,dp2,dp2-distopt,tp2",
-            description = "layouts to run: dpN, dpN-distopt, tpN, cpN (context parallelism, ring attention) or cpN-all_gather / "
+            description = "layouts to run: dpN, dpN-distopt, dpN-zero2 (--data-parallel-sharding-strategy optim_grads, native library), tpN, cpN (context parallelism, ring attention) or cpN-all_gather / "
                     + "cpN-a2a, ppN (1F1B over N stages; prints the measured bubble next to Megatron's (p-1)/(v*m)), "
                     + "ppN-vpV (interleaved 1F1B, V model chunks per rank; bubble vs (p-1)/(v*m)), epN (with --num-experts), "
                     + "each optionally suffixed -grouped (--moe-grouped-gemm, MoE only), then -overlap (--moe-shared-expert-overlap, "
@@ -201,6 +201,8 @@ final class BenchTrainCommand implements Callable<Integer> {
             vp = pipe.group(2) == null ? 1 : Integer.parseInt(pipe.group(2));
             kind = "dp1";
         }
+        boolean zero2 = kind.endsWith("-zero2"); // --data-parallel-sharding-strategy optim_grads
+        kind = zero2 ? kind.substring(0, kind.length() - "-zero2".length()) : kind;
         boolean distopt = kind.endsWith("-distopt");
         kind = distopt ? kind.substring(0, kind.length() - "-distopt".length()) : kind;
         if (kind.startsWith("dp")) {
@@ -215,7 +217,7 @@ final class BenchTrainCommand implements Callable<Integer> {
             ep = Integer.parseInt(kind.substring(2));
             dp = ep; // expert parallelism is carved out of data parallelism
         } else {
-            throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt, tpN, "
+            throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt, dpN-zero2, tpN, "
                     + "cpN[-p2p|-all_gather|-a2a], ppN, ppN-vpV or (with --num-experts) epN, "
                     + "optionally followed by -grouped (with --num-experts), then -overlap, then -full or -selective");
         }
@@ -253,6 +255,9 @@ final class BenchTrainCommand implements Callable<Integer> {
         }
         if (distopt) {
             args.add("--use-distributed-optimizer");
+        }
+        if (zero2) {
+            args.addAll(List.of("--data-parallel-sharding-strategy", "optim_grads"));
         }
         if (bf16) {
             args.add("--bf16");
@@ -315,8 +320,8 @@ final class BenchTrainCommand implements Callable<Integer> {
     }
 
     /** The "optimizer state on rank 0" figure pretrain-gpt prints. */
+    /** Rank 0's measured optimizer bytes after the first step (before it, AdamW's moments do not exist yet). */
     private static long optimizerBytes(String log) {
-        java.util.regex.Matcher m = java.util.regex.Pattern.compile("optimizer state on rank 0: ([0-9,]+) bytes").matcher(log);
-        return m.find() ? Long.parseLong(m.group(1).replace(",", "")) : -1;
+        return org.djlmegatron.pretrain.RankMemoryLine.parse(log).optimizerBytes();
     }
 }

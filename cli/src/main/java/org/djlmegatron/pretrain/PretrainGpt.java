@@ -120,7 +120,7 @@ public final class PretrainGpt {
             int gbs = o.globalBatchSize != null ? o.globalBatchSize : o.microBatchSize * grid.dp();
             StepConfig tc = new StepConfig(o.microBatchSize, gbs, optimizer, schedule, o.clipGrad,
                     o.useDistributedOptimizer,
-                    o.ddpBucketSize != null ? o.ddpBucketSize : StepConfig.DEFAULT_BUCKET_ELEMENTS, scaler);
+                    o.ddpBucketSize != null ? o.ddpBucketSize : StepConfig.DEFAULT_BUCKET_ELEMENTS, scaler, o.sharding());
             tc.microBatchesPerStep(grid.dp());
             if (stages.chunks() > 1) { // Megatron's refusals of the interleaved schedule, before any rank starts
                 PipelineSchedule.training(grid.pp(), 0, stages.chunks(), tc.microBatchesPerStep(grid.dp()));
@@ -227,6 +227,7 @@ public final class PretrainGpt {
                     log.message(String.format(Locale.ROOT, "> activations held for backward at the end of a "
                             + "micro-batch's forward: %.2f MB on rank 0 (recomputation: %s)",
                             trainer.heldBytes() / 1048576.0, recompute));
+                    log.message(RankMemoryLine.format(trainer.memory(), o.sharding()));
                 }
                 if (logger) {
                     log.step(r, (it + 1) * gbs, gbs);

@@ -1,5 +1,7 @@
 package org.djlmegatron.pretrain;
 
+import org.djlmegatron.options.InvalidOptionException;
+import org.djlmegatron.training.buffers.ShardingStrategy;
 import ai.djl.ndarray.types.DataType;
 import java.nio.file.Path;
 import java.util.Locale;
@@ -99,7 +101,8 @@ public final class PretrainOptions {
     @Option(names = "--num-layers-per-virtual-pipeline-stage", description = "layers per model chunk: the other way to give the virtual pipeline size (default: none)") public Integer numLayersPerVirtualPipelineStage;
     @Option(names = "--decoder-first-pipeline-num-layers", description = "layers on the first pipeline stage (default: an even split)") public Integer decoderFirstPipelineNumLayers;
     @Option(names = "--decoder-last-pipeline-num-layers", description = "layers on the last pipeline stage (default: an even split)") public Integer decoderLastPipelineNumLayers;
-    @Option(names = "--use-distributed-optimizer") public boolean useDistributedOptimizer;
+    @Option(names = "--use-distributed-optimizer", description = "shard fp32 masters and optimizer state over data parallelism (ZeRO-1): --data-parallel-sharding-strategy optim") public boolean useDistributedOptimizer;
+    @Option(names = "--data-parallel-sharding-strategy", description = "what each data-parallel rank keeps: no_shard (ZeRO-0), optim (ZeRO-1, the distributed optimizer), optim_grads (ZeRO-2: also only its fp32 gradient shard between micro-batches; native library, no pipeline or expert parallelism), optim_grads_params (ZeRO-3: refused, not implemented yet) (default: optim with --use-distributed-optimizer, else no_shard)") public String dataParallelShardingStrategy;
     @Option(names = "--nproc-per-node", defaultValue = "1", description = "ranks (threads) in this JVM") public int nprocPerNode;
     @Option(names = "--intra-op-threads", description = "libtorch threads per rank (default: OMP_NUM_THREADS, else cores / --nproc-per-node, at least 1)") public Integer intraOpThreads;
     @Option(names = "--ddp-bucket-size", description = "elements per gradient all-reduce bucket") public Long ddpBucketSize;
@@ -264,6 +267,22 @@ public final class PretrainOptions {
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException("--attention-backend must be auto, fused or unfused, found " + attentionBackend);
         }
+    }
+
+    /** The ZeRO stage: {@code --data-parallel-sharding-strategy}, else optim with {@code --use-distributed-optimizer}, else no_shard. */
+    public ShardingStrategy sharding() {
+        if (dataParallelShardingStrategy == null) {
+            return useDistributedOptimizer ? ShardingStrategy.OPTIM : ShardingStrategy.NO_SHARD;
+        }
+        ShardingStrategy s = java.util.Arrays.stream(ShardingStrategy.values())
+                .filter(v -> v.flagValue().equals(dataParallelShardingStrategy)).findFirst()
+                .orElseThrow(() -> new InvalidOptionException("--data-parallel-sharding-strategy",
+                        "no_shard, optim, optim_grads or optim_grads_params", dataParallelShardingStrategy));
+        if (useDistributedOptimizer && !s.shardsOptimizer()) {
+            throw new InvalidOptionException("--use-distributed-optimizer", "not together with "
+                    + "--data-parallel-sharding-strategy " + s.flagValue() + " (it means optim)", "both");
+        }
+        return s;
     }
 
     /** Loss scaling for the precision flags. */

@@ -24,6 +24,7 @@ final class PretrainValidation {
         optimizer(o);
         precision(o);
         parallelAndLogging(o);
+        ShardingValidation.validate(o);
         exclusive("--mock-data", o.mockData, "--data-path", o.dataPath != null);
         exclusive("--mock-data", o.mockData, "--replay-batches", o.replayBatches != null);
         exclusive("--data-path", o.dataPath != null, "--replay-batches", o.replayBatches != null);

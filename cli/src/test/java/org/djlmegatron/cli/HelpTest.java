@@ -27,4 +27,15 @@ class HelpTest {
                 .contains("--intra-op-threads").contains("--no-verify").contains("--allow-nonfinite")
                 .doesNotContainPattern("--lr=<lr> +peak learning rate \\(required\\)\\s+Default");
     }
+
+    @Test
+    void everyBenchMemoryOptionHasADescriptionAndADefault() {
+        CommandLine bench = new CommandLine(new Main()).getSubcommands().get("bench-memory");
+        for (OptionSpec o : bench.getCommandSpec().options()) {
+            String description = String.join(" ", o.description());
+            assertThat(description).as(o.longestName()).isNotBlank();
+            assertThat(description.contains("default:") || o.usageHelp() || o.versionHelp())
+                    .as(o.longestName() + ": " + description).isTrue();
+        }
+    }
 }

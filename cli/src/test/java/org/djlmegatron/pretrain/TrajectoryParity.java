@@ -115,6 +115,26 @@ final class TrajectoryParity {
         }
     }
 
+    /**
+     * Runs {@code run} on the flat-vector step ({@code -Ddjlm.gradBuffers=false}), the step pipelining
+     * uses: it accumulates 16-bit micro-batch gradients in 16 bits, where the buffers add each into
+     * the fp32 main gradient, so 16-bit references for pipelined runs take this step too.
+     */
+    static <T> T onFlatStep(java.util.function.Supplier<T> run) {
+        String key = "djlm.gradBuffers";
+        String old = System.getProperty(key);
+        System.setProperty(key, "false");
+        try {
+            return run.get();
+        } finally {
+            if (old == null) {
+                System.clearProperty(key);
+            } else {
+                System.setProperty(key, old);
+            }
+        }
+    }
+
     /** Loss and gradient norm of every step equal, bit for bit. */
     static void assertIdentical(List<StepResult> expected, List<StepResult> actual, String what) {
         assertThat(actual).hasSameSizeAs(expected);

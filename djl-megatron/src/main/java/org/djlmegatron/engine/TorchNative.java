@@ -99,6 +99,16 @@ public final class TorchNative {
     }
 
     /**
+     * Leaves the parameter without a {@code .grad} (PyTorch's {@code p.grad = None}): the storage
+     * it viewed is freed once nothing else holds it; the next backward allocates a new one unless
+     * {@link #bindGradient} binds it first.
+     */
+    public static void dropGradient(NDArray param) {
+        require();
+        dropGradient(handle(param));
+    }
+
+    /**
      * One pass over an fp32 gradient vector: multiplies it by {@code scale} in place and returns
      * {@code {sum of squares where mask != 0, count of non-finite elements}} (the sum in double, in
      * fixed-size chunks: the same for any thread count).
@@ -171,6 +181,8 @@ public final class TorchNative {
     private static native void bindToBuffer(long param, long buffer, long offset);
 
     private static native void bindGradient(long param, long buffer, long offset);
+
+    private static native void dropGradient(long param);
 
     private static native double[] unscaleAndNorm(long grad, long mask, double scale);
 

@@ -24,14 +24,19 @@ import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.pipeline.PipelineRunner;
 import org.djlmegatron.pipeline.PipelineSchedule;
+import org.djlmegatron.training.buffers.GradientShard;
 import org.djlmegatron.training.buffers.ParamAndGradBuffer;
+import org.djlmegatron.training.buffers.RankMemory;
+import org.djlmegatron.training.buffers.ShardingStrategy;
 
 /**
  * Megatron's training step on one rank: micro-batches with gradient accumulation, tensor-parallel
  * gradient completion, data-parallel reduction (bucketed all-reduce, or reduce-scatter under the
  * distributed optimizer), inf/NaN check, global norm and clipping, the optimizer on fp32 masters
  * (this rank's DP shard of them under the distributed optimizer), and the write-back of updated
- * weights (all-gathered over DP when sharded). Every rank of the grid runs it in lockstep.
+ * weights (all-gathered over DP when sharded). Under ZeRO-2 ({@link GradientShard}) each
+ * micro-batch's gradients are reduce-scattered as soon as its backward ends. Every rank of the
+ * grid runs it in lockstep.
  */
 public final class DistributedStep implements AutoCloseable {
 
@@ -65,6 +70,8 @@ public final class DistributedStep implements AutoCloseable {
      * or pipeline split yet); null: the flat-vector path of {@link #layout}.
      */
     private final ParamAndGradBuffer buffer;
+    /** ZeRO-2: this rank's fp32 main-gradient shard, filled per micro-batch; null otherwise. */
+    private final GradientShard gradShard;
     private NDArray masters;
     private NDArray decayMask;
     private NDArray normMask;
@@ -97,9 +104,13 @@ public final class DistributedStep implements AutoCloseable {
         expertLayout = split ? new FlatLayout(params.stream().filter(TrainableParameter::expert).toList(),
                 expertDp.size()) : null;
         state = ctx.manager().newSubManager();
+        ShardingStrategy sharding = config.sharding();
         buffer = !split && pp.size() == 1 && Boolean.parseBoolean(System.getProperty("djlm.gradBuffers", "true"))
                 && ParamAndGradBuffer.supports(params)
-                ? new ParamAndGradBuffer(params, dp.size(), config.bucketElements(), state) : null;
+                ? new ParamAndGradBuffer(params, dp.size(), config.bucketElements(), state, !sharding.shardsGradients())
+                : null;
+        checkStrategyRuns(sharding, split);
+        gradShard = sharding.shardsGradients() ? new GradientShard(buffer, dp, state) : null;
         optimizer = config.optimizer().get();
         scaler = config.scaler().get();
         long full = layout.paddedSize();
@@ -159,6 +170,22 @@ public final class DistributedStep implements AutoCloseable {
         }
     }
 
+    /** Refuses a ZeRO stage this step cannot run here, saying why (before any collective). */
+    private void checkStrategyRuns(ShardingStrategy sharding, boolean experts) {
+        String flag = "--data-parallel-sharding-strategy " + sharding.flagValue();
+        if (sharding.shardsParameters()) {
+            state.close();
+            throw new IllegalArgumentException(flag + " (ZeRO-3) is not implemented yet; use optim_grads (ZeRO-2)");
+        }
+        if (sharding.shardsGradients() && buffer == null) {
+            state.close();
+            throw new IllegalArgumentException(flag + " needs the contiguous gradient buffers: the project's native "
+                    + "library (docs/native.md), one weight dtype, no pipeline or expert parallelism and "
+                    + "-Ddjlm.gradBuffers not false; found " + (pp.size() > 1 ? "pipeline size " + pp.size()
+                    : experts ? "expert parallelism" : TorchNative.isAvailable() ? "buffers off" : "the stock engine"));
+        }
+    }
+
     /** {@code dense} followed by this rank's shard of the expert vector {@code full}. */
     private NDArray appendExpertShard(NDArray dense, NDArray full) {
         try (NDArray piece = full.get(new NDIndex("{}:{}", expertShardStart, expertShardStart + expertShardLength))) {
@@ -186,7 +213,9 @@ public final class DistributedStep implements AutoCloseable {
                     + " micro-batches, expected " + microBatches);
         }
         long t0 = System.nanoTime();
-        if (buffer != null) {
+        if (gradShard != null) {
+            gradShard.zero();
+        } else if (buffer != null) {
             buffer.zeroGradients();
         } else {
             layout.zeroGradients();
@@ -196,10 +225,12 @@ public final class DistributedStep implements AutoCloseable {
         }
         double scale = scaler.scale();
         if (pp.size() > 1) {
-            return finishStep(t0, scale, pipelineLossSum(batches, scale), tokens(batches));
+            return finishStep(t0, scale, pipelineLossSum(batches, scale), tokens(batches), false);
         }
         float[] losses = new float[batches.size()];
         long tokens = 0;
+        // ZeRO-2, and 16-bit weights: each micro-batch's gradients completed and added into the fp32 main gradient
+        boolean perMicroBatch = gradShard != null || buffer != null && !buffer.weightsAreFp32();
         try (NDManager stepLosses = ctx.manager().newSubManager()) {
             NDList pending = new NDList(batches.size()); // read once after the last backward: no device sync between
             for (int m = 0; m < batches.size(); m++) {
@@ -207,6 +238,9 @@ public final class DistributedStep implements AutoCloseable {
                 Tape tape = ctx.tape();
                 tape.setKey(new RandomKey(iteration, firstSample(m)));
                 try (NDManager step = ctx.manager().newSubManager()) {
+                    if (gradShard != null) {
+                        gradShard.beginMicroBatch();
+                    }
                     NDArray inputs = step.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
                     NDArray labels = step.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
                     NDArray loss = model.loss(inputs, labels);
@@ -218,6 +252,14 @@ public final class DistributedStep implements AutoCloseable {
                     value.attach(stepLosses);
                     pending.add(value);
                     tape.backward(loss, Scalar.of(step, scale / microBatches));
+                    if (perMicroBatch) {
+                        model.reduceTensorParallelGradients();
+                        if (gradShard != null) { // ZeRO-2: reduce-scatter and drop this micro-batch's gradients
+                            gradShard.endMicroBatch();
+                        } else {
+                            buffer.accumulateIntoMain();
+                        }
+                    }
                     tokens += mb.tokens();
                 } finally {
                     tape.setKey(null);
@@ -231,7 +273,7 @@ public final class DistributedStep implements AutoCloseable {
         for (float l : losses) {
             lossSum += l; // in micro-batch order, as before: the same double sum
         }
-        return finishStep(t0, scale, lossSum, tokens);
+        return finishStep(t0, scale, lossSum, tokens, perMicroBatch);
     }
 
     private static long tokens(List<MicroBatch> batches) {
@@ -242,14 +284,21 @@ public final class DistributedStep implements AutoCloseable {
         return tokens;
     }
 
-    /** After every backward: gradient completion, the update, the counters. */
-    private StepResult finishStep(long t0, double scale, double lossSum, long tokens) {
-        model.reduceTensorParallelGradients();
+    /**
+     * After every backward: gradient completion, the update, the counters.
+     *
+     * @param inMain whether each micro-batch's gradients were already completed and moved into the
+     *     main gradient (ZeRO-2's shard, or the fp32 main gradient of 16-bit weights)
+     */
+    private StepResult finishStep(long t0, double scale, double lossSum, long tokens, boolean inMain) {
+        if (!inMain) {
+            model.reduceTensorParallelGradients();
+        }
         if (pp.size() > 1) {
             reduceEmbeddingGroup();
         }
         double loss = averageOverDp(lossSum / microBatches);
-        Update u = update(scale);
+        Update u = update(scale, inMain);
         scaler.update(u.skipped);
         iteration++;
         long globalTokens = tokens * data.size();
@@ -411,9 +460,9 @@ public final class DistributedStep implements AutoCloseable {
 
     private record Update(double gradNorm, double lr, boolean skipped) {}
 
-    private Update update(double scale) {
+    private Update update(double scale, boolean inMain) {
         if (buffer != null) {
-            return updateFromBuffer(scale);
+            return updateFromBuffer(scale, inMain);
         }
         try (NDManager s = state.newSubManager()) {
             NDArray grads = reduceOverDp(layout.gradients(s));
@@ -448,11 +497,15 @@ public final class DistributedStep implements AutoCloseable {
      * distributed optimizer), then unscale, non-finite count and norm in one pass, then the
      * optimizer with the clipping folded in, in place on the weights when they are fp32.
      */
-    private Update updateFromBuffer(double scale) {
+    private Update updateFromBuffer(double scale, boolean inMain) {
         try (NDManager s = state.newSubManager()) {
-            buffer.gradientsToMain();
+            if (!inMain) {
+                buffer.accumulateIntoMain();
+            }
             NDArray grads = buffer.mainGrads();
-            if (dp.size() > 1 && config.distributedOptimizer()) {
+            if (gradShard != null) {
+                grads = gradShard.averaged(dp.size());
+            } else if (dp.size() > 1 && config.distributedOptimizer()) {
                 grads = buffer.reduceScatter(dp, dp.size());
                 grads.attach(s);
             } else if (dp.size() > 1) {
@@ -634,6 +687,27 @@ public final class DistributedStep implements AutoCloseable {
         return (shardLength + expertShardLength) * 4 + optimizer.stateBytes();
     }
 
+    /**
+     * Bytes of model state this rank holds between steps, measured from the arrays it keeps: the
+     * weights (the parameter buffer, or the parameters), the gradients kept between micro-batches
+     * (the gradient buffers, or each parameter's {@code .grad}; ZeRO-2: the fp32 shard) and
+     * {@link #optimizerBytes()}.
+     */
+    public RankMemory memory() {
+        long params = 0;
+        long grads = 0;
+        for (TrainableParameter p : model.trainableParameters()) {
+            long bytes = p.array().getShape().size() * p.array().getDataType().getNumOfBytes();
+            params += bytes;
+            grads += bytes; // libtorch keeps a .grad of the parameter's dtype after the first backward
+        }
+        if (buffer != null) {
+            params = buffer.parameterBytes();
+            grads = gradShard != null ? gradShard.bytes() : buffer.gradientBytes();
+        }
+        return new RankMemory(params, grads, optimizerBytes());
+    }
+
     public FlatOptimizer optimizer() {
         return optimizer;
     }
@@ -673,7 +747,15 @@ public final class DistributedStep implements AutoCloseable {
             throw new IllegalStateException("an external step cannot run a pipeline schedule (pipeline size "
                     + pp.size() + "); use step(List<MicroBatch>)");
         }
-        layout.zeroGradients();
+        if (gradShard != null) {
+            throw new IllegalStateException("an external step cannot run --data-parallel-sharding-strategy "
+                    + "optim_grads (it reduce-scatters inside step(List<MicroBatch>))");
+        }
+        if (buffer != null) {
+            buffer.zeroGradients(); // the main gradient too: the update adds the step's gradients into it
+        } else {
+            layout.zeroGradients();
+        }
         if (expertLayout != null) {
             expertLayout.zeroGradients();
         }
@@ -692,7 +774,7 @@ public final class DistributedStep implements AutoCloseable {
      * @param lossSum the sum of this rank's micro-batch losses, in micro-batch order
      */
     public StepResult completeExternalStep(long startNanos, double scale, double lossSum, long tokens) {
-        return finishStep(startNanos, scale, lossSum, tokens);
+        return finishStep(startNanos, scale, lossSum, tokens, false);
     }
 
     @Override

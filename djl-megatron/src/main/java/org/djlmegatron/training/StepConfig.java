@@ -3,6 +3,7 @@ package org.djlmegatron.training;
 import java.util.function.Supplier;
 import org.djlmegatron.optim.FlatOptimizer;
 import org.djlmegatron.optim.LearningRateSchedule;
+import org.djlmegatron.training.buffers.ShardingStrategy;
 
 /**
  * How the {@link DistributedStep} runs a step.
@@ -15,6 +16,9 @@ import org.djlmegatron.optim.LearningRateSchedule;
  * @param distributedOptimizer shard fp32 masters and optimizer state over data parallelism (ZeRO-1)
  * @param bucketElements elements per gradient all-reduce bucket (non-distributed data parallelism)
  * @param scaler loss scaling (fp16) or none
+ * @param sharding what each data-parallel rank keeps (ZeRO stage); null: {@code OPTIM} when
+ *     {@code distributedOptimizer}, else {@code NO_SHARD}. A strategy that shards the optimizer
+ *     turns {@code distributedOptimizer} on; {@code NO_SHARD} with it on is refused.
  */
 public record StepConfig(
         int microBatchSize,
@@ -24,7 +28,26 @@ public record StepConfig(
         double clipGrad,
         boolean distributedOptimizer,
         long bucketElements,
-        Supplier<LossScaler> scaler) {
+        Supplier<LossScaler> scaler,
+        ShardingStrategy sharding) {
+
+    public StepConfig {
+        if (sharding == null) {
+            sharding = distributedOptimizer ? ShardingStrategy.OPTIM : ShardingStrategy.NO_SHARD;
+        } else if (distributedOptimizer && !sharding.shardsOptimizer()) {
+            throw new IllegalArgumentException("--use-distributed-optimizer conflicts with "
+                    + "--data-parallel-sharding-strategy " + sharding.flagValue() + " (the distributed optimizer is optim)");
+        }
+        distributedOptimizer = sharding.shardsOptimizer();
+    }
+
+    /** Without a sharding strategy: the distributed optimizer's flag decides (ZeRO-1 or none). */
+    public StepConfig(int microBatchSize, int globalBatchSize, Supplier<FlatOptimizer> optimizer,
+            LearningRateSchedule schedule, double clipGrad, boolean distributedOptimizer, long bucketElements,
+            Supplier<LossScaler> scaler) {
+        this(microBatchSize, globalBatchSize, optimizer, schedule, clipGrad, distributedOptimizer, bucketElements,
+                scaler, null);
+    }
 
     /** Megatron's default bucket: 40M elements. */
     public static final long DEFAULT_BUCKET_ELEMENTS = 40_000_000L;
@@ -48,6 +71,7 @@ public record StepConfig(
         private boolean distributedOptimizer;
         private long bucketElements = DEFAULT_BUCKET_ELEMENTS;
         private Supplier<LossScaler> scaler = LossScaler::none;
+        private ShardingStrategy sharding;
 
         private Builder(int microBatchSize, LearningRateSchedule schedule) {
             this.microBatchSize = microBatchSize;
@@ -65,10 +89,12 @@ public record StepConfig(
         public Builder bucketElements(long v) { bucketElements = v; return this; }
         /** Loss scaling (fp16). */
         public Builder scaler(Supplier<LossScaler> v) { scaler = v; return this; }
+        /** The ZeRO stage ({@code --data-parallel-sharding-strategy}); unset: from {@link #distributedOptimizer}. */
+        public Builder sharding(ShardingStrategy v) { sharding = v; return this; }
 
         public StepConfig build() {
             return new StepConfig(microBatchSize, globalBatchSize != null ? globalBatchSize : microBatchSize,
-                    optimizer, schedule, clipGrad, distributedOptimizer, bucketElements, scaler);
+                    optimizer, schedule, clipGrad, distributedOptimizer, bucketElements, scaler, sharding);
         }
     }
 

@@ -25,11 +25,15 @@ import org.djlmegatron.training.model.TrainableParameter;
  * are cut from the end backwards: backward produces the last parameters' gradients first, so
  * bucket 0 is the first whose gradients are final.
  *
- * <p>With 16-bit weights the gradients libtorch accumulates are 16-bit as well (a {@code .grad}
- * has its parameter's dtype) and accumulate in 16 bits over the micro-batches, as before this
- * buffer; {@link #gradientsToMain()} casts them once per step into the fp32 main gradient
- * (Megatron adds each micro-batch into {@code main_grad} with a hook: not done here yet). fp32
- * weights need no second buffer: the main gradient is the gradient buffer itself.
+ * <p>With 16-bit weights the gradients libtorch produces are 16-bit as well (a {@code .grad} has
+ * its parameter's dtype); {@link #accumulateIntoMain()} adds each micro-batch's into the fp32 main
+ * gradient, so they accumulate in fp32 over the micro-batches as under Megatron's
+ * {@code main_grad} hook. fp32 weights need no second buffer: the main gradient is the gradient
+ * buffer itself.
+ *
+ * <p>Under ZeRO-2 ({@link GradientShard}) the buffer holds no gradients between micro-batches:
+ * constructed with {@code persistentGradients = false}, it binds the parameters' gradients to a
+ * workspace for one micro-batch ({@link #bindGradients}) and drops them after ({@link #dropGradients}).
  *
  * <p>Needs the project's native library ({@link TorchNative#bindToBuffer}); see {@link #supports}.
  */
@@ -43,6 +47,7 @@ public final class ParamAndGradBuffer implements AutoCloseable {
     private final NDArray params16or32;
     private final NDArray grads;
     private final NDArray mainGrads;
+    private final boolean fp32;
     /** {start, end} element ranges of the buckets, bucket 0 at the end of the buffer. */
     private final List<long[]> buckets;
 
@@ -67,6 +72,15 @@ public final class ParamAndGradBuffer implements AutoCloseable {
      * @param bucketElements elements per reduction bucket ({@code --ddp-bucket-size})
      */
     public ParamAndGradBuffer(List<TrainableParameter> params, int dpSize, long bucketElements, NDManager parent) {
+        this(params, dpSize, bucketElements, parent, true);
+    }
+
+    /**
+     * As above; with {@code persistentGradients} false no gradient buffer is kept (ZeRO-2: see
+     * {@link #bindGradients}), and {@link #mainGrads()} is null.
+     */
+    public ParamAndGradBuffer(List<TrainableParameter> params, int dpSize, long bucketElements, NDManager parent,
+            boolean persistentGradients) {
         if (!supports(params)) {
             throw new IllegalArgumentException("parameters need the native library and one dtype (fp32, bf16 or fp16) "
                     + "and device for a contiguous buffer");
@@ -84,12 +98,16 @@ public final class ParamAndGradBuffer implements AutoCloseable {
         manager = parent.newSubManager(params.get(0).array().getDevice());
         DataType type = params.get(0).array().getDataType();
         params16or32 = manager.zeros(new Shape(padded), type);
-        grads = manager.zeros(new Shape(padded), type);
-        mainGrads = type == DataType.FLOAT32 ? grads : manager.zeros(new Shape(padded), DataType.FLOAT32);
+        fp32 = type == DataType.FLOAT32;
+        grads = persistentGradients ? manager.zeros(new Shape(padded), type) : null;
+        mainGrads = !persistentGradients ? null : fp32 ? grads : manager.zeros(new Shape(padded), DataType.FLOAT32);
         for (int i = 0; i < params.size(); i++) {
-            NDArray p = params.get(i).array();
-            TorchNative.bindToBuffer(p, params16or32, offsets[i]);
-            TorchNative.bindGradient(p, grads, offsets[i]);
+            TorchNative.bindToBuffer(params.get(i).array(), params16or32, offsets[i]);
+        }
+        if (persistentGradients) {
+            bindGradients(grads);
+        } else {
+            dropGradients(); // a .grad left from an earlier backward would be held for nothing
         }
         buckets = cutBuckets(padded, bucketElements);
     }
@@ -128,7 +146,35 @@ public final class ParamAndGradBuffer implements AutoCloseable {
 
     /** Whether the weights are fp32 (then they are their own masters). */
     public boolean weightsAreFp32() {
-        return mainGrads == grads;
+        return fp32;
+    }
+
+    /** Makes the parameters' gradients views of {@code workspace} (a zeroed vector of {@link #paddedSize()} in the weights' dtype). */
+    public void bindGradients(NDArray workspace) {
+        for (int i = 0; i < params.size(); i++) {
+            TorchNative.bindGradient(params.get(i).array(), workspace, offsets[i]);
+        }
+    }
+
+    /** Leaves every parameter without a gradient: the workspace they viewed is freed when its owner closes it. */
+    public void dropGradients() {
+        for (TrainableParameter p : params) {
+            TorchNative.dropGradient(p.array());
+        }
+    }
+
+    /** Bytes of the weights this rank holds (the parameter buffer). */
+    public long parameterBytes() {
+        return params16or32.getShape().size() * params16or32.getDataType().getNumOfBytes();
+    }
+
+    /** Bytes of gradients kept between micro-batches: the gradient buffer and, for 16-bit weights, the fp32 main gradient. */
+    public long gradientBytes() {
+        if (grads == null) {
+            return 0;
+        }
+        long bytes = grads.getShape().size() * grads.getDataType().getNumOfBytes();
+        return mainGrads == grads ? bytes : bytes + mainGrads.getShape().size() * 4;
     }
 
     /** Bucket ranges {start, end}, in reduction order (the end of the buffer first). */
@@ -138,6 +184,9 @@ public final class ParamAndGradBuffer implements AutoCloseable {
 
     /** Zeroes the gradients before a step's first micro-batch (libtorch's {@code zero_()}: inf from an overflow does not linger). */
     public void zeroGradients() {
+        if (grads == null) {
+            return;
+        }
         zero(grads);
         if (mainGrads != grads) {
             zero(mainGrads);
@@ -149,16 +198,19 @@ public final class ParamAndGradBuffer implements AutoCloseable {
     }
 
     /**
-     * After the last micro-batch's backward (and the tensor-parallel completion of the
-     * gradients): 16-bit gradients cast into the fp32 main gradient; nothing for fp32 weights.
+     * After a micro-batch's backward (and its tensor-parallel completion), for 16-bit weights: its
+     * gradients, widened, are added into the fp32 main gradient and the 16-bit ones zeroed, so
+     * micro-batches accumulate in fp32 (Megatron's {@code main_grad} hook, here per micro-batch
+     * rather than per parameter). Nothing for fp32 weights, whose gradient buffer is the main gradient.
      */
-    public void gradientsToMain() {
-        if (mainGrads == grads) {
+    public void accumulateIntoMain() {
+        if (mainGrads == grads) { // fp32 weights, or no persistent gradients
             return;
         }
         try (NDArray wide = grads.toType(DataType.FLOAT32, false)) {
-            mainGrads.set(new NDIndex("..."), wide);
+            mainGrads.addi(wide);
         }
+        zero(grads);
     }
 
     /** Copies fp32 values (all of the buffer's length) into the parameters, cast to their dtype; none for fp32 masters that are the weights. */

@@ -152,6 +152,109 @@ class ParamAndGradBufferTest {
         assertThat(floats(fused)).isNotEqualTo(floats(p0));
     }
 
+    /** Eight micro-batches whose bf16 gradients are d/dw sum(w * x_m) = x_m (bf16 values of [1, 1.1)). */
+    private static final int MICRO = 8;
+
+    private NDArray[] bf16Inputs(Random r, int n) {
+        NDArray[] x = new NDArray[MICRO];
+        for (int k = 0; k < MICRO; k++) {
+            float[] v = new float[n];
+            for (int i = 0; i < n; i++) {
+                v[i] = 1f + 0.1f * r.nextFloat();
+            }
+            x[k] = m.create(v).toType(DataType.BFLOAT16, false);
+        }
+        return x;
+    }
+
+    /** The sums of the micro-batches' bf16 gradients, in double (what exact accumulation gives). */
+    private static double[] exactSums(NDArray[] x, int n) {
+        double[] sum = new double[n];
+        for (NDArray xm : x) {
+            float[] v = floats(xm);
+            for (int i = 0; i < n; i++) {
+                sum[i] += v[i];
+            }
+        }
+        return sum;
+    }
+
+    private static double maxRelativeError(float[] actual, double[] exact) {
+        double worst = 0;
+        for (int i = 0; i < exact.length; i++) {
+            worst = Math.max(worst, Math.abs(actual[i] - exact[i]) / exact[i]);
+        }
+        return worst;
+    }
+
+    private void backward(NDArray w, NDArray x) {
+        NDArray y = w.mul(x).sum();
+        JniUtils.backward((ai.djl.pytorch.engine.PtNDArray) y, (ai.djl.pytorch.engine.PtNDArray) m.ones(new Shape())
+                .toType(DataType.BFLOAT16, false), false, false);
+    }
+
+    /**
+     * bf16 weights: adding each micro-batch's gradients into the fp32 main gradient keeps the sum
+     * exact to fp32 rounding; left in the bf16 gradient buffer (libtorch's own accumulation) it
+     * loses bits at every addition.
+     */
+    @Test
+    void bf16MicroBatchGradientsAccumulateInTheFp32MainGradient() {
+        int n = 4096;
+        Random r = new Random(5);
+        NDArray[] x = bf16Inputs(r, n);
+        double[] exact = exactSums(x, n);
+        NDArray w = m.zeros(new Shape(n), DataType.BFLOAT16);
+        w.setRequiresGradient(true);
+        try (ParamAndGradBuffer buf = new ParamAndGradBuffer(List.of(new TrainableParameter("w", w, false, true)), 1,
+                n, m)) {
+            for (NDArray xm : x) {
+                backward(w, xm);
+                buf.accumulateIntoMain();
+            }
+            assertThat(maxRelativeError(floats(buf.mainGrads()), exact)).isLessThan(1e-6);
+            buf.zeroGradients();
+            for (NDArray xm : x) {
+                backward(w, xm); // without accumulateIntoMain: the sum builds up in w's bf16 .grad
+            }
+            assertThat(maxRelativeError(floats(w.getGradient()), exact)).as("bf16 accumulation").isGreaterThan(1e-3);
+        }
+    }
+
+    /**
+     * ZeRO-2: each micro-batch's gradients land in a workspace, are added into the fp32 shard and
+     * dropped (the parameter has no gradient between micro-batches); the shard holds the fp32 sum.
+     */
+    @Test
+    void zero2KeepsTheFp32ShardAndDropsTheMicroBatchGradients() {
+        int n = 4096;
+        Random r = new Random(6);
+        NDArray[] x = bf16Inputs(r, n);
+        double[] exact = exactSums(x, n);
+        NDArray w = m.zeros(new Shape(n), DataType.BFLOAT16);
+        w.setRequiresGradient(true);
+        org.djlmegatron.comm.ProcessGroup one = org.djlmegatron.comm.ThreadProcessGroup.newGroup("dp", new int[] {0},
+                java.time.Duration.ofSeconds(60)).get(0);
+        try (ParamAndGradBuffer buf = new ParamAndGradBuffer(List.of(new TrainableParameter("w", w, false, true)), 1,
+                n, m, false);
+                GradientShard shard = new GradientShard(buf, one, m)) {
+            assertThat(buf.mainGrads()).isNull();
+            shard.zero();
+            for (NDArray xm : x) {
+                shard.beginMicroBatch();
+                backward(w, xm);
+                shard.endMicroBatch();
+                // no .grad: DJL answers each getGradient() with new zeros, not one tensor's storage twice
+                NDArray g1 = w.getGradient();
+                NDArray g2 = w.getGradient();
+                assertThat(TorchNative.dataPointer(g1)).as("no gradient between micro-batches")
+                        .isNotEqualTo(TorchNative.dataPointer(g2));
+            }
+            assertThat(shard.bytes()).isEqualTo(4L * n);
+            assertThat(maxRelativeError(floats(shard.averaged(1)), exact)).isLessThan(1e-6);
+        }
+    }
+
     private final FlatAdamW fusedAdam = new FlatAdamW(0.9, 0.95, 1e-8, 0.1);
 
     private void fusedStep(NDArray p, NDArray g, NDArray mask, double coeff, double lr, long step) {

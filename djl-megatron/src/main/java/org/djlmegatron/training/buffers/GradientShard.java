@@ -1,0 +1,96 @@
+package org.djlmegatron.training.buffers;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.index.NDIndex;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
+import org.djlmegatron.comm.ProcessGroup;
+import org.djlmegatron.comm.ReduceOp;
+
+/**
+ * ZeRO-2 ({@code --data-parallel-sharding-strategy optim_grads}) over a {@link ParamAndGradBuffer}
+ * built without persistent gradients: between micro-batches this rank keeps only its 1/DP shard of
+ * the fp32 main gradient. Each micro-batch's backward accumulates into a full-size workspace in the
+ * weights' dtype ({@link #beginMicroBatch}); after it, the workspace (cast to fp32) is
+ * reduce-scattered over the data-parallel group and added into the shard, and the workspace and
+ * the parameters' references to it are dropped ({@link #endMicroBatch}), so a 16-bit gradient is
+ * never accumulated over micro-batches in 16 bits. The peak during a backward still holds one
+ * full-size gradient; the price is one reduce-scatter per micro-batch instead of one per step.
+ */
+public final class GradientShard implements AutoCloseable {
+
+    private final ParamAndGradBuffer buffer;
+    private final ProcessGroup group;
+    private final NDManager manager;
+    private final NDArray shard;
+    /** The current micro-batch's full-size gradients and their manager; null between micro-batches. */
+    private NDManager workspace;
+    private NDArray grads;
+
+    /** A zeroed fp32 shard of {@code buffer.paddedSize() / group.size()} elements. */
+    public GradientShard(ParamAndGradBuffer buffer, ProcessGroup group, NDManager parent) {
+        if (buffer.mainGrads() != null) {
+            throw new IllegalArgumentException("ZeRO-2 needs a buffer without persistent gradients");
+        }
+        this.buffer = buffer;
+        this.group = group;
+        manager = parent.newSubManager();
+        shard = manager.zeros(new Shape(buffer.paddedSize() / group.size()), DataType.FLOAT32);
+    }
+
+    /** Zeroes the shard before a step's first micro-batch. */
+    public void zero() {
+        shard.set(new NDIndex("..."), 0f); // a fill: an overflow's inf must not linger as NaN
+    }
+
+    /** Binds the parameters' gradients to a new zeroed full-size workspace for one micro-batch's backward. */
+    public void beginMicroBatch() {
+        if (workspace != null) {
+            throw new IllegalStateException("a micro-batch's gradients are still bound (endMicroBatch not called)");
+        }
+        workspace = manager.newSubManager();
+        grads = workspace.zeros(new Shape(buffer.paddedSize()), buffer.params().getDataType());
+        buffer.bindGradients(grads);
+    }
+
+    /**
+     * After the micro-batch's backward and its tensor-parallel gradient completion: adds this
+     * rank's reduce-scattered sum of the workspace into the shard, then frees the workspace.
+     * Collective over the data-parallel group.
+     */
+    public void endMicroBatch() {
+        if (workspace == null) {
+            throw new IllegalStateException("no micro-batch's gradients are bound (beginMicroBatch not called)");
+        }
+        try {
+            NDArray wide = buffer.weightsAreFp32() ? grads : grads.toType(DataType.FLOAT32, false);
+            try (NDArray part = group.size() == 1 ? wide.duplicate() : group.reduceScatter(wide, 0, ReduceOp.SUM)) {
+                shard.addi(part);
+            }
+        } finally {
+            buffer.dropGradients();
+            workspace.close();
+            workspace = null;
+            grads = null;
+        }
+    }
+
+    /** The shard after the step's last micro-batch, divided by {@code divisor} in place: this rank's averaged main gradient. */
+    public NDArray averaged(int divisor) {
+        return shard.divi(divisor);
+    }
+
+    /** Bytes of gradients kept between micro-batches: the fp32 shard. */
+    public long bytes() {
+        return shard.getShape().size() * 4;
+    }
+
+    @Override
+    public void close() {
+        if (workspace != null) {
+            buffer.dropGradients();
+        }
+        manager.close();
+    }
+}
