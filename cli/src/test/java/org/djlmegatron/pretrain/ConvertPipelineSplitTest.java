@@ -39,25 +39,25 @@ class ConvertPipelineSplitTest {
                 "--train-iters", "1", "--save", trained.toString()), TrajectoryParity.SINGLE);
 
         Path vp = convert(trained, "vp", "--to", "megatron", "--pp", "2", "--vp", "2");
-        Map<?, ?> stage0 = root(vp.resolve("iter_0000001/mp_rank_00_000/model_optim_rng.pt"));
-        Map<?, ?> stage1 = root(vp.resolve("iter_0000001/mp_rank_00_001/model_optim_rng.pt"));
+        Map<Object, Object> stage0 = root(vp.resolve("iter_0000001/mp_rank_00_000/model_optim_rng.pt"));
+        Map<Object, Object> stage1 = root(vp.resolve("iter_0000001/mp_rank_00_001/model_optim_rng.pt"));
         assertThat(stage0).containsKeys("model0", "model1").doesNotContainKey("model");
         assertThat(layers(stage0.get("model0"))).containsExactly("0"); // global layer 0
         assertThat(layers(stage0.get("model1"))).containsExactly("0"); // global layer 2
-        assertThat((Map<?, ?>) stage0.get("model0")).containsKey("embedding.word_embeddings.weight");
-        assertThat((Map<?, ?>) stage0.get("model1")).doesNotContainKey("embedding.word_embeddings.weight");
-        assertThat((Map<?, ?>) stage1.get("model1")).containsKeys("decoder.final_layernorm.weight", "output_layer.weight");
-        assertThat((Map<?, ?>) stage1.get("model0")).doesNotContainKey("output_layer.weight");
-        Map<?, ?> args = ((PyObject) stage0.get("args")).fields();
+        assertThat(dict(stage0.get("model0"))).containsKey("embedding.word_embeddings.weight");
+        assertThat(dict(stage0.get("model1"))).doesNotContainKey("embedding.word_embeddings.weight");
+        assertThat(dict(stage1.get("model1"))).containsKeys("decoder.final_layernorm.weight", "output_layer.weight");
+        assertThat(dict(stage1.get("model0"))).doesNotContainKey("output_layer.weight");
+        Map<Object, Object> args = ((PyObject) stage0.get("args")).fields();
         assertThat(args.get("virtual_pipeline_model_parallel_size")).isEqualTo(2L);
         assertThat(args.get("num_layers_per_virtual_pipeline_stage")).isEqualTo(1L);
 
         Path uneven = convert(trained, "uneven", "--to", "megatron", "--pp", "2", "--decoder-first-pipeline-num-layers", "1");
-        Map<?, ?> first = root(uneven.resolve("iter_0000001/mp_rank_00_000/model_optim_rng.pt"));
-        Map<?, ?> last = root(uneven.resolve("iter_0000001/mp_rank_00_001/model_optim_rng.pt"));
+        Map<Object, Object> first = root(uneven.resolve("iter_0000001/mp_rank_00_000/model_optim_rng.pt"));
+        Map<Object, Object> last = root(uneven.resolve("iter_0000001/mp_rank_00_001/model_optim_rng.pt"));
         assertThat(layers(first.get("model"))).containsExactly("0");
         assertThat(layers(last.get("model"))).containsExactly("0", "1", "2");
-        Map<?, ?> unevenArgs = ((PyObject) first.get("args")).fields();
+        Map<Object, Object> unevenArgs = ((PyObject) first.get("args")).fields();
         assertThat(unevenArgs.get("decoder_first_pipeline_num_layers")).isEqualTo(1L);
         assertThat(unevenArgs.get("decoder_last_pipeline_num_layers")).isEqualTo(3L);
 
@@ -82,15 +82,20 @@ class ConvertPipelineSplitTest {
         return out;
     }
 
-    private static Map<?, ?> root(Path file) throws IOException {
+    private static Map<Object, Object> root(Path file) throws IOException {
         try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {
-            return (Map<?, ?>) TorchArchive.open(new FileSlice(file, ch, 0, ch.size())).root();
+            return dict(TorchArchive.open(new FileSlice(file, ch, 0, ch.size())).root());
         }
+    }
+
+    @SuppressWarnings("unchecked")
+    private static Map<Object, Object> dict(Object o) {
+        return (Map<Object, Object>) o;
     }
 
     /** The layer numbers a model state dict holds, sorted. */
     private static Set<String> layers(Object model) {
-        return ((Map<?, ?>) model).keySet().stream().map(String::valueOf).filter(k -> k.startsWith("decoder.layers."))
+        return dict(model).keySet().stream().map(String::valueOf).filter(k -> k.startsWith("decoder.layers."))
                 .map(k -> k.split("\\.")[2]).collect(Collectors.toCollection(java.util.TreeSet::new));
     }
 
