@@ -187,7 +187,6 @@ public final class MegatronConfig {
         refuseUnless("apply_layernorm_1p", false);
         refuseUnless("squared_relu", false);
         refuseUnless("moe_router_topk_scaling_factor", null);
-        refuseUnless("moe_grouped_gemm", false);
         String score = string("moe_router_score_function", "softmax");
         if (!score.equals("softmax")) {
             throw unsupported("moe_router_score_function", score, "softmax");
