@@ -87,7 +87,8 @@ final class ConvertCommand implements Callable<Integer> {
         positive("--vp", vp);
         ReadChecks checks = new ReadChecks(!noVerify, allowNonFinite);
         CheckpointConverter.Result r = CheckpointConverter.convert(new CheckpointConverter.Options(input, output,
-                CheckpointFormat.parse(to), from == null ? null : CheckpointFormat.parse(from), layout(checks), dtype == null ? null : dtype(dtype), modelConfig, modelType,
+                CheckpointFormat.parse(to), from == null ? null : CheckpointFormat.parse(from), layout(checks),
+                dtype == null ? null : dtype(dtype), modelConfig, modelType,
                 HfWeightSink.parseSize(maxShardSize), overwrite, quiet ? null : System.err,
                 checks));
         System.out.printf("converted %s -> %s: %d layers, %.1f MB of tensors in %.2f s (%.0f MB/s) to %s%n",
