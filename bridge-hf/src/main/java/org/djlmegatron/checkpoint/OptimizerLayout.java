@@ -96,20 +96,25 @@ record OptimizerLayout(List<Entry> params, Region dense, Region experts) {
         return dense.length() + experts.length();
     }
 
-    /** Where parameter {@code i} lies in this file (empty when outside its shard). */
-    List<Piece> pieces(int i) {
-        long at = 0;
-        for (int j = 0; j < i; j++) {
-            if (params.get(j).expert() == params.get(i).expert()) {
-                at += params.get(j).numel();
+    /** Where each parameter lies in this file, by parameter index (an empty list when outside its shard). */
+    List<List<Piece>> pieces() {
+        List<List<Piece>> out = new ArrayList<>(params.size());
+        long denseAt = 0;
+        long expertAt = 0;
+        for (Entry p : params) {
+            long at = p.expert() ? expertAt : denseAt;
+            Region r = p.expert() ? experts : dense;
+            long base = p.expert() ? dense.length() : 0;
+            long from = Math.max(at, r.start());
+            long to = Math.min(at + p.numel(), r.start() + r.length());
+            out.add(from < to ? List.of(new Piece(base + from - r.start(), from - at, to - from)) : List.of());
+            if (p.expert()) {
+                expertAt += p.numel();
+            } else {
+                denseAt += p.numel();
             }
         }
-        Entry p = params.get(i);
-        Region r = p.expert() ? experts : dense;
-        long base = p.expert() ? dense.length() : 0;
-        long from = Math.max(at, r.start());
-        long to = Math.min(at + p.numel(), r.start() + r.length());
-        return from < to ? List.of(new Piece(base + from - r.start(), from - at, to - from)) : List.of();
+        return out;
     }
 
     /** The safetensors metadata recording this layout and its version. */

@@ -100,9 +100,10 @@ final class OptimizerReshard implements AutoCloseable {
     }
 
     private void index(int tpRank, Path file, OptimizerLayout layout) {
+        List<List<OptimizerLayout.Piece>> all = layout.pieces();
         for (int i = 0; i < layout.params().size(); i++) {
             OptimizerLayout.Entry e = layout.params().get(i);
-            for (OptimizerLayout.Piece p : layout.pieces(i)) {
+            for (OptimizerLayout.Piece p : all.get(i)) {
                 pieces.computeIfAbsent(e.name(), k -> new ArrayList<>())
                         .add(new Located(tpRank, file, layout.fileLength(), e.shape(), p));
             }
@@ -122,10 +123,11 @@ final class OptimizerReshard implements AutoCloseable {
         Map<String, ShardedParameter> byName = new HashMap<>();
         params.forEach(p -> byName.putIfAbsent(p.name(), p));
         Map<String, float[]> out = new LinkedHashMap<>();
+        List<List<OptimizerLayout.Piece>> pieces = target.pieces();
         for (String key : keys) {
             float[] flat = new float[Math.toIntExact(target.fileLength())];
             for (int i = 0; i < target.params().size(); i++) {
-                List<OptimizerLayout.Piece> mine = target.pieces(i);
+                List<OptimizerLayout.Piece> mine = pieces.get(i);
                 if (mine.isEmpty()) {
                     continue;
                 }
