@@ -11,6 +11,7 @@ import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -30,7 +31,9 @@ import org.djlmegatron.models.GPTModel;
 import org.djlmegatron.nn.ShardedParameter;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
+import org.djlmegatron.pipeline.PipelineLayout;
 import org.djlmegatron.training.DistributedStep;
+import org.djlmegatron.training.model.TrainableParameter;
 
 /**
  * Training checkpoints in the djl-megatron format: per tensor rank {@code mp_rank_TT/} (per tensor
@@ -61,8 +64,19 @@ public final class TrainingCheckpoint {
     public record TrainerState(long iteration, long updates, long consumedSamples, int globalBatchSize, int dpSize,
             boolean distributedOptimizer, long flatSize, double[] lossScaler, long seed, String args) {}
 
-    /** Saves iteration {@code state.iteration()} under {@code root}. Collective. */
+    /** Saves iteration {@code state.iteration()} under {@code root} (one model chunk, an even split). Collective. */
     public static void save(Path root, RankContext ctx, GPTModel model, DistributedStep trainer, TrainerState state) {
+        save(root, ctx, List.of(model), null, trainer, state);
+    }
+
+    /**
+     * Saves iteration {@code state.iteration()} under {@code root}: this rank's model chunks (all
+     * in its {@code mp_rank_*} directory under global names; {@code stages}, null for the even
+     * split, is recorded in {@code metadata.json}), its optimizer state with its
+     * {@link OptimizerLayout}, and the routers' expert biases. Collective.
+     */
+    public static void save(Path root, RankContext ctx, List<GPTModel> chunks, PipelineLayout stages,
+            DistributedStep trainer, TrainerState state) {
         ProcessGroup tp = ctx.tensorGroup();
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
         ProcessGroup pp = ctx.group(GroupKind.PIPELINE);
@@ -71,26 +85,29 @@ public final class TrainingCheckpoint {
             prepareStaging(root, staging);
         }
         worldBarrier(tp, dp, pp);
-        ParallelLayout layout = layoutOf(ctx);
+        ParallelLayout layout = layoutOf(ctx, stages);
         Path rankDir = staging.resolve(rankDirName(ctx));
         createDirectories(rankDir);
         boolean firstReplica = firstReplicaOfExperts(ctx);
         if (firstReplica) {
             Map<String, NDArray> weights = new LinkedHashMap<>();
-            for (ShardedParameter p : model.parameters()) {
-                if (!model.isFirstStage() && p.name().startsWith("embedding.")) {
-                    continue; // the last stage's tied copy: the first stage's file holds the embedding
+            for (GPTModel model : chunks) {
+                for (ShardedParameter p : model.parameters()) {
+                    if (!model.isFirstStage() && p.name().startsWith("embedding.")) {
+                        continue; // the last stage's tied copy: the first stage's file holds the embedding
+                    }
+                    weights.put(p.name(), p.parameter().getArray().stopGradient());
                 }
-                weights.put(p.name(), p.parameter().getArray().stopGradient());
             }
             SafetensorsWriter.write(rankDir.resolve(DjlMetadata.MODEL_FILE), weights, Map.of("format", "pt"));
+            RouterBiases.write(rankDir, chunks);
         }
         if (state.distributedOptimizer() || firstReplica) {
             Map<String, NDArray> optim = new LinkedHashMap<>();
             optim.put("masters", trainer.masters());
             trainer.optimizer().state().forEach(optim::put);
             SafetensorsWriter.write(rankDir.resolve(optimizerFile(state.distributedOptimizer() ? dp.rank() : 0)), optim,
-                    Map.of());
+                    optimizerLayout(ctx, chunks, trainer, state.distributedOptimizer()).toMetadata());
         }
         pauseForTests(state.iteration());
         worldBarrier(tp, dp, pp);
@@ -98,25 +115,50 @@ public final class TrainingCheckpoint {
             Map<String, String> contents = new LinkedHashMap<>();
             contents.put(DjlMetadata.MODEL, DjlMetadata.MODEL_FILE);
             contents.put(OPTIMIZER, "optim_dp_RRR.safetensors");
+            if (RouterBiases.any(chunks)) {
+                contents.put(RouterBiases.CONTENT, RouterBiases.FILE);
+            }
             writeString(staging.resolve(TRAINER_FILE),
                     new GsonBuilder().setPrettyPrinting().create().toJson(state));
-            new DjlMetadata(state.iteration(), layout, model.config(), contents)
+            new DjlMetadata(state.iteration(), layout, chunks.get(0).config(), contents)
                     .withChecksums(FileChecksums.of(staging, filesUnder(staging))).write(staging);
             publish(root, staging, state.iteration());
         }
         worldBarrier(tp, dp, pp);
     }
 
-    /** The run's tensor, pipeline and expert parallel sizes. */
-    private static ParallelLayout layoutOf(RankContext ctx) {
-        return new ParallelLayout(ctx.tensorGroup().size(), ctx.group(GroupKind.PIPELINE).size(),
+    /**
+     * This rank's flat optimizer vectors as the trainer lays them out; checked against the
+     * trainer's own length, so a sharding the record cannot describe fails here, not at a resume.
+     */
+    private static OptimizerLayout optimizerLayout(RankContext ctx, List<GPTModel> chunks, DistributedStep trainer,
+            boolean distributedOptimizer) {
+        List<TrainableParameter> params = new ArrayList<>();
+        chunks.forEach(c -> params.addAll(c.trainableParameters()));
+        ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
+        ProcessGroup edp = ctx.group(GroupKind.EXPERT_DATA);
+        OptimizerLayout layout = OptimizerLayout.of(params, ctx.group(GroupKind.EXPERT).size() > 1,
+                distributedOptimizer, dp.size(), dp.rank(), edp.size(), edp.rank());
+        long held = trainer.masters().getShape().get(0);
+        if (layout.fileLength() != held) {
+            throw new IllegalStateException("the trainer holds " + held + " optimizer elements on rank " + ctx.rank()
+                    + ", the checkpoint layout expects " + layout.fileLength() + " (an optimizer sharding "
+                    + "OptimizerLayout does not describe)");
+        }
+        return layout;
+    }
+
+    /** The run's tensor, pipeline and expert parallel sizes, with its pipeline split ({@code stages}, null: even). */
+    private static ParallelLayout layoutOf(RankContext ctx, PipelineLayout stages) {
+        ParallelLayout sizes = new ParallelLayout(ctx.tensorGroup().size(), ctx.group(GroupKind.PIPELINE).size(),
                 ctx.group(GroupKind.EXPERT).size());
+        return stages == null ? sizes : sizes.withStages(stages);
     }
 
     /** This rank's directory, Megatron's {@code mp_rank_TT[_PPP][_EEE]}. */
     private static String rankDirName(RankContext ctx) {
         return new RankFile(ctx.tensorGroup().rank(), ctx.group(GroupKind.PIPELINE).rank(),
-                ctx.group(GroupKind.EXPERT).rank()).dirName(layoutOf(ctx));
+                ctx.group(GroupKind.EXPERT).rank()).dirName(layoutOf(ctx, null));
     }
 
     /**
@@ -185,23 +227,38 @@ public final class TrainingCheckpoint {
     }
 
     /**
-     * Refuses, before any rank starts, restoring the optimizer state of a checkpoint saved with
-     * pipelining at another layout, or one saved without it at PP > 1: the reshard reads one flat
-     * vector per tensor rank, and stages have one each.
+     * Refuses, before any rank starts, restoring optimizer state that cannot be laid out for this
+     * run: a layout version this build does not read, or a version-1 checkpoint (written before
+     * files recorded their layout) saved with pipelining or expert parallelism at another layout,
+     * or one saved without them at PP > 1. Version 2 reshards to any TP, PP, EP and DP layout.
      */
     public static void checkPipelineResumable(Path iterDir, TrainerState state, int tp, int pp, int dp,
             boolean distributedOptimizer) {
-        int savedTp = savedTensorParallel(iterDir);
-        int savedPp = DjlMetadata.read(iterDir).layout().pp();
-        boolean same = savedTp == tp && savedPp == pp && state.dpSize() == dp
+        ParallelLayout saved = DjlMetadata.read(iterDir).layout();
+        if (optimizerLayoutVersion(iterDir, saved) >= 2) {
+            return;
+        }
+        boolean same = saved.tp() == tp && saved.pp() == pp && state.dpSize() == dp
                 && state.distributedOptimizer() == distributedOptimizer;
-        if ((savedPp > 1 || pp > 1) && !same) {
-            throw new CheckpointException(iterDir + ": saved at TP " + savedTp + " x PP " + savedPp + " x DP "
+        if ((saved.pp() > 1 || pp > 1) && !same) {
+            throw new CheckpointException(iterDir + ": saved at TP " + saved.tp() + " x PP " + saved.pp() + " x DP "
                     + state.dpSize() + (state.distributedOptimizer() ? " with the distributed optimizer" : "")
                     + ", resumed at TP " + tp + " x PP " + pp + " x DP " + dp
                     + (distributedOptimizer ? " with the distributed optimizer" : "")
-                    + ": the optimizer state cannot be resharded across pipeline layouts yet; resume with the same "
-                    + "layout, or give --no-load-optim (or --finetune) to load only the weights");
+                    + ": its optimizer files (layout version 1, written before they recorded their layout) cannot be "
+                    + "resharded across pipeline layouts; resume with the same layout, or give --no-load-optim (or "
+                    + "--finetune) to load only the weights");
+        }
+    }
+
+    /** The optimizer layout version of a checkpoint (its first rank's first file; refused when unreadable). */
+    static int optimizerLayoutVersion(Path iterDir, ParallelLayout saved) {
+        Path f = iterDir.resolve(new RankFile(0, 0, 0).dirName(saved)).resolve(optimizerFile(0));
+        if (!Files.isRegularFile(f)) {
+            throw new CheckpointException(f + ": missing (every checkpoint has the first rank's optimizer file)");
+        }
+        try (SafetensorsReader r = SafetensorsReader.open(f)) {
+            return OptimizerLayout.version(r.metadata(), f);
         }
     }
 
@@ -210,23 +267,31 @@ public final class TrainingCheckpoint {
         return DjlMetadata.read(iterDir).layout().tp();
     }
 
-    /**
-     * Restores this rank's optimizer state (masters and moments), counters and loss scale. The
-     * same layout reads this rank's own file; another TP size, DP size or optimizer sharding goes
-     * through {@link OptimizerReshard}.
-     */
+    /** Restores this rank's state of one model chunk at an even split; see {@link #restore(Path, RankContext, List, PipelineLayout, DistributedStep, TrainerState, boolean, ReadChecks)}. */
     public static void restore(Path iterDir, RankContext ctx, GPTModel model, DistributedStep trainer, TrainerState state,
             boolean distributedOptimizer, ReadChecks checks) {
-        ProcessGroup tp = ctx.tensorGroup();
+        restore(iterDir, ctx, List.of(model), null, trainer, state, distributedOptimizer, checks);
+    }
+
+    /**
+     * Restores this rank's optimizer state (masters and moments), counters and loss scale. The
+     * same layout reads this rank's own file; another TP, PP (or pipeline split), EP or DP size,
+     * or optimizer sharding goes through {@link OptimizerReshard}.
+     */
+    public static void restore(Path iterDir, RankContext ctx, List<GPTModel> chunks, PipelineLayout stages,
+            DistributedStep trainer, TrainerState state, boolean distributedOptimizer, ReadChecks checks) {
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
-        ProcessGroup pp = ctx.group(GroupKind.PIPELINE);
-        int savedTp = savedTensorParallel(iterDir);
-        boolean sameLayout = savedTp == tp.size() && state.dpSize() == dp.size()
+        ParallelLayout saved = DjlMetadata.read(iterDir).layout();
+        boolean sameLayout = saved.equals(layoutOf(ctx, stages)) && state.dpSize() == dp.size()
                 && state.distributedOptimizer() == distributedOptimizer;
-        checkPipelineResumable(iterDir, state, tp.size(), pp.size(), dp.size(), distributedOptimizer);
-        checkExpertLayout(iterDir, ctx.group(GroupKind.EXPERT).size(), sameLayout);
+        int version = optimizerLayoutVersion(iterDir, saved);
+        if (version < 2) {
+            checkPipelineResumable(iterDir, state, ctx.tensorGroup().size(), ctx.group(GroupKind.PIPELINE).size(),
+                    dp.size(), distributedOptimizer);
+            checkExpertLayout(iterDir, ctx.group(GroupKind.EXPERT).size(), sameLayout);
+        }
         Map<String, NDArray> optState = sameLayout ? readOwn(iterDir, ctx, trainer, state, checks)
-                : reshard(iterDir, dp, model, trainer, state, savedTp, checks);
+                : reshard(iterDir, saved, ctx, chunks, trainer, state, distributedOptimizer, checks);
         NDArray masters = optState.remove("masters");
         trainer.masters().set(new NDIndex("..."), masters);
         masters.close();
@@ -237,17 +302,28 @@ public final class TrainingCheckpoint {
     }
 
     /**
-     * The optimizer state is resharded (another TP or DP size, or optimizer sharding) only without
-     * expert parallelism on either side: {@link OptimizerReshard} does not know the expert buffer.
-     * The weights alone reshard at any expert-parallel size ({@code --finetune}, {@code --no-load-optim}).
+     * Sets the routers' expert biases ({@code --moe-router-enable-expert-bias}) from the
+     * checkpoint; they are model state, so this goes with the weights (also under
+     * {@code --no-load-optim} and {@code --finetune}, as Megatron loads them with the model).
+     */
+    public static void restoreRouterBiases(Path iterDir, List<GPTModel> chunks, ReadChecks checks) {
+        RouterBiases.restore(iterDir, DjlMetadata.read(iterDir), chunks, checks);
+    }
+
+    /**
+     * A version-1 checkpoint's optimizer state is resharded (another TP or DP size, or optimizer
+     * sharding) only without expert parallelism on either side: its files do not record the
+     * expert region. The weights alone reshard at any expert-parallel size ({@code --finetune},
+     * {@code --no-load-optim}).
      */
     private static void checkExpertLayout(Path iterDir, int ep, boolean sameLayout) {
         int savedEp = DjlMetadata.read(iterDir).layout().ep();
         if (savedEp != ep || ep > 1 && !sameLayout) {
             throw new CheckpointException(iterDir + ": saved at --expert-model-parallel-size " + savedEp + ", resumed at "
                     + ep + (savedEp == ep ? " with another TP size, DP size or optimizer sharding" : "")
-                    + ": the optimizer state cannot be resharded under expert parallelism yet; resume with the saved "
-                    + "layout, or take the weights only with --finetune or --no-load-optim");
+                    + ": its optimizer files (layout version 1, written before they recorded their layout) cannot be "
+                    + "resharded under expert parallelism; resume with the saved layout, or take the weights only "
+                    + "with --finetune or --no-load-optim");
         }
     }
 
@@ -262,6 +338,7 @@ public final class TrainingCheckpoint {
         NDManager m = trainer.masters().getManager();
         Map<String, NDArray> out = new LinkedHashMap<>();
         try (SafetensorsReader r = SafetensorsReader.open(f)) {
+            OptimizerLayout.version(r.metadata(), f);
             NDArray masters = r.load(m, "masters");
             checks.requireFinite(f.toString(), "masters", masters.toFloatArray());
             if (!masters.getShape().equals(trainer.masters().getShape())) {
@@ -278,11 +355,9 @@ public final class TrainingCheckpoint {
         return out;
     }
 
-    private static Map<String, NDArray> reshard(Path iterDir, ProcessGroup dp, GPTModel model, DistributedStep trainer,
-            TrainerState state, int savedTp, ReadChecks checks) {
-        long padded = trainer.layout().paddedSize();
-        long length = trainer.masters().getShape().get(0);
-        long start = length == padded ? 0 : length * dp.rank();
+    private static Map<String, NDArray> reshard(Path iterDir, ParallelLayout saved, RankContext ctx,
+            List<GPTModel> chunks, DistributedStep trainer, TrainerState state, boolean distributedOptimizer,
+            ReadChecks checks) {
         NDManager m = trainer.masters().getManager();
         Map<String, NDArray> out = new LinkedHashMap<>();
         if (checks.verifyChecksums()) { // every optimizer file may contribute to this rank's shard
@@ -293,8 +368,11 @@ public final class TrainingCheckpoint {
                 }
             }
         }
-        try (OptimizerReshard reshard = new OptimizerReshard(iterDir, state, savedTp, model.parameters())) {
-            reshard.loadAll(start, length).forEach((key, values) -> {
+        List<ShardedParameter> params = new ArrayList<>();
+        chunks.forEach(c -> params.addAll(c.parameters()));
+        OptimizerLayout mine = optimizerLayout(ctx, chunks, trainer, distributedOptimizer);
+        try (OptimizerReshard reshard = new OptimizerReshard(iterDir, saved, state, params)) {
+            reshard.loadAll(mine, params).forEach((key, values) -> {
                 checks.requireFinite(iterDir.toString(), key, values);
                 try (NDArray javaBacked = m.create(values)) {
                     out.put(key, javaBacked.duplicate()); // owns its memory (create(float[]) points into a Java buffer)

@@ -8,8 +8,10 @@ import org.djlmegatron.bridge.CheckpointConverter;
 import org.djlmegatron.bridge.CheckpointFormat;
 import org.djlmegatron.bridge.convert.ParallelLayout;
 import org.djlmegatron.bridge.convert.ReadChecks;
+import org.djlmegatron.bridge.convert.WeightSource;
 import org.djlmegatron.bridge.export.HfWeightSink;
 import org.djlmegatron.io.SafetensorsDType;
+import org.djlmegatron.pipeline.PipelineLayout;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -36,6 +38,19 @@ final class ConvertCommand implements Callable<Integer> {
 
     @Option(names = "--pp", defaultValue = "1", description = "pipeline-parallel size of a megatron/djl output (default: ${DEFAULT-VALUE})")
     int pp;
+
+    @Option(names = {"--vp", "--virtual-pipeline-model-parallel-size"}, defaultValue = "1",
+            description = "model chunks per pipeline stage of a megatron/djl output (interleaving; saved as model0, "
+                    + "model1, ... in each megatron rank file) (default: ${DEFAULT-VALUE})")
+    int vp;
+
+    @Option(names = "--decoder-first-pipeline-num-layers",
+            description = "layers on the first pipeline stage of a megatron/djl output (default: an even split)")
+    Integer firstStageLayers;
+
+    @Option(names = "--decoder-last-pipeline-num-layers",
+            description = "layers on the last pipeline stage of a megatron/djl output (default: an even split)")
+    Integer lastStageLayers;
 
     @Option(names = "--ep", defaultValue = "1", description = "expert-parallel size of a megatron/djl output (default: ${DEFAULT-VALUE})")
     int ep;
@@ -69,15 +84,33 @@ final class ConvertCommand implements Callable<Integer> {
         positive("--tp", tp);
         positive("--pp", pp);
         positive("--ep", ep);
+        positive("--vp", vp);
+        ReadChecks checks = new ReadChecks(!noVerify, allowNonFinite);
         CheckpointConverter.Result r = CheckpointConverter.convert(new CheckpointConverter.Options(input, output,
-                CheckpointFormat.parse(to), from == null ? null : CheckpointFormat.parse(from),
-                new ParallelLayout(tp, pp, ep), dtype == null ? null : dtype(dtype), modelConfig, modelType,
+                CheckpointFormat.parse(to), from == null ? null : CheckpointFormat.parse(from), layout(checks),
+                dtype == null ? null : dtype(dtype), modelConfig, modelType,
                 HfWeightSink.parseSize(maxShardSize), overwrite, quiet ? null : System.err,
-                new ReadChecks(!noVerify, allowNonFinite)));
+                checks));
         System.out.printf("converted %s -> %s: %d layers, %.1f MB of tensors in %.2f s (%.0f MB/s) to %s%n",
                 r.from().cliName(), to, r.config().numLayers(), r.bytes() / 1e6, r.seconds(),
                 r.bytes() / 1e6 / r.seconds(), output);
         return 0;
+    }
+
+    /**
+     * The output's split. An uneven one needs the input's layer count, so the input's config is
+     * read first (Megatron's rule: the other stages share the rest evenly).
+     */
+    private ParallelLayout layout(ReadChecks checks) {
+        ParallelLayout even = new ParallelLayout(tp, pp, ep, vp, java.util.List.of());
+        if (firstStageLayers == null && lastStageLayers == null) {
+            return even;
+        }
+        CheckpointFormat format = from != null ? CheckpointFormat.parse(from) : CheckpointFormat.detect(input);
+        try (WeightSource source = format.open(input, modelConfig, checks)) {
+            return even.withStages(PipelineLayout.of(source.config().numLayers(), pp, vp, firstStageLayers,
+                    lastStageLayers));
+        }
     }
 
     static SafetensorsDType dtype(String name) {

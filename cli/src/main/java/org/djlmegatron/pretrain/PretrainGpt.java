@@ -82,10 +82,6 @@ public final class PretrainGpt {
         var moe = o.moe.config();
         RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, o.pipelineModelParallelSize,
                 o.contextParallelSize, o.moe.expertModelParallelSize);
-        if (o.moe.moeRouterEnableExpertBias && o.save != null) {
-            throw new IllegalArgumentException("--save with --moe-router-enable-expert-bias is not supported yet "
-                    + "(the expert bias is not written)");
-        }
         if (o.moe.moeRouterEnableExpertBias && !moe.scoreFunction().equals(org.djlmegatron.moe.MoeConfig.ScoreFunction.SIGMOID)) {
             throw new IllegalArgumentException("--moe-router-enable-expert-bias needs --moe-router-score-function sigmoid"
                     + " (Megatron's rule), got " + o.moe.moeRouterScoreFunction);
@@ -104,12 +100,6 @@ public final class PretrainGpt {
             o.moe.checkSharedExpertOverlap(cfg.hasSharedExperts());
             grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
             PipelineLayout stages = o.pipelineLayout(cfg.numLayers());
-            if (o.save != null && (stages.chunks() > 1 || !stages.isEven())) {
-                throw new IllegalArgumentException("--save with " + (stages.chunks() > 1
-                        ? "--virtual-pipeline-model-parallel-size " + stages.chunks()
-                        : "--decoder-first/last-pipeline-num-layers") + " is not supported yet (the checkpoint "
-                        + "layout places layers by an even split over stages): " + stages.describe());
-            }
             if (stages.chunks() > 1 && cfg.isMoe()) {
                 throw new IllegalArgumentException("--virtual-pipeline-model-parallel-size " + stages.chunks()
                         + " with a MoE model (--num-experts " + cfg.numExperts() + ") is not supported yet");
@@ -199,7 +189,7 @@ public final class PretrainGpt {
                         chunks.stream().mapToLong(PretrainGpt::parameterCount).sum(), trainer.optimizerBytes()));
             }
             long t0 = System.nanoTime();
-            long first = resume(ctx, model, trainer, start);
+            long first = resume(ctx, chunks, stages, trainer, start);
             if (logger && first > 0 && !o.noLoadOptim) {
                 log.message(String.format(Locale.ROOT, "> optimizer state restored in %.2f s", (System.nanoTime() - t0) / 1e9));
             }
@@ -237,7 +227,7 @@ public final class PretrainGpt {
                 }
                 if (o.save != null && (it + 1 == o.trainIters
                         || (o.saveInterval != null && (it + 1) % o.saveInterval == 0))) {
-                    TrainingCheckpoint.save(o.save, ctx, model, trainer, trainerState(trainer, gbs, dp.size()));
+                    TrainingCheckpoint.save(o.save, ctx, chunks, stages, trainer, trainerState(trainer, gbs, dp.size()));
                     if (logger) {
                         log.message(String.format(Locale.ROOT, "> saved checkpoint at iteration %d to %s", it + 1, o.save));
                     }
@@ -292,15 +282,19 @@ public final class PretrainGpt {
      * optimizer state, schedule and loss scale unless {@code --finetune} or {@code --no-load-optim},
      * resharded when the layout changed. Returns the first iteration to run.
      */
-    private long resume(RankContext ctx, GPTModel model, DistributedStep trainer, Start start) {
+    private long resume(RankContext ctx, List<GPTModel> chunks, PipelineLayout stages, DistributedStep trainer,
+            Start start) {
+        if (start.resume() != null) { // model state beside the weights, loaded with them
+            TrainingCheckpoint.restoreRouterBiases(start.iterDir(), chunks, o.readChecks());
+        }
         if (start.resume() == null || o.finetune) {
             return 0;
         }
         if (o.noLoadOptim) {
             trainer.restoreCounters(start.resume().iteration(), 0);
         } else {
-            TrainingCheckpoint.restore(start.iterDir(), ctx, model, trainer, start.resume(), o.useDistributedOptimizer,
-                    o.readChecks());
+            TrainingCheckpoint.restore(start.iterDir(), ctx, chunks, stages, trainer, start.resume(),
+                    o.useDistributedOptimizer, o.readChecks());
         }
         return start.resume().iteration();
     }

@@ -87,6 +87,47 @@ public final class PipelineLayout {
         return new PipelineLayout(numLayers, pipelineSize, 1, start);
     }
 
+    /**
+     * The split a checkpoint recorded: the number of layers of each virtual stage ({@code c p + r}),
+     * {@code layers.length} = {@code pipelineSize} x {@code chunks}, every count at least 1.
+     */
+    public static PipelineLayout ofCounts(int pipelineSize, int chunks, int[] layers) {
+        if (pipelineSize < 1 || chunks < 1 || layers.length != pipelineSize * chunks) {
+            throw new IllegalArgumentException("a split over " + pipelineSize + " stage(s) x " + chunks + " chunk(s) needs "
+                    + pipelineSize * chunks + " layer counts, got " + java.util.Arrays.toString(layers));
+        }
+        int[] start = new int[layers.length + 1];
+        for (int v = 0; v < layers.length; v++) {
+            if (layers[v] < 1) {
+                throw new IllegalArgumentException("virtual stage " + v + " of " + java.util.Arrays.toString(layers)
+                        + " has no layers");
+            }
+            start[v + 1] = start[v] + layers[v];
+        }
+        return new PipelineLayout(start[layers.length], pipelineSize, chunks, start);
+    }
+
+    /** Layers of each virtual stage ({@code c p + r}), in virtual-stage order. */
+    public int[] layerCounts() {
+        int[] out = new int[stageStart.length - 1];
+        for (int v = 0; v < out.length; v++) {
+            out[v] = stageStart[v + 1] - stageStart[v];
+        }
+        return out;
+    }
+
+    /** The virtual stage ({@code c p + r}) that holds global layer {@code layer}. */
+    public int virtualStageOf(int layer) {
+        if (layer < 0 || layer >= numLayers) {
+            throw new IllegalArgumentException("layer " + layer + " outside the model's " + numLayers + " layers");
+        }
+        int v = 0;
+        while (stageStart[v + 1] <= layer) {
+            v++;
+        }
+        return v;
+    }
+
     /** First global layer of chunk {@code chunk} on pipeline rank {@code rank}. */
     public int firstLayer(int rank, int chunk) {
         return stageStart[chunk * pipelineSize + rank];

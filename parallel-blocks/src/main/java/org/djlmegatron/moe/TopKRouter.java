@@ -82,6 +82,15 @@ public final class TopKRouter extends ParallelBlock {
         return expertBias == null ? null : expertBias.clone();
     }
 
+    /** Sets the expert bias (a checkpoint's); the balancing must be on and the length {@code num_experts}. */
+    public void restoreExpertBias(float[] bias) {
+        if (expertBias == null || bias.length != numExperts) {
+            throw new IllegalArgumentException("expert bias of " + bias.length + " experts for a router of " + numExperts
+                    + (expertBias == null ? " without --moe-router-enable-expert-bias" : ""));
+        }
+        expertBias = bias.clone();
+    }
+
     /**
      * Megatron's update after a step: each expert's bias moves by {@code rate} towards balance,
      * {@code bias_e += rate * sign(mean_load - load_e)}, from the global batch's tokens per expert.

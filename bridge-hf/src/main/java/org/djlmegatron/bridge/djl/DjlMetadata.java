@@ -1,13 +1,16 @@
 package org.djlmegatron.bridge.djl;
 
 import com.google.gson.GsonBuilder;
+import com.google.gson.JsonArray;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import org.djlmegatron.bridge.convert.CheckpointException;
 import org.djlmegatron.bridge.convert.ParallelLayout;
@@ -36,6 +39,10 @@ public record DjlMetadata(long iteration, ParallelLayout layout, TransformerConf
     public static final int VERSION = 1;
     public static final String MODEL = "model";
     public static final String MODEL_FILE = "model.safetensors";
+    /** Model chunks per stage, written only with interleaving (older metadata: 1). */
+    private static final String VIRTUAL = "virtual_pipeline_model_parallel_size";
+    /** Layers of each virtual stage, written only for an uneven split (older metadata: even). */
+    private static final String STAGE_LAYERS = "pipeline_stage_num_layers";
 
     public DjlMetadata {
         contents = Map.copyOf(contents);
@@ -78,7 +85,8 @@ public record DjlMetadata(long iteration, ParallelLayout layout, TransformerConf
             }
             JsonObject p = o.getAsJsonObject("parallel");
             ParallelLayout layout = new ParallelLayout(p.get("tensor_model_parallel_size").getAsInt(),
-                    p.get("pipeline_model_parallel_size").getAsInt(), p.get("expert_model_parallel_size").getAsInt());
+                    p.get("pipeline_model_parallel_size").getAsInt(), p.get("expert_model_parallel_size").getAsInt(),
+                    p.has(VIRTUAL) ? p.get(VIRTUAL).getAsInt() : 1, stageLayers(p));
             TransformerConfig config = MegatronConfig.fromJson(o.getAsJsonObject(MODEL), f + " model");
             Map<String, String> contents = new LinkedHashMap<>();
             o.getAsJsonObject("contents").entrySet().forEach(e -> contents.put(e.getKey(), e.getValue().getAsString()));
@@ -97,6 +105,16 @@ public record DjlMetadata(long iteration, ParallelLayout layout, TransformerConf
         }
     }
 
+    /** The recorded per-virtual-stage layer counts of an uneven split, or empty for the even split. */
+    private static List<Integer> stageLayers(JsonObject parallel) {
+        if (!parallel.has(STAGE_LAYERS)) {
+            return List.of();
+        }
+        List<Integer> out = new ArrayList<>();
+        parallel.getAsJsonArray(STAGE_LAYERS).forEach(e -> out.add(e.getAsInt()));
+        return out;
+    }
+
     /** Writes {@code iterationDir/metadata.json}. */
     public void write(Path iterationDir) {
         JsonObject o = new JsonObject();
@@ -107,6 +125,14 @@ public record DjlMetadata(long iteration, ParallelLayout layout, TransformerConf
         p.addProperty("tensor_model_parallel_size", layout.tp());
         p.addProperty("pipeline_model_parallel_size", layout.pp());
         p.addProperty("expert_model_parallel_size", layout.ep());
+        if (layout.vp() > 1) {
+            p.addProperty(VIRTUAL, layout.vp());
+        }
+        if (!layout.stageLayers().isEmpty()) {
+            JsonArray counts = new JsonArray();
+            layout.stageLayers().forEach(counts::add);
+            p.add(STAGE_LAYERS, counts);
+        }
         o.add("parallel", p);
         o.add(MODEL, MegatronConfig.toJson(config));
         JsonObject c = new JsonObject();

@@ -23,9 +23,10 @@ import org.djlmegatron.io.torch.TorchSaveWriter;
 import org.djlmegatron.io.torch.TorchTensor;
 
 /**
- * Writes Megatron-LM's legacy {@code torch} checkpoint at any TP, PP and EP: one {@code
- * model_optim_rng.pt} per rank with Megatron-Core keys numbered locally per stage and expert
- * rank, {@code _extra_state: None} after each linear layer (as Megatron's local layer spec saves
+ * Writes Megatron-LM's legacy {@code torch} checkpoint at any TP, PP and EP, with even, uneven or
+ * interleaved pipeline stages: one {@code model_optim_rng.pt} per rank with Megatron-Core keys
+ * numbered locally per model chunk and expert rank (under {@code model}, or {@code model0},
+ * {@code model1}, ... per virtual stage as Megatron's {@code save_checkpoint} writes them), {@code _extra_state: None} after each linear layer (as Megatron's local layer spec saves
  * them, so strict loading finds every key), {@code args}, {@code iteration} and {@code
  * checkpoint_version 3.0}. With tied embeddings and several stages the last stage gets a copy of
  * the embedding as {@code output_layer.weight}, as Megatron keeps one there. Model weights only:
@@ -62,20 +63,25 @@ public final class LegacyWeightSink implements WeightSink {
 
     private void begin() {
         Path iter = IterationTracker.createIterationDir(root, plan.iteration());
-        Map<RankFile, Map<Object, Object>> models = new LinkedHashMap<>();
+        int chunks = plan.layout().vp();
+        Map<RankFile, List<Map<Object, Object>>> models = new LinkedHashMap<>();
         Map<RankFile, List<TorchTensor>> tensors = new LinkedHashMap<>();
         for (RankFile f : RankFile.all(plan.layout())) {
-            models.put(f, new LinkedHashMap<>());
+            List<Map<Object, Object>> perChunk = new ArrayList<>();
+            for (int c = 0; c < chunks; c++) {
+                perChunk.add(new LinkedHashMap<>());
+            }
+            models.put(f, perChunk);
             tensors.put(f, new ArrayList<>());
         }
         for (ParamSpec spec : plan.params()) {
             declare(spec, placement.targets(spec), models, tensors);
         }
-        if (plan.config().tieEmbeddings() && plan.layout().pp() > 1) {
+        if (plan.config().tieEmbeddings() && plan.layout().pp() * chunks > 1) {
             ParamSpec embedding = plan.params().get(0);
             List<RankPlacement.Target> copies = new ArrayList<>();
-            for (int e = 0; e < plan.layout().ep(); e++) {
-                copies.add(new RankPlacement.Target(plan.layout().pp() - 1, e, "output_layer.weight"));
+            for (int e = 0; e < plan.layout().ep(); e++) { // the last virtual stage's copy
+                copies.add(new RankPlacement.Target(plan.layout().pp() - 1, e, chunks - 1, "output_layer.weight"));
             }
             declare(embedding, copies, models, tensors);
         }
@@ -95,21 +101,28 @@ public final class LegacyWeightSink implements WeightSink {
             state.put("args", args);
             state.put("checkpoint_version", 3.0);
             state.put("iteration", plan.iteration());
-            state.put("model", withExtraStates(models.get(f)));
+            List<Map<Object, Object>> perChunk = models.get(f);
+            if (chunks == 1) {
+                state.put("model", withExtraStates(perChunk.get(0)));
+            } else { // Megatron's save_checkpoint: one state dict per model chunk, model0, model1, ...
+                for (int c = 0; c < chunks; c++) {
+                    state.put("model" + c, withExtraStates(perChunk.get(c)));
+                }
+            }
             writers.put(f, TorchSaveWriter.begin(ch, 0, "model_optim_rng", state, tensors.get(f), file.toString()));
         }
     }
 
-    /** Declares the shards of {@code spec} in each target file, tensor-parallel ranks in order. */
-    private void declare(ParamSpec spec, List<RankPlacement.Target> targets, Map<RankFile, Map<Object, Object>> models,
-            Map<RankFile, List<TorchTensor>> tensors) {
+    /** Declares the shards of {@code spec} in each target file's chunk, tensor-parallel ranks in order. */
+    private void declare(ParamSpec spec, List<RankPlacement.Target> targets,
+            Map<RankFile, List<Map<Object, Object>>> models, Map<RankFile, List<TorchTensor>> tensors) {
         long[] shape = TpSharding.shardShape(spec.shape(), spec.layout(), plan.layout().tp());
         for (RankPlacement.Target t : targets) {
             for (int r = 0; r < plan.layout().tp(); r++) {
                 RankFile f = new RankFile(r, t.pp(), t.ep());
                 String key = Integer.toString(tensors.get(f).size());
                 TorchTensor tensor = TorchTensor.contiguous(key, plan.dtype(spec), shape);
-                models.get(f).put(t.name(), tensor);
+                models.get(f).get(t.chunk()).put(t.name(), tensor);
                 tensors.get(f).add(tensor);
                 destinations.computeIfAbsent(spec.name(), k -> new ArrayList<>()).add(new Shard(f, key));
             }

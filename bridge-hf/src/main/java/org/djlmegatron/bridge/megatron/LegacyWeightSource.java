@@ -36,14 +36,25 @@ import org.djlmegatron.transformer.TransformerConfig;
  * args}, {@code iteration} and {@code checkpoint_version}. Layers and experts are numbered
  * locally in each file; this source renumbers them globally (from the files' own contents, so
  * uneven pipeline splits read too) and joins tensor-parallel shards. {@code _extra_state}
- * entries are skipped; Transformer Engine's fused norm names are understood.
+ * entries are skipped; Transformer Engine's fused norm names are understood; grouped-GEMM experts
+ * ({@code mlp.experts.weight1/weight2}, {@link GroupedExperts}) are split into their per-expert weights.
  */
 public final class LegacyWeightSource implements WeightSource {
 
     public static final String FILE = "model_optim_rng.pt";
 
-    /** One rank's stored shard of a parameter. */
-    private record Stored(TorchArchive archive, TorchTensor tensor, String key) {}
+    /** One rank's stored shard of a parameter ({@code part}: which expert of a grouped-GEMM tensor, or null). */
+    private record Stored(TorchArchive archive, TorchTensor tensor, String key, GroupedExperts part) {
+
+        long[] shape() {
+            return part == null ? tensor.shape() : part.shape(tensor.shape(), archive.describe() + " " + key);
+        }
+
+        HostTensor read() {
+            HostTensor whole = new HostTensor(tensor.dtype(), tensor.shape(), archive.readTensor(tensor));
+            return part == null ? whole : part.extract(whole, archive.describe() + " " + key);
+        }
+    }
 
     private record RankArchive(RankFile rank, TorchArchive archive, Map<?, ?> root) {}
 
@@ -232,6 +243,14 @@ public final class LegacyWeightSource implements WeightSource {
                         throw new CheckpointException(r.archive().describe() + ": model entry '" + key
                                 + "' is not a tensor");
                     }
+                    if (GroupedExperts.isGrouped(key)) { // --moe-grouped-gemm: every local expert in one tensor
+                        for (int x = 0; x < expertsPerRank; x++) {
+                            GroupedExperts part = GroupedExperts.of(key, x, expertsPerRank);
+                            String name = globalName(part.expertKey(key), offset, r.rank().ep() * expertsPerRank);
+                            store(out, name, r, t, key, part, tp);
+                        }
+                        continue;
+                    }
                     String name = globalName(key, offset, r.rank().ep() * expertsPerRank);
                     if (ParamSpec.expertOf(name) < 0 && r.rank().ep() > 0) {
                         continue; // every expert rank repeats the non-expert parameters
@@ -244,16 +263,21 @@ public final class LegacyWeightSource implements WeightSource {
                                 + ") is not a parameter of the model the config describes (" + config.numLayers()
                                 + " layers" + (config.isMoe() ? ", " + config.numExperts() + " experts" : "") + ")");
                     }
-                    Stored[] slot = out.computeIfAbsent(name, k -> new Stored[tp]);
-                    if (slot[r.rank().tp()] != null) {
-                        throw new CheckpointException(r.archive().describe() + ": tensor '" + name
-                                + "' is stored twice for tensor-parallel rank " + r.rank().tp());
-                    }
-                    slot[r.rank().tp()] = new Stored(r.archive(), t, key);
+                    store(out, name, r, t, key, null, tp);
                 }
             }
         }
         return out;
+    }
+
+    private static void store(Map<String, Stored[]> out, String name, RankArchive r, TorchTensor t, String key,
+            GroupedExperts part, int tp) {
+        Stored[] slot = out.computeIfAbsent(name, k -> new Stored[tp]);
+        if (slot[r.rank().tp()] != null) {
+            throw new CheckpointException(r.archive().describe() + ": tensor '" + name
+                    + "' is stored twice for tensor-parallel rank " + r.rank().tp());
+        }
+        slot[r.rank().tp()] = new Stored(r.archive(), t, key, part);
     }
 
     /** Global number of each (stage, virtual chunk)'s first layer: chunks run virtual-major. */
@@ -309,9 +333,9 @@ public final class LegacyWeightSource implements WeightSource {
                     throw new CheckpointException(dir + ": tensor '" + s.name() + "' is missing for tensor-parallel rank "
                             + r + " (the config implies it)");
                 }
-                if (!Arrays.equals(slot[r].tensor().shape(), expected)) {
+                if (!Arrays.equals(slot[r].shape(), expected)) {
                     throw new CheckpointException(slot[r].archive().describe() + ": tensor '" + slot[r].key()
-                            + "' has shape " + Arrays.toString(slot[r].tensor().shape()) + ", expected "
+                            + "' has shape " + Arrays.toString(slot[r].shape()) + ", expected "
                             + Arrays.toString(expected) + " (" + s.name() + " " + Arrays.toString(s.shape())
                             + " split " + tp + " ways, " + s.layout() + ")");
                 }
@@ -339,7 +363,7 @@ public final class LegacyWeightSource implements WeightSource {
         Stored[] slot = shards.get(spec.name());
         List<HostTensor> parts = new ArrayList<>(tp);
         for (Stored s : slot) {
-            parts.add(new HostTensor(s.tensor().dtype(), s.tensor().shape(), s.archive().readTensor(s.tensor())));
+            parts.add(s.read());
         }
         return TpSharding.assemble(parts, spec.layout());
     }

@@ -8,6 +8,7 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import org.djlmegatron.bridge.convert.CheckpointException;
 import org.djlmegatron.bridge.convert.ParallelLayout;
@@ -101,10 +102,35 @@ public final class MegatronConfig {
         f.put("tensor_model_parallel_size", (long) layout.tp());
         f.put("pipeline_model_parallel_size", (long) layout.pp());
         f.put("expert_model_parallel_size", (long) layout.ep());
+        putPipelineSplit(f, c, layout);
         f.put("params_dtype", TorchTypes.dtypeConstant(dtype));
         f.put("fp16", dtype == SafetensorsDType.F16);
         f.put("bf16", dtype == SafetensorsDType.BF16);
         return PyObject.withFields("argparse.Namespace", f);
+    }
+
+    /**
+     * Megatron's arguments for the pipeline split: {@code virtual_pipeline_model_parallel_size} and
+     * {@code num_layers_per_virtual_pipeline_stage} with interleaving, {@code
+     * decoder_first/last_pipeline_num_layers} for an uneven split (None when unused).
+     */
+    private static void putPipelineSplit(Map<String, Object> f, TransformerConfig c, ParallelLayout layout) {
+        boolean virtual = layout.vp() > 1;
+        f.put("virtual_pipeline_model_parallel_size", virtual ? (Object) (long) layout.vp() : null);
+        f.put("num_layers_per_virtual_pipeline_stage",
+                virtual ? (Object) (long) (c.numLayers() / (layout.pp() * layout.vp())) : null);
+        List<Integer> counts = layout.stageLayers();
+        if (!counts.isEmpty() && virtual) {
+            throw new CheckpointException("layout " + layout + ": Megatron has no uneven split with virtual stages");
+        }
+        for (int s = 2; s < counts.size() - 1; s++) {
+            if (!counts.get(s).equals(counts.get(1))) {
+                throw new CheckpointException("layout " + layout + ": Megatron splits the middle stages evenly (only "
+                        + "--decoder-first/last-pipeline-num-layers differ)");
+            }
+        }
+        f.put("decoder_first_pipeline_num_layers", counts.isEmpty() ? null : (Object) (long) counts.get(0));
+        f.put("decoder_last_pipeline_num_layers", counts.isEmpty() ? null : (Object) (long) counts.get(counts.size() - 1));
     }
 
     private static Map<String, Object> fieldsOf(TransformerConfig c) {
@@ -161,7 +187,6 @@ public final class MegatronConfig {
         refuseUnless("apply_layernorm_1p", false);
         refuseUnless("squared_relu", false);
         refuseUnless("moe_router_topk_scaling_factor", null);
-        refuseUnless("moe_grouped_gemm", false);
         String score = string("moe_router_score_function", "softmax");
         if (!score.equals("softmax")) {
             throw unsupported("moe_router_score_function", score, "softmax");
