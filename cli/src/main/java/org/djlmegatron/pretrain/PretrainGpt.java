@@ -14,6 +14,7 @@ import org.djlmegatron.bridge.hf.HfCheckpoint;
 import org.djlmegatron.bridge.hf.HfDropout;
 import org.djlmegatron.checkpoint.TrainingCheckpoint;
 import org.djlmegatron.launch.DistributedWorld;
+import org.djlmegatron.training.buffers.Overlap;
 import org.djlmegatron.comm.LaunchConfig;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.RankDevices;
@@ -56,6 +57,7 @@ public final class PretrainGpt {
     private final PretrainOptions o;
     private DocumentMasking documentMasking; // --reset-position-ids, --reset-attention-mask, --eod-mask-loss; null: off
     private final PrintStream out;
+    private Overlap overlap = Overlap.OFF; // --overlap-grad-reduce, --overlap-param-gather
 
     public PretrainGpt(PretrainOptions options, PrintStream out) {
         this.o = options;
@@ -162,6 +164,7 @@ public final class PretrainGpt {
             } else if (o.load != null) {
                 out.printf(Locale.ROOT, "> no checkpoint in %s (--load = --save): starting from scratch%n", o.load);
             }
+            overlap = o.overlap(launch.timeout());
             int threads = ThreadBudget.applyFor(o.intraOpThreads, launch.nprocPerNode());
             out.printf(Locale.ROOT, "> intra-op threads per rank: %d (%d cores, %d ranks here)%n", threads,
                     Runtime.getRuntime().availableProcessors(), launch.nprocPerNode());
@@ -195,7 +198,7 @@ public final class PretrainGpt {
         ProcessGroup samples = ctx.group(GroupKind.DATA); // context-parallel peers read the same samples
         List<StepResult> results = new ArrayList<>();
         boolean logger = ctx.rank() == 0;
-        try (DistributedStep trainer = new DistributedStep(ctx, stageModel, tc);
+        try (DistributedStep trainer = new DistributedStep(ctx, stageModel, tc, overlap);
                 TrainingLog log = logger ? new TrainingLog(out, o.trainIters, o.logInterval, flops, o.metricsOut) : null) {
             if (logger) {
                 log.message(String.format(Locale.ROOT, "> number of parameters: %,d; optimizer state on rank 0: %,d bytes",
@@ -239,6 +242,7 @@ public final class PretrainGpt {
                 }
                 if (o.save != null && (it + 1 == o.trainIters
                         || (o.saveInterval != null && (it + 1) % o.saveInterval == 0))) {
+                    trainer.awaitParamGather(); // --overlap-param-gather: the weights saved hold the last update
                     TrainingCheckpoint.save(o.save, ctx, model, trainer, trainerState(trainer, gbs, dp.size()));
                     if (logger) {
                         log.message(String.format(Locale.ROOT, "> saved checkpoint at iteration %d to %s", it + 1, o.save));

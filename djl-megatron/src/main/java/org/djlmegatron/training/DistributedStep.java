@@ -24,6 +24,8 @@ import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.pipeline.PipelineRunner;
 import org.djlmegatron.pipeline.PipelineSchedule;
+import org.djlmegatron.training.buffers.Overlap;
+import org.djlmegatron.training.buffers.OverlappedCommunication;
 import org.djlmegatron.training.buffers.ParamAndGradBuffer;
 
 /**
@@ -65,6 +67,8 @@ public final class DistributedStep implements AutoCloseable {
      * or pipeline split yet); null: the flat-vector path of {@link #layout}.
      */
     private final ParamAndGradBuffer buffer;
+    /** {@code --overlap-grad-reduce} / {@code --overlap-param-gather} over {@link #buffer}; null: none. */
+    private final OverlappedCommunication overlapped;
     private NDArray masters;
     private NDArray decayMask;
     private NDArray normMask;
@@ -77,6 +81,11 @@ public final class DistributedStep implements AutoCloseable {
     private long heldBytes = -1;
 
     public DistributedStep(RankContext ctx, TrainableModel model, StepConfig config) {
+        this(ctx, model, config, Overlap.OFF);
+    }
+
+    /** A step whose data-parallel reduction and parameter gather run as {@code overlap} says. */
+    public DistributedStep(RankContext ctx, TrainableModel model, StepConfig config, Overlap overlap) {
         this.ctx = ctx;
         this.model = model;
         this.config = config;
@@ -106,6 +115,7 @@ public final class DistributedStep implements AutoCloseable {
         shardLength = config.distributedOptimizer() ? full / dp.size() : full;
         shardStart = config.distributedOptimizer() ? shardLength * dp.rank() : 0;
         boolean firstTpRank = tp.rank() == 0;
+        overlapped = OverlappedCommunication.create(ctx, buffer, dp, tp.size(), config, overlap);
         if (buffer != null) {
             initFromBuffer(firstTpRank);
             expertShardStart = 0;
@@ -210,6 +220,9 @@ public final class DistributedStep implements AutoCloseable {
                     NDArray inputs = step.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
                     NDArray labels = step.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
                     NDArray loss = model.loss(inputs, labels);
+                    if (overlapped != null) {
+                        overlapped.afterForward(m, batches.size());
+                    }
                     if (measureHeld) {
                         heldBytes = HeldMemory.bytes(step);
                         measureHeld = false;
@@ -244,6 +257,9 @@ public final class DistributedStep implements AutoCloseable {
 
     /** After every backward: gradient completion, the update, the counters. */
     private StepResult finishStep(long t0, double scale, double lossSum, long tokens) {
+        if (overlapped != null) {
+            overlapped.finishGradients(); // before the tensor-parallel completion: Megatron's order, DP then TP
+        }
         model.reduceTensorParallelGradients();
         if (pp.size() > 1) {
             reduceEmbeddingGroup();
@@ -450,12 +466,15 @@ public final class DistributedStep implements AutoCloseable {
      */
     private Update updateFromBuffer(double scale) {
         try (NDManager s = state.newSubManager()) {
-            buffer.gradientsToMain();
-            NDArray grads = buffer.mainGrads();
-            if (dp.size() > 1 && config.distributedOptimizer()) {
+            boolean reduced = overlapped != null; // by finishStep, bucket by bucket
+            if (!reduced) {
+                buffer.gradientsToMain();
+            }
+            NDArray grads = reduced ? overlapped.reducedGradients(shardStart, shardLength, s) : buffer.mainGrads();
+            if (!reduced && dp.size() > 1 && config.distributedOptimizer()) {
                 grads = buffer.reduceScatter(dp, dp.size());
                 grads.attach(s);
-            } else if (dp.size() > 1) {
+            } else if (!reduced && dp.size() > 1) {
                 buffer.allReduce(dp, dp.size());
             }
             double[] sumAndBad = TorchNative.unscaleAndNorm(grads, normMask, 1.0 / scale);
@@ -471,7 +490,11 @@ public final class DistributedStep implements AutoCloseable {
             double lr = config.schedule().lr(updates);
             updates++;
             optimizer.step(masters, grads, decayMask, coeff, lr, updates);
-            writeBackMasters();
+            if (overlapped != null && overlapped.gathersParams()) {
+                overlapped.startParamGather(masters); // waited for in the next forward, bucket by bucket
+            } else {
+                writeBackMasters();
+            }
             return new Update(norm, lr, false);
         }
     }
@@ -590,6 +613,7 @@ public final class DistributedStep implements AutoCloseable {
 
     /** Copies the fp32 masters (all-gathered over DP when sharded) into the model's weights. Collective. */
     public void writeBackMasters() {
+        awaitParamGather();
         if (buffer != null) {
             if (config.distributedOptimizer() && dp.size() > 1) {
                 try (NDArray full = dp.allGather(masters, 0)) {
@@ -617,6 +641,16 @@ public final class DistributedStep implements AutoCloseable {
             if (full != dense) {
                 dense.close();
             }
+        }
+    }
+
+    /**
+     * Under {@code --overlap-param-gather}: waits until every weight holds the last update (the
+     * next forward waits by itself; a checkpoint save between steps calls this). Nothing otherwise.
+     */
+    public void awaitParamGather() {
+        if (overlapped != null) {
+            overlapped.awaitParams();
         }
     }
 
@@ -697,6 +731,9 @@ public final class DistributedStep implements AutoCloseable {
 
     @Override
     public void close() {
+        if (overlapped != null) {
+            overlapped.close();
+        }
         state.close();
     }
 

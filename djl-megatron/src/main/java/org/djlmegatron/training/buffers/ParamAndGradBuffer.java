@@ -126,6 +126,11 @@ public final class ParamAndGradBuffer implements AutoCloseable {
         return mainGrads;
     }
 
+    /** The gradient buffer in the weights' dtype (the {@code .grad}s are views of it; the main gradient itself for fp32). */
+    public NDArray gradients() {
+        return grads;
+    }
+
     /** Whether the weights are fp32 (then they are their own masters). */
     public boolean weightsAreFp32() {
         return mainGrads == grads;
