@@ -1,6 +1,7 @@
 package org.djlmegatron.training.buffers;
 
 import java.time.Duration;
+import org.djlmegatron.engine.TorchNative;
 
 /**
  * Megatron's {@code --overlap-grad-reduce} and {@code --overlap-param-gather} for the step over
@@ -22,6 +23,25 @@ public record Overlap(boolean gradReduce, boolean paramGather, Duration timeout)
     public Overlap {
         if (paramGather && !gradReduce) {
             throw new IllegalArgumentException("--overlap-param-gather needs --overlap-grad-reduce (Megatron's rule)");
+        }
+    }
+
+    /**
+     * Refuses, before any rank starts, {@code --overlap-grad-reduce} where the step will not use the
+     * contiguous buffers the overlap works on (it is not emulated over the flat-vector step).
+     */
+    public void requireBuffers(int pipelineSize, int expertSize) {
+        if (!gradReduce) {
+            return;
+        }
+        String why = !TorchNative.isAvailable() ? "DJL's stock engine (the buffers need the project's native library, docs/native.md)"
+                : pipelineSize > 1 ? "--pipeline-model-parallel-size " + pipelineSize
+                : expertSize > 1 ? "--expert-model-parallel-size " + expertSize
+                : !Boolean.parseBoolean(System.getProperty("djlm.gradBuffers", "true")) ? "-Ddjlm.gradBuffers=false"
+                : null;
+        if (why != null) {
+            throw new IllegalArgumentException("--overlap-grad-reduce needs the contiguous gradient buffers, which the "
+                    + "step does not use with " + why + "; leave --overlap-grad-reduce off");
         }
     }
 
