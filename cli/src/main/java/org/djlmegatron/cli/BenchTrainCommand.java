@@ -84,7 +84,9 @@ final class BenchTrainCommand implements Callable<Integer> {
                     + "ppN-vpV (interleaved 1F1B, V model chunks per rank; bubble vs (p-1)/(v*m)), epN (with --num-experts), "
                     + "each optionally suffixed -grouped (--moe-grouped-gemm, MoE only), then -full (full recomputation, "
                     + "uniform, 1 layer) or -selective (core attention), then optionally -flatstep (the step without the "
-                    + "contiguous parameter/gradient buffers, for comparison) (default: ${DEFAULT-VALUE})") List<String> layouts;
+                    + "contiguous parameter/gradient buffers, for comparison) or -overlap (--overlap-grad-reduce, and "
+                    + "--overlap-param-gather with -distopt; prints the step time over the same layout without it, when "
+                    + "that ran before, and the share of the overlapped communication hidden) (default: ${DEFAULT-VALUE})") List<String> layouts;
     @Option(names = "--micro-batches", defaultValue = "1", description = "micro-batches per step and DP rank "
             + "(global batch = micro x this x DP; pipelining needs several) (default: ${DEFAULT-VALUE})") int microBatches;
     @Option(names = "--dropout", defaultValue = "0", description = "hidden and attention dropout of the benchmarked model "
@@ -127,6 +129,7 @@ final class BenchTrainCommand implements Callable<Integer> {
                 bf16 ? "bf16" : "fp32", dev, microBatches);
         double base = 0;
         double baseStep = 0;
+        java.util.Map<String, Double> stepOf = new java.util.HashMap<>();
         for (String layout : layouts) {
             double gemm = BenchCommand.matmulGflops(dev, type, dev.isGpu() ? 8192 : 2048, 5);
             Run r = run(layout, l, h, a, s, mb, v);
@@ -144,6 +147,12 @@ final class BenchTrainCommand implements Callable<Integer> {
                     layout, r.tokensPerS, r.gflops, gemm, r.gflops / gemm, layouts.get(0), r.tokensPerS / base,
                     r.stepSeconds, r.stepSeconds / baseStep, layouts.get(0), r.optimizerBytes, r.heldBytes / 1048576.0,
                     r.bubble, mfu);
+            stepOf.put(layout, r.stepSeconds);
+            Double without = layout.endsWith("-overlap") ? stepOf.get(layout.substring(0, layout.length() - 8)) : null;
+            if (without != null) {
+                System.out.printf(Locale.ROOT, "%-16s step with overlap / without: %.3f (%.3f s vs %.3f s)%n", "",
+                        r.stepSeconds / without, r.stepSeconds, without);
+            }
             if (peer != null && oneRank(layout)) {
                 int threads = ThreadBudget.intraOpThreads(null, 1);
                 PytorchEagerPeer.Result py = peer.run(l, h, a, s, mb, v, microBatches, iters, threads, bf16);
@@ -175,6 +184,8 @@ final class BenchTrainCommand implements Callable<Integer> {
         int ep = 1;
         String kind = layout;
         List<String> recompute = List.of();
+        boolean overlap = kind.endsWith("-overlap"); // --overlap-grad-reduce (+ --overlap-param-gather under -distopt)
+        kind = overlap ? kind.substring(0, kind.length() - "-overlap".length()) : kind;
         boolean flatStep = kind.endsWith("-flatstep");
         if (flatStep) { // the step before the contiguous buffers, for comparison in the same run
             kind = kind.substring(0, kind.length() - "-flatstep".length());
@@ -243,6 +254,9 @@ final class BenchTrainCommand implements Callable<Integer> {
         if (distopt) {
             args.add("--use-distributed-optimizer");
         }
+        if (overlap) {
+            args.addAll(distopt ? List.of("--overlap-grad-reduce", "--overlap-param-gather") : List.of("--overlap-grad-reduce"));
+        }
         if (bf16) {
             args.add("--bf16");
         }
@@ -271,7 +285,14 @@ final class BenchTrainCommand implements Callable<Integer> {
         String log = buf.toString(StandardCharsets.UTF_8);
         double dispatch = metrics == null ? 0 : dispatchSeconds(metrics) / (steps.size() - 1);
         return new Run(tokens / seconds, flops / seconds / 1e9, optimizerBytes(log), heldBytes(log),
-                seconds / (steps.size() - 1), bubble(log), dispatch);
+                seconds / (steps.size() - 1), bubble(log) + overlapHidden(log), dispatch);
+    }
+
+    /** The overlapped communication and the share of it hidden that pretrain-gpt prints under overlap, or "". */
+    private static String overlapHidden(String log) {
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile("overlapped communication on rank 0: ([0-9.]+) ms, "
+                + "the step waited ([0-9.]+) ms for it \\(([0-9]+)% hidden\\)").matcher(log);
+        return m.find() ? String.format(Locale.ROOT, "  overlapped comm %s ms, %s%% hidden", m.group(1), m.group(3)) : "";
     }
 
     /** The measured and theoretical bubble pretrain-gpt prints under pipelining, or "". */

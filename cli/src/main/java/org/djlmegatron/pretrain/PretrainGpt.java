@@ -250,12 +250,19 @@ public final class PretrainGpt {
                     }
                 }
                 if (o.evalInterval > 0 && (it + 1) % o.evalInterval == 0) {
+                    trainer.awaitParamGather(); // the evaluation's collectives on dp come after the gather's
                     double loss = evaluate(ctx, stageModel, data, samples, dp, gbs);
                     model.moeStats().forEach(org.djlmegatron.moe.MoeStats::reset); // balance figures are training's
                     if (logger) {
                         log.eval(it + 1, loss);
                     }
                 }
+            }
+            double[] overlapped = trainer.overlapSeconds();
+            if (logger && overlapped != null && overlapped[0] > 0) {
+                log.message(String.format(Locale.ROOT, "> overlapped communication on rank 0: %.1f ms, the step waited "
+                        + "%.1f ms for it (%.0f%% hidden)", overlapped[0] * 1e3, overlapped[1] * 1e3,
+                        100 * Math.max(0, 1 - overlapped[1] / overlapped[0])));
             }
             if (logger && ctx.grid().pp() > 1 && o.trainIters - first > 1) {
                 log.message(String.format(Locale.ROOT, "> pipeline bubble on rank 0: %.3f of compute time idle "

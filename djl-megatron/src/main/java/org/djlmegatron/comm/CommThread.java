@@ -4,6 +4,7 @@ import java.time.Duration;
 import java.util.concurrent.Callable;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * One rank's communication thread: runs the collectives its compute thread hands it, one at a
@@ -20,6 +21,7 @@ public final class CommThread implements AutoCloseable {
 
     private final ExecutorService executor;
     private final String name;
+    private final AtomicLong busyNanos = new AtomicLong();
 
     /** @param name the thread's name, e.g. {@code "rank-3-comm"} */
     public CommThread(String name) {
@@ -39,7 +41,19 @@ public final class CommThread implements AutoCloseable {
      *     which names the group, the rank and the operation, fires first)
      */
     public <T> PendingWork<T> submit(String what, Duration timeout, Callable<T> work) {
-        return new PendingWork<>(what, timeout, executor.submit(work));
+        return new PendingWork<>(what, timeout, executor.submit(() -> {
+            long t0 = System.nanoTime();
+            try {
+                return work.call();
+            } finally {
+                busyNanos.addAndGet(System.nanoTime() - t0);
+            }
+        }));
+    }
+
+    /** Seconds this thread has spent running work (communication the compute thread did not do itself). */
+    public double busySeconds() {
+        return busyNanos.get() / 1e9;
     }
 
     /**

@@ -654,6 +654,14 @@ public final class DistributedStep implements AutoCloseable {
         }
     }
 
+    /**
+     * Under {@code --overlap-grad-reduce}: seconds of overlapped communication so far and the part
+     * the compute thread waited for; null without overlap.
+     */
+    public double[] overlapSeconds() {
+        return overlapped == null ? null : overlapped.communicationAndWaitSeconds();
+    }
+
     private NDArray shard(NDArray full) {
         NDArray piece = full.get(new NDIndex("{}:{}", shardStart, shardStart + shardLength)).duplicate();
         piece.attach(state);

@@ -22,6 +22,7 @@ public final class OverlappedCommunication implements AutoCloseable {
     private final BucketReducer reducer;
     private final ParamGatherer gatherer;
     private boolean closed;
+    private long waitedNanos;
 
     private OverlappedCommunication(RankContext ctx, ParamAndGradBuffer buffer, ProcessGroup dp, StepConfig config,
             Overlap overlap) {
@@ -38,7 +39,9 @@ public final class OverlappedCommunication implements AutoCloseable {
         if (gatherer != null) {
             ctx.tape().onUse(p -> {
                 if (!closed) {
+                    long t0 = System.nanoTime();
                     gatherer.awaitUse(p);
+                    waitedNanos += System.nanoTime() - t0;
                 }
             });
         }
@@ -84,7 +87,9 @@ public final class OverlappedCommunication implements AutoCloseable {
                 throw new IllegalStateException("--overlap-param-gather: the model reported no parameter use in its "
                         + "forward (Tape.noteUse), so it may have read weights before their all-gather finished");
             }
+            long t0 = System.nanoTime();
             gatherer.awaitAll();
+            waitedNanos += System.nanoTime() - t0;
         }
         if (m == microBatches - 1) {
             reducer.arm();
@@ -93,10 +98,23 @@ public final class OverlappedCommunication implements AutoCloseable {
 
     /** Starts the buckets not started yet and waits for all of them (before anything reads the gradients). */
     public void finishGradients() {
-        if (gatherer != null) {
-            gatherer.awaitAll();
+        long t0 = System.nanoTime();
+        try {
+            if (gatherer != null) {
+                gatherer.awaitAll();
+            }
+            reducer.finish();
+        } finally {
+            waitedNanos += System.nanoTime() - t0;
         }
-        reducer.finish();
+    }
+
+    /**
+     * Seconds of overlapped communication so far and the part of them the compute thread spent
+     * waiting for it ({@code 1 - waited / communication} of it was hidden behind compute).
+     */
+    public double[] communicationAndWaitSeconds() {
+        return new double[] {comm.busySeconds(), waitedNanos / 1e9};
     }
 
     /**
