@@ -98,6 +98,8 @@ final class BenchTrainCommand implements Callable<Integer> {
             + "(H100/H200 SXM bf16: 989)") Double peakTflops;
     @Option(names = "--vs-pytorch", description = "after layout dp1, run PyTorch eager's step on the same "
             + "model, batch, micro-batches, precision and threads, and print ours / PyTorch (default: off)") boolean vsPytorch;
+    @Option(names = "--ddp-bucket-size", description = "elements per gradient reduction bucket, as pretrain-gpt's "
+            + "(default: pretrain-gpt's, 40M: one bucket for the reference GPT, so -overlap has nothing to overlap)") Long ddpBucketSize;
     @Option(names = "--python", defaultValue = "/usr/bin/python3", description = "the python3 with torch for --vs-pytorch "
             + "(Debian's python3-torch: the libtorch the native library is built against) (default: ${DEFAULT-VALUE})")
     String python;
@@ -253,6 +255,9 @@ final class BenchTrainCommand implements Callable<Integer> {
         }
         if (distopt) {
             args.add("--use-distributed-optimizer");
+        }
+        if (ddpBucketSize != null) {
+            args.addAll(List.of("--ddp-bucket-size", "" + ddpBucketSize));
         }
         if (overlap) {
             args.addAll(distopt ? List.of("--overlap-grad-reduce", "--overlap-param-gather") : List.of("--overlap-grad-reduce"));

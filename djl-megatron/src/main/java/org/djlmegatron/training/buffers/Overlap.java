@@ -34,10 +34,10 @@ public record Overlap(boolean gradReduce, boolean paramGather, Duration timeout)
         if (!gradReduce) {
             return;
         }
-        String why = !TorchNative.isAvailable() ? "DJL's stock engine (the buffers need the project's native library, docs/native.md)"
-                : pipelineSize > 1 ? "--pipeline-model-parallel-size " + pipelineSize
+        String why = pipelineSize > 1 ? "--pipeline-model-parallel-size " + pipelineSize
                 : expertSize > 1 ? "--expert-model-parallel-size " + expertSize
                 : !Boolean.parseBoolean(System.getProperty("djlm.gradBuffers", "true")) ? "-Ddjlm.gradBuffers=false"
+                : !TorchNative.isAvailable() ? "DJL's stock engine (the buffers need the project's native library, docs/native.md)"
                 : null;
         if (why != null) {
             throw new IllegalArgumentException("--overlap-grad-reduce needs the contiguous gradient buffers, which the "
