@@ -193,6 +193,7 @@ public final class PretrainGpt {
             chunks.add(stageModel(ctx, cfg, stages.firstLayer(stage, c), stages.endLayer(stage, c), hf, start,
                     attention, recompute, dropout, cpComm, moe));
         }
+        chunks.forEach(c -> c.setLayerSegments(o.overlapGradReduce)); // per-layer gradient-final reports
         GPTModel model = chunks.get(0);
         PipelineStageModel stageModel = chunks.size() == 1 ? model : new ModelChunks(chunks);
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
