@@ -115,7 +115,8 @@ public final class DistributedStep implements AutoCloseable {
         shardLength = config.distributedOptimizer() ? full / dp.size() : full;
         shardStart = config.distributedOptimizer() ? shardLength * dp.rank() : 0;
         boolean firstTpRank = tp.rank() == 0;
-        overlapped = OverlappedCommunication.create(ctx, buffer, dp, tp.size(), config, overlap);
+        overlapped = OverlappedCommunication.create(ctx, buffer, dp, tp.size(), config.distributedOptimizer(),
+                config.bucketElements(), overlap);
         if (buffer != null) {
             initFromBuffer(firstTpRank);
             expertShardStart = 0;

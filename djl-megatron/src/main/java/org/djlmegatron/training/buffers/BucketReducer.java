@@ -4,6 +4,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import org.djlmegatron.comm.CommThread;
 import org.djlmegatron.comm.PendingWork;
@@ -78,7 +79,7 @@ public final class BucketReducer {
     /** Before the last micro-batch's backward: from now on, finished buckets start their reduction. */
     public void arm() {
         System.arraycopy(paramsIn, 0, remaining, 0, paramsIn.length);
-        java.util.Arrays.fill(reported, false);
+        Arrays.fill(reported, false);
         next = 0;
         pending.clear();
         armed = true;
@@ -128,11 +129,6 @@ public final class BucketReducer {
         } finally {
             pending.clear();
         }
-    }
-
-    /** Whether {@link #arm} was called and {@link #finish} not yet. */
-    public boolean isArmed() {
-        return armed;
     }
 
     private void start(int b) {

@@ -6,7 +6,6 @@ import ai.djl.ndarray.index.NDIndex;
 import org.djlmegatron.comm.CommThread;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.parallel.RankContext;
-import org.djlmegatron.training.StepConfig;
 
 /**
  * What the training step overlaps on one rank ({@link Overlap}): the gradient buckets'
@@ -24,13 +23,13 @@ public final class OverlappedCommunication implements AutoCloseable {
     private boolean closed;
     private long waitedNanos;
 
-    private OverlappedCommunication(RankContext ctx, ParamAndGradBuffer buffer, ProcessGroup dp, StepConfig config,
+    private OverlappedCommunication(RankContext ctx, ParamAndGradBuffer buffer, ProcessGroup dp, long bucketElements,
             Overlap overlap) {
         this.buffer = buffer;
         comm = new CommThread("rank-" + ctx.rank() + "-comm");
         reducer = new BucketReducer(buffer, buffer.weightsAreFp32() ? null : buffer.gradients(), dp, dp.size(), comm,
                 overlap);
-        gatherer = overlap.paramGather() ? new ParamGatherer(buffer, dp, config.bucketElements(), comm, overlap) : null;
+        gatherer = overlap.paramGather() ? new ParamGatherer(buffer, dp, bucketElements, comm, overlap) : null;
         ctx.tape().onGradientsFinal(done -> {
             if (!closed) {
                 reducer.gradientsFinal(done);
@@ -52,13 +51,15 @@ public final class OverlappedCommunication implements AutoCloseable {
      * nothing to reduce). Refuses, naming the flags, what cannot be overlapped here.
      *
      * @param buffer the step's buffer, null when it takes the flat-vector path
+     * @param distributedOptimizer whether the optimizer is sharded over {@code dp}
+     * @param bucketElements {@code --ddp-bucket-size}
      */
     public static OverlappedCommunication create(RankContext ctx, ParamAndGradBuffer buffer, ProcessGroup dp,
-            int tpSize, StepConfig config, Overlap overlap) {
+            int tpSize, boolean distributedOptimizer, long bucketElements, Overlap overlap) {
         if (!overlap.any()) {
             return null;
         }
-        if (overlap.paramGather() && !config.distributedOptimizer()) {
+        if (overlap.paramGather() && !distributedOptimizer) {
             throw new IllegalArgumentException("--overlap-param-gather needs --use-distributed-optimizer "
                     + "(without it every rank holds all the updated weights: there is nothing to gather)");
         }
@@ -72,7 +73,7 @@ public final class OverlappedCommunication implements AutoCloseable {
                     + tpSize + " is not supported yet (the tensor-parallel completion of sequence-parallel gradients "
                     + "runs on the 16-bit gradients, after the overlapped reduction has read them); use fp32 or TP 1");
         }
-        return dp.size() > 1 ? new OverlappedCommunication(ctx, buffer, dp, config, overlap) : null;
+        return dp.size() > 1 ? new OverlappedCommunication(ctx, buffer, dp, bucketElements, overlap) : null;
     }
 
     /**
