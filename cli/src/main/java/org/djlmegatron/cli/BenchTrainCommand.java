@@ -78,16 +78,18 @@ final class BenchTrainCommand implements Callable<Integer> {
     @Option(names = "--moe-token-dispatcher-type", defaultValue = "alltoall",
             description = "alltoall or allgather, for epN layouts (default: ${DEFAULT-VALUE})") String dispatcher;
     @Option(names = "--moe-shared-expert-intermediate-size", description = "shared experts of this width in the MoE "
-            + "model (layouts epN-overlap then apply: --moe-shared-expert-overlap) (default: none)") Integer sharedExperts;
+            + "model (layouts epN-sharedoverlap then apply: --moe-shared-expert-overlap) (default: none)") Integer sharedExperts;
     @Option(names = "--iters", defaultValue = "4", description = "timed iterations per layout (after one warm-up)") int iters;
     @Option(names = "--layouts", split = ",", defaultValue = "dp1,dp2,dp2-distopt,tp2",
             description = "layouts to run: dpN, dpN-distopt, dpN-zero2 (--data-parallel-sharding-strategy optim_grads, native library), tpN, cpN (context parallelism, ring attention) or cpN-all_gather / "
                     + "cpN-a2a, ppN (1F1B over N stages; prints the measured bubble next to Megatron's (p-1)/(v*m)), "
                     + "ppN-vpV (interleaved 1F1B, V model chunks per rank; bubble vs (p-1)/(v*m)), epN (with --num-experts), "
-                    + "each optionally suffixed -grouped (--moe-grouped-gemm, MoE only), then -overlap (--moe-shared-expert-overlap, "
+                    + "each optionally suffixed -grouped (--moe-grouped-gemm, MoE only), then -sharedoverlap (--moe-shared-expert-overlap, "
                     + "with --moe-shared-expert-intermediate-size), then -full (full recomputation, "
                     + "uniform, 1 layer) or -selective (core attention), then optionally -flatstep (the step without the "
-                    + "contiguous parameter/gradient buffers, for comparison) (default: ${DEFAULT-VALUE})") List<String> layouts;
+                    + "contiguous parameter/gradient buffers, for comparison) or -overlap (--overlap-grad-reduce, and "
+                    + "--overlap-param-gather with -distopt; prints the step time over the same layout without it, when "
+                    + "that ran before, and the share of the overlapped communication hidden) (default: ${DEFAULT-VALUE})") List<String> layouts;
     @Option(names = "--micro-batches", defaultValue = "1", description = "micro-batches per step and DP rank "
             + "(global batch = micro x this x DP; pipelining needs several) (default: ${DEFAULT-VALUE})") int microBatches;
     @Option(names = "--dropout", defaultValue = "0", description = "hidden and attention dropout of the benchmarked model "
@@ -99,6 +101,8 @@ final class BenchTrainCommand implements Callable<Integer> {
             + "(H100/H200 SXM bf16: 989)") Double peakTflops;
     @Option(names = "--vs-pytorch", description = "after layout dp1, run PyTorch eager's step on the same "
             + "model, batch, micro-batches, precision and threads, and print ours / PyTorch (default: off)") boolean vsPytorch;
+    @Option(names = "--ddp-bucket-size", description = "elements per gradient reduction bucket, as pretrain-gpt's "
+            + "(default: pretrain-gpt's, 40M: one bucket for the reference GPT, so -overlap has nothing to overlap)") Long ddpBucketSize;
     @Option(names = "--python", defaultValue = "/usr/bin/python3", description = "the python3 with torch for --vs-pytorch "
             + "(Debian's python3-torch: the libtorch the native library is built against) (default: ${DEFAULT-VALUE})")
     String python;
@@ -130,6 +134,7 @@ final class BenchTrainCommand implements Callable<Integer> {
                 bf16 ? "bf16" : "fp32", dev, microBatches);
         double base = 0;
         double baseStep = 0;
+        java.util.Map<String, Double> stepOf = new java.util.HashMap<>();
         for (String layout : layouts) {
             double gemm = BenchCommand.matmulGflops(dev, type, dev.isGpu() ? 8192 : 2048, 5);
             Run r = run(layout, l, h, a, s, mb, v);
@@ -147,6 +152,12 @@ final class BenchTrainCommand implements Callable<Integer> {
                     layout, r.tokensPerS, r.gflops, gemm, r.gflops / gemm, layouts.get(0), r.tokensPerS / base,
                     r.stepSeconds, r.stepSeconds / baseStep, layouts.get(0), r.optimizerBytes, r.heldBytes / 1048576.0,
                     r.bubble, mfu);
+            stepOf.put(layout, r.stepSeconds);
+            Double without = layout.endsWith("-overlap") ? stepOf.get(layout.substring(0, layout.length() - 8)) : null;
+            if (without != null) {
+                System.out.printf(Locale.ROOT, "%-16s step with overlap / without: %.3f (%.3f s vs %.3f s)%n", "",
+                        r.stepSeconds / without, r.stepSeconds, without);
+            }
             if (peer != null && oneRank(layout)) {
                 int threads = ThreadBudget.intraOpThreads(null, 1);
                 PytorchEagerPeer.Result py = peer.run(l, h, a, s, mb, v, microBatches, iters, threads, bf16);
@@ -178,6 +189,8 @@ final class BenchTrainCommand implements Callable<Integer> {
         int ep = 1;
         String kind = layout;
         List<String> recompute = List.of();
+        boolean overlap = kind.endsWith("-overlap"); // --overlap-grad-reduce (+ --overlap-param-gather under -distopt)
+        kind = overlap ? kind.substring(0, kind.length() - "-overlap".length()) : kind;
         boolean flatStep = kind.endsWith("-flatstep");
         if (flatStep) { // the step before the contiguous buffers, for comparison in the same run
             kind = kind.substring(0, kind.length() - "-flatstep".length());
@@ -189,8 +202,8 @@ final class BenchTrainCommand implements Callable<Integer> {
             recompute = List.of("--recompute-activations");
             kind = kind.substring(0, kind.length() - "-selective".length());
         }
-        boolean overlap = kind.endsWith("-overlap"); // --moe-shared-expert-overlap
-        kind = overlap ? kind.substring(0, kind.length() - "-overlap".length()) : kind;
+        boolean sharedOverlap = kind.endsWith("-sharedoverlap"); // --moe-shared-expert-overlap
+        kind = sharedOverlap ? kind.substring(0, kind.length() - "-sharedoverlap".length()) : kind;
         boolean grouped = kind.endsWith("-grouped"); // --moe-grouped-gemm
         kind = grouped ? kind.substring(0, kind.length() - "-grouped".length()) : kind;
         int pp = 1;
@@ -219,7 +232,8 @@ final class BenchTrainCommand implements Callable<Integer> {
         } else {
             throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt, dpN-zero2, tpN, "
                     + "cpN[-p2p|-all_gather|-a2a], ppN, ppN-vpV or (with --num-experts) epN, "
-                    + "optionally followed by -grouped (with --num-experts), then -overlap, then -full or -selective");
+                    + "optionally followed by -grouped (with --num-experts), then -sharedoverlap, then -full or -selective, "
+                    + "then -flatstep, then -overlap");
         }
         List<String> args = new ArrayList<>(List.of("--mock-data", "--num-layers", "" + l, "--hidden-size", "" + h,
                 "--num-attention-heads", "" + a, "--seq-length", "" + s, "--vocab-size", "" + v,
@@ -249,7 +263,7 @@ final class BenchTrainCommand implements Callable<Integer> {
             if (sharedExperts != null) {
                 args.addAll(List.of("--moe-shared-expert-intermediate-size", "" + sharedExperts));
             }
-            if (overlap) {
+            if (sharedOverlap) {
                 args.add("--moe-shared-expert-overlap");
             }
         }
@@ -258,6 +272,12 @@ final class BenchTrainCommand implements Callable<Integer> {
         }
         if (zero2) {
             args.addAll(List.of("--data-parallel-sharding-strategy", "optim_grads"));
+        }
+        if (ddpBucketSize != null) {
+            args.addAll(List.of("--ddp-bucket-size", "" + ddpBucketSize));
+        }
+        if (overlap) {
+            args.addAll(distopt ? List.of("--overlap-grad-reduce", "--overlap-param-gather") : List.of("--overlap-grad-reduce"));
         }
         if (bf16) {
             args.add("--bf16");
@@ -287,7 +307,14 @@ final class BenchTrainCommand implements Callable<Integer> {
         String log = buf.toString(StandardCharsets.UTF_8);
         double dispatch = metrics == null ? 0 : dispatchSeconds(metrics) / (steps.size() - 1);
         return new Run(tokens / seconds, flops / seconds / 1e9, optimizerBytes(log), heldBytes(log),
-                seconds / (steps.size() - 1), bubble(log), dispatch);
+                seconds / (steps.size() - 1), bubble(log) + overlapHidden(log), dispatch);
+    }
+
+    /** The overlapped communication and the share of it hidden that pretrain-gpt prints under overlap, or "". */
+    private static String overlapHidden(String log) {
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile("overlapped communication on rank 0: ([0-9.]+) ms, "
+                + "the step waited ([0-9.]+) ms for it \\(([0-9]+)% hidden\\)").matcher(log);
+        return m.find() ? String.format(Locale.ROOT, "  overlapped comm %s ms, %s%% hidden", m.group(1), m.group(3)) : "";
     }
 
     /** The measured and theoretical bubble pretrain-gpt prints under pipelining, or "". */

@@ -14,6 +14,7 @@ import org.djlmegatron.bridge.hf.HfCheckpoint;
 import org.djlmegatron.bridge.hf.HfDropout;
 import org.djlmegatron.checkpoint.TrainingCheckpoint;
 import org.djlmegatron.launch.DistributedWorld;
+import org.djlmegatron.training.buffers.Overlap;
 import org.djlmegatron.comm.LaunchConfig;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.RankDevices;
@@ -56,6 +57,7 @@ public final class PretrainGpt {
     private final PretrainOptions o;
     private DocumentMasking documentMasking; // --reset-position-ids, --reset-attention-mask, --eod-mask-loss; null: off
     private final PrintStream out;
+    private Overlap overlap = Overlap.OFF; // --overlap-grad-reduce, --overlap-param-gather
 
     public PretrainGpt(PretrainOptions options, PrintStream out) {
         this.o = options;
@@ -149,6 +151,8 @@ public final class PretrainGpt {
             } else if (o.load != null) {
                 out.printf(Locale.ROOT, "> no checkpoint in %s (--load = --save): starting from scratch%n", o.load);
             }
+            overlap = o.overlap(launch.timeout());
+            overlap.requireBuffers(grid.pp(), grid.ep());
             int threads = ThreadBudget.applyFor(o.intraOpThreads, launch.nprocPerNode());
             out.printf(Locale.ROOT, "> intra-op threads per rank: %d (%d cores, %d ranks here)%n", threads,
                     Runtime.getRuntime().availableProcessors(), launch.nprocPerNode());
@@ -176,13 +180,14 @@ public final class PretrainGpt {
             chunks.add(stageModel(ctx, cfg, stages.firstLayer(stage, c), stages.endLayer(stage, c), hf, start,
                     attention, recompute, dropout, cpComm, moe));
         }
+        chunks.forEach(c -> c.setLayerSegments(o.overlapGradReduce)); // per-layer gradient-final reports
         GPTModel model = chunks.get(0);
         PipelineStageModel stageModel = chunks.size() == 1 ? model : new ModelChunks(chunks);
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
         ProcessGroup samples = ctx.group(GroupKind.DATA); // context-parallel peers read the same samples
         List<StepResult> results = new ArrayList<>();
         boolean logger = ctx.rank() == 0;
-        try (DistributedStep trainer = new DistributedStep(ctx, stageModel, tc);
+        try (DistributedStep trainer = new DistributedStep(ctx, stageModel, tc, overlap);
                 TrainingLog log = logger ? new TrainingLog(out, o.trainIters, o.logInterval, flops, o.metricsOut) : null) {
             if (logger) {
                 log.message(String.format(Locale.ROOT, "> number of parameters: %,d; optimizer state on rank 0: %,d bytes",
@@ -227,18 +232,26 @@ public final class PretrainGpt {
                 }
                 if (o.save != null && (it + 1 == o.trainIters
                         || (o.saveInterval != null && (it + 1) % o.saveInterval == 0))) {
+                    trainer.awaitParamGather(); // --overlap-param-gather: the weights saved hold the last update
                     TrainingCheckpoint.save(o.save, ctx, chunks, stages, trainer, trainerState(trainer, gbs, dp.size()));
                     if (logger) {
                         log.message(String.format(Locale.ROOT, "> saved checkpoint at iteration %d to %s", it + 1, o.save));
                     }
                 }
                 if (o.evalInterval > 0 && (it + 1) % o.evalInterval == 0) {
+                    trainer.awaitParamGather(); // the evaluation's collectives on dp come after the gather's
                     double loss = evaluate(ctx, stageModel, data, samples, dp, gbs);
                     model.moeStats().forEach(org.djlmegatron.moe.MoeStats::reset); // balance figures are training's
                     if (logger) {
                         log.eval(it + 1, loss);
                     }
                 }
+            }
+            double[] overlapped = trainer.overlapSeconds();
+            if (logger && overlapped != null && overlapped[0] > 0) {
+                log.message(String.format(Locale.ROOT, "> overlapped communication on rank 0: %.1f ms, the step waited "
+                        + "%.1f ms for it (%.0f%% hidden)", overlapped[0] * 1e3, overlapped[1] * 1e3,
+                        100 * Math.max(0, 1 - overlapped[1] / overlapped[0])));
             }
             if (logger && ctx.grid().pp() > 1 && o.trainIters - first > 1) {
                 log.message(String.format(Locale.ROOT, "> pipeline bubble on rank 0: %.3f of compute time idle "

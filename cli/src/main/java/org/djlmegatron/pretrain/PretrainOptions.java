@@ -105,7 +105,9 @@ public final class PretrainOptions {
     @Option(names = "--data-parallel-sharding-strategy", description = "what each data-parallel rank keeps: no_shard (ZeRO-0), optim (ZeRO-1, the distributed optimizer), optim_grads (ZeRO-2: also only its fp32 gradient shard between micro-batches; native library, no pipeline or expert parallelism), optim_grads_params (ZeRO-3: refused, not implemented yet) (default: optim with --use-distributed-optimizer, else no_shard)") public String dataParallelShardingStrategy;
     @Option(names = "--nproc-per-node", defaultValue = "1", description = "ranks (threads) in this JVM") public int nprocPerNode;
     @Option(names = "--intra-op-threads", description = "libtorch threads per rank (default: OMP_NUM_THREADS, else cores / --nproc-per-node, at least 1)") public Integer intraOpThreads;
-    @Option(names = "--ddp-bucket-size", description = "elements per gradient all-reduce bucket") public Long ddpBucketSize;
+    @Option(names = "--ddp-bucket-size", description = "elements per gradient all-reduce bucket (default: 40000000, Megatron's)") public Long ddpBucketSize;
+    @Option(names = "--overlap-grad-reduce", description = "start each gradient bucket's data-parallel all-reduce as soon as the last micro-batch's backward has finished it, on a communication thread (contiguous buffers: native library, no PP/EP) (default: off)") public boolean overlapGradReduce;
+    @Option(names = "--overlap-param-gather", description = "under --use-distributed-optimizer, all-gather the updated weights in chunks on the communication thread, each waited for before its first use in the next forward; needs --overlap-grad-reduce (default: off)") public boolean overlapParamGather;
 
     // data
     @Option(names = "--mock-data", description = "synthetic learnable sequences from the seed") public boolean mockData;
@@ -326,5 +328,10 @@ public final class PretrainOptions {
         org.djlmegatron.pipeline.PipelineLayout layout = org.djlmegatron.pipeline.PipelineLayout.of(numLayers,
                 pipelineModelParallelSize, vp == null ? 1 : vp, decoderFirstPipelineNumLayers, decoderLastPipelineNumLayers);
         return layout;
+    }
+
+    /** The step's overlap ({@code --overlap-grad-reduce}, {@code --overlap-param-gather}); waits are bounded by {@code timeout}. */
+    org.djlmegatron.training.buffers.Overlap overlap(java.time.Duration timeout) {
+        return new org.djlmegatron.training.buffers.Overlap(overlapGradReduce, overlapParamGather, timeout);
     }
 }

@@ -60,6 +60,7 @@ public final class Tape {
     private final Deque<NDList> carried = new ArrayDeque<>();
     private final Map<Object, Integer> firstUse = new IdentityHashMap<>();
     private final List<Consumer<List<Object>>> gradientListeners = new ArrayList<>();
+    private final List<Consumer<Object>> useListeners = new ArrayList<>();
     private RandomKey key;
     private boolean debug = DEBUG_DEFAULT;
     private Tape nested; // the recompute tape while a checkpoint re-runs its segment
@@ -223,6 +224,9 @@ public final class Tape {
 
     /** Records that {@code parameter} took part in the current segment (for gradient-ready hooks). */
     public void noteUse(Object parameter) {
+        for (Consumer<Object> l : useListeners) {
+            l.accept(parameter);
+        }
         if (nested == null && (isRecording() || checkpointForwards > 0)) {
             firstUse.putIfAbsent(parameter, entries.size());
         }
@@ -235,6 +239,15 @@ public final class Tape {
      */
     public void onGradientsFinal(Consumer<List<Object>> listener) {
         gradientListeners.add(listener);
+    }
+
+    /**
+     * Called at every {@link #noteUse}, before the parameter is used, whether or not the pass
+     * records (evaluation too): an overlapped parameter all-gather waits there for the bucket that
+     * holds the parameter. Listeners stay registered.
+     */
+    public void onUse(Consumer<Object> listener) {
+        useListeners.add(listener);
     }
 
     /** The micro-batch's randomness key, or null when nothing is random (evaluation, inference). */

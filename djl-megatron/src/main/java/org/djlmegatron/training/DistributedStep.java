@@ -25,6 +25,8 @@ import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.pipeline.PipelineRunner;
 import org.djlmegatron.pipeline.PipelineSchedule;
 import org.djlmegatron.training.buffers.GradientShard;
+import org.djlmegatron.training.buffers.Overlap;
+import org.djlmegatron.training.buffers.OverlappedCommunication;
 import org.djlmegatron.training.buffers.ParamAndGradBuffer;
 import org.djlmegatron.training.buffers.RankMemory;
 import org.djlmegatron.training.buffers.ShardingStrategy;
@@ -72,6 +74,8 @@ public final class DistributedStep implements AutoCloseable {
     private final ParamAndGradBuffer buffer;
     /** ZeRO-2: this rank's fp32 main-gradient shard, filled per micro-batch; null otherwise. */
     private final GradientShard gradShard;
+    /** {@code --overlap-grad-reduce} / {@code --overlap-param-gather} over {@link #buffer}; null: none. */
+    private final OverlappedCommunication overlapped;
     private NDArray masters;
     private NDArray decayMask;
     private NDArray normMask;
@@ -84,6 +88,11 @@ public final class DistributedStep implements AutoCloseable {
     private long heldBytes = -1;
 
     public DistributedStep(RankContext ctx, TrainableModel model, StepConfig config) {
+        this(ctx, model, config, Overlap.OFF);
+    }
+
+    /** A step whose data-parallel reduction and parameter gather run as {@code overlap} says. */
+    public DistributedStep(RankContext ctx, TrainableModel model, StepConfig config, Overlap overlap) {
         this.ctx = ctx;
         this.model = model;
         this.config = config;
@@ -117,6 +126,8 @@ public final class DistributedStep implements AutoCloseable {
         shardLength = config.distributedOptimizer() ? full / dp.size() : full;
         shardStart = config.distributedOptimizer() ? shardLength * dp.rank() : 0;
         boolean firstTpRank = tp.rank() == 0;
+        overlapped = OverlappedCommunication.create(ctx, buffer, dp, sharding.shardsGradients(), config.distributedOptimizer(),
+                config.bucketElements(), overlap);
         if (buffer != null) {
             initFromBuffer(firstTpRank);
             expertShardStart = 0;
@@ -244,6 +255,9 @@ public final class DistributedStep implements AutoCloseable {
                     NDArray inputs = step.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
                     NDArray labels = step.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
                     NDArray loss = model.loss(inputs, labels);
+                    if (overlapped != null) {
+                        overlapped.afterForward(m, batches.size());
+                    }
                     if (measureHeld) {
                         heldBytes = HeldMemory.bytes(step);
                         measureHeld = false;
@@ -291,6 +305,9 @@ public final class DistributedStep implements AutoCloseable {
      *     main gradient (ZeRO-2's shard, or the fp32 main gradient of 16-bit weights)
      */
     private StepResult finishStep(long t0, double scale, double lossSum, long tokens, boolean inMain) {
+        if (overlapped != null) {
+            overlapped.finishGradients(); // before the tensor-parallel completion: Megatron's order, DP then TP
+        }
         if (!inMain) {
             model.reduceTensorParallelGradients();
         }
@@ -499,16 +516,17 @@ public final class DistributedStep implements AutoCloseable {
      */
     private Update updateFromBuffer(double scale, boolean inMain) {
         try (NDManager s = state.newSubManager()) {
+            boolean reduced = overlapped != null; // by finishStep, bucket by bucket (fp32 weights only)
             if (!inMain) {
                 buffer.accumulateIntoMain();
             }
-            NDArray grads = buffer.mainGrads();
+            NDArray grads = reduced ? overlapped.reducedGradients(shardStart, shardLength, s) : buffer.mainGrads();
             if (gradShard != null) {
                 grads = gradShard.averaged(dp.size());
-            } else if (dp.size() > 1 && config.distributedOptimizer()) {
+            } else if (!reduced && dp.size() > 1 && config.distributedOptimizer()) {
                 grads = buffer.reduceScatter(dp, dp.size());
                 grads.attach(s);
-            } else if (dp.size() > 1) {
+            } else if (!reduced && dp.size() > 1) {
                 buffer.allReduce(dp, dp.size());
             }
             double[] sumAndBad = TorchNative.unscaleAndNorm(grads, normMask, 1.0 / scale);
@@ -524,7 +542,11 @@ public final class DistributedStep implements AutoCloseable {
             double lr = config.schedule().lr(updates);
             updates++;
             optimizer.step(masters, grads, decayMask, coeff, lr, updates);
-            writeBackMasters();
+            if (overlapped != null && overlapped.gathersParams()) {
+                overlapped.startParamGather(masters); // waited for in the next forward, bucket by bucket
+            } else {
+                writeBackMasters();
+            }
             return new Update(norm, lr, false);
         }
     }
@@ -643,6 +665,7 @@ public final class DistributedStep implements AutoCloseable {
 
     /** Copies the fp32 masters (all-gathered over DP when sharded) into the model's weights. Collective. */
     public void writeBackMasters() {
+        awaitParamGather();
         if (buffer != null) {
             if (config.distributedOptimizer() && dp.size() > 1) {
                 try (NDArray full = dp.allGather(masters, 0)) {
@@ -671,6 +694,24 @@ public final class DistributedStep implements AutoCloseable {
                 dense.close();
             }
         }
+    }
+
+    /**
+     * Under {@code --overlap-param-gather}: waits until every weight holds the last update (the
+     * next forward waits by itself; a checkpoint save between steps calls this). Nothing otherwise.
+     */
+    public void awaitParamGather() {
+        if (overlapped != null) {
+            overlapped.awaitParams();
+        }
+    }
+
+    /**
+     * Under {@code --overlap-grad-reduce}: seconds of overlapped communication so far and the part
+     * the compute thread waited for; null without overlap.
+     */
+    public double[] overlapSeconds() {
+        return overlapped == null ? null : overlapped.communicationAndWaitSeconds();
     }
 
     private NDArray shard(NDArray full) {
@@ -779,6 +820,9 @@ public final class DistributedStep implements AutoCloseable {
 
     @Override
     public void close() {
+        if (overlapped != null) {
+            overlapped.close();
+        }
         state.close();
     }
 

@@ -1,6 +1,7 @@
 package org.djlmegatron.models;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
@@ -53,6 +54,7 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
     private final boolean firstStage;
     private final boolean lastStage;
     private Recompute recompute = Recompute.NONE;
+    private boolean layerSegments; // a tape entry after every layer: backward reports each layer when done
     private PositionalDropout embeddingDropout = new PositionalDropout(0, 0);
     private ContextParallel cp;
     private DocumentMasking documentMasking;
@@ -193,8 +195,23 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
         for (int i = g.start(); i < g.end(); i++) {
             noteUses(layers.get(i));
             h = layers.get(i).apply(h);
+            if (layerSegments) {
+                h = tape().function(new NDList(h), in -> new NDList(in.get(0).duplicate()), grads -> grads).get(0);
+            }
         }
         return h;
+    }
+
+    /**
+     * Ends a tape segment after every layer (an identity entry on the residual stream), so that
+     * backward, which libtorch runs a segment at a time, reports each layer's parameters as final
+     * as soon as it is past them ({@code Tape.onGradientsFinal}): what {@code --overlap-grad-reduce}
+     * starts its buckets from. Without it a model with no other entries (TP 1, no recomputation) is
+     * one segment, whose parameters all become final at the end of backward. Same gradients (the
+     * layer input's contributions are summed in the later segment, then passed through).
+     */
+    public void setLayerSegments(boolean on) {
+        layerSegments = on;
     }
 
     /**

@@ -1,0 +1,76 @@
+package org.djlmegatron.pretrain;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.within;
+
+import java.net.ServerSocket;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import org.djlmegatron.training.StepResult;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * Overlapped reduction and parameter gather over TCP: two JVMs with one rank each (DP=2, the
+ * distributed optimizer, {@code --overlap-grad-reduce --overlap-param-gather}, 500-element
+ * buckets) train like one JVM with two thread ranks without overlap. Native library (the buffers).
+ */
+@Tag("native")
+class OverlapMultiJvmTest {
+
+    @TempDir
+    Path tmp;
+
+    private static final List<String> ARGS = List.of("--mock-data", "--num-layers", "2", "--hidden-size", "32",
+            "--num-attention-heads", "4", "--seq-length", "16", "--vocab-size", "128", "--micro-batch-size", "1",
+            "--global-batch-size", "4", "--lr", "3e-3", "--train-iters", "6", "--use-distributed-optimizer",
+            "--ddp-bucket-size", "500", "--seed", "5");
+
+    @Test
+    void twoJvmsWithOverlapTrainLikeOneJvmWithout() throws Exception {
+        List<String> one = new ArrayList<>(ARGS);
+        one.addAll(List.of("--nproc-per-node", "2"));
+        List<StepResult> reference = PretrainRunner.run(one.toArray(new String[0]));
+
+        int port;
+        try (ServerSocket s = new ServerSocket(0)) {
+            port = s.getLocalPort();
+        }
+        Path metrics = tmp.resolve("node0.jsonl");
+        List<Process> nodes = new ArrayList<>();
+        for (int node = 0; node < 2; node++) {
+            List<String> cli = new ArrayList<>(List.of("pretrain-gpt"));
+            cli.addAll(ARGS);
+            cli.addAll(List.of("--nproc-per-node", "1", "--overlap-grad-reduce", "--overlap-param-gather"));
+            if (node == 0) {
+                cli.addAll(List.of("--metrics-out", metrics.toString()));
+            }
+            Map<String, String> env = Map.of("MASTER_ADDR", "127.0.0.1", "MASTER_PORT", Integer.toString(port),
+                    "NNODES", "2", "NODE_RANK", Integer.toString(node), "DJLM_TIMEOUT_SECONDS", "60");
+            nodes.add(ForkedCli.start(List.of(), env, tmp.resolve("node" + node + ".log"), cli.toArray(new String[0])));
+        }
+        for (int node = 0; node < 2; node++) {
+            Process p = nodes.get(node);
+            Path log = tmp.resolve("node" + node + ".log");
+            if (!p.waitFor(240, TimeUnit.SECONDS)) {
+                nodes.forEach(Process::destroyForcibly);
+                throw new AssertionError("node " + node + " timed out:\n" + Files.readString(log));
+            }
+            assertThat(p.exitValue()).as("node %d exit, output:%n%s", node, Files.readString(log)).isZero();
+        }
+        assertThat(Files.readString(tmp.resolve("node0.log"))).as("the overlap ran")
+                .contains("overlapped communication on rank 0");
+        List<double[]> got = ForkedCli.metrics(metrics);
+        assertThat(got).hasSize(reference.size());
+        for (double[] m : got) {
+            StepResult r = reference.get((int) m[0] - 1);
+            assertThat(m[1]).as("loss at iteration %d", (int) m[0]).isCloseTo(r.loss(), within(1e-6));
+            assertThat(m[2]).as("grad norm at iteration %d", (int) m[0]).isCloseTo(r.gradNorm(), within(1e-6 * r.gradNorm()));
+        }
+    }
+}

@@ -1,0 +1,55 @@
+package org.djlmegatron.pretrain;
+
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import java.nio.file.Path;
+import java.util.List;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+
+/** {@code --overlap-grad-reduce} / {@code --overlap-param-gather} where they cannot run are refused before training, naming the flags. */
+class OverlapOptionsTest {
+
+    private static List<String> base(String... more) {
+        Path dir = PretrainRunner.fixtures().resolve("hf").resolve("llama");
+        List<String> args = TrajectoryParity.args("--init-hf", dir.toString(), "--mock-data", "--lr", "1e-3",
+                "--train-iters", "1", "--seq-length", "16", "--micro-batch-size", "1", "--global-batch-size", "2");
+        args.addAll(List.of(more));
+        return args;
+    }
+
+    private static void run(List<String> args) {
+        PretrainRunner.run(args.toArray(new String[0]));
+    }
+
+    @Test
+    void paramGatherWithoutTheDistributedOptimizerIsRefused() {
+        assertThatThrownBy(() -> run(base("--nproc-per-node", "2", "--overlap-grad-reduce", "--overlap-param-gather")))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("--overlap-param-gather needs --use-distributed-optimizer");
+    }
+
+    @Test
+    void paramGatherWithoutOverlappedReductionIsRefused() {
+        assertThatThrownBy(() -> run(base("--nproc-per-node", "2", "--use-distributed-optimizer", "--overlap-param-gather")))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("--overlap-param-gather needs --overlap-grad-reduce");
+    }
+
+    @Test
+    void overlappedReductionUnderPipeliningIsRefused() {
+        assertThatThrownBy(() -> run(base("--nproc-per-node", "2", "--pipeline-model-parallel-size", "2",
+                "--overlap-grad-reduce")))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("--overlap-grad-reduce").hasMessageContaining("--pipeline-model-parallel-size 2");
+    }
+
+    /** DJL's stock engine has no contiguous buffers (no way to make a parameter a view): the overlap is refused, not emulated. */
+    @Test
+    @Tag("stock-engine")
+    void overlappedReductionOnTheStockEngineIsRefused() {
+        assertThatThrownBy(() -> run(base("--nproc-per-node", "2", "--overlap-grad-reduce")))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("--overlap-grad-reduce").hasMessageContaining("stock engine");
+    }
+}

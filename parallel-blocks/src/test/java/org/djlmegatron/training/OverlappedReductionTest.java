@@ -1,0 +1,134 @@
+package org.djlmegatron.training;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.nn.Parameter;
+import java.time.Duration;
+import java.util.Arrays;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicReferenceArray;
+import org.djlmegatron.comm.CollectiveAbortedException;
+import org.djlmegatron.launch.LocalWorld;
+import org.djlmegatron.models.GPTModel;
+import org.djlmegatron.optim.LearningRateSchedule;
+import org.djlmegatron.optim.LearningRateSchedule.AnnealStyle;
+import org.djlmegatron.optim.LearningRateSchedule.DecayStyle;
+import org.djlmegatron.parallel.RankContext;
+import org.djlmegatron.parallel.RankGrid;
+import org.djlmegatron.training.buffers.Overlap;
+import org.djlmegatron.training.model.MicroBatch;
+import org.djlmegatron.transformer.Recompute;
+import org.djlmegatron.transformer.TransformerConfig;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+
+/**
+ * {@code --overlap-grad-reduce} on two thread ranks (DP=2) with a tiny GPT whose layers are
+ * separate backward segments (full recomputation), 16-element buckets: the first bucket is
+ * reduced while backward is still running, and a rank failing in the middle of the backward (so
+ * in the middle of the overlapped reductions) makes both ranks stop promptly, the other one with
+ * the group, rank and operation its overlapped reduction was in. The overlap works on the
+ * contiguous buffers: native library only.
+ */
+@Tag("native")
+class OverlappedReductionTest {
+
+    private static final Duration TIMEOUT = Duration.ofSeconds(120);
+    private static final TransformerConfig CFG = TransformerConfig.builder().numLayers(3).hiddenSize(32)
+            .numAttentionHeads(4).numQueryGroups(4).ffnHiddenSize(64).vocabSize(64).maxPositionEmbeddings(16).build();
+
+    private static StepConfig config() {
+        return StepConfig.builder(1, new LearningRateSchedule(1e-3, 1e-3, 0, 10, DecayStyle.CONSTANT, 0,
+                AnnealStyle.LINEAR)).globalBatchSize(2).bucketElements(16).build();
+    }
+
+    private static GPTModel model(RankContext ctx) {
+        GPTModel model = new GPTModel(ctx, CFG, false);
+        model.initializeRandom(3, 0.02f);
+        model.setRecompute(Recompute.full(Recompute.Method.UNIFORM, 1));
+        return model;
+    }
+
+    /** Different tokens on each rank, so their gradients differ until reduced. */
+    private static MicroBatch batch(int rank) {
+        long[][] rows = new long[1][17];
+        for (int i = 0; i < 17; i++) {
+            rows[0][i] = (5L * i + 11L * rank + 3) % 64;
+        }
+        return MicroBatch.shifted(rows);
+    }
+
+    @Test
+    void theLastBucketIsReducedWhileBackwardStillRuns() {
+        AtomicReferenceArray<float[]> seen = new AtomicReferenceArray<>(2);
+        List<Boolean> reducedInBackward = LocalWorld.run(RankGrid.create(2, 1, 1, 1, 1), TIMEOUT, ctx -> {
+            GPTModel model = model(ctx);
+            Parameter last = model.parameters().get(model.parameters().size() - 1).parameter();
+            boolean[] ok = {false};
+            int[] reports = {0};
+            try (DistributedStep step = new DistributedStep(ctx, model, config(), new Overlap(true, false, TIMEOUT))) {
+                ctx.tape().onGradientsFinal(done -> { // after the step's listener: bucket 0 has been handed over
+                    reports[0]++;
+                    if (done.stream().anyMatch(p -> p == last)) {
+                        ok[0] = reports[0] == 1 && waitUntilEqualOnBothRanks(ctx.rank(), last, seen);
+                    }
+                });
+                step.step(List.of(batch(ctx.rank())));
+            }
+            assertThat(reports[0]).as("backward segments reported").isGreaterThan(2);
+            return ok[0];
+        });
+        assertThat(reducedInBackward).as("the last parameter's bucket reduced in the first of several reports")
+                .containsExactly(true, true);
+    }
+
+    /** Polls this rank's gradient of {@code p} until both ranks see the same values (the bucket's average). */
+    private static boolean waitUntilEqualOnBothRanks(int rank, Parameter p, AtomicReferenceArray<float[]> seen) {
+        long deadline = System.nanoTime() + TIMEOUT.toNanos() / 2;
+        while (System.nanoTime() < deadline) {
+            float[] mine;
+            try (NDArray g = p.getArray().getGradient()) {
+                mine = g.toFloatArray();
+            }
+            seen.set(rank, mine);
+            float[] other = seen.get(1 - rank);
+            if (other != null && Arrays.equals(mine, other)) {
+                return true;
+            }
+            Thread.onSpinWait();
+        }
+        return false;
+    }
+
+    @Test
+    void aRankFailingDuringTheOverlappedReductionStopsEveryRankNamingGroupRankAndOperation() {
+        long t0 = System.nanoTime();
+        assertThatThrownBy(() -> LocalWorld.run(RankGrid.create(2, 1, 1, 1, 1), TIMEOUT, ctx -> {
+            GPTModel model = model(ctx);
+            int[] reports = {0};
+            try (DistributedStep step = new DistributedStep(ctx, model, config(), new Overlap(true, false, TIMEOUT))) {
+                ctx.tape().onGradientsFinal(done -> {
+                    if (++reports[0] == 2 && ctx.rank() == 1) {
+                        throw new IllegalStateException("injected failure in rank 1's backward");
+                    }
+                });
+                step.step(List.of(batch(ctx.rank())));
+            }
+            return null;
+        })).satisfies(e -> {
+            assertThat(e).hasMessageContaining("rank 1 failed").hasMessageContaining("injected failure");
+            Throwable[] others = e.getSuppressed();
+            assertThat(others).as("rank 0's failure, and no rank abandoned").hasSize(1);
+            Throwable rank0 = others[0].getCause();
+            assertThat(rank0).isInstanceOf(CollectiveAbortedException.class);
+            assertThat(((CollectiveAbortedException) rank0).where()).contains("dp-cp[0,1]").contains("rank 0")
+                    .containsIgnoringCase("allreduce");
+            assertThat(rank0.getSuppressed()).anySatisfy(s -> assertThat(s)
+                    .hasMessageContaining("overlapped gradient all-reduce of bucket"));
+        });
+        assertThat(Duration.ofNanos(System.nanoTime() - t0)).as("stopped by the abort, not a timeout")
+                .isLessThan(TIMEOUT);
+    }
+}
