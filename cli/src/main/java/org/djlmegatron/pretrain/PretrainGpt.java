@@ -113,10 +113,6 @@ public final class PretrainGpt {
                         : "--decoder-first/last-pipeline-num-layers") + " is not supported yet (the checkpoint "
                         + "layout places layers by an even split over stages): " + stages.describe());
             }
-            if (stages.chunks() > 1 && cfg.isMoe()) {
-                throw new IllegalArgumentException("--virtual-pipeline-model-parallel-size " + stages.chunks()
-                        + " with a MoE model (--num-experts " + cfg.numExperts() + ") is not supported yet");
-            }
             BatchSource data = dataSource(cfg, o.globalBatchSize != null ? o.globalBatchSize
                     : o.microBatchSize * grid.dp());
             int seq = data.seqLength();
@@ -126,7 +122,12 @@ public final class PretrainGpt {
                     o.ddpBucketSize != null ? o.ddpBucketSize : StepConfig.DEFAULT_BUCKET_ELEMENTS, scaler);
             tc.microBatchesPerStep(grid.dp());
             if (stages.chunks() > 1) { // Megatron's refusals of the interleaved schedule, before any rank starts
-                PipelineSchedule.training(grid.pp(), 0, stages.chunks(), tc.microBatchesPerStep(grid.dp()));
+                PipelineSchedule.of(grid.pp(), 0, stages.chunks(), tc.microBatchesPerStep(grid.dp()),
+                        microbatchGroupSize(grid), false);
+            } else if (o.microbatchGroupSizePerVirtualPipelineStage != null) {
+                throw new IllegalArgumentException("--microbatch-group-size-per-virtual-pipeline-stage "
+                        + o.microbatchGroupSizePerVirtualPipelineStage + " needs --virtual-pipeline-model-parallel-size "
+                        + "(it groups micro-batches of the interleaved schedule)");
             }
             if (start.resume() != null && !o.finetune) {
                 TrainingCheckpoint.checkResumable(start.iterDir(), start.resume(), gbs);
@@ -197,6 +198,7 @@ public final class PretrainGpt {
         boolean logger = ctx.rank() == 0;
         try (DistributedStep trainer = new DistributedStep(ctx, stageModel, tc);
                 TrainingLog log = logger ? new TrainingLog(out, o.trainIters, o.logInterval, flops, o.metricsOut) : null) {
+            trainer.setMicrobatchGroupSize(microbatchGroupSize(ctx.grid()));
             if (logger) {
                 log.message(String.format(Locale.ROOT, "> number of parameters: %,d; optimizer state on rank 0: %,d bytes",
                         chunks.stream().mapToLong(PretrainGpt::parameterCount).sum(), trainer.optimizerBytes()));
@@ -215,10 +217,10 @@ public final class PretrainGpt {
                     trainer.resetPipelineTimes(); // the bubble is measured without the warm-up iteration
                 }
                 if (cfg.isMoe()) {
-                    MoeBalance balance = MoeBalance.collect(model.moeStats(), dp, ctx.manager());
+                    MoeBalance balance = MoeBalance.collect(moeStats(chunks), dp, ctx.manager());
                     if (o.moe.moeRouterEnableExpertBias) { // every rank has the same global counts
                         for (int l = 0; l < balance.tokensPerExpert().length; l++) {
-                            model.moeLayers().get(l).router().updateExpertBias(balance.tokensPerExpert()[l],
+                            moeLayers(chunks).get(l).router().updateExpertBias(balance.tokensPerExpert()[l],
                                     o.moe.moeRouterBiasUpdateRate);
                         }
                     }
@@ -228,8 +230,9 @@ public final class PretrainGpt {
                 }
                 if (logger && it == first) {
                     log.message(String.format(Locale.ROOT, "> activations held for backward at the end of a "
-                            + "micro-batch's forward: %.2f MB on rank 0 (recomputation: %s)",
-                            trainer.heldBytes() / 1048576.0, recompute));
+                            + "micro-batch's forward: %.2f MB on rank 0%s (recomputation: %s)",
+                            trainer.heldBytes() / 1048576.0, ctx.grid().pp() > 1
+                                    ? ", the peak over the micro-batches in flight" : "", recompute));
                 }
                 if (logger) {
                     log.step(r, (it + 1) * gbs, gbs);
@@ -246,7 +249,7 @@ public final class PretrainGpt {
                 }
                 if (o.evalInterval > 0 && (it + 1) % o.evalInterval == 0) {
                     double loss = evaluate(ctx, stageModel, data, samples, dp, gbs);
-                    model.moeStats().forEach(org.djlmegatron.moe.MoeStats::reset); // balance figures are training's
+                    moeStats(chunks).forEach(org.djlmegatron.moe.MoeStats::reset); // balance figures are training's
                     if (logger) {
                         log.eval(it + 1, loss);
                     }
@@ -259,6 +262,22 @@ public final class PretrainGpt {
             }
         }
         return results;
+    }
+
+    /** The MoE layers of every model chunk of this rank, chunk by chunk. */
+    private static List<org.djlmegatron.moe.MoeLayer> moeLayers(List<GPTModel> chunks) {
+        return chunks.stream().flatMap(c -> c.moeLayers().stream()).toList();
+    }
+
+    /** Their balance figures, in the same order. */
+    private static List<org.djlmegatron.moe.MoeStats> moeStats(List<GPTModel> chunks) {
+        return chunks.stream().flatMap(c -> c.moeStats().stream()).toList();
+    }
+
+    /** {@code --microbatch-group-size-per-virtual-pipeline-stage}, or Megatron's default: the pipeline size. */
+    private int microbatchGroupSize(RankGrid grid) {
+        Integer g = o.microbatchGroupSizePerVirtualPipelineStage;
+        return g != null ? g : grid.pp();
     }
 
     /** This rank's model for global layers {@code [firstLayer, endLayer)}, set up and initialised or loaded. */
@@ -360,7 +379,7 @@ public final class PretrainGpt {
                         ? indexed.validBatches(i, samples.rank(), samples.size(), o.microBatchSize, gbs)
                         : data.microBatches(heldOut + i, samples.rank(), samples.size(), o.microBatchSize, gbs);
                 if (pp.size() > 1) { // Megatron's forward-only schedule
-                    sum += ForwardOnly.lossSum(pp, model, batches, s);
+                    sum += ForwardOnly.lossSum(pp, model, batches, s, microbatchGroupSize(ctx.grid()));
                     count += batches.size();
                     continue;
                 }

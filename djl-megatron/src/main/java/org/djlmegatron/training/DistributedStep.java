@@ -75,6 +75,7 @@ public final class DistributedStep implements AutoCloseable {
     private double pipelineComputeSeconds;
     private double pipelineScheduleSeconds;
     private long heldBytes = -1;
+    private int microbatchGroupSize; // 0: Megatron's default, the pipeline size
 
     public DistributedStep(RankContext ctx, TrainableModel model, StepConfig config) {
         this.ctx = ctx;
@@ -270,6 +271,9 @@ public final class DistributedStep implements AutoCloseable {
         Tape[][] tapes = new Tape[chunks][n];
         NDArray[][] outputs = new NDArray[chunks][n];
         NDArray[][] inputGradients = new NDArray[chunks][n];
+        // what each micro-batch's forward keeps for backward, freed once its backward is done
+        NDManager[][] held = new NDManager[chunks][n];
+        long[] peakHeld = {measureHeld ? 0 : -1};
         float[] losses = new float[n];
         MicroBatch shape = batches.get(0);
         try (NDManager step = ctx.manager().newSubManager()) {
@@ -279,22 +283,30 @@ public final class DistributedStep implements AutoCloseable {
                 public NDArray forward(int m, int chunk, NDArray input) {
                     long c0 = System.nanoTime();
                     try {
-                        return forwardPass(m, stage.chunk(chunk), tapes[chunk], outputs[chunk],
-                                inputGradients[chunk], input);
+                        held[chunk][m] = step.newSubManager();
+                        NDArray out = forwardPass(m, stage.chunk(chunk), tapes[chunk], outputs[chunk],
+                                inputGradients[chunk], input, held[chunk][m]);
+                        if (peakHeld[0] >= 0) {
+                            peakHeld[0] = Math.max(peakHeld[0], heldInFlight(held));
+                        }
+                        return out;
                     } finally {
                         pipelineComputeSeconds += (System.nanoTime() - c0) / 1e9;
                     }
                 }
 
                 private NDArray forwardPass(int m, PipelineStageModel part, Tape[] tapes, NDArray[] outputs,
-                        NDArray[] inputGradients, NDArray input) {
+                        NDArray[] inputGradients, NDArray input, NDManager mine) {
                     MicroBatch mb = batches.get(m);
                     tapes[m] = new Tape();
                     tapes[m].setKey(new RandomKey(iteration, firstSample(m)));
                     Tape previous = ctx.useTape(tapes[m]);
+                    if (input != null) {
+                        input.attach(mine); // so this stage's activations (made from it) are counted and freed with it
+                    }
                     try {
-                        NDArray ids = step.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
-                        NDArray labels = step.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
+                        NDArray ids = mine.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
+                        NDArray labels = mine.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
                         NDArray hidden = input == null ? null : tapes[m].function(new NDList(input),
                                 in -> new NDList(in.get(0).duplicate()),
                                 grads -> {
@@ -306,7 +318,9 @@ public final class DistributedStep implements AutoCloseable {
                             outputs[m] = Cast.to(outputs[m], part.activationType());
                             return outputs[m];
                         }
-                        pending.add(outputs[m].stopGradient());
+                        NDArray loss = outputs[m].stopGradient();
+                        loss.attach(step); // read after the last backward
+                        pending.add(loss);
                         return null;
                     } finally {
                         ctx.useTape(previous);
@@ -317,8 +331,14 @@ public final class DistributedStep implements AutoCloseable {
                 public NDArray backward(int m, int chunk, NDArray outputGradient) {
                     long c0 = System.nanoTime();
                     try {
-                        return backwardPass(m, stage.chunk(chunk).isLastStage(), tapes[chunk], outputs[chunk],
-                                inputGradients[chunk], outputGradient);
+                        NDArray inputGradient = backwardPass(m, stage.chunk(chunk).isLastStage(), tapes[chunk],
+                                outputs[chunk], inputGradients[chunk], outputGradient);
+                        if (inputGradient != null) {
+                            inputGradient.attach(step); // sent after this pass
+                        }
+                        held[chunk][m].close();
+                        held[chunk][m] = null;
+                        return inputGradient;
                     } finally {
                         pipelineComputeSeconds += (System.nanoTime() - c0) / 1e9;
                     }
@@ -342,11 +362,16 @@ public final class DistributedStep implements AutoCloseable {
                     return inputGradients[m];
                 }
             };
-            PipelineSchedule schedule = PipelineSchedule.training(pp.size(), pp.rank(), chunks, n);
+            PipelineSchedule schedule = PipelineSchedule.of(pp.size(), pp.rank(), chunks, n,
+                    microbatchGroupSize > 0 ? microbatchGroupSize : pp.size(), false);
             long s0 = System.nanoTime();
             new PipelineRunner(pp, stage.activationShape(shape.rows(), shape.seq()), stage.activationType())
                     .run(schedule, work, step);
             pipelineScheduleSeconds += (System.nanoTime() - s0) / 1e9;
+            if (peakHeld[0] >= 0) {
+                heldBytes = peakHeld[0];
+                measureHeld = false;
+            }
             double lossSum = 0;
             for (int i = 0; i < pending.size(); i++) {
                 lossSum += pending.get(i).getFloat(); // in micro-batch order, as without pipelining
@@ -354,6 +379,17 @@ public final class DistributedStep implements AutoCloseable {
             NDArray sum = step.create(new double[] {lossSum});
             return pp.broadcast(sum, pp.size() - 1).getDouble(0);
         }
+    }
+
+    /** Bytes the forwards of the micro-batches in flight keep for backward, over every model chunk. */
+    private static long heldInFlight(NDManager[][] held) {
+        long bytes = 0;
+        for (NDManager[] chunk : held) {
+            for (NDManager m : chunk) {
+                bytes += m == null ? 0 : HeldMemory.bytes(m);
+            }
+        }
+        return bytes;
     }
 
     /**
@@ -399,12 +435,25 @@ public final class DistributedStep implements AutoCloseable {
         pipelineScheduleSeconds = 0;
     }
 
+    /**
+     * Megatron's {@code --microbatch-group-size-per-virtual-pipeline-stage}: how many micro-batches
+     * go through each model chunk before the next chunk's turn in the interleaved schedule
+     * (default: the pipeline size); validated by {@link PipelineSchedule#of} at the first step.
+     */
+    public void setMicrobatchGroupSize(int groupSize) {
+        this.microbatchGroupSize = groupSize;
+    }
+
     /** Measures, in the next step's first micro-batch, the bytes its forward keeps for backward. */
     public void measureHeldBytes() {
         measureHeld = true;
     }
 
-    /** Bytes the last measured forward kept for backward on this rank ({@link HeldMemory}); -1 before. */
+    /**
+     * Bytes the last measured forward kept for backward on this rank ({@link HeldMemory}); -1 before.
+     * Under pipelining: the peak, over the measured step, of what the forwards of the micro-batches
+     * then in flight (1F1B's warm-up plus one on rank r: {@code p - r}) keep together.
+     */
     public long heldBytes() {
         return heldBytes;
     }
