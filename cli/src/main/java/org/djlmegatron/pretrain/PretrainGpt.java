@@ -257,8 +257,10 @@ public final class PretrainGpt {
             }
             if (logger && ctx.grid().pp() > 1 && o.trainIters - first > 1) {
                 log.message(String.format(Locale.ROOT, "> pipeline bubble on rank 0: %.3f of compute time idle "
-                        + "(Megatron's theory (p-1)/(v*m): %.3f)", trainer.pipelineBubble(),
-                        (ctx.grid().pp() - 1) / (double) (chunks.size() * trainer.microBatchesPerStep())));
+                        + "(Megatron's theory (p-1)/(v*m): %.3f); replayed on one device per stage from the measured "
+                        + "pass times: %.3f", trainer.pipelineBubble(),
+                        (ctx.grid().pp() - 1) / (double) (chunks.size() * trainer.microBatchesPerStep()),
+                        trainer.replayedPipelineBubble()));
             }
         }
         return results;

@@ -22,6 +22,7 @@ import org.djlmegatron.engine.TorchNative;
 import org.djlmegatron.optim.FlatOptimizer;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
+import org.djlmegatron.pipeline.PipelineReplay;
 import org.djlmegatron.pipeline.PipelineRunner;
 import org.djlmegatron.pipeline.PipelineSchedule;
 import org.djlmegatron.training.buffers.ParamAndGradBuffer;
@@ -74,6 +75,9 @@ public final class DistributedStep implements AutoCloseable {
     /** Under pipelining: seconds this rank spent in its passes, and in the whole schedule (passes + waits). */
     private double pipelineComputeSeconds;
     private double pipelineScheduleSeconds;
+    /** The same steps replayed on one device per stage from the measured pass times ({@link PipelineReplay}). */
+    private double replayedComputeSeconds;
+    private double replayedScheduleSeconds;
     private long heldBytes = -1;
     private int microbatchGroupSize; // 0: Megatron's default, the pipeline size
 
@@ -274,6 +278,8 @@ public final class DistributedStep implements AutoCloseable {
         // what each micro-batch's forward keeps for backward, freed once its backward is done
         NDManager[][] held = new NDManager[chunks][n];
         long[] peakHeld = {measureHeld ? 0 : -1};
+        double[] passSeconds = new double[2 * n * chunks]; // this rank's passes, in schedule order
+        int[] passes = {0};
         float[] losses = new float[n];
         MicroBatch shape = batches.get(0);
         try (NDManager step = ctx.manager().newSubManager()) {
@@ -291,7 +297,9 @@ public final class DistributedStep implements AutoCloseable {
                         }
                         return out;
                     } finally {
-                        pipelineComputeSeconds += (System.nanoTime() - c0) / 1e9;
+                        double t = (System.nanoTime() - c0) / 1e9;
+                        pipelineComputeSeconds += t;
+                        passSeconds[passes[0]++] = t;
                     }
                 }
 
@@ -340,7 +348,9 @@ public final class DistributedStep implements AutoCloseable {
                         held[chunk][m] = null;
                         return inputGradient;
                     } finally {
-                        pipelineComputeSeconds += (System.nanoTime() - c0) / 1e9;
+                        double t = (System.nanoTime() - c0) / 1e9;
+                        pipelineComputeSeconds += t;
+                        passSeconds[passes[0]++] = t;
                     }
                 }
 
@@ -362,12 +372,13 @@ public final class DistributedStep implements AutoCloseable {
                     return inputGradients[m];
                 }
             };
-            PipelineSchedule schedule = PipelineSchedule.of(pp.size(), pp.rank(), chunks, n,
-                    microbatchGroupSize > 0 ? microbatchGroupSize : pp.size(), false);
+            int groupSize = microbatchGroupSize > 0 ? microbatchGroupSize : pp.size();
+            PipelineSchedule schedule = PipelineSchedule.of(pp.size(), pp.rank(), chunks, n, groupSize, false);
             long s0 = System.nanoTime();
             new PipelineRunner(pp, stage.activationShape(shape.rows(), shape.seq()), stage.activationType())
                     .run(schedule, work, step);
             pipelineScheduleSeconds += (System.nanoTime() - s0) / 1e9;
+            replay(passSeconds, n, chunks, groupSize, step);
             if (peakHeld[0] >= 0) {
                 heldBytes = peakHeld[0];
                 measureHeld = false;
@@ -379,6 +390,29 @@ public final class DistributedStep implements AutoCloseable {
             NDArray sum = step.create(new double[] {lossSum});
             return pp.broadcast(sum, pp.size() - 1).getDouble(0);
         }
+    }
+
+    /**
+     * Replays this step on one device per stage: every rank's pass times, gathered over the
+     * pipeline group, run through the schedules' dependencies ({@link PipelineReplay}).
+     */
+    private void replay(double[] passSeconds, int n, int chunks, int groupSize, NDManager m) {
+        float[] mine = new float[passSeconds.length];
+        for (int i = 0; i < mine.length; i++) {
+            mine[i] = (float) passSeconds[i];
+        }
+        float[] all = pp.allGather(m.create(mine), 0).toFloatArray();
+        List<PipelineSchedule> schedules = new java.util.ArrayList<>();
+        double[][] seconds = new double[pp.size()][mine.length];
+        for (int r = 0; r < pp.size(); r++) {
+            schedules.add(PipelineSchedule.of(pp.size(), r, chunks, n, groupSize, false));
+            for (int i = 0; i < mine.length; i++) {
+                seconds[r][i] = all[r * mine.length + i];
+            }
+        }
+        PipelineReplay replay = PipelineReplay.of(schedules, seconds);
+        replayedScheduleSeconds += replay.makespan();
+        replayedComputeSeconds += replay.busy(pp.rank());
     }
 
     /** Bytes the forwards of the micro-batches in flight keep for backward, over every model chunk. */
@@ -429,10 +463,22 @@ public final class DistributedStep implements AutoCloseable {
                 : (pipelineScheduleSeconds - pipelineComputeSeconds) / pipelineComputeSeconds;
     }
 
-    /** Starts a new measurement of {@link #pipelineBubble}. */
+    /**
+     * This rank's bubble since the last {@link #resetPipelineTimes} with the steps replayed on one
+     * device per stage from the measured pass times ({@link PipelineReplay}): what the schedule
+     * costs when a waiting stage is not also waiting for a core; NaN without pipelining.
+     */
+    public double replayedPipelineBubble() {
+        return replayedComputeSeconds == 0 ? Double.NaN
+                : (replayedScheduleSeconds - replayedComputeSeconds) / replayedComputeSeconds;
+    }
+
+    /** Starts a new measurement of {@link #pipelineBubble} and {@link #replayedPipelineBubble}. */
     public void resetPipelineTimes() {
         pipelineComputeSeconds = 0;
         pipelineScheduleSeconds = 0;
+        replayedComputeSeconds = 0;
+        replayedScheduleSeconds = 0;
     }
 
     /**
