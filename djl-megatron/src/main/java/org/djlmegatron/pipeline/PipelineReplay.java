@@ -1,8 +1,11 @@
 package org.djlmegatron.pipeline;
 
+import ai.djl.ndarray.NDManager;
+import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import org.djlmegatron.comm.ProcessGroup;
 
 /**
  * A pipeline step replayed on one device per stage: every rank runs its passes in its schedule's
@@ -73,6 +76,33 @@ public final class PipelineReplay {
             makespan = Math.max(makespan, c);
         }
         return new PipelineReplay(makespan, busy);
+    }
+
+    /**
+     * Replays one step of this pipeline group: every rank's pass times (this rank's are
+     * {@code passSeconds}, in its schedule's order) gathered over {@code pipeline}; a collective,
+     * so every rank of the group calls it.
+     */
+    public static PipelineReplay gather(ProcessGroup pipeline, double[] passSeconds, int chunks, int microBatches,
+            int groupSize, NDManager manager) {
+        float[] mine = new float[passSeconds.length];
+        for (int i = 0; i < mine.length; i++) {
+            mine[i] = (float) passSeconds[i];
+        }
+        float[] all;
+        try (NDManager scratch = manager.newSubManager()) {
+            all = pipeline.allGather(scratch.create(mine), 0).toFloatArray();
+        }
+        int p = pipeline.size();
+        List<PipelineSchedule> schedules = new ArrayList<>(p);
+        double[][] seconds = new double[p][mine.length];
+        for (int r = 0; r < p; r++) {
+            schedules.add(PipelineSchedule.of(p, r, chunks, microBatches, groupSize, false));
+            for (int i = 0; i < mine.length; i++) {
+                seconds[r][i] = all[r * mine.length + i];
+            }
+        }
+        return of(schedules, seconds);
     }
 
     private static String key(boolean forward, int microBatch, int virtualStage) {

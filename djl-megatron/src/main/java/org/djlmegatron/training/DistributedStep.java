@@ -378,7 +378,9 @@ public final class DistributedStep implements AutoCloseable {
             new PipelineRunner(pp, stage.activationShape(shape.rows(), shape.seq()), stage.activationType())
                     .run(schedule, work, step);
             pipelineScheduleSeconds += (System.nanoTime() - s0) / 1e9;
-            replay(passSeconds, n, chunks, groupSize, step);
+            PipelineReplay replay = PipelineReplay.gather(pp, passSeconds, chunks, n, groupSize, step);
+            replayedScheduleSeconds += replay.makespan();
+            replayedComputeSeconds += replay.busy(pp.rank());
             if (peakHeld[0] >= 0) {
                 heldBytes = peakHeld[0];
                 measureHeld = false;
@@ -390,29 +392,6 @@ public final class DistributedStep implements AutoCloseable {
             NDArray sum = step.create(new double[] {lossSum});
             return pp.broadcast(sum, pp.size() - 1).getDouble(0);
         }
-    }
-
-    /**
-     * Replays this step on one device per stage: every rank's pass times, gathered over the
-     * pipeline group, run through the schedules' dependencies ({@link PipelineReplay}).
-     */
-    private void replay(double[] passSeconds, int n, int chunks, int groupSize, NDManager m) {
-        float[] mine = new float[passSeconds.length];
-        for (int i = 0; i < mine.length; i++) {
-            mine[i] = (float) passSeconds[i];
-        }
-        float[] all = pp.allGather(m.create(mine), 0).toFloatArray();
-        List<PipelineSchedule> schedules = new java.util.ArrayList<>();
-        double[][] seconds = new double[pp.size()][mine.length];
-        for (int r = 0; r < pp.size(); r++) {
-            schedules.add(PipelineSchedule.of(pp.size(), r, chunks, n, groupSize, false));
-            for (int i = 0; i < mine.length; i++) {
-                seconds[r][i] = all[r * mine.length + i];
-            }
-        }
-        PipelineReplay replay = PipelineReplay.of(schedules, seconds);
-        replayedScheduleSeconds += replay.makespan();
-        replayedComputeSeconds += replay.busy(pp.rank());
     }
 
     /** Bytes the forwards of the micro-batches in flight keep for backward, over every model chunk. */
