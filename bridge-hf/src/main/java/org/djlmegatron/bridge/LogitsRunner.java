@@ -3,6 +3,7 @@ package org.djlmegatron.bridge;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
 import ai.djl.pytorch.jni.JniUtils;
 import java.nio.file.Path;
 import java.util.List;
@@ -14,12 +15,14 @@ import org.djlmegatron.bridge.convert.WeightSource;
 import org.djlmegatron.bridge.hf.HfCheckpoint;
 import org.djlmegatron.launch.LocalWorld;
 import org.djlmegatron.models.GPTModel;
+import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankGrid;
+import org.djlmegatron.pipeline.PipelineLayout;
 import org.djlmegatron.transformer.TransformerConfig;
 
 /**
- * Runs a checkpoint's forward pass on thread ranks at a tensor-parallel size and returns the
- * full-vocabulary logits. The layout is validated against the model before any weight is read.
+ * Runs a checkpoint's forward pass on thread ranks at a tensor-, pipeline- and expert-parallel
+ * size and returns the full-vocabulary logits. The layout is validated against the model before any weight is read.
  * Any format of {@link CheckpointFormat} is accepted (detected from the directory).
  */
 public final class LogitsRunner {
@@ -69,6 +72,19 @@ public final class LogitsRunner {
      */
     public static float[] logits(Path checkpoint, Path modelConfig, ReadChecks checks, long[] ids, int batch, int tp,
             int ep, boolean sequenceParallel) {
+        return logits(checkpoint, modelConfig, checks, ids, batch, tp, ep, 1, sequenceParallel);
+    }
+
+    /**
+     * On {@code tp x pp x ep} thread ranks: with {@code pp > 1} the decoder layers are split evenly
+     * over {@code pp} stages (Megatron's split) and each row of {@code ids} is one micro-batch of
+     * Megatron's forward-only schedule; the last stage's logits are returned.
+     */
+    public static float[] logits(Path checkpoint, Path modelConfig, ReadChecks checks, long[] ids, int batch, int tp,
+            int ep, int pp, boolean sequenceParallel) {
+        if (pp < 1) {
+            throw new IllegalArgumentException("--pp must be >= 1, got " + pp);
+        }
         if (ep < 1) {
             throw new IllegalArgumentException("--ep must be >= 1, got " + ep);
         }
@@ -80,31 +96,42 @@ public final class LogitsRunner {
         if (format == CheckpointFormat.HF) {
             // each rank reads only the bytes of its own shards
             try (HfCheckpoint ckpt = HfCheckpoint.open(checkpoint)) {
-                return run(ckpt.config(), model -> ckpt.loadInto(model, checks), ids, batch, tp, ep, sequenceParallel);
+                return run(ckpt.config(), model -> ckpt.loadInto(model, checks), ids, batch, tp, ep, pp,
+                        sequenceParallel);
             }
         }
         try (WeightSource source = format.open(checkpoint, modelConfig, checks)) {
             return run(source.config(), model -> CheckpointLoader.loadInto(source, model, checks), ids, batch, tp, ep,
-                    sequenceParallel);
+                    pp, sequenceParallel);
         }
     }
 
     private static float[] run(TransformerConfig cfg, Consumer<GPTModel> load, long[] ids, int batch, int tp, int ep,
-            boolean sequenceParallel) {
-        RankGrid grid = RankGrid.create(tp * ep, tp, 1, 1, ep);
+            int pp, boolean sequenceParallel) {
+        RankGrid grid = RankGrid.create(tp * pp * ep, tp, pp, 1, ep);
         grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
+        if (cfg.numLayers() % pp != 0) {
+            throw new IllegalArgumentException("--pp " + pp + " does not divide the checkpoint's " + cfg.numLayers()
+                    + " decoder layers (stages hold equal numbers of layers)");
+        }
+        PipelineLayout stages = PipelineLayout.of(cfg.numLayers(), pp, 1, null, null);
         checkIds(ids, batch, cfg, tp, sequenceParallel);
-        ThreadBudget.applyFor(null, tp); // cores / tp rank threads, or OMP_NUM_THREADS
+        ThreadBudget.applyFor(null, tp * pp); // cores / rank threads, or OMP_NUM_THREADS
+        int seq = ids.length / batch;
         List<float[]> out = LocalWorld.run(grid, ctx -> {
             JniUtils.setGradMode(false);
-            GPTModel model = new GPTModel(ctx, cfg, sequenceParallel);
+            int stage = grid.ppRank(ctx.rank());
+            GPTModel model = new GPTModel(ctx, cfg, sequenceParallel, stages.firstLayer(stage, 0),
+                    stages.endLayer(stage, 0));
             load.accept(model);
             NDManager m = ctx.manager();
-            NDArray input = m.create(ids, new ai.djl.ndarray.types.Shape(batch, ids.length / batch));
-            NDArray logits = model.gatherLogits(model.apply(input));
-            return ctx.rank() == 0 ? logits.toType(DataType.FLOAT32, false).toFloatArray() : null;
+            NDArray logits = pp == 1 ? model.gatherLogits(model.apply(m.create(ids, new Shape(batch, seq))))
+                    : PipelinedLogits.run(ctx.group(GroupKind.PIPELINE), model, ids, batch, m);
+            boolean reporter = stage == pp - 1 && grid.tpRank(ctx.rank()) == 0 && grid.dpRank(ctx.rank()) == 0;
+            return reporter ? logits.toType(DataType.FLOAT32, false).toFloatArray() : null;
         });
-        return out.get(0);
+        return out.stream().filter(java.util.Objects::nonNull).findFirst()
+                .orElseThrow(() -> new IllegalStateException("no rank of the last pipeline stage returned logits"));
     }
 
     private static void checkIds(long[] ids, int batch, TransformerConfig cfg, int tp, boolean sp) {

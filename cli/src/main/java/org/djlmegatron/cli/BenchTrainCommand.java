@@ -82,7 +82,8 @@ final class BenchTrainCommand implements Callable<Integer> {
     @Option(names = "--iters", defaultValue = "4", description = "timed iterations per layout (after one warm-up)") int iters;
     @Option(names = "--layouts", split = ",", defaultValue = "dp1,dp2,dp2-distopt,tp2",
             description = "layouts to run: dpN, dpN-distopt, dpN-zero2 (--data-parallel-sharding-strategy optim_grads, native library), tpN, cpN (context parallelism, ring attention) or cpN-all_gather / "
-                    + "cpN-a2a, ppN (1F1B over N stages; prints the measured bubble next to Megatron's (p-1)/(v*m)), "
+                    + "cpN-a2a, ppN (1F1B over N stages; prints the measured bubble, the bubble replayed on one device per "
+                    + "stage from the measured pass times, and Megatron's (p-1)/(v*m)), "
                     + "ppN-vpV (interleaved 1F1B, V model chunks per rank; bubble vs (p-1)/(v*m)), epN (with --num-experts), "
                     + "each optionally suffixed -grouped (--moe-grouped-gemm, MoE only), then -sharedoverlap (--moe-shared-expert-overlap, "
                     + "with --moe-shared-expert-intermediate-size), then -full (full recomputation, "
@@ -320,8 +321,10 @@ final class BenchTrainCommand implements Callable<Integer> {
     /** The measured and theoretical bubble pretrain-gpt prints under pipelining, or "". */
     private static String bubble(String log) {
         java.util.regex.Matcher m = java.util.regex.Pattern.compile("pipeline bubble on rank 0: ([0-9.]+) of compute "
-                + "time idle \\(Megatron's theory \\(p-1\\)/\\(v\\*m\\): ([0-9.]+)\\)").matcher(log);
-        return m.find() ? String.format(Locale.ROOT, "  bubble %s (theory %s)", m.group(1), m.group(2)) : "";
+                + "time idle \\(Megatron's theory \\(p-1\\)/\\(v\\*m\\): ([0-9.]+)\\); replayed on one device per "
+                + "stage from the measured pass times: ([0-9.]+)").matcher(log);
+        return m.find() ? String.format(Locale.ROOT, "  bubble %s, replayed %s (theory %s)", m.group(1), m.group(3),
+                m.group(2)) : "";
     }
 
     /** Rank 0's time in the expert exchange over the timed iterations (all but the first), from --metrics-out. */

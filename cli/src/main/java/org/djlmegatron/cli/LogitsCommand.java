@@ -44,6 +44,11 @@ final class LogitsCommand implements Callable<Integer> {
     @Option(names = "--ep", defaultValue = "1", description = "expert-parallel size of an MoE model: TP x EP thread ranks, "
             + "num_experts/EP experts each (default: ${DEFAULT-VALUE})")
     int ep;
+    @Option(names = "--pp", defaultValue = "1", description = "pipeline-parallel size: the layers split evenly over PP stages "
+            + "(TP x PP x EP thread ranks), each row of the ids one micro-batch of the forward-only schedule "
+            + "(default: ${DEFAULT-VALUE})")
+    int pp;
+
     @Option(names = "--sequence-parallel", description = "split activations along the sequence between TP regions")
     boolean sequenceParallel;
 
@@ -57,6 +62,7 @@ final class LogitsCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         positive("--tp", tp);
+        positive("--pp", pp);
         long[] ids;
         long[] shape;
         try (SafetensorsReader in = SafetensorsReader.open(inputIds)) {
@@ -73,7 +79,7 @@ final class LogitsCommand implements Callable<Integer> {
             ids = in.loadLongs(inputKey);
         }
         float[] logits = LogitsRunner.logits(checkpoint, modelConfig, new ReadChecks(!noVerify, allowNonFinite), ids,
-                (int) shape[0], tp, ep, sequenceParallel);
+                (int) shape[0], tp, ep, pp, sequenceParallel);
         long vocab = logits.length / (shape[0] * shape[1]);
         requireFinite(logits, shape[1], vocab);
         try (NDManager m = NDManager.newBaseManager()) {

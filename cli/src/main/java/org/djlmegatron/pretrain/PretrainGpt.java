@@ -102,10 +102,6 @@ public final class PretrainGpt {
             o.moe.checkSharedExpertOverlap(cfg.hasSharedExperts());
             grid.validateModel(cfg.numAttentionHeads(), cfg.numQueryGroups(), cfg.vocabSize(), cfg.numExperts());
             PipelineLayout stages = o.pipelineLayout(cfg.numLayers());
-            if (stages.chunks() > 1 && cfg.isMoe()) {
-                throw new IllegalArgumentException("--virtual-pipeline-model-parallel-size " + stages.chunks()
-                        + " with a MoE model (--num-experts " + cfg.numExperts() + ") is not supported yet");
-            }
             BatchSource data = dataSource(cfg, o.globalBatchSize != null ? o.globalBatchSize
                     : o.microBatchSize * grid.dp());
             int seq = data.seqLength();
@@ -115,7 +111,12 @@ public final class PretrainGpt {
                     o.ddpBucketSize != null ? o.ddpBucketSize : StepConfig.DEFAULT_BUCKET_ELEMENTS, scaler, o.sharding());
             tc.microBatchesPerStep(grid.dp());
             if (stages.chunks() > 1) { // Megatron's refusals of the interleaved schedule, before any rank starts
-                PipelineSchedule.training(grid.pp(), 0, stages.chunks(), tc.microBatchesPerStep(grid.dp()));
+                PipelineSchedule.of(grid.pp(), 0, stages.chunks(), tc.microBatchesPerStep(grid.dp()),
+                        microbatchGroupSize(grid), false);
+            } else if (o.microbatchGroupSizePerVirtualPipelineStage != null) {
+                throw new IllegalArgumentException("--microbatch-group-size-per-virtual-pipeline-stage "
+                        + o.microbatchGroupSizePerVirtualPipelineStage + " needs --virtual-pipeline-model-parallel-size "
+                        + "(it groups micro-batches of the interleaved schedule)");
             }
             if (start.resume() != null && !o.finetune) {
                 TrainingCheckpoint.checkResumable(start.iterDir(), start.resume(), gbs);
@@ -189,6 +190,7 @@ public final class PretrainGpt {
         boolean logger = ctx.rank() == 0;
         try (DistributedStep trainer = new DistributedStep(ctx, stageModel, tc, overlap);
                 TrainingLog log = logger ? new TrainingLog(out, o.trainIters, o.logInterval, flops, o.metricsOut) : null) {
+            trainer.setMicrobatchGroupSize(microbatchGroupSize(ctx.grid()));
             if (logger) {
                 log.message(String.format(Locale.ROOT, "> number of parameters: %,d; optimizer state on rank 0: %,d bytes",
                         chunks.stream().mapToLong(PretrainGpt::parameterCount).sum(), trainer.optimizerBytes()));
@@ -207,10 +209,10 @@ public final class PretrainGpt {
                     trainer.resetPipelineTimes(); // the bubble is measured without the warm-up iteration
                 }
                 if (cfg.isMoe()) {
-                    MoeBalance balance = MoeBalance.collect(model.moeStats(), dp, ctx.manager());
+                    MoeBalance balance = MoeBalance.collect(moeStats(chunks), dp, ctx.manager());
                     if (o.moe.moeRouterEnableExpertBias) { // every rank has the same global counts
                         for (int l = 0; l < balance.tokensPerExpert().length; l++) {
-                            model.moeLayers().get(l).router().updateExpertBias(balance.tokensPerExpert()[l],
+                            moeLayers(chunks).get(l).router().updateExpertBias(balance.tokensPerExpert()[l],
                                     o.moe.moeRouterBiasUpdateRate);
                         }
                     }
@@ -220,8 +222,9 @@ public final class PretrainGpt {
                 }
                 if (logger && it == first) {
                     log.message(String.format(Locale.ROOT, "> activations held for backward at the end of a "
-                            + "micro-batch's forward: %.2f MB on rank 0 (recomputation: %s)",
-                            trainer.heldBytes() / 1048576.0, recompute));
+                            + "micro-batch's forward: %.2f MB on rank 0%s (recomputation: %s)",
+                            trainer.heldBytes() / 1048576.0, ctx.grid().pp() > 1
+                                    ? ", the peak over the micro-batches in flight" : "", recompute));
                     log.message(RankMemoryLine.format(trainer.memory(), o.sharding()));
                 }
                 if (logger) {
@@ -241,7 +244,7 @@ public final class PretrainGpt {
                 if (o.evalInterval > 0 && (it + 1) % o.evalInterval == 0) {
                     trainer.awaitParamGather(); // the evaluation's collectives on dp come after the gather's
                     double loss = evaluate(ctx, stageModel, data, samples, dp, gbs);
-                    model.moeStats().forEach(org.djlmegatron.moe.MoeStats::reset); // balance figures are training's
+                    moeStats(chunks).forEach(org.djlmegatron.moe.MoeStats::reset); // balance figures are training's
                     if (logger) {
                         log.eval(it + 1, loss);
                     }
@@ -255,11 +258,29 @@ public final class PretrainGpt {
             }
             if (logger && ctx.grid().pp() > 1 && o.trainIters - first > 1) {
                 log.message(String.format(Locale.ROOT, "> pipeline bubble on rank 0: %.3f of compute time idle "
-                        + "(Megatron's theory (p-1)/(v*m): %.3f)", trainer.pipelineBubble(),
-                        (ctx.grid().pp() - 1) / (double) (chunks.size() * trainer.microBatchesPerStep())));
+                        + "(Megatron's theory (p-1)/(v*m): %.3f); replayed on one device per stage from the measured "
+                        + "pass times: %.3f", trainer.pipelineBubble(),
+                        (ctx.grid().pp() - 1) / (double) (chunks.size() * trainer.microBatchesPerStep()),
+                        trainer.replayedPipelineBubble()));
             }
         }
         return results;
+    }
+
+    /** The MoE layers of every model chunk of this rank, chunk by chunk. */
+    private static List<org.djlmegatron.moe.MoeLayer> moeLayers(List<GPTModel> chunks) {
+        return chunks.stream().flatMap(c -> c.moeLayers().stream()).toList();
+    }
+
+    /** Their balance figures, in the same order. */
+    private static List<org.djlmegatron.moe.MoeStats> moeStats(List<GPTModel> chunks) {
+        return chunks.stream().flatMap(c -> c.moeStats().stream()).toList();
+    }
+
+    /** {@code --microbatch-group-size-per-virtual-pipeline-stage}, or Megatron's default: the pipeline size. */
+    private int microbatchGroupSize(RankGrid grid) {
+        Integer g = o.microbatchGroupSizePerVirtualPipelineStage;
+        return g != null ? g : grid.pp();
     }
 
     /** This rank's model for global layers {@code [firstLayer, endLayer)}, set up and initialised or loaded. */
@@ -365,7 +386,7 @@ public final class PretrainGpt {
                         ? indexed.validBatches(i, samples.rank(), samples.size(), o.microBatchSize, gbs)
                         : data.microBatches(heldOut + i, samples.rank(), samples.size(), o.microBatchSize, gbs);
                 if (pp.size() > 1) { // Megatron's forward-only schedule
-                    sum += ForwardOnly.lossSum(pp, model, batches, s);
+                    sum += ForwardOnly.lossSum(pp, model, batches, s, microbatchGroupSize(ctx.grid()));
                     count += batches.size();
                     continue;
                 }

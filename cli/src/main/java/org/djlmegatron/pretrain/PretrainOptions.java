@@ -99,6 +99,9 @@ public final class PretrainOptions {
     @Option(names = "--pipeline-model-parallel-size", defaultValue = "1", description = "pipeline stages, run with the 1F1B schedule (default: ${DEFAULT-VALUE})") public int pipelineModelParallelSize;
     @Option(names = "--virtual-pipeline-model-parallel-size", description = "model chunks per pipeline rank, run with the interleaved 1F1B schedule; chunk c of rank r holds the layers of virtual stage c*P+r (default: none, no interleaving)") public Integer virtualPipelineModelParallelSize;
     @Option(names = "--num-layers-per-virtual-pipeline-stage", description = "layers per model chunk: the other way to give the virtual pipeline size (default: none)") public Integer numLayersPerVirtualPipelineStage;
+    @Option(names = "--microbatch-group-size-per-virtual-pipeline-stage", description = "interleaved schedule: micro-batches "
+            + "that go through each model chunk before the next chunk's turn, between the pipeline size and the micro-batches "
+            + "per step (default: the pipeline size)") public Integer microbatchGroupSizePerVirtualPipelineStage;
     @Option(names = "--decoder-first-pipeline-num-layers", description = "layers on the first pipeline stage (default: an even split)") public Integer decoderFirstPipelineNumLayers;
     @Option(names = "--decoder-last-pipeline-num-layers", description = "layers on the last pipeline stage (default: an even split)") public Integer decoderLastPipelineNumLayers;
     @Option(names = "--use-distributed-optimizer", description = "shard fp32 masters and optimizer state over data parallelism (ZeRO-1): --data-parallel-sharding-strategy optim") public boolean useDistributedOptimizer;

@@ -38,6 +38,41 @@ class LogitsCommandTest {
         }
     }
 
+    /** Pipeline parallelism: one layer per stage, alone and with TP=2 + SP (world 4). */
+    @org.junit.jupiter.params.ParameterizedTest(name = "pp2 tp{0}")
+    @org.junit.jupiter.params.provider.ValueSource(ints = {1, 2})
+    void writesGoldenLogitsAtPp2(int tp) {
+        Path out = tmp.resolve("logits.safetensors");
+        Path golden = fixture("llama").resolve("golden.safetensors");
+        java.util.List<String> args = new java.util.ArrayList<>(java.util.List.of("logits", "--checkpoint",
+                fixture("llama").toString(), "--input-ids", golden.toString(), "--output", out.toString(), "--pp", "2",
+                "--tp", "" + tp));
+        if (tp > 1) {
+            args.add("--sequence-parallel");
+        }
+        assertThat(Main.run(args.toArray(new String[0]))).isZero();
+        try (SafetensorsReader ours = SafetensorsReader.open(out); SafetensorsReader ref = SafetensorsReader.open(golden)) {
+            assertThat(ours.info("logits").shape()).containsExactly(2, 24, 512);
+            float[] a = ours.loadFloats("logits");
+            float[] b = ref.loadFloats("logits");
+            double max = 0;
+            for (int i = 0; i < a.length; i++) {
+                max = Math.max(max, Math.abs(a[i] - b[i]));
+            }
+            assertThat(max).isLessThanOrEqualTo(1e-4);
+        }
+    }
+
+    @Test
+    void refusesPpThatDoesNotDivideTheLayersWithOneLineAndNoOutput() {
+        Path out = tmp.resolve("logits.safetensors");
+        String err = CliCapture.stderrOf(() -> assertThat(Main.run("logits", "--checkpoint", fixture("gpt2").toString(),
+                "--input-ids", fixture("gpt2").resolve("golden.safetensors").toString(),
+                "--output", out.toString(), "--pp", "4")).isEqualTo(1));
+        assertThat(err.strip()).doesNotContain("\n").contains("--pp 4 does not divide the checkpoint's 2 decoder layers");
+        assertThat(Files.exists(out)).isFalse();
+    }
+
     /** Expert parallelism: two of the four experts per rank, alone and with TP=2 + SP (world 4). */
     @org.junit.jupiter.params.ParameterizedTest(name = "{0} {1}")
     @org.junit.jupiter.params.provider.CsvSource({"mixtral, 1", "mixtral, 2", "qwen3_moe, 1", "qwen3_moe, 2"})

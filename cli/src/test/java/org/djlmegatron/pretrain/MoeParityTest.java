@@ -194,4 +194,31 @@ class MoeParityTest {
                 "--micro-batch-size", "1", "--global-batch-size", "4", "--lr", "3e-3", "--lr-decay-style", "constant",
                 "--seed", "11");
     }
+
+    /**
+     * MoE with virtual pipeline stages: 4 MoE layers (random weights) on PP=2 x VP=2, each model
+     * chunk one layer; every chunk's balancing losses are extra backward roots of its own tape,
+     * scaled like the main loss (a chunk before the last through {@code Tape.backward(output,
+     * grad, lossScale)}). PP=2 x VP=2 and EP=2 x PP=2 x VP=2 (world 4) follow the one-rank
+     * trajectory within 1e-5, in training and in evaluation.
+     */
+    @Test
+    void expertLayersOnVirtualPipelineStagesFollowTheOneRankTrajectory() {
+        List<String> base = TrajectoryParity.args("--mock-data", "--num-layers", "4", "--hidden-size", "32",
+                "--num-attention-heads", "4", "--seq-length", "16", "--vocab-size", "128", "--num-experts", "4",
+                "--moe-router-topk", "2", "--moe-ffn-hidden-size", "32", "--micro-batch-size", "1",
+                "--global-batch-size", "4", "--train-iters", "4", "--lr", "3e-3", "--lr-decay-style", "constant",
+                "--weight-decay", "0.1", "--clip-grad", "1.0", "--seed", "5", "--moe-router-load-balancing-type",
+                "aux_loss", "--moe-aux-loss-coeff", "0.01", "--moe-z-loss-coeff", "0.001",
+                "--eval-interval", "4", "--eval-iters", "1");
+        List<StepResult> reference = TrajectoryParity.run(base, SINGLE);
+        double referenceEval = PipelineParityTest.validationLoss(base, SINGLE, 4);
+        Variant ep2 = Variant.of("ep2-pp2-vp2", "--nproc-per-node", "4", "--pipeline-model-parallel-size", "2",
+                "--virtual-pipeline-model-parallel-size", "2", "--expert-model-parallel-size", "2");
+        for (Variant v : List.of(TrajectoryParity.PP2_VP2, ep2)) {
+            TrajectoryParity.assertClose(reference, TrajectoryParity.run(base, v), 1e-5, v.name());
+            assertThat(PipelineParityTest.validationLoss(base, v, 4)).as(v.name() + " evaluation")
+                    .isCloseTo(referenceEval, org.assertj.core.api.Assertions.within(1e-5 * Math.max(1, referenceEval)));
+        }
+    }
 }

@@ -135,7 +135,7 @@ class PipelineParityTest {
     }
 
     /** The validation loss {@code pretrain-gpt} prints at iteration {@code iteration}, run with strict sends. */
-    private static double validationLoss(List<String> base, Variant v, int iteration) {
+    static double validationLoss(List<String> base, Variant v, int iteration) {
         List<String> a = new ArrayList<>(base);
         a.addAll(v.flags());
         PretrainOptions o = new PretrainOptions();

@@ -24,6 +24,16 @@ public final class ForwardOnly {
      */
     public static double lossSum(ProcessGroup pipeline, PipelineStageModel stage, List<MicroBatch> batches,
             NDManager manager) {
+        return lossSum(pipeline, stage, batches, manager, pipeline.size());
+    }
+
+    /**
+     * As {@link #lossSum(ProcessGroup, PipelineStageModel, List, NDManager)}, interleaved chunks
+     * taking micro-batches in groups of {@code groupSize}
+     * ({@code --microbatch-group-size-per-virtual-pipeline-stage}).
+     */
+    public static double lossSum(ProcessGroup pipeline, PipelineStageModel stage, List<MicroBatch> batches,
+            NDManager manager, int groupSize) {
         MicroBatch shape = batches.get(0);
         double[] sum = new double[1];
         try (NDManager pass = manager.newSubManager()) {
@@ -48,7 +58,7 @@ public final class ForwardOnly {
                 }
             };
             PipelineSchedule schedule = PipelineSchedule.of(pipeline.size(), pipeline.rank(), stage.chunks(),
-                    batches.size(), pipeline.size(), true);
+                    batches.size(), groupSize, true);
             new PipelineRunner(pipeline, stage.activationShape(shape.rows(), shape.seq()), stage.activationType())
                     .run(schedule, work, pass);
             return pipeline.broadcast(pass.create(sum), pipeline.size() - 1).getDouble(0);

@@ -216,6 +216,36 @@ public final class PipelineRunner {
             return chunks - 1 - forwardChunk(k);
         }
 
+        /**
+         * Megatron's {@code recv_tensor_from_previous_stage}: the chunk whose input (forward) or
+         * output gradient (backward) arrives from the upstream rank in the exchange after this
+         * rank's {@code k}-th pass of that direction, or -1 when nothing arrives. The leading rank
+         * (the first in forward, the last in backward) is {@code p - 1} passes ahead of the rank
+         * that feeds it around the ring, so what arrives is that rank's pass {@code k - (p - 1)}'s
+         * output, for the next chunk; for the others it is the input of their pass {@code k + 1}.
+         * This holds for any micro-batch group size (with groups of p it equals the older rule
+         * "receive unless the next pass is on the first chunk").
+         */
+        private int arrivingChunk(int k, boolean forward) {
+            boolean leading = forward ? firstRank : lastRank;
+            if (!leading) {
+                return chunkOf(k + 1, forward);
+            }
+            int p = pipeline.size();
+            if (k < p - 1) {
+                return -1; // the rank feeding it has produced nothing yet
+            }
+            int chunk = chunkOf(k - (p - 1), forward);
+            if (chunk == (forward ? chunks - 1 : 0)) {
+                return -1; // the last virtual stage (first, in backward) sends nothing on
+            }
+            return forward ? chunk + 1 : chunk - 1;
+        }
+
+        private int chunkOf(int k, boolean forward) {
+            return forward ? forwardChunk(k) : backwardChunk(k);
+        }
+
         private boolean firstVirtualStage(int chunk) {
             return firstRank && chunk == 0;
         }
@@ -229,7 +259,6 @@ public final class PipelineRunner {
             int warmup = schedule.warmup();
             int remaining = total - warmup;
             boolean allWarmup = warmup == total;
-            int p = pipeline.size();
             if (!firstRank) {
                 inputs.get(0).add(pipeline.recv(manager, activation, dataType, prev));
             }
@@ -239,8 +268,8 @@ public final class PipelineRunner {
                 if (lastVirtualStage(chunk)) {
                     out = null;
                 }
-                int nextChunk = k + 1 < total ? forwardChunk(k + 1) : -1;
-                boolean recvPrev = !(firstRank && nextChunk == 0) && k != total - 1;
+                int nextChunk = arrivingChunk(k, true);
+                boolean recvPrev = nextChunk >= 0 && k != total - 1;
                 boolean recvNext = k == warmup - 1 && !schedule.forwardOnly() && !allWarmup && !lastRank;
                 NDArray[] got = exchange(out, null, recvPrev, recvNext);
                 if (recvPrev) {
@@ -262,27 +291,10 @@ public final class PipelineRunner {
                 if (firstVirtualStage(bChunk)) {
                     inputGradient = null;
                 }
-                boolean recvPrev = true;
-                int nextFChunk;
-                if (firstRank) { // the first rank is p - 1 forwards ahead of the last
-                    nextFChunk = forwardChunk(forwardK - (p - 1));
-                    recvPrev = nextFChunk != chunks - 1;
-                    nextFChunk++;
-                } else {
-                    nextFChunk = forwardChunk(forwardK + 1);
-                }
-                boolean recvNext = true;
-                int nextBChunk;
-                if (lastRank) { // the last rank is p - 1 backwards ahead of the first
-                    nextBChunk = backwardChunk(k - (p - 1));
-                    recvNext = nextBChunk != 0;
-                    nextBChunk--;
-                } else {
-                    nextBChunk = backwardChunk(k + 1);
-                }
-                if (k == remaining - 1) {
-                    recvPrev = false;
-                }
+                int nextFChunk = arrivingChunk(forwardK, true);
+                int nextBChunk = arrivingChunk(k, false);
+                boolean recvPrev = nextFChunk >= 0 && k != remaining - 1;
+                boolean recvNext = nextBChunk >= 0;
                 NDArray[] got = exchange(out, inputGradient, recvPrev, recvNext);
                 if (recvPrev) {
                     inputs.get(nextFChunk).add(got[0]);
@@ -301,8 +313,8 @@ public final class PipelineRunner {
                     if (firstVirtualStage(chunk)) {
                         inputGradient = null;
                     }
-                    int nextChunk = k + 1 < total ? backwardChunk(k + 1) : -1;
-                    boolean recvNext = !(lastRank && nextChunk == chunks - 1) && k != total - 1;
+                    int nextChunk = arrivingChunk(k, false);
+                    boolean recvNext = nextChunk >= 0 && k != total - 1;
                     NDArray[] got = exchange(null, inputGradient, false, recvNext);
                     if (recvNext) {
                         outputGradients.get(nextChunk).add(got[1]);

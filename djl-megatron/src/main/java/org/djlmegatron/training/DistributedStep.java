@@ -22,6 +22,7 @@ import org.djlmegatron.engine.TorchNative;
 import org.djlmegatron.optim.FlatOptimizer;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
+import org.djlmegatron.pipeline.PipelineReplay;
 import org.djlmegatron.pipeline.PipelineRunner;
 import org.djlmegatron.pipeline.PipelineSchedule;
 import org.djlmegatron.training.buffers.GradientShard;
@@ -85,7 +86,11 @@ public final class DistributedStep implements AutoCloseable {
     /** Under pipelining: seconds this rank spent in its passes, and in the whole schedule (passes + waits). */
     private double pipelineComputeSeconds;
     private double pipelineScheduleSeconds;
+    /** The same steps replayed on one device per stage from the measured pass times ({@link PipelineReplay}). */
+    private double replayedComputeSeconds;
+    private double replayedScheduleSeconds;
     private long heldBytes = -1;
+    private int microbatchGroupSize; // 0: Megatron's default, the pipeline size
 
     public DistributedStep(RankContext ctx, TrainableModel model, StepConfig config) {
         this(ctx, model, config, Overlap.OFF);
@@ -336,6 +341,11 @@ public final class DistributedStep implements AutoCloseable {
         Tape[][] tapes = new Tape[chunks][n];
         NDArray[][] outputs = new NDArray[chunks][n];
         NDArray[][] inputGradients = new NDArray[chunks][n];
+        // what each micro-batch's forward keeps for backward, freed once its backward is done
+        NDManager[][] held = new NDManager[chunks][n];
+        long[] peakHeld = {measureHeld ? 0 : -1};
+        double[] passSeconds = new double[2 * n * chunks]; // this rank's passes, in schedule order
+        int[] passes = {0};
         float[] losses = new float[n];
         MicroBatch shape = batches.get(0);
         try (NDManager step = ctx.manager().newSubManager()) {
@@ -345,22 +355,32 @@ public final class DistributedStep implements AutoCloseable {
                 public NDArray forward(int m, int chunk, NDArray input) {
                     long c0 = System.nanoTime();
                     try {
-                        return forwardPass(m, stage.chunk(chunk), tapes[chunk], outputs[chunk],
-                                inputGradients[chunk], input);
+                        held[chunk][m] = step.newSubManager();
+                        NDArray out = forwardPass(m, stage.chunk(chunk), tapes[chunk], outputs[chunk],
+                                inputGradients[chunk], input, held[chunk][m]);
+                        if (peakHeld[0] >= 0) {
+                            peakHeld[0] = Math.max(peakHeld[0], heldInFlight(held));
+                        }
+                        return out;
                     } finally {
-                        pipelineComputeSeconds += (System.nanoTime() - c0) / 1e9;
+                        double t = (System.nanoTime() - c0) / 1e9;
+                        pipelineComputeSeconds += t;
+                        passSeconds[passes[0]++] = t;
                     }
                 }
 
                 private NDArray forwardPass(int m, PipelineStageModel part, Tape[] tapes, NDArray[] outputs,
-                        NDArray[] inputGradients, NDArray input) {
+                        NDArray[] inputGradients, NDArray input, NDManager mine) {
                     MicroBatch mb = batches.get(m);
                     tapes[m] = new Tape();
                     tapes[m].setKey(new RandomKey(iteration, firstSample(m)));
                     Tape previous = ctx.useTape(tapes[m]);
+                    if (input != null) {
+                        input.attach(mine); // so this stage's activations (made from it) are counted and freed with it
+                    }
                     try {
-                        NDArray ids = step.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
-                        NDArray labels = step.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
+                        NDArray ids = mine.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
+                        NDArray labels = mine.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
                         NDArray hidden = input == null ? null : tapes[m].function(new NDList(input),
                                 in -> new NDList(in.get(0).duplicate()),
                                 grads -> {
@@ -372,7 +392,9 @@ public final class DistributedStep implements AutoCloseable {
                             outputs[m] = Cast.to(outputs[m], part.activationType());
                             return outputs[m];
                         }
-                        pending.add(outputs[m].stopGradient());
+                        NDArray loss = outputs[m].stopGradient();
+                        loss.attach(step); // read after the last backward
+                        pending.add(loss);
                         return null;
                     } finally {
                         ctx.useTape(previous);
@@ -383,10 +405,18 @@ public final class DistributedStep implements AutoCloseable {
                 public NDArray backward(int m, int chunk, NDArray outputGradient) {
                     long c0 = System.nanoTime();
                     try {
-                        return backwardPass(m, stage.chunk(chunk).isLastStage(), tapes[chunk], outputs[chunk],
-                                inputGradients[chunk], outputGradient);
+                        NDArray inputGradient = backwardPass(m, stage.chunk(chunk).isLastStage(), tapes[chunk],
+                                outputs[chunk], inputGradients[chunk], outputGradient);
+                        if (inputGradient != null) {
+                            inputGradient.attach(step); // sent after this pass
+                        }
+                        held[chunk][m].close();
+                        held[chunk][m] = null;
+                        return inputGradient;
                     } finally {
-                        pipelineComputeSeconds += (System.nanoTime() - c0) / 1e9;
+                        double t = (System.nanoTime() - c0) / 1e9;
+                        pipelineComputeSeconds += t;
+                        passSeconds[passes[0]++] = t;
                     }
                 }
 
@@ -408,11 +438,19 @@ public final class DistributedStep implements AutoCloseable {
                     return inputGradients[m];
                 }
             };
-            PipelineSchedule schedule = PipelineSchedule.training(pp.size(), pp.rank(), chunks, n);
+            int groupSize = microbatchGroupSize > 0 ? microbatchGroupSize : pp.size();
+            PipelineSchedule schedule = PipelineSchedule.of(pp.size(), pp.rank(), chunks, n, groupSize, false);
             long s0 = System.nanoTime();
             new PipelineRunner(pp, stage.activationShape(shape.rows(), shape.seq()), stage.activationType())
                     .run(schedule, work, step);
             pipelineScheduleSeconds += (System.nanoTime() - s0) / 1e9;
+            PipelineReplay replay = PipelineReplay.gather(pp, passSeconds, chunks, n, groupSize, step);
+            replayedScheduleSeconds += replay.makespan();
+            replayedComputeSeconds += replay.busy(pp.rank());
+            if (peakHeld[0] >= 0) {
+                heldBytes = peakHeld[0];
+                measureHeld = false;
+            }
             double lossSum = 0;
             for (int i = 0; i < pending.size(); i++) {
                 lossSum += pending.get(i).getFloat(); // in micro-batch order, as without pipelining
@@ -420,6 +458,17 @@ public final class DistributedStep implements AutoCloseable {
             NDArray sum = step.create(new double[] {lossSum});
             return pp.broadcast(sum, pp.size() - 1).getDouble(0);
         }
+    }
+
+    /** Bytes the forwards of the micro-batches in flight keep for backward, over every model chunk. */
+    private static long heldInFlight(NDManager[][] held) {
+        long bytes = 0;
+        for (NDManager[] chunk : held) {
+            for (NDManager m : chunk) {
+                bytes += m == null ? 0 : HeldMemory.bytes(m);
+            }
+        }
+        return bytes;
     }
 
     /**
@@ -459,10 +508,31 @@ public final class DistributedStep implements AutoCloseable {
                 : (pipelineScheduleSeconds - pipelineComputeSeconds) / pipelineComputeSeconds;
     }
 
-    /** Starts a new measurement of {@link #pipelineBubble}. */
+    /**
+     * This rank's bubble since the last {@link #resetPipelineTimes} with the steps replayed on one
+     * device per stage from the measured pass times ({@link PipelineReplay}): what the schedule
+     * costs when a waiting stage is not also waiting for a core; NaN without pipelining.
+     */
+    public double replayedPipelineBubble() {
+        return replayedComputeSeconds == 0 ? Double.NaN
+                : (replayedScheduleSeconds - replayedComputeSeconds) / replayedComputeSeconds;
+    }
+
+    /** Starts a new measurement of {@link #pipelineBubble} and {@link #replayedPipelineBubble}. */
     public void resetPipelineTimes() {
         pipelineComputeSeconds = 0;
         pipelineScheduleSeconds = 0;
+        replayedComputeSeconds = 0;
+        replayedScheduleSeconds = 0;
+    }
+
+    /**
+     * Megatron's {@code --microbatch-group-size-per-virtual-pipeline-stage}: how many micro-batches
+     * go through each model chunk before the next chunk's turn in the interleaved schedule
+     * (default: the pipeline size); validated by {@link PipelineSchedule#of} at the first step.
+     */
+    public void setMicrobatchGroupSize(int groupSize) {
+        this.microbatchGroupSize = groupSize;
     }
 
     /** Measures, in the next step's first micro-batch, the bytes its forward keeps for backward. */
@@ -470,7 +540,11 @@ public final class DistributedStep implements AutoCloseable {
         measureHeld = true;
     }
 
-    /** Bytes the last measured forward kept for backward on this rank ({@link HeldMemory}); -1 before. */
+    /**
+     * Bytes the last measured forward kept for backward on this rank ({@link HeldMemory}); -1 before.
+     * Under pipelining: the peak, over the measured step, of what the forwards of the micro-batches
+     * then in flight (1F1B's warm-up plus one on rank r: {@code p - r}) keep together.
+     */
     public long heldBytes() {
         return heldBytes;
     }

@@ -278,7 +278,8 @@ class PipelineRunnerTest {
      */
     @ParameterizedTest
     @CsvSource({"2, 2, 8, 2", "2, 2, 5, 3", "2, 2, 4, 2", "2, 3, 6, 2", "3, 2, 6, 3", "4, 2, 8, 4", "4, 2, 4, 4",
-            "2, 2, 2, 2"})
+            "2, 2, 2, 2", "2, 2, 8, 4", "2, 2, 8, 3", "2, 2, 8, 8", "2, 3, 8, 4", "3, 2, 9, 5", "4, 2, 8, 8",
+            "4, 3, 12, 6"})
     void interleavedWithRendezvousSendsMatchesTheChainOnOneThread(int ranks, int chunks, int microBatches, int group) {
         List<InterleavedChain> chains = onThreads(ranks, (g, m) -> {
             InterleavedChain c = new InterleavedChain(g.rank(), ranks, chunks, m);

@@ -32,6 +32,28 @@ class PipelineScheduleTest {
                 + "B4.1 B3.0 B4.0");
     }
 
+    /**
+     * A non-default {@code --microbatch-group-size-per-virtual-pipeline-stage 4} at P=2, V=2, 8
+     * micro-batches, derived by hand from Megatron's {@code get_schedule_table} (groups of 4 run
+     * through chunk 0 then chunk 1: table {@code 0 1 2 3 0 1 2 3 4 5 6 7 4 5 6 7}, chunks
+     * {@code 0 0 0 0 1 1 1 1 0 0 0 0 1 1 1 1}) and {@code get_pp_rank_microbatches} (warm-up
+     * {@code 2 (P - r - 1) + (V - 1) 4}: 6 on rank 0, 4 on rank 1); the k-th steady step runs
+     * forward k + warm-up, then backward k on chunk {@code V - 1 - table chunk}.
+     */
+    @Test
+    void interleavedGroupsOfFourOverEightMicroBatchesIsMegatrons() {
+        PipelineSchedule r0 = PipelineSchedule.of(2, 0, 2, 8, 4, false);
+        PipelineSchedule r1 = PipelineSchedule.of(2, 1, 2, 8, 4, false);
+        assertThat(r0.warmup()).isEqualTo(6);
+        assertThat(r1.warmup()).isEqualTo(4);
+        assertThat(r0.describe()).isEqualTo("F0.0 F1.0 F2.0 F3.0 F0.1 F1.1 F2.1 B0.1 F3.1 B1.1 F4.0 B2.1 F5.0 B3.1 "
+                + "F6.0 B0.0 F7.0 B1.0 F4.1 B2.0 F5.1 B3.0 F6.1 B4.1 F7.1 B5.1 B6.1 B7.1 B4.0 B5.0 B6.0 B7.0");
+        assertThat(r1.describe()).isEqualTo("F0.0 F1.0 F2.0 F3.0 F0.1 B0.1 F1.1 B1.1 F2.1 B2.1 F3.1 B3.1 "
+                + "F4.0 B0.0 F5.0 B1.0 F6.0 B2.0 F7.0 B3.0 F4.1 B4.1 F5.1 B5.1 F6.1 B6.1 F7.1 B7.1 B4.0 B5.0 B6.0 B7.0");
+        // the default (groups of P = 2) interleaves chunks every two micro-batches: another order
+        assertThat(PipelineSchedule.training(2, 0, 2, 8).describe()).isNotEqualTo(r0.describe());
+    }
+
     @Test
     void fiveMicroBatchesInMegatronsDefaultGroupsOfTwoAreRefusedAsMegatronDoes() {
         // Megatron: 5 % 2 = 1 < PP 2 -> RuntimeError (dependency bubbles)

@@ -457,9 +457,19 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
 
     @Override
     public NDArray forwardStage(NDArray ids, NDArray hidden, NDArray labels) {
+        NDArray out = stageOutput(ids, hidden);
+        return lastStage ? lossFromLogits(out, maskLabels(ids, labels)) : out;
+    }
+
+    /**
+     * This stage's forward without the loss: this rank's logits {@code [b, s, vocab / TP]} on the
+     * last stage ({@link #gatherLogits} assembles them), the hidden states for the next stage on
+     * the others. {@code hidden} is null on the first stage, which embeds {@code ids}.
+     */
+    public NDArray stageOutput(NDArray ids, NDArray hidden) {
         beginDocuments(ids);
         NDArray h = layers(firstStage ? embedChecked(ids) : hidden);
-        return lastStage ? lossFromLogits(head(h), maskLabels(ids, labels)) : h;
+        return lastStage ? head(h) : h;
     }
 
     /** The tied word embedding when this stage is the first or the last of several (and not both). */
