@@ -1,6 +1,7 @@
 package org.djlmegatron.pretrain;
 
 import java.io.IOException;
+import java.net.ServerSocket;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -37,6 +38,40 @@ final class ForkedCli {
         }
         if (p.exitValue() != 0) {
             throw new AssertionError("forked JVM exited " + p.exitValue() + "; output:\n" + Files.readString(log));
+        }
+    }
+
+    /**
+     * Runs {@code pretrain-gpt args} as two nodes (two JVMs joined over TCP on a free local port),
+     * node 0 writing {@code --metrics-out metrics}; fails with a node's output when it does not
+     * exit 0 within 240 s. Each node's output is in {@code dir/nodeN.log}.
+     */
+    static void runTwoNodes(Path dir, List<String> args, Path metrics) throws Exception {
+        int port;
+        try (ServerSocket s = new ServerSocket(0)) {
+            port = s.getLocalPort();
+        }
+        List<Process> nodes = new ArrayList<>();
+        for (int node = 0; node < 2; node++) {
+            List<String> cli = new ArrayList<>(List.of("pretrain-gpt"));
+            cli.addAll(args);
+            if (node == 0) {
+                cli.addAll(List.of("--metrics-out", metrics.toString()));
+            }
+            Map<String, String> env = Map.of("MASTER_ADDR", "127.0.0.1", "MASTER_PORT", Integer.toString(port),
+                    "NNODES", "2", "NODE_RANK", Integer.toString(node), "DJLM_TIMEOUT_SECONDS", "60");
+            nodes.add(start(List.of(), env, dir.resolve("node" + node + ".log"), cli.toArray(new String[0])));
+        }
+        for (int node = 0; node < 2; node++) {
+            Process p = nodes.get(node);
+            Path log = dir.resolve("node" + node + ".log");
+            if (!p.waitFor(240, TimeUnit.SECONDS)) {
+                nodes.forEach(Process::destroyForcibly);
+                throw new AssertionError("node " + node + " timed out:\n" + Files.readString(log));
+            }
+            if (p.exitValue() != 0) {
+                throw new AssertionError("node " + node + " exited " + p.exitValue() + "; output:\n" + Files.readString(log));
+            }
         }
     }
 

@@ -2,13 +2,9 @@ package org.djlmegatron.pretrain;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-import java.net.ServerSocket;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
-import java.util.concurrent.TimeUnit;
 import org.djlmegatron.training.StepResult;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -30,32 +26,10 @@ class MultiJvmPretrainTest {
         one.addAll(List.of("--nproc-per-node", "4"));
         List<StepResult> reference = PretrainRunner.run(one.toArray(new String[0]));
 
-        int port;
-        try (ServerSocket s = new ServerSocket(0)) {
-            port = s.getLocalPort();
-        }
         Path metrics = tmp.resolve("node0.jsonl");
-        List<Process> nodes = new ArrayList<>();
-        for (int node = 0; node < 2; node++) {
-            List<String> cli = new ArrayList<>(List.of("pretrain-gpt"));
-            cli.addAll(ARGS);
-            cli.addAll(List.of("--nproc-per-node", "2"));
-            if (node == 0) {
-                cli.addAll(List.of("--metrics-out", metrics.toString()));
-            }
-            Map<String, String> env = Map.of("MASTER_ADDR", "127.0.0.1", "MASTER_PORT", Integer.toString(port),
-                    "NNODES", "2", "NODE_RANK", Integer.toString(node), "DJLM_TIMEOUT_SECONDS", "60");
-            nodes.add(ForkedCli.start(List.of(), env, tmp.resolve("node" + node + ".log"), cli.toArray(new String[0])));
-        }
-        for (int node = 0; node < 2; node++) {
-            Process p = nodes.get(node);
-            Path log = tmp.resolve("node" + node + ".log");
-            if (!p.waitFor(240, TimeUnit.SECONDS)) {
-                nodes.forEach(Process::destroyForcibly);
-                throw new AssertionError("node " + node + " timed out:\n" + Files.readString(log));
-            }
-            assertThat(p.exitValue()).as("node %d exit, output:%n%s", node, Files.readString(log)).isZero();
-        }
+        List<String> node = new ArrayList<>(ARGS);
+        node.addAll(List.of("--nproc-per-node", "2"));
+        ForkedCli.runTwoNodes(tmp, node, metrics);
         List<double[]> got = ForkedCli.metrics(metrics);
         assertThat(got).hasSize(reference.size());
         for (double[] m : got) {
