@@ -40,19 +40,14 @@ class HfMoeSequenceParallelTest {
         List<StepResult> single = PretrainRunner.run(args(dir, padded, "--nproc-per-node", "1", "--micro-batch-size", "2"));
         TrajectoryParity.assertClose(unpadded, single, 1e-6, model + " padded vs unpadded, one rank");
 
-        float[] losses;
-        float[] norms;
-        try (SafetensorsReader g = SafetensorsReader.open(golden)) {
-            losses = g.loadFloats("train_losses");
-            norms = g.loadFloats("train_grad_norms");
-        }
-        assertMatchesGolden(single, losses, norms, model + " padded, one rank");
+        HfGoldenTrajectory hf = HfGoldenTrajectory.of(golden);
+        hf.assertFollowed(single, 3, 1e-4, 1e-4, model + " padded, one rank");
         String[] ep2Tp2Sp = {"--nproc-per-node", "4", "--micro-batch-size", "1", "--expert-model-parallel-size", "2",
             "--tensor-model-parallel-size", "2", "--sequence-parallel", "--moe-token-dispatcher-type", "alltoall"};
-        assertMatchesGolden(PretrainRunner.run(args(dir, padded, ep2Tp2Sp)), losses, norms, model + " ep2-tp2-sp");
+        hf.assertFollowed(PretrainRunner.run(args(dir, padded, ep2Tp2Sp)), 3, 1e-4, 1e-4, model + " ep2-tp2-sp");
         List<String> distopt = new ArrayList<>(List.of(ep2Tp2Sp));
         distopt.add("--use-distributed-optimizer");
-        assertMatchesGolden(PretrainRunner.run(args(dir, padded, distopt.toArray(new String[0]))), losses, norms,
+        hf.assertFollowed(PretrainRunner.run(args(dir, padded, distopt.toArray(new String[0]))), 3, 1e-4, 1e-4,
                 model + " ep2-tp2-sp distopt");
     }
 
@@ -88,15 +83,4 @@ class HfMoeSequenceParallelTest {
     }
 
     /** transformers' losses within 1e-4 absolute, pre-clip gradient norms within 1e-4 relative. */
-    private static void assertMatchesGolden(List<StepResult> steps, float[] losses, float[] norms, String what) {
-        assertThat(steps).as(what).hasSize(3);
-        for (int i = 0; i < 3; i++) {
-            StepResult s = steps.get(i);
-            assertThat(s.skipped()).as("%s: step %d skipped", what, i + 1).isFalse();
-            assertThat(Math.abs(s.loss() - losses[i])).as("%s: loss of step %d (%s vs %s)", what, i + 1, s.loss(),
-                    losses[i]).isLessThanOrEqualTo(1e-4);
-            assertThat(Math.abs(s.gradNorm() - norms[i]) / norms[i]).as("%s: grad norm of step %d (%s vs %s)", what,
-                    i + 1, s.gradNorm(), norms[i]).isLessThanOrEqualTo(1e-4);
-        }
-    }
 }

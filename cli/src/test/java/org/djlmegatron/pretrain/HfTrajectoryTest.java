@@ -6,7 +6,6 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.stream.Stream;
-import org.djlmegatron.io.SafetensorsReader;
 import org.djlmegatron.training.StepResult;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
@@ -74,7 +73,7 @@ class HfTrajectoryTest {
      */
     @ParameterizedTest(name = "gpt2 without dropout, {0}")
     @org.junit.jupiter.params.provider.ValueSource(strings = {"single", "tp2-recompute"})
-    void gpt2WithoutDropoutReproducesTheDropoutFreeTrajectory(String layout) throws java.io.IOException {
+    void gpt2WithoutDropoutReproducesTheDropoutFreeTrajectory(String layout) {
         Path dir = PretrainRunner.fixtures().resolve("hf").resolve("gpt2");
         List<String> args = new ArrayList<>(List.of("--init-hf", dir.toString(),
                 "--replay-batches", dir.resolve("golden.safetensors").toString(), "--hidden-dropout", "0",
@@ -88,15 +87,7 @@ class HfTrajectoryTest {
                     "--recompute-granularity", "full", "--recompute-method", "block", "--recompute-num-layers", "1"));
         }
         List<StepResult> steps = PretrainRunner.run(args.toArray(new String[0]));
-        com.google.gson.JsonObject golden = com.google.gson.JsonParser.parseString(
-                java.nio.file.Files.readString(dir.resolve("golden_nodropout.json"))).getAsJsonObject();
-        for (int i = 0; i < 3; i++) {
-            double loss = golden.getAsJsonArray("train_losses").get(i).getAsDouble();
-            double norm = golden.getAsJsonArray("train_grad_norms").get(i).getAsDouble();
-            assertThat(Math.abs(steps.get(i).loss() - loss)).as("loss of step %d", i + 1).isLessThanOrEqualTo(1e-4);
-            assertThat(Math.abs(steps.get(i).gradNorm() - norm) / norm).as("grad norm of step %d", i + 1)
-                    .isLessThanOrEqualTo(1e-4);
-        }
+        HfGoldenTrajectory.withoutDropout(dir).assertFollowed(steps, 3, 1e-4, 1e-4, "gpt2 without dropout, " + layout);
     }
 
     @ParameterizedTest(name = "{0} {1}")
@@ -111,23 +102,11 @@ class HfTrajectoryTest {
         args.addAll(List.of(parallel));
         List<StepResult> steps = PretrainRunner.run(args.toArray(new String[0]));
 
-        float[] losses;
-        float[] norms;
-        try (SafetensorsReader g = SafetensorsReader.open(dir.resolve("golden.safetensors"))) {
-            losses = g.loadFloats("train_losses");
-            norms = g.loadFloats("train_grad_norms");
-        }
         boolean dropoutInFixture = model.equals("gpt2");
         double lossTol = dropoutInFixture ? 0.05 : 1e-4;
         double normTol = dropoutInFixture ? 0.1 : 1e-4;
-        assertThat(steps).hasSize(3);
-        for (int i = 0; i < 3; i++) {
-            StepResult s = steps.get(i);
-            assertThat(Math.abs(s.loss() - losses[i])).as("loss of step %d", i + 1).isLessThanOrEqualTo(lossTol);
-            assertThat(Math.abs(s.gradNorm() - norms[i]) / norms[i]).as("grad norm of step %d", i + 1)
-                    .isLessThanOrEqualTo(normTol);
-            assertThat(s.skipped()).isFalse();
-        }
+        HfGoldenTrajectory.of(dir.resolve("golden.safetensors")).assertFollowed(steps, 3, lossTol, normTol,
+                model + " " + layout);
         if (dropoutInFixture && !layout.equals("single")) { // our masks are the same in every layout
             List<String> one = new ArrayList<>(args.subList(0, args.size() - parallel.length));
             one.addAll(List.of("--micro-batch-size", "2"));

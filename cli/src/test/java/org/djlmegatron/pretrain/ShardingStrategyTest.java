@@ -11,7 +11,6 @@ import java.util.List;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import java.util.stream.Stream;
-import org.djlmegatron.io.SafetensorsReader;
 import org.djlmegatron.pretrain.TrajectoryParity.Variant;
 import org.djlmegatron.training.StepResult;
 import org.djlmegatron.training.buffers.RankMemory;
@@ -68,38 +67,19 @@ class ShardingStrategyTest {
     void hfTrajectoryAtDp2UnderEveryStrategy(String model, String strategy) {
         Path dir = PretrainRunner.fixtures().resolve("hf").resolve(model);
         List<StepResult> steps = PretrainRunner.run(hfArgs(dir, strategy).toArray(new String[0]));
-        float[] losses;
-        float[] norms;
-        try (SafetensorsReader g = SafetensorsReader.open(dir.resolve("golden.safetensors"))) {
-            losses = g.loadFloats("train_losses");
-            norms = g.loadFloats("train_grad_norms");
-        }
-        assertThat(steps).hasSize(3);
-        for (int i = 0; i < 3; i++) {
-            assertThat(steps.get(i).skipped()).isFalse();
-            assertThat(Math.abs(steps.get(i).loss() - losses[i])).as("loss of step %d", i + 1).isLessThanOrEqualTo(1e-4);
-            assertThat(Math.abs(steps.get(i).gradNorm() - norms[i]) / norms[i]).as("grad norm of step %d", i + 1)
-                    .isLessThanOrEqualTo(1e-4);
-        }
+        HfGoldenTrajectory.of(dir.resolve("golden.safetensors")).assertFollowed(steps, 3, 1e-4, 1e-4,
+                model + " dp2 " + strategy);
     }
 
     /** GPT-2 with dropout off against the fixture's dropout-free trajectory (golden_nodropout.json), at DP=2. */
     @ParameterizedTest(name = "gpt2 without dropout, dp2 {0}")
     @ValueSource(strings = {"no_shard", "optim", "optim_grads"})
-    void gpt2WithoutDropoutAtDp2UnderEveryStrategy(String strategy) throws java.io.IOException {
+    void gpt2WithoutDropoutAtDp2UnderEveryStrategy(String strategy) {
         Path dir = PretrainRunner.fixtures().resolve("hf").resolve("gpt2");
         List<String> args = hfArgs(dir, strategy);
         args.addAll(List.of("--hidden-dropout", "0", "--attention-dropout", "0"));
         List<StepResult> steps = PretrainRunner.run(args.toArray(new String[0]));
-        com.google.gson.JsonObject golden = com.google.gson.JsonParser.parseString(
-                java.nio.file.Files.readString(dir.resolve("golden_nodropout.json"))).getAsJsonObject();
-        for (int i = 0; i < 3; i++) {
-            double loss = golden.getAsJsonArray("train_losses").get(i).getAsDouble();
-            double norm = golden.getAsJsonArray("train_grad_norms").get(i).getAsDouble();
-            assertThat(Math.abs(steps.get(i).loss() - loss)).as("loss of step %d", i + 1).isLessThanOrEqualTo(1e-4);
-            assertThat(Math.abs(steps.get(i).gradNorm() - norm) / norm).as("grad norm of step %d", i + 1)
-                    .isLessThanOrEqualTo(1e-4);
-        }
+        HfGoldenTrajectory.withoutDropout(dir).assertFollowed(steps, 3, 1e-4, 1e-4, "gpt2 without dropout, dp2 " + strategy);
     }
 
     /**
