@@ -26,16 +26,10 @@ class LogitsCommandTest {
         int rc = Main.run("logits", "--checkpoint", fixture("qwen3").toString(), "--input-ids", golden.toString(),
                 "--output", out.toString(), "--tp", "2", "--sequence-parallel");
         assertThat(rc).isZero();
-        try (SafetensorsReader ours = SafetensorsReader.open(out); SafetensorsReader ref = SafetensorsReader.open(golden)) {
+        try (SafetensorsReader ours = SafetensorsReader.open(out)) {
             assertThat(ours.info("logits").shape()).containsExactly(2, 24, 512);
-            float[] a = ours.loadFloats("logits");
-            float[] b = ref.loadFloats("logits");
-            double max = 0;
-            for (int i = 0; i < a.length; i++) {
-                max = Math.max(max, Math.abs(a[i] - b[i]));
-            }
-            assertThat(max).isLessThanOrEqualTo(1e-4);
         }
+        assertGoldenLogits(out, golden);
     }
 
     /** Pipeline parallelism: one layer per stage, alone and with TP=2 + SP (world 4). */
@@ -51,16 +45,10 @@ class LogitsCommandTest {
             args.add("--sequence-parallel");
         }
         assertThat(Main.run(args.toArray(new String[0]))).isZero();
-        try (SafetensorsReader ours = SafetensorsReader.open(out); SafetensorsReader ref = SafetensorsReader.open(golden)) {
+        try (SafetensorsReader ours = SafetensorsReader.open(out)) {
             assertThat(ours.info("logits").shape()).containsExactly(2, 24, 512);
-            float[] a = ours.loadFloats("logits");
-            float[] b = ref.loadFloats("logits");
-            double max = 0;
-            for (int i = 0; i < a.length; i++) {
-                max = Math.max(max, Math.abs(a[i] - b[i]));
-            }
-            assertThat(max).isLessThanOrEqualTo(1e-4);
         }
+        assertGoldenLogits(out, golden);
     }
 
     @Test
@@ -86,16 +74,7 @@ class LogitsCommandTest {
             args.add("--sequence-parallel");
         }
         assertThat(Main.run(args.toArray(new String[0]))).isZero();
-        try (SafetensorsReader ours = SafetensorsReader.open(out); SafetensorsReader ref = SafetensorsReader.open(golden)) {
-            float[] a = ours.loadFloats("logits");
-            float[] b = ref.loadFloats("logits");
-            assertThat(a).hasSameSizeAs(b);
-            double max = 0;
-            for (int i = 0; i < a.length; i++) {
-                max = Math.max(max, Math.abs(a[i] - b[i]));
-            }
-            assertThat(max).isLessThanOrEqualTo(1e-4);
-        }
+        assertGoldenLogits(out, golden);
     }
 
     @Test
@@ -119,4 +98,17 @@ class LogitsCommandTest {
         assertThat(Files.exists(out)).isFalse();
     }
 
+    /** Our logits file against the fixture's golden logits: same size, every value within 1e-4. */
+    private static void assertGoldenLogits(Path out, Path golden) {
+        try (SafetensorsReader ours = SafetensorsReader.open(out); SafetensorsReader ref = SafetensorsReader.open(golden)) {
+            float[] a = ours.loadFloats("logits");
+            float[] b = ref.loadFloats("logits");
+            assertThat(a).hasSameSizeAs(b);
+            double max = 0;
+            for (int i = 0; i < a.length; i++) {
+                max = Math.max(max, Math.abs(a[i] - b[i]));
+            }
+            assertThat(max).isLessThanOrEqualTo(1e-4);
+        }
+    }
 }
