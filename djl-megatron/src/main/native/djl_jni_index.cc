@@ -31,6 +31,51 @@ IndexList slices(JNIEnv* env, jlongArray jmin, jlongArray jmax, jlongArray jstep
   return out;
 }
 
+// Rewrites slices that cover a whole dimension (start 0 or none, step 1, stop none or past the end) as
+// Slice(0, size): libtorch's get_item/set_item then skip them, as Python's indexing does after
+// PySlice_AdjustIndices. Otherwise every ':' of an NDIndex is an aten::slice whose backward allocates a
+// zeroed tensor of the input's full size and copies into it: x[:, :, :, 0:2, :] cost five of them.
+IndexList withFullSlicesSkipped(const at::Tensor& t, const IndexList& in) {
+  int64_t consumed = 0;
+  int ellipses = 0;
+  for (const TensorIndex& i : in) {
+    if (i.is_ellipsis()) {
+      ++ellipses;
+    } else if (i.is_integer() || i.is_slice()) {
+      ++consumed;
+    } else if (i.is_tensor()) {
+      const at::Tensor& idx = i.tensor();
+      consumed += idx.scalar_type() == at::kBool || idx.scalar_type() == at::kByte ? std::max<int64_t>(idx.dim(), 1) : 1;
+    }
+  }
+  if (ellipses > 1 || consumed > t.dim()) {
+    return in;  // libtorch reports the error
+  }
+  IndexList out;
+  out.reserve(in.size());
+  int64_t dim = 0;
+  for (const TensorIndex& i : in) {
+    if (i.is_slice()) {
+      const at::indexing::Slice& s = i.slice();
+      int64_t size = t.size(dim);
+      bool whole = s.start() == 0 && s.step() == 1 && s.stop() >= size;
+      out.emplace_back(whole ? at::indexing::Slice(0, size, 1) : s);
+      ++dim;
+      continue;
+    }
+    out.push_back(i);
+    if (i.is_ellipsis()) {
+      dim += t.dim() - consumed;
+    } else if (i.is_integer()) {
+      ++dim;
+    } else if (i.is_tensor()) {
+      const at::Tensor& idx = i.tensor();
+      dim += idx.scalar_type() == at::kBool || idx.scalar_type() == at::kByte ? std::max<int64_t>(idx.dim(), 1) : 1;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 PT_NATIVE(jlong, torchGetItem__JJ, jlong handle, jlong index) {
@@ -48,11 +93,15 @@ PT_NATIVE(jlong, torchGetItem__J_3J, jlong handle, jlongArray jindices) {
 }
 
 PT_NATIVE(jlong, torchIndex, jlong handle, jlongArray jmin, jlongArray jmax, jlongArray jstep) {
-  return guard(env, __func__, [&] { return release(tensor(handle).index(slices(env, jmin, jmax, jstep))); });
+  return guard(env, __func__, [&] { const at::Tensor& t = tensor(handle);
+    return release(t.index(withFullSlicesSkipped(t, slices(env, jmin, jmax, jstep)))); });
 }
 
 PT_NATIVE(void, torchIndexPut, jlong handle, jlong value, jlongArray jmin, jlongArray jmax, jlongArray jstep) {
-  guard(env, __func__, [&] { tensor(handle).index_put_(slices(env, jmin, jmax, jstep), tensor(value)); });
+  guard(env, __func__, [&] {
+    at::Tensor t = tensor(handle);
+    t.index_put_(withFullSlicesSkipped(t, slices(env, jmin, jmax, jstep)), tensor(value));
+  });
 }
 
 PT_NATIVE(jlong, torchIndexInit, jint size) {
@@ -99,11 +148,17 @@ PT_NATIVE(void, torchIndexAppendArray, jlong handle, jlong array) {
 }
 
 PT_NATIVE(jlong, torchIndexAdvGet, jlong handle, jlong index) {
-  return guard(env, __func__, [&] { return release(tensor(handle).index(indexList(index))); });
+  return guard(env, __func__, [&] {
+    const at::Tensor& t = tensor(handle);
+    return release(t.index(withFullSlicesSkipped(t, indexList(index))));
+  });
 }
 
 PT_NATIVE(void, torchIndexAdvPut, jlong handle, jlong index, jlong data) {
-  guard(env, __func__, [&] { tensor(handle).index_put_(indexList(index), tensor(data)); });
+  guard(env, __func__, [&] {
+    at::Tensor t = tensor(handle);
+    t.index_put_(withFullSlicesSkipped(t, indexList(index)), tensor(data));
+  });
 }
 
 PT_NATIVE(jlong, torchSlice, jlong handle, jlong dim, jlong start, jlong end, jlong step) {

@@ -146,6 +146,12 @@ DJLM_NATIVE(void, adamw, jlong paramH, jlong gradH, jlong expAvgH, jlong expAvgS
   });
 }
 
+// GPT-2's tanh GELU as libtorch's one fused kernel (forward and backward): the formula written out in DJL
+// ops is seven elementwise passes and as many saved tensors, which cost more than the MLP's matmuls on a CPU.
+DJLM_NATIVE(jlong, geluTanh, jlong handle) {
+  return guard(env, __func__, [&] { return release(at::gelu(tensor(handle), "tanh")); });
+}
+
 // Unlike DJL's toType (run without grad), this cast is recorded by autograd.
 DJLM_NATIVE(jlong, castTo, jlong handle, jint dtype) {
   return guard(env, __func__, [&] { return release(tensor(handle).to(scalarType(dtype))); });

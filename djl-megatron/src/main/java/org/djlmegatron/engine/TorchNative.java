@@ -129,6 +129,15 @@ public final class TorchNative {
                 beta1, beta2, eps, weightDecay, step);
     }
 
+    /**
+     * GPT-2's tanh GELU, {@code 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))}, as libtorch's
+     * fused {@code gelu(x, approximate="tanh")}, differentiable (one kernel each way).
+     */
+    public static NDArray geluTanh(NDArray x) {
+        require();
+        return wrap(x, geluTanh(handle(x)));
+    }
+
     /** A cast that autograd sees through (DJL's {@code toType} runs without grad). */
     public static NDArray cast(NDArray x, DataType type) {
         require();
@@ -188,6 +197,8 @@ public final class TorchNative {
 
     private static native void adamwInPlace(long param, long grad, long expAvg, long expAvgSq, long decayMask,
             double gradScale, double lr, double beta1, double beta2, double eps, double weightDecay, long step);
+
+    private static native long geluTanh(long handle);
 
     private static native long castTo(long handle, int dtype);
 

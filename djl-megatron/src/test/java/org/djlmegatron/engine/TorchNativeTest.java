@@ -177,6 +177,30 @@ class TorchNativeTest {
 
     /** DJL's toType runs without grad; TorchNative.cast is recorded. */
     @Test
+    void geluTanhIsGpt2sFormulaWithItsDerivative() {
+        double[] xs = {-4, -1.5, -0.5, -1e-3, 0, 0.25, 1, 2.5, 6};
+        float[] in = new float[xs.length];
+        for (int i = 0; i < xs.length; i++) {
+            in[i] = (float) xs[i];
+        }
+        NDArray x = m.create(in);
+        x.setRequiresGradient(true);
+        NDArray y = TorchNative.geluTanh(x);
+        JniUtils.backward((PtNDArray) y, (PtNDArray) y.onesLike(), false, false);
+        float[] values = y.toFloatArray();
+        float[] grads = x.getGradient().toFloatArray();
+        double c = Math.sqrt(2 / Math.PI);
+        for (int i = 0; i < xs.length; i++) {
+            double v = in[i];
+            double t = Math.tanh(c * (v + 0.044715 * v * v * v));
+            double value = 0.5 * v * (1 + t);
+            double slope = 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * c * (1 + 3 * 0.044715 * v * v);
+            assertThat((double) values[i]).as("gelu(%s)", v).isCloseTo(value, org.assertj.core.data.Offset.offset(1e-6));
+            assertThat((double) grads[i]).as("gelu'(%s)", v).isCloseTo(slope, org.assertj.core.data.Offset.offset(1e-5));
+        }
+    }
+
+    @Test
     void castKeepsGradientsFlowing() {
         NDArray x = leaf(m.create(new float[] {1, -2, 0.5f}));
         NDArray half = TorchNative.cast(x, DataType.FLOAT16);

@@ -4,7 +4,6 @@ import org.djlmegatron.context.DocumentLayout;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
-import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import org.djlmegatron.autograd.RandomKey;
@@ -88,6 +87,15 @@ public final class Attention extends ParallelBlock {
         return linearProj.addBias(tp.reduceFromRegion(partial(in)));
     }
 
+    /**
+     * Each group's {@code qpg} query heads, key and value from {@code [b, s, g, qpg + 2, d]}: one
+     * split, whose backward is one concatenation (three slices would each zero and fill a gradient
+     * of the whole tensor).
+     */
+    private static NDList splitQkv(NDArray qkv, int qpg) {
+        return qkv.split(new long[] {qpg, qpg + 1}, 3);
+    }
+
     /** Unreduced attention output {@code [b, s, hidden]} for a full-sequence input in region. */
     public NDArray partial(NDArray x) {
         long b = x.getShape().get(0);
@@ -95,9 +103,10 @@ public final class Attention extends ParallelBlock {
         int qpg = cfg.headsPerGroup();
         int d = cfg.kvChannels();
         NDArray qkv = linearQkv.applyInRegion(x).reshape(b, s, localGroups, qpg + 2, d);
-        NDArray q = qkv.get(new NDIndex(":, :, :, :{}, :", qpg)); // [b, s, g, qpg, d]
-        NDArray k = qkv.get(new NDIndex(":, :, :, {}:{}, :", qpg, qpg + 1)); // [b, s, g, 1, d]
-        NDArray v = qkv.get(new NDIndex(":, :, :, {}:, :", qpg + 1));
+        NDList split = splitQkv(qkv, qpg);
+        NDArray q = split.get(0); // [b, s, g, qpg, d]
+        NDArray k = split.get(1); // [b, s, g, 1, d]
+        NDArray v = split.get(2);
         if (qNorm != null) {
             q = qNorm.apply(q);
             k = kNorm.apply(k);
@@ -191,9 +200,10 @@ public final class Attention extends ParallelBlock {
         int qpg = cfg.headsPerGroup();
         int d = cfg.kvChannels();
         NDArray qkv = linearQkv.applyInRegion(x).reshape(b, s, localGroups, qpg + 2, d);
-        NDArray q = qkv.get(new NDIndex(":, :, :, :{}, :", qpg));
-        NDArray k = qkv.get(new NDIndex(":, :, :, {}:{}, :", qpg, qpg + 1));
-        NDArray v = qkv.get(new NDIndex(":, :, :, {}:, :", qpg + 1));
+        NDList split = splitQkv(qkv, qpg);
+        NDArray q = split.get(0); // [b, s, g, qpg, d]
+        NDArray k = split.get(1); // [b, s, g, 1, d]
+        NDArray v = split.get(2);
         if (qNorm != null) {
             q = qNorm.apply(q);
             k = kNorm.apply(k);

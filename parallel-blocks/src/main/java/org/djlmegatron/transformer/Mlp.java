@@ -4,6 +4,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
 import ai.djl.nn.Activation;
 import org.djlmegatron.autograd.Scalar;
+import org.djlmegatron.engine.TorchNative;
 import org.djlmegatron.nn.ColumnParallelLinear;
 import org.djlmegatron.nn.ParallelBlock;
 import org.djlmegatron.nn.RowParallelLinear;
@@ -78,8 +79,14 @@ public class Mlp extends ParallelBlock {
         return geluTanh(h);
     }
 
-    /** 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GPT-2's gelu_new. */
+    /**
+     * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GPT-2's gelu_new: libtorch's fused kernel on
+     * the project's native library, the formula in DJL ops on the stock engine.
+     */
     private NDArray geluTanh(NDArray x) {
+        if (TorchNative.isAvailable()) {
+            return TorchNative.geluTanh(x);
+        }
         NDArray cube = x.mul(x).mul(x);
         NDArray inner = x.add(cube.mul(geluCubic)).mul(geluScale);
         return x.mul(half).mul(inner.tanh().add(1f));
