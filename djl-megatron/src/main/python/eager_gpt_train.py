@@ -90,6 +90,8 @@ def main():
     p.add_argument("--iters", type=int, default=4, help="timed steps after one warm-up step")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: keep torch's)")
     p.add_argument("--bf16", action="store_true")
+    p.add_argument("--profile", help="after the timed steps, one more step under torch's profiler, written to this "
+                   "chrome://tracing file (not timed)")
     a = p.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -116,6 +118,10 @@ def main():
     for _ in range(a.iters):
         step()
     seconds = (time.perf_counter() - t0) / a.iters
+    if a.profile:
+        with torch.autograd.profiler.profile() as prof:
+            step()
+        prof.export_chrome_trace(a.profile)
     rows = a.micro_batch_size * a.micro_batches
     flops = model_flops(a.num_layers, a.hidden_size, a.seq_length, a.vocab_size, rows)
     print(json.dumps({

@@ -107,6 +107,10 @@ final class BenchTrainCommand implements Callable<Integer> {
     @Option(names = "--python", defaultValue = "/usr/bin/python3", description = "the python3 with torch for --vs-pytorch "
             + "(Debian's python3-torch: the libtorch the native library is built against) (default: ${DEFAULT-VALUE})")
     String python;
+    @Option(names = "--profile-dir", description = "after the timed iterations, one more under libtorch's profiler "
+            + "(pretrain-gpt's --profile, rank 0; not timed), written to DIR/<layout>/, and with --vs-pytorch the same "
+            + "for PyTorch's step (DIR/pytorch.json); prints the operators that took the most time on each side "
+            + "(default: none)") java.nio.file.Path profileDir;
     @Option(names = "--pytorch-timeout", defaultValue = "3600", description = "seconds the PyTorch peer may take "
             + "(default: ${DEFAULT-VALUE})") long pytorchTimeout;
 
@@ -153,6 +157,7 @@ final class BenchTrainCommand implements Callable<Integer> {
                     layout, r.tokensPerS, r.gflops, gemm, r.gflops / gemm, layouts.get(0), r.tokensPerS / base,
                     r.stepSeconds, r.stepSeconds / baseStep, layouts.get(0), r.optimizerBytes, r.heldBytes / 1048576.0,
                     r.bubble, mfu);
+            printProfile(layout, r.trace);
             stepOf.put(layout, r.stepSeconds);
             Double without = layout.endsWith("-overlap") ? stepOf.get(layout.substring(0, layout.length() - 8)) : null;
             if (without != null) {
@@ -161,11 +166,13 @@ final class BenchTrainCommand implements Callable<Integer> {
             }
             if (peer != null && oneRank(layout)) {
                 int threads = ThreadBudget.intraOpThreads(null, 1);
-                PytorchEagerPeer.Result py = peer.run(l, h, a, s, mb, v, microBatches, iters, threads, bf16);
+                java.nio.file.Path pyTrace = profileDir == null ? null : profileDir.toAbsolutePath().resolve("pytorch.json");
+                PytorchEagerPeer.Result py = peer.run(l, h, a, s, mb, v, microBatches, iters, threads, bf16, pyTrace);
                 System.out.printf(Locale.ROOT, "%-16s %9.0f tokens/s  %8.1f GFLOP/s  matmul %8.1f GFLOP/s  model/matmul %.2f  "
                         + "(PyTorch %s eager, %d threads%s)  ours / PyTorch %.2fx%n", "  pytorch", py.tokensPerS(),
                         py.gflops(), py.matmulGflops(), py.gflops() / py.matmulGflops(), py.torch(), py.threads(),
                         bf16 ? ", autocast bf16" : "", r.tokensPerS / py.tokensPerS());
+                printProfile("pytorch", pyTrace);
             }
         }
         return 0;
@@ -180,7 +187,21 @@ final class BenchTrainCommand implements Callable<Integer> {
     private static final String GRAD_BUFFERS = "djlm.gradBuffers";
 
     private record Run(double tokensPerS, double gflops, long optimizerBytes, long heldBytes, double stepSeconds,
-            String bubble, double dispatchSeconds) {}
+            String bubble, double dispatchSeconds, java.nio.file.Path trace) {}
+
+    /** The profiled iteration's operators, most self time first (nothing without --profile-dir). */
+    private static void printProfile(String who, java.nio.file.Path trace) {
+        if (trace == null) {
+            return;
+        }
+        try {
+            org.djlmegatron.profile.ProfileSummary summary = org.djlmegatron.profile.ProfileSummary.read(trace);
+            System.out.printf(Locale.ROOT, "%-16s profile %s: %.1f ms in operators%n%s", "  " + who, trace,
+                    summary.totalMicros() / 1e3, summary.table(12).indent(18));
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+    }
 
     private Run run(String layout, int l, int h, int a, int s, int mb, int v) {
         int dp = 1;
@@ -239,7 +260,7 @@ final class BenchTrainCommand implements Callable<Integer> {
         List<String> args = new ArrayList<>(List.of("--mock-data", "--num-layers", "" + l, "--hidden-size", "" + h,
                 "--num-attention-heads", "" + a, "--seq-length", "" + s, "--vocab-size", "" + v,
                 "--micro-batch-size", "" + mb, "--global-batch-size", "" + mb * dp * microBatches, "--lr", "1e-4",
-                "--train-iters", "" + (iters + 1), "--nproc-per-node", "" + dp * tp * cp * pp,
+                "--train-iters", "" + (iters + 1 + (profileDir == null ? 0 : 1)), "--nproc-per-node", "" + dp * tp * cp * pp,
                 "--context-parallel-size", "" + cp, "--cp-comm-type", cpComm,
                 "--pipeline-model-parallel-size", "" + pp,
                 "--tensor-model-parallel-size", "" + tp, "--log-interval", "1000000", "--device", device,
@@ -283,6 +304,13 @@ final class BenchTrainCommand implements Callable<Integer> {
         if (bf16) {
             args.add("--bf16");
         }
+        java.nio.file.Path trace = null;
+        if (profileDir != null) { // one more iteration, profiled and not timed
+            java.nio.file.Path dir = profileDir.toAbsolutePath().resolve(layout);
+            args.addAll(List.of("--profile", "--profile-step-start", "" + (iters + 1), "--profile-step-end", "" + (iters + 2),
+                    "--profile-dir", dir.toString()));
+            trace = dir.resolve("rank0-iters" + (iters + 1) + "-" + (iters + 2) + ".json");
+        }
         PretrainOptions o = new PretrainOptions();
         new CommandLine(o).parseArgs(args.toArray(new String[0]));
         ByteArrayOutputStream buf = new ByteArrayOutputStream();
@@ -300,6 +328,9 @@ final class BenchTrainCommand implements Callable<Integer> {
         }
         double seconds = 0;
         long tokens = 0;
+        if (trace != null) {
+            steps = steps.subList(0, steps.size() - 1); // the profiled iteration is not timed
+        }
         for (StepResult r : steps.subList(1, steps.size())) {
             seconds += r.seconds();
             tokens += r.tokens();
@@ -308,7 +339,7 @@ final class BenchTrainCommand implements Callable<Integer> {
         String log = buf.toString(StandardCharsets.UTF_8);
         double dispatch = metrics == null ? 0 : dispatchSeconds(metrics) / (steps.size() - 1);
         return new Run(tokens / seconds, flops / seconds / 1e9, optimizerBytes(log), heldBytes(log),
-                seconds / (steps.size() - 1), bubble(log) + overlapHidden(log), dispatch);
+                seconds / (steps.size() - 1), bubble(log) + overlapHidden(log), dispatch, trace);
     }
 
     /** The overlapped communication and the share of it hidden that pretrain-gpt prints under overlap, or "". */

@@ -56,13 +56,16 @@ final class PytorchEagerPeer {
     }
 
     Result run(int layers, int hidden, int heads, int seq, int micro, int vocab, int microBatches, int iters,
-            int threads, boolean bf16) {
+            int threads, boolean bf16, Path profile) {
         List<String> cmd = new ArrayList<>(List.of(python.toString(), script.toString(),
                 "--num-layers", "" + layers, "--hidden-size", "" + hidden, "--num-attention-heads", "" + heads,
                 "--seq-length", "" + seq, "--micro-batch-size", "" + micro, "--vocab-size", "" + vocab,
                 "--micro-batches", "" + microBatches, "--iters", "" + iters, "--threads", "" + threads));
         if (bf16) {
             cmd.add("--bf16");
+        }
+        if (profile != null) {
+            cmd.addAll(List.of("--profile", profile.toString()));
         }
         int exit;
         try {

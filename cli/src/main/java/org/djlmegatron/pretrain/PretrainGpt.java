@@ -33,6 +33,8 @@ import org.djlmegatron.models.ModelFlops;
 import org.djlmegatron.nn.ShardedParameter;
 import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
+import org.djlmegatron.profile.ProfileSummary;
+import org.djlmegatron.profile.StepProfiler;
 import org.djlmegatron.parallel.RankGrid;
 import org.djlmegatron.pipeline.ForwardOnly;
 import org.djlmegatron.pipeline.ModelChunks;
@@ -84,6 +86,7 @@ public final class PretrainGpt {
         var moe = o.moe.config();
         RankGrid grid = RankGrid.create(launch.worldSize(), o.tensorModelParallelSize, o.pipelineModelParallelSize,
                 o.contextParallelSize, o.moe.expertModelParallelSize);
+        o.profiling.validate(launch.worldSize(), launch.nprocPerNode());
         if (o.moe.moeRouterEnableExpertBias && !moe.scoreFunction().equals(org.djlmegatron.moe.MoeConfig.ScoreFunction.SIGMOID)) {
             throw new IllegalArgumentException("--moe-router-enable-expert-bias needs --moe-router-score-function sigmoid"
                     + " (Megatron's rule), got " + o.moe.moeRouterScoreFunction);
@@ -172,6 +175,23 @@ public final class PretrainGpt {
         }
     }
 
+    /** Names the trace a profiled rank wrote and prints the operators that took the most time. */
+    private void reportProfile(java.nio.file.Path trace, int rank) {
+        if (trace == null) {
+            return;
+        }
+        String table;
+        try {
+            table = ProfileSummary.read(trace).table(15);
+        } catch (java.io.IOException e) {
+            table = "(the trace cannot be summarised: " + e.getMessage() + ")\n";
+        }
+        synchronized (out) {
+            out.printf(Locale.ROOT, "> profile of rank %d, iterations %d-%d: %s (chrome://tracing or Perfetto); self time "
+                    + "by operator:%n%s", rank, o.profiling.profileStepStart, o.profiling.profileStepEnd - 1, trace, table);
+        }
+    }
+
     private List<StepResult> train(RankContext ctx, TransformerConfig cfg, PipelineLayout stages, HfCheckpoint hf,
             Start start, BatchSource data, StepConfig tc, int gbs, double flops, AttentionBackend attention,
             Recompute recompute, double[] dropout, CpCommType cpComm, org.djlmegatron.moe.MoeConfig moe) {
@@ -201,53 +221,66 @@ public final class PretrainGpt {
                 log.message(String.format(Locale.ROOT, "> optimizer state restored in %.2f s", (System.nanoTime() - t0) / 1e9));
             }
             trainer.measureHeldBytes();
-            for (long it = first; it < o.trainIters; it++) {
-                List<MicroBatch> batches = data.microBatches(it, samples.rank(), samples.size(), o.microBatchSize, gbs);
-                StepResult r = trainer.step(batches);
-                results.add(r);
-                if (it == first) {
-                    trainer.resetPipelineTimes(); // the bubble is measured without the warm-up iteration
-                }
-                if (cfg.isMoe()) {
-                    MoeBalance balance = MoeBalance.collect(moeStats(chunks), dp, ctx.manager());
-                    if (o.moe.moeRouterEnableExpertBias) { // every rank has the same global counts
-                        for (int l = 0; l < balance.tokensPerExpert().length; l++) {
-                            moeLayers(chunks).get(l).router().updateExpertBias(balance.tokensPerExpert()[l],
-                                    o.moe.moeRouterBiasUpdateRate);
+            StepProfiler profiler = o.profiling.forRank(ctx.rank());
+            try {
+                for (long it = first; it < o.trainIters; it++) {
+                    List<MicroBatch> batches = data.microBatches(it, samples.rank(), samples.size(), o.microBatchSize, gbs);
+                    if (profiler != null) {
+                        profiler.beforeIteration(it);
+                    }
+                    StepResult r = trainer.step(batches);
+                    if (profiler != null) {
+                        reportProfile(profiler.afterIteration(it, it + 1 == o.trainIters), ctx.rank());
+                    }
+                    results.add(r);
+                    if (it == first) {
+                        trainer.resetPipelineTimes(); // the bubble is measured without the warm-up iteration
+                    }
+                    if (cfg.isMoe()) {
+                        MoeBalance balance = MoeBalance.collect(moeStats(chunks), dp, ctx.manager());
+                        if (o.moe.moeRouterEnableExpertBias) { // every rank has the same global counts
+                            for (int l = 0; l < balance.tokensPerExpert().length; l++) {
+                                moeLayers(chunks).get(l).router().updateExpertBias(balance.tokensPerExpert()[l],
+                                        o.moe.moeRouterBiasUpdateRate);
+                            }
+                        }
+                        if (logger) {
+                            log.moe(balance);
                         }
                     }
+                    if (logger && it == first) {
+                        log.message(String.format(Locale.ROOT, "> activations held for backward at the end of a "
+                                + "micro-batch's forward: %.2f MB on rank 0%s (recomputation: %s)",
+                                trainer.heldBytes() / 1048576.0, ctx.grid().pp() > 1
+                                        ? ", the peak over the micro-batches in flight" : "", recompute));
+                        log.message(RankMemoryLine.format(trainer.memory(), o.sharding()));
+                    }
                     if (logger) {
-                        log.moe(balance);
+                        log.step(r, (it + 1) * gbs, gbs);
+                        if (it + 1 == Math.min(o.logInterval, o.trainIters)) {
+                            logDeviceMemory(ctx, log, it + 1);
+                        }
+                    }
+                    if (o.save != null && (it + 1 == o.trainIters
+                            || (o.saveInterval != null && (it + 1) % o.saveInterval == 0))) {
+                        trainer.awaitParamGather(); // --overlap-param-gather: the weights saved hold the last update
+                        TrainingCheckpoint.save(o.save, ctx, chunks, stages, trainer, trainerState(trainer, gbs, dp.size()));
+                        if (logger) {
+                            log.message(String.format(Locale.ROOT, "> saved checkpoint at iteration %d to %s", it + 1, o.save));
+                        }
+                    }
+                    if (o.evalInterval > 0 && (it + 1) % o.evalInterval == 0) {
+                        trainer.awaitParamGather(); // the evaluation's collectives on dp come after the gather's
+                        double loss = evaluate(ctx, stageModel, data, samples, dp, gbs);
+                        moeStats(chunks).forEach(org.djlmegatron.moe.MoeStats::reset); // balance figures are training's
+                        if (logger) {
+                            log.eval(it + 1, loss);
+                        }
                     }
                 }
-                if (logger && it == first) {
-                    log.message(String.format(Locale.ROOT, "> activations held for backward at the end of a "
-                            + "micro-batch's forward: %.2f MB on rank 0%s (recomputation: %s)",
-                            trainer.heldBytes() / 1048576.0, ctx.grid().pp() > 1
-                                    ? ", the peak over the micro-batches in flight" : "", recompute));
-                    log.message(RankMemoryLine.format(trainer.memory(), o.sharding()));
-                }
-                if (logger) {
-                    log.step(r, (it + 1) * gbs, gbs);
-                    if (it + 1 == Math.min(o.logInterval, o.trainIters)) {
-                        logDeviceMemory(ctx, log, it + 1);
-                    }
-                }
-                if (o.save != null && (it + 1 == o.trainIters
-                        || (o.saveInterval != null && (it + 1) % o.saveInterval == 0))) {
-                    trainer.awaitParamGather(); // --overlap-param-gather: the weights saved hold the last update
-                    TrainingCheckpoint.save(o.save, ctx, chunks, stages, trainer, trainerState(trainer, gbs, dp.size()));
-                    if (logger) {
-                        log.message(String.format(Locale.ROOT, "> saved checkpoint at iteration %d to %s", it + 1, o.save));
-                    }
-                }
-                if (o.evalInterval > 0 && (it + 1) % o.evalInterval == 0) {
-                    trainer.awaitParamGather(); // the evaluation's collectives on dp come after the gather's
-                    double loss = evaluate(ctx, stageModel, data, samples, dp, gbs);
-                    moeStats(chunks).forEach(org.djlmegatron.moe.MoeStats::reset); // balance figures are training's
-                    if (logger) {
-                        log.eval(it + 1, loss);
-                    }
+            } finally {
+                if (profiler != null) {
+                    profiler.abandon(); // a failed iteration inside the window
                 }
             }
             double[] overlapped = trainer.overlapSeconds();

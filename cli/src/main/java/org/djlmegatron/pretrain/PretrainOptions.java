@@ -55,6 +55,7 @@ public final class PretrainOptions {
     @Mixin public ActivationOptions activations = new ActivationOptions();
     @Mixin public MoeOptions moe = new MoeOptions();
     @Mixin public DocumentMaskingOptions documents = new DocumentMaskingOptions();
+    @Mixin public ProfileOptions profiling = new ProfileOptions();
 
     // batch and iterations
     @Option(names = "--micro-batch-size", defaultValue = "4") public int microBatchSize;
