@@ -41,6 +41,23 @@ void checkAttentionShapes(const at::Tensor& q, const at::Tensor& k, const at::Te
   }
 }
 
+// [sq, sk] fp32: 0 where query i sees key j (j <= i), -inf above the diagonal. Added to the scores it gives what
+// masked_fill(-inf) gives, bit for bit (x + 0 = x, x + -inf = -inf), without masked_fill's backward pass. Each rank
+// thread keeps its last mask up to 4M elements (16 MB); longer sequences build theirs per call.
+at::Tensor causalAdditiveMask(int64_t sq, int64_t sk, const at::Device& device) {
+  constexpr int64_t kMaxCached = int64_t{1} << 22;
+  thread_local at::Tensor cached;
+  if (cached.defined() && cached.size(0) == sq && cached.size(1) == sk && cached.device() == device) {
+    return cached;
+  }
+  at::Tensor mask = at::zeros({sq, sk}, at::TensorOptions().dtype(at::kFloat).device(device));
+  mask.masked_fill_(at::ones({sq, sk}, mask.options().dtype(at::kBool)).triu(1), -std::numeric_limits<double>::infinity());
+  if (sq * sk <= kMaxCached) {
+    cached = mask;
+  }
+  return mask;
+}
+
 // softmax(q k^T * scale [+ causal mask]) v from differentiable ATen ops, the softmax in fp32 for 16-bit inputs.
 // Causal masking is top-left aligned (query i sees keys 0..i), as in libtorch's fused kernels.
 [[maybe_unused]] at::Tensor composedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
@@ -51,8 +68,7 @@ void checkAttentionShapes(const at::Tensor& q, const at::Tensor& k, const at::Te
   }
   scores = scores.mul(scale);
   if (causal) {
-    at::Tensor visible = at::ones({q.size(2), k.size(2)}, q.options().dtype(at::kBool)).tril();
-    scores = scores.masked_fill(visible.logical_not(), -std::numeric_limits<double>::infinity());
+    scores = scores.add(causalAdditiveMask(q.size(2), k.size(2), q.device()));
   }
   return at::matmul(scores.softmax(-1).to(q.scalar_type()), v);
 }
