@@ -7,22 +7,22 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 
 /** Base of the engine tests: a fresh manager per test, closed after it, and fp32 read-back. */
-abstract class ArrayTestBase {
+public abstract class ArrayTestBase {
 
     protected NDManager m;
 
     @BeforeEach
-    void openManager() {
+    protected void openManager() {
         m = NDManager.newBaseManager();
     }
 
     @AfterEach
-    void closeManager() {
+    protected void closeManager() {
         m.close();
     }
 
     /** The values as fp32 (any dtype). */
-    static float[] floats(NDArray a) {
+    protected static float[] floats(NDArray a) {
         return a.toType(DataType.FLOAT32, false).toFloatArray();
     }
 }

@@ -3,7 +3,6 @@ package org.djlmegatron.engine;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import ai.djl.ndarray.NDArray;
-import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
@@ -13,8 +12,6 @@ import com.google.gson.JsonElement;
 import com.google.gson.JsonParser;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -25,23 +22,8 @@ import org.junit.jupiter.api.io.TempDir;
  * values, writes and gradients of the other index forms are unchanged.
  */
 @Tag("native")
-class NativeIndexingTest {
+class NativeIndexingTest extends GradModeTestBase {
 
-    private NDManager m;
-    private boolean gradMode;
-
-    @BeforeEach
-    void open() {
-        m = NDManager.newBaseManager();
-        gradMode = JniUtils.isGradMode();
-        JniUtils.setGradMode(true);
-    }
-
-    @AfterEach
-    void close() {
-        JniUtils.setGradMode(gradMode);
-        m.close();
-    }
 
     /** 0, 1, ..., 23 as [2, 3, 4]: element (i, j, k) is 12 i + 4 j + k. */
     private NDArray cube() {

@@ -13,8 +13,6 @@ import ai.djl.pytorch.jni.JniUtils;
 import java.util.Random;
 import org.djlmegatron.autograd.Scalar;
 import org.djlmegatron.optim.FlatAdamW;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -22,23 +20,8 @@ import org.junit.jupiter.params.provider.CsvSource;
 
 /** The project's natives: attention, AdamW, differentiable cast, data pointers, CUDA queries on a CPU build. */
 @Tag("native")
-class TorchNativeTest {
+class TorchNativeTest extends GradModeTestBase {
 
-    private NDManager m;
-    private boolean gradMode;
-
-    @BeforeEach
-    void open() {
-        m = NDManager.newBaseManager();
-        gradMode = JniUtils.isGradMode();
-        JniUtils.setGradMode(true);
-    }
-
-    @AfterEach
-    void close() {
-        JniUtils.setGradMode(gradMode);
-        m.close();
-    }
 
     NDArray random(Random r, Shape shape) {
         float[] v = new float[(int) shape.size()];

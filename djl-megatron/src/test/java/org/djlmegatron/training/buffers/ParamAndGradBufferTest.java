@@ -3,7 +3,6 @@ package org.djlmegatron.training.buffers;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import ai.djl.ndarray.NDArray;
-import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.pytorch.jni.JniUtils;
@@ -12,30 +11,14 @@ import java.util.Random;
 import org.djlmegatron.engine.TorchNative;
 import org.djlmegatron.optim.FlatAdamW;
 import org.djlmegatron.training.model.TrainableParameter;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
+import org.djlmegatron.engine.GradModeTestBase;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 
 /** The contiguous buffers and the one-pass natives of the lean step, against plain libtorch arithmetic. */
 @Tag("native")
-class ParamAndGradBufferTest {
+class ParamAndGradBufferTest extends GradModeTestBase {
 
-    private NDManager m;
-    private boolean gradMode;
-
-    @BeforeEach
-    void open() {
-        m = NDManager.newBaseManager();
-        gradMode = JniUtils.isGradMode();
-        JniUtils.setGradMode(true);
-    }
-
-    @AfterEach
-    void close() {
-        JniUtils.setGradMode(gradMode);
-        m.close();
-    }
 
     private NDArray random(Random r, Shape shape) {
         float[] v = new float[(int) shape.size()];
@@ -43,10 +26,6 @@ class ParamAndGradBufferTest {
             v[i] = (float) r.nextGaussian();
         }
         return m.create(v, shape).duplicate();
-    }
-
-    private static float[] floats(NDArray a) {
-        return a.toType(DataType.FLOAT32, false).toFloatArray();
     }
 
     /** Weights keep their values as views of the buffer, and two backwards accumulate into the gradient buffer. */
