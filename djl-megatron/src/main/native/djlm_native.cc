@@ -1,6 +1,7 @@
 // The project's own natives (org.djlmegatron.engine.TorchNative).
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <cmath>
@@ -134,6 +135,7 @@ DJLM_NATIVE(jlong, sdpa, jlong qh, jlong kh, jlong vh, jboolean causal, jdouble 
 DJLM_NATIVE(void, adamw, jlong paramH, jlong gradH, jlong expAvgH, jlong expAvgSqH, jlong maskH, jdouble lr,
     jdouble beta1, jdouble beta2, jdouble eps, jdouble weightDecay, jlong step) {
   guard(env, __func__, [&] {
+    RECORD_FUNCTION("djlm::adamw_in_place", std::vector<c10::IValue>());
     at::NoGradGuard noGrad;
     at::Tensor& param = tensor(paramH);
     const at::Tensor& grad = tensor(gradH);
@@ -303,6 +305,7 @@ DJLM_NATIVE(void, dropGradient, jlong paramH) {
 // double, in fixed chunks: the same value for any thread count), count of non-finite elements}.
 DJLM_NATIVE(jdoubleArray, unscaleAndNorm, jlong gradH, jlong maskH, jdouble scale) {
   return guard(env, __func__, [&] {
+    RECORD_FUNCTION("djlm::unscale_and_norm", std::vector<c10::IValue>());  // named in --profile traces
     at::NoGradGuard noGrad;
     at::Tensor& grad = tensor(gradH);
     const at::Tensor& mask = tensor(maskH);
