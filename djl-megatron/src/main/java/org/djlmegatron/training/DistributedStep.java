@@ -226,10 +226,12 @@ public final class DistributedStep implements AutoCloseable {
             state.close();
             throw new IllegalArgumentException(flag + " (ZeRO-3) is not implemented yet; use optim_grads (ZeRO-2)");
         }
-        if (sharding.shardsGradients() && pp.size() > 1) {
+        if (sharding.shardsGradients() && pp.size() > 1
+                && !((PipelineStageModel) model).embeddingGroupParameters().isEmpty()) {
             state.close();
-            throw new IllegalArgumentException(flag + " is not supported with --pipeline-model-parallel-size " + pp.size()
-                    + " yet (ZeRO-2 reduce-scatters each micro-batch's gradients outside the pipeline schedule); use optim");
+            throw new IllegalArgumentException(flag + " with --pipeline-model-parallel-size " + pp.size() + " needs "
+                    + "--untie-embeddings-and-output-weights (the tied embedding's exchange between the first and the "
+                    + "last stage does not run on gradient shards yet)");
         }
         if (sharding.shardsGradients() && buffer == null) {
             state.close();
@@ -462,11 +464,19 @@ public final class DistributedStep implements AutoCloseable {
                 public NDArray backward(int m, int chunk, NDArray outputGradient) {
                     long c0 = System.nanoTime();
                     try {
+                        if (gradShard != null) { // ZeRO-2: this backward's gradients only, then reduce-scattered
+                            gradShard.beginMicroBatch();
+                        }
                         NDArray inputGradient = backwardPass(m, stage.chunk(chunk).isLastStage(), tapes[chunk],
                                 outputs[chunk], inputGradients[chunk], outputGradient);
-                        if (intoMainPerBackward) { // 16-bit weights: micro-batches accumulate in fp32
-                            model.reduceTensorParallelGradients(); // TP peers of a stage run the same schedule
-                            accumulateIntoMain();
+                        if (intoMainPerBackward) { // ZeRO-2, 16-bit weights: micro-batches accumulate in fp32
+                            // TP and DP peers of a stage run the same schedule: their collectives come in the same order
+                            model.reduceTensorParallelGradients();
+                            if (gradShard != null) {
+                                gradShard.endMicroBatch();
+                            } else {
+                                accumulateIntoMain();
+                            }
                         }
                         if (inputGradient != null) {
                             inputGradient.attach(step); // sent after this pass
