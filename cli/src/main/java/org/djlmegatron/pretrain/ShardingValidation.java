@@ -1,7 +1,5 @@
 package org.djlmegatron.pretrain;
 
-import static org.djlmegatron.options.OptionChecks.exclusive;
-
 import org.djlmegatron.options.InvalidOptionException;
 import org.djlmegatron.training.buffers.ShardingStrategy;
 
@@ -30,8 +28,6 @@ final class ShardingValidation {
                         + "--pipeline-model-parallel-size " + o.pipelineModelParallelSize
                         + " (the tied embedding's exchange does not run on gradient shards yet)", "tied embeddings");
             }
-            exclusive(flag, true, "--expert-model-parallel-size " + o.moe.expertModelParallelSize,
-                    o.moe.expertModelParallelSize > 1);
         }
         o.useDistributedOptimizer = s.shardsOptimizer();
     }

@@ -115,6 +115,37 @@ class PipelineExpertBufferTest {
     }
 
     /**
+     * ZeRO-2 under expert parallelism: the dense gradients reduce-scattered over data x context
+     * parallelism and the expert gradients over the expert-data group into two fp32 shards, per
+     * micro-batch. EP=2 (world 2 and world 4, where the expert-data group has 2 ranks) and
+     * EP=2 x PP=2 (untied) follow the distributed optimizer's run without gradient shards within 1e-6.
+     */
+    @Test
+    void zero2UnderExpertsFollowsTheDistributedOptimizer() {
+        List<String> base = TrajectoryParity.replace(mockMoe(5), "--global-batch-size", "8");
+        base.add("--untie-embeddings-and-output-weights");
+        Variant zero2 = Variant.of("zero2", "--data-parallel-sharding-strategy", "optim_grads");
+        Variant ep2world4 = Variant.of("ep2-world4", "--nproc-per-node", "4", "--expert-model-parallel-size", "2",
+                "--moe-token-dispatcher-type", "alltoall");
+        for (Variant v : new Variant[] {EP2, ep2world4, EP2_PP2}) {
+            List<StepResult> unsharded = TrajectoryParity.run(base, v.with(DISTOPT));
+            TrajectoryParity.assertClose(unsharded, TrajectoryParity.run(base, v.with(zero2)), 1e-6,
+                    v + " optim_grads vs optim");
+        }
+        // the shards are what is kept: fp32 gradients below the fp32 weights' bytes (equal under optim)
+        for (Variant strategy : new Variant[] {DISTOPT, zero2}) {
+            List<String> args = mockMoe(1);
+            args.addAll(EP2.with(strategy).flags());
+            RankMemory m = RankMemoryLine.parse(runLogged(args));
+            if (strategy == zero2) {
+                assertThat(m.gradientBytes()).as("EP=2 optim_grads: %s", m).isLessThan(m.parameterBytes());
+            } else {
+                assertThat(m.gradientBytes()).as("EP=2 optim: %s", m).isEqualTo(m.parameterBytes());
+            }
+        }
+    }
+
+    /**
      * bf16 weights, 16 micro-batches per step at PP=2: the buffers add each micro-batch's bf16
      * gradient into the fp32 main gradient (in the schedule's backward), the flat step sums them in
      * bf16. The one-rank run on the buffers (fp32 accumulation, as Megatron) is followed closely by

@@ -131,11 +131,12 @@ public final class DistributedStep implements AutoCloseable {
         buffer = !split && buffersOn && ParamAndGradBuffer.supports(params)
                 ? new ParamAndGradBuffer(params, dp.size(), config.bucketElements(), state, !sharding.shardsGradients())
                 : null;
-        expertBuffers = split && buffersOn && !sharding.shardsGradients() && ExpertBuffers.supports(params)
-                ? new ExpertBuffers(params, dp, expertDp, config.bucketElements(), config.distributedOptimizer(), state)
+        expertBuffers = split && buffersOn && ExpertBuffers.supports(params)
+                ? new ExpertBuffers(params, dp, expertDp, config.bucketElements(), config.distributedOptimizer(),
+                        sharding.shardsGradients(), state)
                 : null;
-        checkStrategyRuns(sharding, split);
-        gradShard = sharding.shardsGradients() ? new GradientShard(buffer, dp, state) : null;
+        checkStrategyRuns(sharding);
+        gradShard = sharding.shardsGradients() && buffer != null ? new GradientShard(buffer, dp, state) : null;
         optimizer = config.optimizer().get();
         scaler = config.scaler().get();
         long full = layout.paddedSize();
@@ -220,7 +221,7 @@ public final class DistributedStep implements AutoCloseable {
     }
 
     /** Refuses a ZeRO stage this step cannot run here, saying why (before any collective). */
-    private void checkStrategyRuns(ShardingStrategy sharding, boolean experts) {
+    private void checkStrategyRuns(ShardingStrategy sharding) {
         String flag = "--data-parallel-sharding-strategy " + sharding.flagValue();
         if (sharding.shardsParameters()) {
             state.close();
@@ -233,12 +234,11 @@ public final class DistributedStep implements AutoCloseable {
                     + "--untie-embeddings-and-output-weights (the tied embedding's exchange between the first and the "
                     + "last stage does not run on gradient shards yet)");
         }
-        if (sharding.shardsGradients() && buffer == null) {
+        if (sharding.shardsGradients() && buffer == null && expertBuffers == null) {
             state.close();
             throw new IllegalArgumentException(flag + " needs the contiguous gradient buffers: the project's native "
-                    + "library (docs/native.md), one weight dtype, no expert parallelism and "
-                    + "-Ddjlm.gradBuffers not false; found " + (experts ? "expert parallelism"
-                    : TorchNative.isAvailable() ? "buffers off" : "the stock engine"));
+                    + "library (docs/native.md), one weight dtype and -Ddjlm.gradBuffers not false; found "
+                    + (TorchNative.isAvailable() ? "buffers off" : "the stock engine"));
         }
     }
 
@@ -277,7 +277,7 @@ public final class DistributedStep implements AutoCloseable {
         double scale = scaler.scale();
         // ZeRO-2, and 16-bit weights: each micro-batch's gradients completed and added into the fp32 main gradient
         boolean perMicroBatch = gradShard != null || buffer != null && !buffer.weightsAreFp32()
-                || expertBuffers != null && !expertBuffers.weightsAreFp32();
+                || expertBuffers != null && (!expertBuffers.weightsAreFp32() || expertBuffers.shardsGradients());
         if (pp.size() > 1) {
             return finishStep(t0, scale, pipelineLossSum(batches, scale, perMicroBatch), tokens(batches), perMicroBatch);
         }
@@ -290,9 +290,7 @@ public final class DistributedStep implements AutoCloseable {
                 Tape tape = ctx.tape();
                 tape.setKey(new RandomKey(iteration, firstSample(m)));
                 try (NDManager step = ctx.manager().newSubManager()) {
-                    if (gradShard != null) {
-                        gradShard.beginMicroBatch();
-                    }
+                    beginMicroBatchGradients();
                     NDArray inputs = step.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
                     NDArray labels = step.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
                     NDArray loss = model.loss(inputs, labels);
@@ -345,7 +343,19 @@ public final class DistributedStep implements AutoCloseable {
         }
     }
 
-    /** 16-bit weights over the buffers: the last backward's gradients, added into the fp32 main gradients. */
+    /** ZeRO-2: binds the gradients to a workspace for the next backward; nothing otherwise. */
+    private void beginMicroBatchGradients() {
+        if (gradShard != null) {
+            gradShard.beginMicroBatch();
+        } else if (expertBuffers != null) {
+            expertBuffers.beginMicroBatch();
+        }
+    }
+
+    /**
+     * 16-bit weights over the buffers: the last backward's gradients, added into the fp32 main
+     * gradients (under expert parallelism with ZeRO-2: reduce-scattered into the shards).
+     */
     private void accumulateIntoMain() {
         if (buffer != null) {
             buffer.accumulateIntoMain();
@@ -464,9 +474,7 @@ public final class DistributedStep implements AutoCloseable {
                 public NDArray backward(int m, int chunk, NDArray outputGradient) {
                     long c0 = System.nanoTime();
                     try {
-                        if (gradShard != null) { // ZeRO-2: this backward's gradients only, then reduce-scattered
-                            gradShard.beginMicroBatch();
-                        }
+                        beginMicroBatchGradients(); // ZeRO-2: this backward's gradients only, then reduce-scattered
                         NDArray inputGradient = backwardPass(m, stage.chunk(chunk).isLastStage(), tapes[chunk],
                                 outputs[chunk], inputGradients[chunk], outputGradient);
                         if (intoMainPerBackward) { // ZeRO-2, 16-bit weights: micro-batches accumulate in fp32
@@ -955,7 +963,7 @@ public final class DistributedStep implements AutoCloseable {
             throw new IllegalStateException("an external step cannot run a pipeline schedule (pipeline size "
                     + pp.size() + "); use step(List<MicroBatch>)");
         }
-        if (gradShard != null) {
+        if (gradShard != null || expertBuffers != null && expertBuffers.shardsGradients()) {
             throw new IllegalStateException("an external step cannot run --data-parallel-sharding-strategy "
                     + "optim_grads (it reduce-scatters inside step(List<MicroBatch>))");
         }

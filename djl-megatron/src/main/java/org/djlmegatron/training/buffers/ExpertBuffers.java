@@ -24,6 +24,10 @@ import org.djlmegatron.training.model.TrainableParameter;
  * the order of the flat-vector step, so the optimizer state (and checkpoints) are the same under
  * both. Joining the two reduced shards and splitting the updated masters back are one copy each
  * per step, not one per parameter.
+ *
+ * <p>Under ZeRO-2 ({@code shardGradients}) neither buffer keeps gradients between micro-batches:
+ * each has a {@link GradientShard} over its own group, into which every micro-batch's gradients
+ * are reduce-scattered (the dense shard first, then the expert shard, on every rank).
  */
 public final class ExpertBuffers implements AutoCloseable {
 
@@ -32,6 +36,9 @@ public final class ExpertBuffers implements AutoCloseable {
     private final ProcessGroup dp;
     private final ProcessGroup expertDp;
     private final boolean sharded;
+    /** ZeRO-2: the dense and the expert fp32 gradient shards; null otherwise. */
+    private final GradientShard denseShard;
+    private final GradientShard expertShard;
 
     /** Whether {@code params} can be split into two buffers here (both parts non-empty, see {@link ParamAndGradBuffer#supports}). */
     public static boolean supports(List<TrainableParameter> params) {
@@ -47,16 +54,27 @@ public final class ExpertBuffers implements AutoCloseable {
      * @param dp the dense parameters' reduction group (data x context parallel)
      * @param expertDp the expert parameters' reduction group (expert-data parallel)
      * @param sharded whether the distributed optimizer shards both over their groups
+     * @param shardGradients ZeRO-2: only this rank's fp32 gradient shards are kept (implies {@code sharded})
      */
     public ExpertBuffers(List<TrainableParameter> params, ProcessGroup dp, ProcessGroup expertDp, long bucketElements,
-            boolean sharded, NDManager parent) {
+            boolean sharded, boolean shardGradients, NDManager parent) {
+        if (shardGradients && !sharded) {
+            throw new IllegalArgumentException("gradient shards (ZeRO-2) need the distributed optimizer's shards");
+        }
         this.dp = dp;
         this.expertDp = expertDp;
         this.sharded = sharded;
         dense = new ParamAndGradBuffer(params.stream().filter(p -> !p.expert()).toList(), dp.size(), bucketElements,
-                parent);
+                parent, !shardGradients);
         experts = new ParamAndGradBuffer(params.stream().filter(TrainableParameter::expert).toList(), expertDp.size(),
-                bucketElements, parent);
+                bucketElements, parent, !shardGradients);
+        denseShard = shardGradients ? new GradientShard(dense, dp, parent) : null;
+        expertShard = shardGradients ? new GradientShard(experts, expertDp, parent) : null;
+    }
+
+    /** Whether only this rank's gradient shards are kept between micro-batches (ZeRO-2). */
+    public boolean shardsGradients() {
+        return denseShard != null;
     }
 
     public ParamAndGradBuffer dense() {
@@ -82,12 +100,34 @@ public final class ExpertBuffers implements AutoCloseable {
     }
 
     public void zeroGradients() {
+        if (shardsGradients()) {
+            denseShard.zero();
+            expertShard.zero();
+            return;
+        }
         dense.zeroGradients();
         experts.zeroGradients();
     }
 
-    /** 16-bit weights: adds the micro-batch's gradients into the fp32 main gradients (see {@link ParamAndGradBuffer#accumulateIntoMain}). */
+    /** ZeRO-2: binds the gradients to a workspace for one micro-batch's backward; nothing otherwise. */
+    public void beginMicroBatch() {
+        if (shardsGradients()) {
+            denseShard.beginMicroBatch();
+            expertShard.beginMicroBatch();
+        }
+    }
+
+    /**
+     * After a micro-batch's backward (and its tensor-parallel completion): ZeRO-2 reduce-scatters
+     * its gradients into the shards (collective over both groups); 16-bit weights add them into the
+     * fp32 main gradients (see {@link ParamAndGradBuffer#accumulateIntoMain}).
+     */
     public void accumulateIntoMain() {
+        if (shardsGradients()) {
+            denseShard.endMicroBatch();
+            expertShard.endMicroBatch();
+            return;
+        }
         dense.accumulateIntoMain();
         experts.accumulateIntoMain();
     }
@@ -125,8 +165,8 @@ public final class ExpertBuffers implements AutoCloseable {
     public NDArray reducedGradients(NDManager m) {
         int divisor = dp.size();
         try (NDManager tmp = m.newSubManager()) {
-            NDArray d = reduce(dense, dp, divisor, tmp);
-            NDArray e = reduce(experts, expertDp, divisor, tmp);
+            NDArray d = shardsGradients() ? denseShard.averaged(divisor) : reduce(dense, dp, divisor, tmp);
+            NDArray e = shardsGradients() ? expertShard.averaged(divisor) : reduce(experts, expertDp, divisor, tmp);
             NDArray joined = NDArrays.concat(new NDList(d, e));
             joined.attach(m);
             return joined;
@@ -183,11 +223,18 @@ public final class ExpertBuffers implements AutoCloseable {
 
     /** Bytes of gradients kept between micro-batches (both gradient buffers). */
     public long gradientBytes() {
+        if (shardsGradients()) {
+            return denseShard.bytes() + expertShard.bytes();
+        }
         return dense.gradientBytes() + experts.gradientBytes();
     }
 
     @Override
     public void close() {
+        if (shardsGradients()) {
+            denseShard.close();
+            expertShard.close();
+        }
         dense.close();
         experts.close();
     }
