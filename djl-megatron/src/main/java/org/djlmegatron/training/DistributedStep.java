@@ -143,10 +143,11 @@ public final class DistributedStep implements AutoCloseable {
         shardLength = config.distributedOptimizer() ? full / dp.size() : full;
         shardStart = config.distributedOptimizer() ? shardLength * dp.rank() : 0;
         boolean firstTpRank = tp.rank() == 0;
-        if (overlap.any() && pp.size() > 1) {
+        if (overlap.any() && (pp.size() > 1 || split)) {
             state.close();
-            throw new IllegalArgumentException("--overlap-grad-reduce is not supported with --pipeline-model-parallel-size "
-                    + pp.size() + " yet: the step reduces the pipeline's buffer after the schedule; leave it off");
+            throw new IllegalArgumentException("--overlap-grad-reduce is not supported with " + (pp.size() > 1
+                    ? "--pipeline-model-parallel-size " + pp.size() : "--expert-model-parallel-size " + ep.size())
+                    + " yet: the step reduces its buffers after the last backward there; leave it off");
         }
         overlapped = OverlappedCommunication.create(ctx, buffer, dp, sharding.shardsGradients(), config.distributedOptimizer(),
                 config.bucketElements(), overlap);

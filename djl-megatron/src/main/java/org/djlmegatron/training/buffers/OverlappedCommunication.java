@@ -66,8 +66,8 @@ public final class OverlappedCommunication implements AutoCloseable {
         }
         if (buffer == null) {
             throw new IllegalArgumentException("--overlap-grad-reduce needs the contiguous gradient buffers, which "
-                    + "this run does not use: they need the project's native library (docs/native.md), no pipeline "
-                    + "or expert parallelism, and -Ddjlm.gradBuffers not false");
+                    + "this run does not use: they need the project's native library (docs/native.md) and "
+                    + "-Ddjlm.gradBuffers not false");
         }
         if (!buffer.weightsAreFp32()) {
             throw new IllegalArgumentException("--overlap-grad-reduce with 16-bit weights (--bf16/--fp16) is not supported "
