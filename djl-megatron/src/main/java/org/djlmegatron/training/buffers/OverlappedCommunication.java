@@ -20,12 +20,14 @@ public final class OverlappedCommunication implements AutoCloseable {
     private final CommThread comm;
     private final BucketReducer reducer;
     private final ParamGatherer gatherer;
+    private final Overlap overlap;
     private boolean closed;
     private long waitedNanos;
 
     private OverlappedCommunication(RankContext ctx, ParamAndGradBuffer buffer, ProcessGroup dp, long bucketElements,
             Overlap overlap) {
         this.buffer = buffer;
+        this.overlap = overlap;
         comm = new CommThread("rank-" + ctx.rank() + "-comm");
         reducer = new BucketReducer(buffer, dp, dp.size(), comm,
                 overlap);
@@ -165,7 +167,8 @@ public final class OverlappedCommunication implements AutoCloseable {
         try {
             awaitParams();
         } finally {
-            comm.close();
+            // the work still queued or running reads the step's buffers, which its owner frees next
+            comm.closeAndWait(overlap.waitLimit());
         }
     }
 }
