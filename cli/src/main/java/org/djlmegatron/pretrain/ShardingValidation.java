@@ -1,7 +1,5 @@
 package org.djlmegatron.pretrain;
 
-import static org.djlmegatron.options.OptionChecks.exclusive;
-
 import org.djlmegatron.options.InvalidOptionException;
 import org.djlmegatron.training.buffers.ShardingStrategy;
 
@@ -25,10 +23,11 @@ final class ShardingValidation {
                     "no_shard, optim or optim_grads (optim_grads_params, ZeRO-3, is not implemented yet)", s.flagValue());
         }
         if (s.shardsGradients()) {
-            exclusive(flag, true, "--pipeline-model-parallel-size " + o.pipelineModelParallelSize,
-                    o.pipelineModelParallelSize > 1);
-            exclusive(flag, true, "--expert-model-parallel-size " + o.moe.expertModelParallelSize,
-                    o.moe.expertModelParallelSize > 1);
+            if (o.pipelineModelParallelSize > 1 && !o.untieEmbeddings) { // the embedding group's exchange needs whole gradients
+                throw new InvalidOptionException(flag, "--untie-embeddings-and-output-weights with "
+                        + "--pipeline-model-parallel-size " + o.pipelineModelParallelSize
+                        + " (the tied embedding's exchange does not run on gradient shards yet)", "tied embeddings");
+            }
         }
         o.useDistributedOptimizer = s.shardsOptimizer();
     }

@@ -116,9 +116,8 @@ final class TrajectoryParity {
     }
 
     /**
-     * Runs {@code run} on the flat-vector step ({@code -Ddjlm.gradBuffers=false}), the step pipelining
-     * uses: it accumulates 16-bit micro-batch gradients in 16 bits, where the buffers add each into
-     * the fp32 main gradient, so 16-bit references for pipelined runs take this step too.
+     * Runs {@code run} on the flat-vector step ({@code -Ddjlm.gradBuffers=false}): the stock engine's
+     * step, which the native library's contiguous buffers replace (a reference for them).
      */
     static <T> T onFlatStep(java.util.function.Supplier<T> run) {
         String key = "djlm.gradBuffers";

@@ -65,6 +65,21 @@ public final class CommThread implements AutoCloseable {
         executor.shutdown();
     }
 
+    /**
+     * {@link #close()}, then waits up to {@code limit} for the work handed over to end: its owner
+     * frees the buffers that work reads once this returns (after a failed step the group is
+     * aborted, so that work ends at once). Returns whether it ended in time.
+     */
+    public boolean closeAndWait(Duration limit) {
+        executor.shutdown();
+        try {
+            return executor.awaitTermination(limit.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return false;
+        }
+    }
+
     @Override
     public String toString() {
         return "CommThread[" + name + "]";

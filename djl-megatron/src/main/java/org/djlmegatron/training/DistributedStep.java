@@ -25,6 +25,7 @@ import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.pipeline.PipelineReplay;
 import org.djlmegatron.pipeline.PipelineRunner;
 import org.djlmegatron.pipeline.PipelineSchedule;
+import org.djlmegatron.training.buffers.ExpertBuffers;
 import org.djlmegatron.training.buffers.GradientShard;
 import org.djlmegatron.training.buffers.Overlap;
 import org.djlmegatron.training.buffers.OverlappedCommunication;
@@ -69,10 +70,17 @@ public final class DistributedStep implements AutoCloseable {
     private final long shardStart;
     private final long shardLength;
     /**
-     * The dense parameters and their gradients in contiguous buffers (native library, no expert
-     * or pipeline split yet); null: the flat-vector path of {@link #layout}.
+     * The parameters and their gradients in contiguous buffers (native library, no expert
+     * parallelism; under pipelining one buffer over all of this rank's model chunks); null: expert
+     * parallelism ({@link #expertBuffers}) or the flat-vector path of {@link #layout}.
      */
     private final ParamAndGradBuffer buffer;
+    /**
+     * Under expert parallelism, the dense and the expert parameters in one buffer each (native
+     * library); null: no expert parallelism, or the flat-vector path of {@link #layout} and
+     * {@link #expertLayout}.
+     */
+    private final ExpertBuffers expertBuffers;
     /** ZeRO-2: this rank's fp32 main-gradient shard, filled per micro-batch; null otherwise. */
     private final GradientShard gradShard;
     /** {@code --overlap-grad-reduce} / {@code --overlap-param-gather} over {@link #buffer}; null: none. */
@@ -119,18 +127,28 @@ public final class DistributedStep implements AutoCloseable {
                 expertDp.size()) : null;
         state = ctx.manager().newSubManager();
         ShardingStrategy sharding = config.sharding();
-        buffer = !split && pp.size() == 1 && Boolean.parseBoolean(System.getProperty("djlm.gradBuffers", "true"))
-                && ParamAndGradBuffer.supports(params)
+        boolean buffersOn = Boolean.parseBoolean(System.getProperty("djlm.gradBuffers", "true"));
+        buffer = !split && buffersOn && ParamAndGradBuffer.supports(params)
                 ? new ParamAndGradBuffer(params, dp.size(), config.bucketElements(), state, !sharding.shardsGradients())
                 : null;
-        checkStrategyRuns(sharding, split);
-        gradShard = sharding.shardsGradients() ? new GradientShard(buffer, dp, state) : null;
+        expertBuffers = split && buffersOn && ExpertBuffers.supports(params)
+                ? new ExpertBuffers(params, dp, expertDp, config.bucketElements(), config.distributedOptimizer(),
+                        sharding.shardsGradients(), state)
+                : null;
+        checkStrategyRuns(sharding);
+        gradShard = sharding.shardsGradients() && buffer != null ? new GradientShard(buffer, dp, state) : null;
         optimizer = config.optimizer().get();
         scaler = config.scaler().get();
         long full = layout.paddedSize();
         shardLength = config.distributedOptimizer() ? full / dp.size() : full;
         shardStart = config.distributedOptimizer() ? shardLength * dp.rank() : 0;
         boolean firstTpRank = tp.rank() == 0;
+        if (overlap.any() && (pp.size() > 1 || split)) {
+            state.close();
+            throw new IllegalArgumentException("--overlap-grad-reduce is not supported with " + (pp.size() > 1
+                    ? "--pipeline-model-parallel-size " + pp.size() : "--expert-model-parallel-size " + ep.size())
+                    + " yet: the step reduces its buffers after the last backward there; leave it off");
+        }
         overlapped = OverlappedCommunication.create(ctx, buffer, dp, sharding.shardsGradients(), config.distributedOptimizer(),
                 config.bucketElements(), overlap);
         if (buffer != null) {
@@ -139,10 +157,15 @@ public final class DistributedStep implements AutoCloseable {
             expertShardLength = 0;
             return;
         }
+        if (expertBuffers != null) {
+            expertShardStart = 0; // the buffers keep their own shard offsets
+            expertShardLength = expertBuffers.expertShardLength();
+            initFromExpertBuffers(firstTpRank);
+            return;
+        }
         try (NDArray values = layout.values(state);
                 NDArray decay = layout.mask(state, TrainableParameter::weightDecay);
-                NDArray counted = layout.mask(state, p -> (!p.tpDuplicate() || firstTpRank)
-                        && (!(model instanceof PipelineStageModel stage) || stage.countedInNorm(p)))) {
+                NDArray counted = layout.mask(state, p -> countedInNorm(p, firstTpRank))) {
             masters = shard(values);
             decayMask = shard(decay);
             normMask = shard(counted);
@@ -180,25 +203,43 @@ public final class DistributedStep implements AutoCloseable {
             }
         }
         try (NDArray decay = buffer.mask(state, TrainableParameter::weightDecay);
-                NDArray counted = buffer.mask(state, p -> !p.tpDuplicate() || firstTpRank)) {
+                NDArray counted = buffer.mask(state, p -> countedInNorm(p, firstTpRank))) {
             decayMask = shard(decay);
             normMask = shard(counted);
         }
     }
 
+    /** Whether the gradient norm counts {@code p} here: one TP rank's copy of a duplicate, one stage's of a tied embedding. */
+    private boolean countedInNorm(TrainableParameter p, boolean firstTpRank) {
+        return (!p.tpDuplicate() || firstTpRank) && (!(model instanceof PipelineStageModel stage) || stage.countedInNorm(p));
+    }
+
+    /** Masters and masks over the two buffers of expert parallelism, in the flat path's order (dense shard, expert shard). */
+    private void initFromExpertBuffers(boolean firstTpRank) {
+        masters = expertBuffers.masters(state);
+        decayMask = expertBuffers.mask(state, TrainableParameter::weightDecay, TrainableParameter::weightDecay);
+        normMask = expertBuffers.mask(state, p -> countedInNorm(p, firstTpRank), p -> !p.tpDuplicate() || firstTpRank);
+    }
+
     /** Refuses a ZeRO stage this step cannot run here, saying why (before any collective). */
-    private void checkStrategyRuns(ShardingStrategy sharding, boolean experts) {
+    private void checkStrategyRuns(ShardingStrategy sharding) {
         String flag = "--data-parallel-sharding-strategy " + sharding.flagValue();
         if (sharding.shardsParameters()) {
             state.close();
             throw new IllegalArgumentException(flag + " (ZeRO-3) is not implemented yet; use optim_grads (ZeRO-2)");
         }
-        if (sharding.shardsGradients() && buffer == null) {
+        if (sharding.shardsGradients() && pp.size() > 1
+                && !((PipelineStageModel) model).embeddingGroupParameters().isEmpty()) {
+            state.close();
+            throw new IllegalArgumentException(flag + " with --pipeline-model-parallel-size " + pp.size() + " needs "
+                    + "--untie-embeddings-and-output-weights (the tied embedding's exchange between the first and the "
+                    + "last stage does not run on gradient shards yet)");
+        }
+        if (sharding.shardsGradients() && buffer == null && expertBuffers == null) {
             state.close();
             throw new IllegalArgumentException(flag + " needs the contiguous gradient buffers: the project's native "
-                    + "library (docs/native.md), one weight dtype, no pipeline or expert parallelism and "
-                    + "-Ddjlm.gradBuffers not false; found " + (pp.size() > 1 ? "pipeline size " + pp.size()
-                    : experts ? "expert parallelism" : TorchNative.isAvailable() ? "buffers off" : "the stock engine"));
+                    + "library (docs/native.md), one weight dtype and -Ddjlm.gradBuffers not false; found "
+                    + (TorchNative.isAvailable() ? "buffers off" : "the stock engine"));
         }
     }
 
@@ -231,22 +272,18 @@ public final class DistributedStep implements AutoCloseable {
         long t0 = System.nanoTime();
         if (gradShard != null) {
             gradShard.zero();
-        } else if (buffer != null) {
-            buffer.zeroGradients();
         } else {
-            layout.zeroGradients();
-        }
-        if (expertLayout != null) {
-            expertLayout.zeroGradients();
+            zeroGradients();
         }
         double scale = scaler.scale();
+        // ZeRO-2, and 16-bit weights: each micro-batch's gradients completed and added into the fp32 main gradient
+        boolean perMicroBatch = gradShard != null || buffer != null && !buffer.weightsAreFp32()
+                || expertBuffers != null && (!expertBuffers.weightsAreFp32() || expertBuffers.shardsGradients());
         if (pp.size() > 1) {
-            return finishStep(t0, scale, pipelineLossSum(batches, scale), tokens(batches), false);
+            return finishStep(t0, scale, pipelineLossSum(batches, scale, perMicroBatch), tokens(batches), perMicroBatch);
         }
         float[] losses = new float[batches.size()];
         long tokens = 0;
-        // ZeRO-2, and 16-bit weights: each micro-batch's gradients completed and added into the fp32 main gradient
-        boolean perMicroBatch = gradShard != null || buffer != null && !buffer.weightsAreFp32();
         try (NDManager stepLosses = ctx.manager().newSubManager()) {
             NDList pending = new NDList(batches.size()); // read once after the last backward: no device sync between
             for (int m = 0; m < batches.size(); m++) {
@@ -254,9 +291,7 @@ public final class DistributedStep implements AutoCloseable {
                 Tape tape = ctx.tape();
                 tape.setKey(new RandomKey(iteration, firstSample(m)));
                 try (NDManager step = ctx.manager().newSubManager()) {
-                    if (gradShard != null) {
-                        gradShard.beginMicroBatch();
-                    }
+                    beginMicroBatchGradients();
                     NDArray inputs = step.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
                     NDArray labels = step.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
                     NDArray loss = model.loss(inputs, labels);
@@ -276,7 +311,7 @@ public final class DistributedStep implements AutoCloseable {
                         if (gradShard != null) { // ZeRO-2: reduce-scatter and drop this micro-batch's gradients
                             gradShard.endMicroBatch();
                         } else {
-                            buffer.accumulateIntoMain();
+                            accumulateIntoMain();
                         }
                     }
                     tokens += mb.tokens();
@@ -293,6 +328,41 @@ public final class DistributedStep implements AutoCloseable {
             lossSum += l; // in micro-batch order, as before: the same double sum
         }
         return finishStep(t0, scale, lossSum, tokens, perMicroBatch);
+    }
+
+    /** Zeroes the gradients (and main gradients) the step accumulates into. */
+    private void zeroGradients() {
+        if (buffer != null) {
+            buffer.zeroGradients();
+        } else if (expertBuffers != null) {
+            expertBuffers.zeroGradients();
+        } else {
+            layout.zeroGradients();
+            if (expertLayout != null) {
+                expertLayout.zeroGradients();
+            }
+        }
+    }
+
+    /** ZeRO-2: binds the gradients to a workspace for the next backward; nothing otherwise. */
+    private void beginMicroBatchGradients() {
+        if (gradShard != null) {
+            gradShard.beginMicroBatch();
+        } else if (expertBuffers != null) {
+            expertBuffers.beginMicroBatch();
+        }
+    }
+
+    /**
+     * 16-bit weights over the buffers: the last backward's gradients, added into the fp32 main
+     * gradients (under expert parallelism with ZeRO-2: reduce-scattered into the shards).
+     */
+    private void accumulateIntoMain() {
+        if (buffer != null) {
+            buffer.accumulateIntoMain();
+        } else {
+            expertBuffers.accumulateIntoMain();
+        }
     }
 
     private static long tokens(List<MicroBatch> batches) {
@@ -317,7 +387,7 @@ public final class DistributedStep implements AutoCloseable {
             model.reduceTensorParallelGradients();
         }
         if (pp.size() > 1) {
-            reduceEmbeddingGroup();
+            reduceEmbeddingGroup(inMain);
         }
         double loss = averageOverDp(lossSum / microBatches);
         Update u = update(scale, inMain);
@@ -334,7 +404,7 @@ public final class DistributedStep implements AutoCloseable {
      * {@link PipelineRunner}. Returns the sum of the micro-batch losses, computed on the last stage
      * and broadcast over the pipeline so every rank reports it.
      */
-    private double pipelineLossSum(List<MicroBatch> batches, double scale) {
+    private double pipelineLossSum(List<MicroBatch> batches, double scale, boolean intoMainPerBackward) {
         PipelineStageModel stage = (PipelineStageModel) model;
         int n = batches.size();
         int chunks = stage.chunks(); // interleaving: per model chunk, one tape per micro-batch in flight
@@ -405,8 +475,18 @@ public final class DistributedStep implements AutoCloseable {
                 public NDArray backward(int m, int chunk, NDArray outputGradient) {
                     long c0 = System.nanoTime();
                     try {
+                        beginMicroBatchGradients(); // ZeRO-2: this backward's gradients only, then reduce-scattered
                         NDArray inputGradient = backwardPass(m, stage.chunk(chunk).isLastStage(), tapes[chunk],
                                 outputs[chunk], inputGradients[chunk], outputGradient);
+                        if (intoMainPerBackward) { // ZeRO-2, 16-bit weights: micro-batches accumulate in fp32
+                            // TP and DP peers of a stage run the same schedule: their collectives come in the same order
+                            model.reduceTensorParallelGradients();
+                            if (gradShard != null) {
+                                gradShard.endMicroBatch();
+                            } else {
+                                accumulateIntoMain();
+                            }
+                        }
                         if (inputGradient != null) {
                             inputGradient.attach(step); // sent after this pass
                         }
@@ -475,11 +555,12 @@ public final class DistributedStep implements AutoCloseable {
      * Megatron's embedding group: the first and the last stage both hold the tied word embedding;
      * each adds the other's gradient, so both apply the same update and stay equal.
      */
-    private void reduceEmbeddingGroup() {
+    private void reduceEmbeddingGroup(boolean inMain) {
         List<TrainableParameter> shared = ((PipelineStageModel) model).embeddingGroupParameters();
         int peer = pp.rank() == 0 ? pp.size() - 1 : 0;
         for (TrainableParameter p : shared) {
-            try (NDArray g = p.array().getGradient();
+            // the fp32 main gradient (a view of the buffer) once the micro-batches went into it
+            try (NDArray g = inMain ? mainGradient(p) : p.array().getGradient();
                     NDArray other = pp.sendRecv(g, peer, g.getManager(), g.getShape(), g.getDataType(), peer)) {
                 // first + last in that order on both stages: bit-identical sums
                 NDArray sum = pp.rank() == 0 ? g.add(other) : other.add(g);
@@ -487,6 +568,12 @@ public final class DistributedStep implements AutoCloseable {
                 sum.close();
             }
         }
+    }
+
+    /** A view of {@code p}'s fp32 main gradient in its buffer. */
+    private NDArray mainGradient(TrainableParameter p) {
+        ParamAndGradBuffer owner = buffer != null ? buffer : expertBuffers.dense(); // tied embeddings are dense
+        return owner.mainGradOf(p);
     }
 
     /**
@@ -556,9 +643,17 @@ public final class DistributedStep implements AutoCloseable {
             return updateFromBuffer(scale, inMain);
         }
         try (NDManager s = state.newSubManager()) {
-            NDArray grads = reduceOverDp(layout.gradients(s));
-            if (expertLayout != null) {
-                grads = NDArrays.concat(new NDList(grads, reduceOverExpertDp(expertLayout.gradients(s))));
+            NDArray grads;
+            if (expertBuffers != null) {
+                if (!inMain) {
+                    expertBuffers.accumulateIntoMain(); // nothing for fp32 weights
+                }
+                grads = expertBuffers.reducedGradients(s);
+            } else {
+                grads = reduceOverDp(layout.gradients(s));
+                if (expertLayout != null) {
+                    grads = NDArrays.concat(new NDList(grads, reduceOverExpertDp(expertLayout.gradients(s))));
+                }
             }
             if (scale != 1.0) {
                 grads.muli((float) (1.0 / scale));
@@ -750,6 +845,10 @@ public final class DistributedStep implements AutoCloseable {
             }
             return;
         }
+        if (expertBuffers != null) {
+            expertBuffers.writeBack(masters);
+            return;
+        }
         NDArray dense = expertLayout == null ? masters : masters.get(new NDIndex("0:{}", shardLength));
         NDArray full = config.distributedOptimizer() && dp.size() > 1 ? dp.allGather(dense, 0) : dense;
         layout.writeBack(full);
@@ -819,6 +918,9 @@ public final class DistributedStep implements AutoCloseable {
         if (buffer != null) {
             params = buffer.parameterBytes();
             grads = gradShard != null ? gradShard.bytes() : buffer.gradientBytes();
+        } else if (expertBuffers != null) {
+            params = expertBuffers.parameterBytes();
+            grads = expertBuffers.gradientBytes();
         }
         return new RankMemory(params, grads, optimizerBytes());
     }
@@ -862,18 +964,11 @@ public final class DistributedStep implements AutoCloseable {
             throw new IllegalStateException("an external step cannot run a pipeline schedule (pipeline size "
                     + pp.size() + "); use step(List<MicroBatch>)");
         }
-        if (gradShard != null) {
+        if (gradShard != null || expertBuffers != null && expertBuffers.shardsGradients()) {
             throw new IllegalStateException("an external step cannot run --data-parallel-sharding-strategy "
                     + "optim_grads (it reduce-scatters inside step(List<MicroBatch>))");
         }
-        if (buffer != null) {
-            buffer.zeroGradients(); // the main gradient too: the update adds the step's gradients into it
-        } else {
-            layout.zeroGradients();
-        }
-        if (expertLayout != null) {
-            expertLayout.zeroGradients();
-        }
+        zeroGradients(); // the main gradient too: the update adds the step's gradients into it
         return scaler.scale();
     }
 

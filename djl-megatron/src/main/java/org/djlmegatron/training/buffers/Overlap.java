@@ -34,9 +34,13 @@ public record Overlap(boolean gradReduce, boolean paramGather, Duration timeout)
         if (!gradReduce) {
             return;
         }
-        String why = pipelineSize > 1 ? "--pipeline-model-parallel-size " + pipelineSize
-                : expertSize > 1 ? "--expert-model-parallel-size " + expertSize
-                : !Boolean.parseBoolean(System.getProperty("djlm.gradBuffers", "true")) ? "-Ddjlm.gradBuffers=false"
+        if (pipelineSize > 1 || expertSize > 1) {
+            throw new IllegalArgumentException("--overlap-grad-reduce is not supported with "
+                    + (pipelineSize > 1 ? "--pipeline-model-parallel-size " + pipelineSize
+                    : "--expert-model-parallel-size " + expertSize)
+                    + " yet: the step reduces its buffers after the last backward there; leave --overlap-grad-reduce off");
+        }
+        String why = !Boolean.parseBoolean(System.getProperty("djlm.gradBuffers", "true")) ? "-Ddjlm.gradBuffers=false"
                 : !TorchNative.isAvailable() ? "DJL's stock engine (the buffers need the project's native library, docs/native.md)"
                 : null;
         if (why != null) {

@@ -20,12 +20,14 @@ public final class OverlappedCommunication implements AutoCloseable {
     private final CommThread comm;
     private final BucketReducer reducer;
     private final ParamGatherer gatherer;
+    private final Overlap overlap;
     private boolean closed;
     private long waitedNanos;
 
     private OverlappedCommunication(RankContext ctx, ParamAndGradBuffer buffer, ProcessGroup dp, long bucketElements,
             Overlap overlap) {
         this.buffer = buffer;
+        this.overlap = overlap;
         comm = new CommThread("rank-" + ctx.rank() + "-comm");
         reducer = new BucketReducer(buffer, dp, dp.size(), comm,
                 overlap);
@@ -66,8 +68,8 @@ public final class OverlappedCommunication implements AutoCloseable {
         }
         if (buffer == null) {
             throw new IllegalArgumentException("--overlap-grad-reduce needs the contiguous gradient buffers, which "
-                    + "this run does not use: they need the project's native library (docs/native.md), no pipeline "
-                    + "or expert parallelism, and -Ddjlm.gradBuffers not false");
+                    + "this run does not use: they need the project's native library (docs/native.md) and "
+                    + "-Ddjlm.gradBuffers not false");
         }
         if (!buffer.weightsAreFp32()) {
             throw new IllegalArgumentException("--overlap-grad-reduce with 16-bit weights (--bf16/--fp16) is not supported "
@@ -165,7 +167,8 @@ public final class OverlappedCommunication implements AutoCloseable {
         try {
             awaitParams();
         } finally {
-            comm.close();
+            // the work still queued or running reads the step's buffers, which its owner frees next
+            comm.closeAndWait(overlap.waitLimit());
         }
     }
 }

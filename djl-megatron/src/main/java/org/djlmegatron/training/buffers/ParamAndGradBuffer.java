@@ -213,6 +213,22 @@ public final class ParamAndGradBuffer implements AutoCloseable {
         zero(grads);
     }
 
+    /**
+     * A view of {@code p}'s fp32 main gradient, in {@code p}'s shape (writes go into the buffer):
+     * under pipelining the tied embedding's gradient is exchanged there once the micro-batches
+     * went into the main gradient.
+     */
+    public NDArray mainGradOf(TrainableParameter p) {
+        for (int i = 0; i < params.size(); i++) {
+            if (params.get(i).name().equals(p.name())) {
+                try (NDArray flat = mainGrads.get(new NDIndex("{}:{}", offsets[i], offsets[i + 1]))) {
+                    return flat.reshape(params.get(i).array().getShape());
+                }
+            }
+        }
+        throw new IllegalArgumentException("parameter " + p.name() + " is not in this buffer");
+    }
+
     /** Copies fp32 values (all of the buffer's length) into the parameters, cast to their dtype; none for fp32 masters that are the weights. */
     public void setParams(NDArray values) {
         if (values == params16or32) {

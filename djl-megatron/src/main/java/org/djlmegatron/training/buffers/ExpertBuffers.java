@@ -1,0 +1,241 @@
+package org.djlmegatron.training.buffers;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.index.NDIndex;
+import ai.djl.ndarray.types.DataType;
+import java.util.List;
+import java.util.function.Predicate;
+import org.djlmegatron.comm.ProcessGroup;
+import org.djlmegatron.training.model.TrainableParameter;
+
+/**
+ * Under expert parallelism, a rank's parameters in two {@link ParamAndGradBuffer}s, one per
+ * reduction group as in Megatron: the dense parameters' (averaged over data x context
+ * parallelism, sharded over it by the distributed optimizer) and the expert parameters' (summed
+ * over the expert-data-parallel group, the ranks holding the same experts, and divided by the
+ * whole data-parallel size: the mean over all the batch's tokens; sharded over the expert-data
+ * group). Parameters and gradients are views of the buffers, so backward accumulates in place
+ * and the reductions run bucket by bucket over whole buffers.
+ *
+ * <p>The optimizer sees one fp32 vector, this rank's dense shard followed by its expert shard:
+ * the order of the flat-vector step, so the optimizer state (and checkpoints) are the same under
+ * both. Joining the two reduced shards and splitting the updated masters back are one copy each
+ * per step, not one per parameter.
+ *
+ * <p>Under ZeRO-2 ({@code shardGradients}) neither buffer keeps gradients between micro-batches:
+ * each has a {@link GradientShard} over its own group, into which every micro-batch's gradients
+ * are reduce-scattered (the dense shard first, then the expert shard, on every rank).
+ */
+public final class ExpertBuffers implements AutoCloseable {
+
+    private final ParamAndGradBuffer dense;
+    private final ParamAndGradBuffer experts;
+    private final ProcessGroup dp;
+    private final ProcessGroup expertDp;
+    private final boolean sharded;
+    /** ZeRO-2: the dense and the expert fp32 gradient shards; null otherwise. */
+    private final GradientShard denseShard;
+    private final GradientShard expertShard;
+
+    /** Whether {@code params} can be split into two buffers here (both parts non-empty, see {@link ParamAndGradBuffer#supports}). */
+    public static boolean supports(List<TrainableParameter> params) {
+        List<TrainableParameter> d = params.stream().filter(p -> !p.expert()).toList();
+        List<TrainableParameter> e = params.stream().filter(TrainableParameter::expert).toList();
+        return ParamAndGradBuffer.supports(d) && ParamAndGradBuffer.supports(e)
+                && d.get(0).array().getDataType() == e.get(0).array().getDataType();
+    }
+
+    /**
+     * Moves the parameters into the two buffers.
+     *
+     * @param dp the dense parameters' reduction group (data x context parallel)
+     * @param expertDp the expert parameters' reduction group (expert-data parallel)
+     * @param sharded whether the distributed optimizer shards both over their groups
+     * @param shardGradients ZeRO-2: only this rank's fp32 gradient shards are kept (implies {@code sharded})
+     */
+    public ExpertBuffers(List<TrainableParameter> params, ProcessGroup dp, ProcessGroup expertDp, long bucketElements,
+            boolean sharded, boolean shardGradients, NDManager parent) {
+        if (shardGradients && !sharded) {
+            throw new IllegalArgumentException("gradient shards (ZeRO-2) need the distributed optimizer's shards");
+        }
+        this.dp = dp;
+        this.expertDp = expertDp;
+        this.sharded = sharded;
+        dense = new ParamAndGradBuffer(params.stream().filter(p -> !p.expert()).toList(), dp.size(), bucketElements,
+                parent, !shardGradients);
+        experts = new ParamAndGradBuffer(params.stream().filter(TrainableParameter::expert).toList(), expertDp.size(),
+                bucketElements, parent, !shardGradients);
+        denseShard = shardGradients ? new GradientShard(dense, dp, parent) : null;
+        expertShard = shardGradients ? new GradientShard(experts, expertDp, parent) : null;
+    }
+
+    /** Whether only this rank's gradient shards are kept between micro-batches (ZeRO-2). */
+    public boolean shardsGradients() {
+        return denseShard != null;
+    }
+
+    public ParamAndGradBuffer dense() {
+        return dense;
+    }
+
+    public ParamAndGradBuffer experts() {
+        return experts;
+    }
+
+    /** Elements of this rank's dense shard (all of the dense buffer when not sharded). */
+    public long denseShardLength() {
+        return sharded ? dense.paddedSize() / dp.size() : dense.paddedSize();
+    }
+
+    /** Elements of this rank's expert shard. */
+    public long expertShardLength() {
+        return sharded ? experts.paddedSize() / expertDp.size() : experts.paddedSize();
+    }
+
+    public boolean weightsAreFp32() {
+        return dense.weightsAreFp32();
+    }
+
+    public void zeroGradients() {
+        if (shardsGradients()) {
+            denseShard.zero();
+            expertShard.zero();
+            return;
+        }
+        dense.zeroGradients();
+        experts.zeroGradients();
+    }
+
+    /** ZeRO-2: binds the gradients to a workspace for one micro-batch's backward; nothing otherwise. */
+    public void beginMicroBatch() {
+        if (shardsGradients()) {
+            denseShard.beginMicroBatch();
+            expertShard.beginMicroBatch();
+        }
+    }
+
+    /**
+     * After a micro-batch's backward (and its tensor-parallel completion): ZeRO-2 reduce-scatters
+     * its gradients into the shards (collective over both groups); 16-bit weights add them into the
+     * fp32 main gradients (see {@link ParamAndGradBuffer#accumulateIntoMain}).
+     */
+    public void accumulateIntoMain() {
+        if (shardsGradients()) {
+            denseShard.endMicroBatch();
+            expertShard.endMicroBatch();
+            return;
+        }
+        dense.accumulateIntoMain();
+        experts.accumulateIntoMain();
+    }
+
+    /** The fp32 masters: this rank's shards of both buffers' weights, dense first (a new array). */
+    public NDArray masters(NDManager m) {
+        try (NDManager tmp = m.newSubManager()) {
+            NDArray d = shard(dense.params(), dense, dp, tmp).toType(DataType.FLOAT32, true);
+            NDArray e = shard(experts.params(), experts, expertDp, tmp).toType(DataType.FLOAT32, true);
+            d.attach(tmp);
+            e.attach(tmp);
+            NDArray joined = NDArrays.concat(new NDList(d, e));
+            joined.attach(m);
+            return joined;
+        }
+    }
+
+    /** A 1/0 fp32 vector over this rank's shards: {@code denseWhich} on the dense part, {@code expertWhich} on the experts'. */
+    public NDArray mask(NDManager m, Predicate<TrainableParameter> denseWhich, Predicate<TrainableParameter> expertWhich) {
+        try (NDManager tmp = m.newSubManager()) {
+            NDArray d = shard(dense.mask(tmp, denseWhich), dense, dp, tmp);
+            NDArray e = shard(experts.mask(tmp, expertWhich), experts, expertDp, tmp);
+            NDArray joined = NDArrays.concat(new NDList(d, e));
+            joined.attach(m);
+            return joined;
+        }
+    }
+
+    /**
+     * The step's gradients as the optimizer sees them: the dense main gradients averaged over
+     * {@code dp} (bucketed all-reduce in place, or this rank's reduce-scattered shard), followed by
+     * the expert main gradients summed over the expert-data group (or its shard) and divided by
+     * {@code dp}'s size. Collective over both groups.
+     */
+    public NDArray reducedGradients(NDManager m) {
+        int divisor = dp.size();
+        try (NDManager tmp = m.newSubManager()) {
+            NDArray d = shardsGradients() ? denseShard.averaged(divisor) : reduce(dense, dp, divisor, tmp);
+            NDArray e = shardsGradients() ? expertShard.averaged(divisor) : reduce(experts, expertDp, divisor, tmp);
+            NDArray joined = NDArrays.concat(new NDList(d, e));
+            joined.attach(m);
+            return joined;
+        }
+    }
+
+    private NDArray reduce(ParamAndGradBuffer b, ProcessGroup group, int divisor, NDManager tmp) {
+        if (group.size() > 1 && sharded) {
+            NDArray part = b.reduceScatter(group, divisor);
+            part.attach(tmp);
+            return part;
+        }
+        if (group.size() > 1) {
+            b.allReduce(group, divisor);
+            return b.mainGrads();
+        }
+        return b.mainGrads().divi(divisor); // in place, as the all-reduce: zeroed before the next step
+    }
+
+    /** Copies the updated masters into both buffers' weights (all-gathered over each group when sharded). Collective. */
+    public void writeBack(NDArray masters) {
+        long split = denseShardLength();
+        try (NDArray d = masters.get(new NDIndex("0:{}", split)); NDArray e = masters.get(new NDIndex("{}:", split))) {
+            setParams(dense, dp, d);
+            setParams(experts, expertDp, e);
+        }
+    }
+
+    private void setParams(ParamAndGradBuffer b, ProcessGroup group, NDArray shard) {
+        if (sharded && group.size() > 1) {
+            try (NDArray full = group.allGather(shard, 0)) {
+                b.setParams(full);
+            }
+        } else {
+            b.setParams(shard);
+        }
+    }
+
+    /** This rank's shard of a full-length vector of {@code b} (a view; all of it when not sharded). */
+    private NDArray shard(NDArray full, ParamAndGradBuffer b, ProcessGroup group, NDManager tmp) {
+        if (!sharded || group.size() == 1) {
+            return full;
+        }
+        long len = b.paddedSize() / group.size();
+        NDArray piece = full.get(new NDIndex("{}:{}", len * group.rank(), len * (group.rank() + 1)));
+        piece.attach(tmp);
+        return piece;
+    }
+
+    /** Bytes of the weights (both parameter buffers). */
+    public long parameterBytes() {
+        return dense.parameterBytes() + experts.parameterBytes();
+    }
+
+    /** Bytes of gradients kept between micro-batches (both gradient buffers). */
+    public long gradientBytes() {
+        if (shardsGradients()) {
+            return denseShard.bytes() + expertShard.bytes();
+        }
+        return dense.gradientBytes() + experts.gradientBytes();
+    }
+
+    @Override
+    public void close() {
+        if (shardsGradients()) {
+            denseShard.close();
+            expertShard.close();
+        }
+        dense.close();
+        experts.close();
+    }
+}
