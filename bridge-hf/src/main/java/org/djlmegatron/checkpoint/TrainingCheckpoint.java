@@ -77,6 +77,7 @@ public final class TrainingCheckpoint {
      */
     public static void save(Path root, RankContext ctx, List<GPTModel> chunks, PipelineLayout stages,
             DistributedStep trainer, TrainerState state) {
+        refuseShardedParameters(trainer, "--save");
         ProcessGroup tp = ctx.tensorGroup();
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
         ProcessGroup pp = ctx.group(GroupKind.PIPELINE);
@@ -125,6 +126,18 @@ public final class TrainingCheckpoint {
             publish(root, staging, state.iteration());
         }
         worldBarrier(tp, dp, pp);
+    }
+
+    /**
+     * ZeRO-3's masters are ordered unit by unit (ParameterShards), a layout {@link OptimizerLayout}
+     * does not record yet; refused before anything is written or read.
+     */
+    private static void refuseShardedParameters(DistributedStep trainer, String flag) {
+        if (trainer.shardsParameters()) {
+            throw new IllegalArgumentException(flag + " under --data-parallel-sharding-strategy optim_grads_params "
+                    + "(ZeRO-3) is not supported yet: its optimizer shards are laid out per layer; train with optim_grads "
+                    + "(ZeRO-2) to checkpoint");
+        }
     }
 
     /**
@@ -280,6 +293,7 @@ public final class TrainingCheckpoint {
      */
     public static void restore(Path iterDir, RankContext ctx, List<GPTModel> chunks, PipelineLayout stages,
             DistributedStep trainer, TrainerState state, boolean distributedOptimizer, ReadChecks checks) {
+        refuseShardedParameters(trainer, "--load");
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
         ParallelLayout saved = DjlMetadata.read(iterDir).layout();
         boolean sameLayout = saved.equals(layoutOf(ctx, stages)) && state.dpSize() == dp.size()

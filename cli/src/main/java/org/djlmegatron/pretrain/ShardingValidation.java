@@ -20,9 +20,11 @@ final class ShardingValidation {
     static void validate(PretrainOptions o) {
         ShardingStrategy s = o.sharding();
         String flag = "--data-parallel-sharding-strategy " + s.flagValue();
-        if (s.shardsParameters()) {
-            throw new InvalidOptionException("--data-parallel-sharding-strategy",
-                    "no_shard, optim or optim_grads (optim_grads_params, ZeRO-3, is not implemented yet)", s.flagValue());
+        if (s.shardsParameters()) { // ZeRO-3's optimizer order (unit by unit) is not one OptimizerLayout records yet
+            exclusive(flag, true, "--save " + o.save, o.save != null);
+            exclusive(flag, true, "--load " + o.load, o.load != null);
+            exclusive(flag, true, "--overlap-grad-reduce", o.overlapGradReduce);
+            exclusive(flag, true, "--overlap-param-gather", o.overlapParamGather);
         }
         if (s.shardsGradients()) {
             exclusive(flag, true, "--pipeline-model-parallel-size " + o.pipelineModelParallelSize,

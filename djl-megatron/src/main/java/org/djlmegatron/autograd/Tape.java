@@ -252,8 +252,9 @@ public final class Tape {
 
     /**
      * Called during {@link #backward} just before each segment's backward (before a checkpointed
-     * segment's recomputation) with every parameter noted in that segment ({@link #noteUse}; empty
-     * when none): ZeRO-3 gathers those parameters there and frees the others. Listeners stay
+     * segment's recomputation) with every parameter that segment may read: those noted in it
+     * ({@link #noteUse}) and those noted in the last earlier segment with notes (a block's cuts
+     * split it over segments; possibly empty): ZeRO-3 gathers those parameters there and frees the others. Listeners stay
      * registered across backward passes.
      */
     public void beforeSegmentBackward(Consumer<List<Object>> listener) {
@@ -423,11 +424,24 @@ public final class Tape {
         }
     }
 
+    /**
+     * Tells the listeners what segment {@code s} may read: the parameters noted in it and those of
+     * the last earlier segment with notes (a block notes its parameters once, before it runs, and
+     * its cuts, e.g. tensor-parallel regions, split it over several segments).
+     */
     private void notifyBefore(int s) {
-        if (!beforeSegmentListeners.isEmpty()) {
-            List<Object> uses = segmentUses.getOrDefault(s, List.of());
-            beforeSegmentListeners.forEach(l -> l.accept(uses));
+        if (beforeSegmentListeners.isEmpty()) {
+            return;
         }
+        List<Object> uses = new ArrayList<>(segmentUses.getOrDefault(s, List.of()));
+        for (int p = s - 1; p >= 0; p--) {
+            List<Object> earlier = segmentUses.get(p);
+            if (earlier != null) {
+                uses.addAll(earlier);
+                break;
+            }
+        }
+        beforeSegmentListeners.forEach(l -> l.accept(uses));
     }
 
     private void notifyFinal(int s) {

@@ -29,6 +29,7 @@ import org.djlmegatron.training.buffers.GradientShard;
 import org.djlmegatron.training.buffers.Overlap;
 import org.djlmegatron.training.buffers.OverlappedCommunication;
 import org.djlmegatron.training.buffers.ParamAndGradBuffer;
+import org.djlmegatron.training.buffers.ParameterShards;
 import org.djlmegatron.training.buffers.RankMemory;
 import org.djlmegatron.training.buffers.ShardingStrategy;
 
@@ -75,6 +76,11 @@ public final class DistributedStep implements AutoCloseable {
     private final ParamAndGradBuffer buffer;
     /** ZeRO-2: this rank's fp32 main-gradient shard, filled per micro-batch; null otherwise. */
     private final GradientShard gradShard;
+    /**
+     * ZeRO-3: this rank's 1/DP shard of the weights, gathered per layer around its forward and
+     * backward, and its fp32 gradient shard; null otherwise ({@link #buffer} is null then).
+     */
+    private final ParameterShards paramShards;
     /** {@code --overlap-grad-reduce} / {@code --overlap-param-gather} over {@link #buffer}; null: none. */
     private final OverlappedCommunication overlapped;
     private NDArray masters;
@@ -119,20 +125,28 @@ public final class DistributedStep implements AutoCloseable {
                 expertDp.size()) : null;
         state = ctx.manager().newSubManager();
         ShardingStrategy sharding = config.sharding();
-        buffer = !split && pp.size() == 1 && Boolean.parseBoolean(System.getProperty("djlm.gradBuffers", "true"))
-                && ParamAndGradBuffer.supports(params)
+        boolean buffers = !split && pp.size() == 1 && Boolean.parseBoolean(System.getProperty("djlm.gradBuffers", "true"))
+                && ParamAndGradBuffer.supports(params);
+        checkStrategyRuns(sharding, split, buffers, overlap);
+        paramShards = sharding.shardsParameters() ? new ParameterShards(params, dp, ctx.tape(), state) : null;
+        buffer = buffers && paramShards == null
                 ? new ParamAndGradBuffer(params, dp.size(), config.bucketElements(), state, !sharding.shardsGradients())
                 : null;
-        checkStrategyRuns(sharding, split);
-        gradShard = sharding.shardsGradients() ? new GradientShard(buffer, dp, state) : null;
+        gradShard = sharding.shardsGradients() && paramShards == null ? new GradientShard(buffer, dp, state) : null;
         optimizer = config.optimizer().get();
         scaler = config.scaler().get();
         long full = layout.paddedSize();
-        shardLength = config.distributedOptimizer() ? full / dp.size() : full;
-        shardStart = config.distributedOptimizer() ? shardLength * dp.rank() : 0;
+        shardLength = paramShards != null ? paramShards.shardSize() : config.distributedOptimizer() ? full / dp.size() : full;
+        shardStart = config.distributedOptimizer() && paramShards == null ? shardLength * dp.rank() : 0;
         boolean firstTpRank = tp.rank() == 0;
         overlapped = OverlappedCommunication.create(ctx, buffer, dp, sharding.shardsGradients(), config.distributedOptimizer(),
                 config.bucketElements(), overlap);
+        if (paramShards != null) {
+            initFromShards(firstTpRank);
+            expertShardStart = 0;
+            expertShardLength = 0;
+            return;
+        }
         if (buffer != null) {
             initFromBuffer(firstTpRank);
             expertShardStart = 0;
@@ -186,14 +200,28 @@ public final class DistributedStep implements AutoCloseable {
         }
     }
 
-    /** Refuses a ZeRO stage this step cannot run here, saying why (before any collective). */
-    private void checkStrategyRuns(ShardingStrategy sharding, boolean experts) {
-        String flag = "--data-parallel-sharding-strategy " + sharding.flagValue();
-        if (sharding.shardsParameters()) {
-            state.close();
-            throw new IllegalArgumentException(flag + " (ZeRO-3) is not implemented yet; use optim_grads (ZeRO-2)");
+    /** ZeRO-3: masters over this rank's unit shards (the shards themselves for fp32 weights), masks in that order. */
+    private void initFromShards(boolean firstTpRank) {
+        NDArray weights = paramShards.shards();
+        if (weights.getDataType() == ai.djl.ndarray.types.DataType.FLOAT32) {
+            masters = weights;
+        } else {
+            masters = weights.toType(ai.djl.ndarray.types.DataType.FLOAT32, true);
+            masters.attach(state);
         }
-        if (sharding.shardsGradients() && buffer == null) {
+        decayMask = paramShards.mask(state, TrainableParameter::weightDecay);
+        normMask = paramShards.mask(state, p -> !p.tpDuplicate() || firstTpRank);
+    }
+
+    /** Refuses a ZeRO stage this step cannot run here, saying why (before any collective). */
+    private void checkStrategyRuns(ShardingStrategy sharding, boolean experts, boolean buffers, Overlap overlap) {
+        String flag = "--data-parallel-sharding-strategy " + sharding.flagValue();
+        if (sharding.shardsParameters() && overlap.any() && dp.size() > 1) {
+            state.close();
+            throw new IllegalArgumentException(flag + " (ZeRO-3) does not run with --overlap-grad-reduce or "
+                    + "--overlap-param-gather yet: its gathers and reduce-scatters run on the compute thread");
+        }
+        if (sharding.shardsGradients() && !buffers) {
             state.close();
             throw new IllegalArgumentException(flag + " needs the contiguous gradient buffers: the project's native "
                     + "library (docs/native.md), one weight dtype, no pipeline or expert parallelism and "
@@ -229,7 +257,10 @@ public final class DistributedStep implements AutoCloseable {
                     + " micro-batches, expected " + microBatches);
         }
         long t0 = System.nanoTime();
-        if (gradShard != null) {
+        if (paramShards != null) {
+            paramShards.releaseAll(); // an evaluation may have left units gathered
+            paramShards.zeroGradients();
+        } else if (gradShard != null) {
             gradShard.zero();
         } else if (buffer != null) {
             buffer.zeroGradients();
@@ -246,7 +277,7 @@ public final class DistributedStep implements AutoCloseable {
         float[] losses = new float[batches.size()];
         long tokens = 0;
         // ZeRO-2, and 16-bit weights: each micro-batch's gradients completed and added into the fp32 main gradient
-        boolean perMicroBatch = gradShard != null || buffer != null && !buffer.weightsAreFp32();
+        boolean perMicroBatch = gradShard != null || paramShards != null || buffer != null && !buffer.weightsAreFp32();
         try (NDManager stepLosses = ctx.manager().newSubManager()) {
             NDList pending = new NDList(batches.size()); // read once after the last backward: no device sync between
             for (int m = 0; m < batches.size(); m++) {
@@ -256,6 +287,8 @@ public final class DistributedStep implements AutoCloseable {
                 try (NDManager step = ctx.manager().newSubManager()) {
                     if (gradShard != null) {
                         gradShard.beginMicroBatch();
+                    } else if (paramShards != null) {
+                        paramShards.beginMicroBatch();
                     }
                     NDArray inputs = step.create(mb.inputs(), new Shape(mb.rows(), mb.seq()));
                     NDArray labels = step.create(mb.labels(), new Shape(mb.rows(), mb.seq()));
@@ -273,7 +306,9 @@ public final class DistributedStep implements AutoCloseable {
                     tape.backward(loss, Scalar.of(step, scale / microBatches));
                     if (perMicroBatch) {
                         model.reduceTensorParallelGradients();
-                        if (gradShard != null) { // ZeRO-2: reduce-scatter and drop this micro-batch's gradients
+                        if (paramShards != null) { // ZeRO-3: free the layers, reduce-scatter per layer
+                            paramShards.endMicroBatch();
+                        } else if (gradShard != null) { // ZeRO-2: reduce-scatter and drop this micro-batch's gradients
                             gradShard.endMicroBatch();
                         } else {
                             buffer.accumulateIntoMain();
@@ -552,6 +587,9 @@ public final class DistributedStep implements AutoCloseable {
     private record Update(double gradNorm, double lr, boolean skipped) {}
 
     private Update update(double scale, boolean inMain) {
+        if (paramShards != null) {
+            return updateFromShards(scale);
+        }
         if (buffer != null) {
             return updateFromBuffer(scale, inMain);
         }
@@ -623,6 +661,26 @@ public final class DistributedStep implements AutoCloseable {
             }
             return new Update(norm, lr, false);
         }
+    }
+
+    /**
+     * ZeRO-3's update: the averaged gradient shard, the one-pass unscale/non-finite/norm, the
+     * optimizer on this rank's masters; no all-gather (the next forward gathers layer by layer).
+     */
+    private Update updateFromShards(double scale) {
+        NDArray grads = paramShards.averagedGradients(dp.size());
+        double[] sumAndBad = TorchNative.unscaleAndNorm(grads, normMask, 1.0 / scale);
+        boolean badScale = !scaler.isDynamic() && !Double.isFinite(scaler.scale());
+        if (badScale || maxOverWorld(sumAndBad[1] > 0 ? 1f : 0f) > 0) {
+            return new Update(Double.NaN, 0, true);
+        }
+        double norm = Math.sqrt(sumOverModel((float) sumAndBad[0]));
+        double coeff = config.clipGrad() > 0 ? Math.min(1.0, config.clipGrad() / (norm + 1e-6)) : 1.0;
+        double lr = config.schedule().lr(updates);
+        updates++;
+        optimizer.step(masters, grads, decayMask, coeff, lr, updates);
+        paramShards.setShards(masters);
+        return new Update(norm, lr, false);
     }
 
     /** Gradients averaged over data parallelism: this rank's shard of them, or all of them. */
@@ -740,6 +798,10 @@ public final class DistributedStep implements AutoCloseable {
     /** Copies the fp32 masters (all-gathered over DP when sharded) into the model's weights. Collective. */
     public void writeBackMasters() {
         awaitParamGather();
+        if (paramShards != null) {
+            paramShards.setShards(masters); // the next forward gathers
+            return;
+        }
         if (buffer != null) {
             if (config.distributedOptimizer() && dp.size() > 1) {
                 try (NDArray full = dp.allGather(masters, 0)) {
@@ -770,6 +832,29 @@ public final class DistributedStep implements AutoCloseable {
         }
     }
 
+    /** Whether this rank keeps only its shard of the weights between steps (ZeRO-3). */
+    public boolean shardsParameters() {
+        return paramShards != null;
+    }
+
+    /**
+     * ZeRO-3: all-gathers every layer's weights (collective over data parallelism), for readers of
+     * whole weights between steps (logits at the end of a run); the next step frees them. Nothing
+     * under the other strategies, which keep whole weights.
+     */
+    public void gatherWeights() {
+        if (paramShards != null) {
+            paramShards.gatherAll();
+        }
+    }
+
+    /** ZeRO-3: frees the weights {@link #gatherWeights} or an evaluation gathered. Nothing otherwise. */
+    public void releaseWeights() {
+        if (paramShards != null) {
+            paramShards.releaseAll();
+        }
+    }
+
     /**
      * Under {@code --overlap-param-gather}: waits until every weight holds the last update (the
      * next forward waits by itself; a checkpoint save between steps calls this). Nothing otherwise.
@@ -796,7 +881,7 @@ public final class DistributedStep implements AutoCloseable {
 
     /** Bytes of fp32 masters plus optimizer state held by this rank. */
     public long optimizerBytes() {
-        if (buffer != null && buffer.weightsAreFp32()) {
+        if (buffer != null && buffer.weightsAreFp32() || paramShards != null && masters == paramShards.shards()) {
             return optimizer.stateBytes(); // the fp32 weights are their own masters
         }
         return (shardLength + expertShardLength) * 4 + optimizer.stateBytes();
@@ -816,7 +901,10 @@ public final class DistributedStep implements AutoCloseable {
             params += bytes;
             grads += bytes; // libtorch keeps a .grad of the parameter's dtype after the first backward
         }
-        if (buffer != null) {
+        if (paramShards != null) {
+            params = paramShards.parameterBytes();
+            grads = paramShards.gradientBytes();
+        } else if (buffer != null) {
             params = buffer.parameterBytes();
             grads = gradShard != null ? gradShard.bytes() : buffer.gradientBytes();
         }
@@ -862,9 +950,10 @@ public final class DistributedStep implements AutoCloseable {
             throw new IllegalStateException("an external step cannot run a pipeline schedule (pipeline size "
                     + pp.size() + "); use step(List<MicroBatch>)");
         }
-        if (gradShard != null) {
+        if (gradShard != null || paramShards != null) {
             throw new IllegalStateException("an external step cannot run --data-parallel-sharding-strategy "
-                    + "optim_grads (it reduce-scatters inside step(List<MicroBatch>))");
+                    + (paramShards != null ? "optim_grads_params" : "optim_grads")
+                    + " (it reduce-scatters inside step(List<MicroBatch>))");
         }
         if (buffer != null) {
             buffer.zeroGradients(); // the main gradient too: the update adds the step's gradients into it
@@ -896,6 +985,9 @@ public final class DistributedStep implements AutoCloseable {
     public void close() {
         if (overlapped != null) {
             overlapped.close();
+        }
+        if (paramShards != null) {
+            paramShards.close();
         }
         state.close();
     }
