@@ -77,7 +77,6 @@ public final class TrainingCheckpoint {
      */
     public static void save(Path root, RankContext ctx, List<GPTModel> chunks, PipelineLayout stages,
             DistributedStep trainer, TrainerState state) {
-        refuseShardedParameters(trainer, "--save");
         ProcessGroup tp = ctx.tensorGroup();
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
         ProcessGroup pp = ctx.group(GroupKind.PIPELINE);
@@ -90,6 +89,7 @@ public final class TrainingCheckpoint {
         Path rankDir = staging.resolve(rankDirName(ctx));
         createDirectories(rankDir);
         boolean firstReplica = firstReplicaOfExperts(ctx);
+        trainer.gatherWeights(); // ZeRO-3: whole weights for the model file (collective; the next step frees them)
         if (firstReplica) {
             Map<String, NDArray> weights = new LinkedHashMap<>();
             for (GPTModel model : chunks) {
@@ -104,12 +104,15 @@ public final class TrainingCheckpoint {
             RouterBiases.write(rankDir, chunks);
         }
         if (state.distributedOptimizer() || firstReplica) {
-            Map<String, NDArray> optim = new LinkedHashMap<>();
-            optim.put("masters", trainer.masters());
-            trainer.optimizer().state().forEach(optim::put);
-            SafetensorsWriter.write(rankDir.resolve(optimizerFile(state.distributedOptimizer() ? dp.rank() : 0)), optim,
-                    optimizerLayout(ctx, chunks, trainer, state.distributedOptimizer()).toMetadata());
+            try (NDManager order = ctx.manager().newSubManager()) { // ZeRO-3: in the distributed optimizer's order
+                Map<String, NDArray> optim = new LinkedHashMap<>();
+                optim.put("masters", trainer.checkpointMasters(order));
+                trainer.checkpointOptimizerState(order).forEach(optim::put);
+                SafetensorsWriter.write(rankDir.resolve(optimizerFile(state.distributedOptimizer() ? dp.rank() : 0)), optim,
+                        optimizerLayout(ctx, chunks, trainer, state.distributedOptimizer()).toMetadata());
+            }
         }
+        trainer.releaseWeights();
         pauseForTests(state.iteration());
         worldBarrier(tp, dp, pp);
         if (ctx.rank() == 0) {
@@ -129,18 +132,6 @@ public final class TrainingCheckpoint {
     }
 
     /**
-     * ZeRO-3's masters are ordered unit by unit (ParameterShards), a layout {@link OptimizerLayout}
-     * does not record yet; refused before anything is written or read.
-     */
-    private static void refuseShardedParameters(DistributedStep trainer, String flag) {
-        if (trainer.shardsParameters()) {
-            throw new IllegalArgumentException(flag + " under --data-parallel-sharding-strategy optim_grads_params "
-                    + "(ZeRO-3) is not supported yet: its optimizer shards are laid out per layer; train with optim_grads "
-                    + "(ZeRO-2) to checkpoint");
-        }
-    }
-
-    /**
      * This rank's flat optimizer vectors as the trainer lays them out; checked against the
      * trainer's own length, so a sharding the record cannot describe fails here, not at a resume.
      */
@@ -152,7 +143,7 @@ public final class TrainingCheckpoint {
         ProcessGroup edp = ctx.group(GroupKind.EXPERT_DATA);
         OptimizerLayout layout = OptimizerLayout.of(params, ctx.group(GroupKind.EXPERT).size() > 1,
                 distributedOptimizer, dp.size(), dp.rank(), edp.size(), edp.rank());
-        long held = trainer.masters().getShape().get(0);
+        long held = trainer.checkpointLength();
         if (layout.fileLength() != held) {
             throw new IllegalStateException("the trainer holds " + held + " optimizer elements on rank " + ctx.rank()
                     + ", the checkpoint layout expects " + layout.fileLength() + " (an optimizer sharding "
@@ -293,7 +284,6 @@ public final class TrainingCheckpoint {
      */
     public static void restore(Path iterDir, RankContext ctx, List<GPTModel> chunks, PipelineLayout stages,
             DistributedStep trainer, TrainerState state, boolean distributedOptimizer, ReadChecks checks) {
-        refuseShardedParameters(trainer, "--load");
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
         ParallelLayout saved = DjlMetadata.read(iterDir).layout();
         boolean sameLayout = saved.equals(layoutOf(ctx, stages)) && state.dpSize() == dp.size()
@@ -307,9 +297,7 @@ public final class TrainingCheckpoint {
         Map<String, NDArray> optState = sameLayout ? readOwn(iterDir, ctx, trainer, state, checks)
                 : reshard(iterDir, saved, ctx, chunks, trainer, state, distributedOptimizer, checks);
         NDArray masters = optState.remove("masters");
-        trainer.masters().set(new NDIndex("..."), masters);
-        masters.close();
-        trainer.optimizer().loadState(optState);
+        trainer.restoreOptimizer(masters, optState);
         trainer.scaler().loadState(state.lossScaler());
         trainer.restoreCounters(state.iteration(), state.updates());
         trainer.writeBackMasters();
@@ -355,9 +343,9 @@ public final class TrainingCheckpoint {
             OptimizerLayout.version(r.metadata(), f);
             NDArray masters = r.load(m, "masters");
             checks.requireFinite(f.toString(), "masters", masters.toFloatArray());
-            if (!masters.getShape().equals(trainer.masters().getShape())) {
+            if (masters.getShape().size() != trainer.checkpointLength()) {
                 throw new CheckpointException(f + ": masters have shape " + masters.getShape() + ", this rank holds "
-                        + trainer.masters().getShape() + " (different model)");
+                        + trainer.checkpointLength() + " elements (different model)");
             }
             out.put("masters", masters);
             for (String key : r.keys()) {

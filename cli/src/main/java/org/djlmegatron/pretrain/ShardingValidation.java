@@ -20,9 +20,7 @@ final class ShardingValidation {
     static void validate(PretrainOptions o) {
         ShardingStrategy s = o.sharding();
         String flag = "--data-parallel-sharding-strategy " + s.flagValue();
-        if (s.shardsParameters()) { // ZeRO-3's optimizer order (unit by unit) is not one OptimizerLayout records yet
-            exclusive(flag, true, "--save " + o.save, o.save != null);
-            exclusive(flag, true, "--load " + o.load, o.load != null);
+        if (s.shardsParameters()) { // its gathers and reduce-scatters run on the compute thread
             exclusive(flag, true, "--overlap-grad-reduce", o.overlapGradReduce);
             exclusive(flag, true, "--overlap-param-gather", o.overlapParamGather);
         }

@@ -832,6 +832,57 @@ public final class DistributedStep implements AutoCloseable {
         }
     }
 
+    /**
+     * The fp32 masters as a checkpoint records them: {@link #masters()}, except under ZeRO-3, whose
+     * unit-by-unit shards are converted into the distributed optimizer's order (so its checkpoints
+     * are {@code optim}'s; collective over data parallelism), in {@code m}.
+     */
+    public NDArray checkpointMasters(NDManager m) {
+        return paramShards == null ? masters : paramShards.toOptimizerOrder(masters, m);
+    }
+
+    /** The optimizer's state as a checkpoint records it, converted as {@link #checkpointMasters}. Collective under ZeRO-3. */
+    public java.util.Map<String, NDArray> checkpointOptimizerState(NDManager m) {
+        java.util.Map<String, NDArray> out = new java.util.LinkedHashMap<>();
+        optimizer.state().forEach((k, v) -> out.put(k, paramShards == null || v.getShape().size() != shardLength
+                ? v : paramShards.toOptimizerOrder(v, m)));
+        return out;
+    }
+
+    /** Elements of {@link #checkpointMasters} on this rank. */
+    public long checkpointLength() {
+        return paramShards == null ? masters.getShape().get(0) : layout.paddedSize() / dp.size();
+    }
+
+    /**
+     * Sets the masters and the optimizer's state from a checkpoint's (laid out as
+     * {@link #checkpointMasters}; converted back under ZeRO-3, collectively) and writes the
+     * weights as {@link #writeBackMasters} does. Takes ownership of the arrays it is given.
+     */
+    public void restoreOptimizer(NDArray savedMasters, java.util.Map<String, NDArray> savedState) {
+        java.util.Map<String, NDArray> optState = new java.util.LinkedHashMap<>();
+        if (paramShards != null) {
+            long flat = savedMasters.getShape().size();
+            try (NDArray m = paramShards.fromOptimizerOrder(savedMasters, state)) {
+                masters.set(new NDIndex("..."), m);
+            }
+            savedState.forEach((k, v) -> {
+                if (v.getShape().size() == flat) {
+                    optState.put(k, paramShards.fromOptimizerOrder(v, state));
+                    v.close();
+                } else {
+                    optState.put(k, v);
+                }
+            });
+            savedMasters.close();
+        } else {
+            masters.set(new NDIndex("..."), savedMasters);
+            savedMasters.close();
+            optState.putAll(savedState);
+        }
+        optimizer.loadState(optState);
+    }
+
     /** Whether this rank keeps only its shard of the weights between steps (ZeRO-3). */
     public boolean shardsParameters() {
         return paramShards != null;

@@ -339,6 +339,72 @@ public final class ParameterShards implements AutoCloseable {
         return v;
     }
 
+    // ------------------------------------------------------------------ checkpoints
+
+    /**
+     * This rank's piece of the distributed optimizer's order ({@code optim}: the parameters back to
+     * back in model order, padded to a multiple of DP, rank r holding the r-th 1/DP) of a vector laid
+     * out as {@link #shards()} (fp32 masters or a moment): what a checkpoint records, so that one
+     * saved under ZeRO-3 is one of {@code optim}'s. Collective over the data-parallel group.
+     */
+    public NDArray toOptimizerOrder(NDArray unitShard, NDManager m) {
+        long real = 0;
+        for (Unit u : units) {
+            real += unitSize(u);
+        }
+        long padded = (real + dp.size() - 1) / dp.size() * dp.size();
+        long piece = padded / dp.size();
+        try (NDManager s = m.newSubManager()) {
+            NDArray all = dp.size() == 1 ? unitShard.duplicate() : dp.allGather(unitShard, 0); // rank after rank
+            all.attach(s);
+            NDArray flat = s.zeros(new Shape(padded), unitShard.getDataType());
+            long at = 0;
+            for (Unit u : units) {
+                long n = unitSize(u);
+                long p = u.padded / dp.size();
+                for (int r = 0; r < dp.size(); r++) { // rank r's piece of the unit: elements [r p, (r+1) p)
+                    long lo = Math.min(n, r * p);
+                    long hi = Math.min(n, (r + 1) * p);
+                    if (hi > lo) {
+                        long src = r * shardSize + u.shardStart;
+                        flat.set(new NDIndex("{}:{}", at + lo, at + hi), all.get(new NDIndex("{}:{}", src, src + hi - lo)));
+                    }
+                }
+                at += n;
+            }
+            NDArray mine = flat.get(new NDIndex("{}:{}", piece * dp.rank(), piece * (dp.rank() + 1))).duplicate();
+            mine.attach(m);
+            return mine;
+        }
+    }
+
+    /** The inverse of {@link #toOptimizerOrder}: this rank's unit shards from its piece in the distributed optimizer's order. Collective. */
+    public NDArray fromOptimizerOrder(NDArray optimPiece, NDManager m) {
+        try (NDManager s = m.newSubManager()) {
+            NDArray flat = dp.size() == 1 ? optimPiece.duplicate() : dp.allGather(optimPiece, 0);
+            flat.attach(s);
+            NDArray out = s.zeros(new Shape(shardSize), optimPiece.getDataType());
+            long at = 0;
+            for (Unit u : units) {
+                long n = unitSize(u);
+                long p = u.padded / dp.size();
+                long lo = Math.min(n, dp.rank() * p);
+                long hi = Math.min(n, (dp.rank() + 1) * p);
+                if (hi > lo) {
+                    out.set(new NDIndex("{}:{}", u.shardStart, u.shardStart + hi - lo),
+                            flat.get(new NDIndex("{}:{}", at + lo, at + hi)));
+                }
+                at += n;
+            }
+            out.attach(m);
+            return out;
+        }
+    }
+
+    private long unitSize(Unit u) {
+        return fullOffset[u.end - 1] + params.get(u.end - 1).array().getShape().size() - u.fullStart;
+    }
+
     /** Elements this rank keeps: the sum of its unit shards. */
     public long shardSize() {
         return shardSize;
