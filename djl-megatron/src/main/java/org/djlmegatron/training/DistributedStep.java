@@ -39,8 +39,9 @@ import org.djlmegatron.training.buffers.ShardingStrategy;
  * distributed optimizer), inf/NaN check, global norm and clipping, the optimizer on fp32 masters
  * (this rank's DP shard of them under the distributed optimizer), and the write-back of updated
  * weights (all-gathered over DP when sharded). Under ZeRO-2 ({@link GradientShard}) each
- * micro-batch's gradients are reduce-scattered as soon as its backward ends. Every rank of the
- * grid runs it in lockstep.
+ * micro-batch's gradients are reduce-scattered as soon as its backward ends; under ZeRO-3
+ * ({@link ParameterShards}) the weights too stay sharded, gathered per layer by tape hooks, and
+ * nothing is written back after the update. Every rank of the grid runs it in lockstep.
  */
 public final class DistributedStep implements AutoCloseable {
 
@@ -941,7 +942,8 @@ public final class DistributedStep implements AutoCloseable {
     /**
      * Bytes of model state this rank holds between steps, measured from the arrays it keeps: the
      * weights (the parameter buffer, or the parameters), the gradients kept between micro-batches
-     * (the gradient buffers, or each parameter's {@code .grad}; ZeRO-2: the fp32 shard) and
+     * (the gradient buffers, or each parameter's {@code .grad}; ZeRO-2 and 3: the fp32 shard; ZeRO-3's
+     * weights: the shards plus whatever layer storage is gathered at the moment) and
      * {@link #optimizerBytes()}.
      */
     public RankMemory memory() {
