@@ -301,6 +301,33 @@ DJLM_NATIVE(void, dropGradient, jlong paramH) {
   guard(env, __func__, [&] { tensor(paramH).mutable_grad().reset(); });
 }
 
+// ZeRO-3 (PyTorch FSDP's _free_storage / _alloc_storage): frees the tensor's storage (bytes == 0) or gives it a new
+// allocation of `bytes` (contents undefined), in place on the StorageImpl. Every tensor viewing that storage (the
+// parameters bound into a unit's buffer, the weights autograd saved for backward) sees the change; their version
+// counters do not move, so refilling the storage through an alias does not count as an in-place modification.
+DJLM_NATIVE(void, resizeStorage, jlong handle, jlong bytes) {
+  guard(env, __func__, [&] {
+    c10::StorageImpl* s = tensor(handle).storage().unsafeGetStorageImpl();
+    if (bytes < 0) {
+      throw std::invalid_argument("storage bytes must be >= 0, found " + std::to_string(bytes));
+    }
+    if (bytes == 0) {
+      s->set_data_ptr_noswap(at::DataPtr(nullptr, s->device()));
+      s->set_nbytes(0);
+      return;
+    }
+    if (s->allocator() == nullptr) {
+      throw std::invalid_argument("the storage has no allocator (it wraps foreign memory) and cannot be reallocated");
+    }
+    s->set_data_ptr_noswap(s->allocator()->allocate(static_cast<size_t>(bytes)));
+    s->set_nbytes(static_cast<size_t>(bytes));
+  });
+}
+
+DJLM_NATIVE(jlong, storageBytes, jlong handle) {
+  return guard(env, __func__, [&] { return static_cast<jlong>(tensor(handle).storage().nbytes()); });
+}
+
 // One pass over an fp32 gradient vector: grad *= scale in place; returns {sum over mask != 0 of grad^2 (summed in
 // double, in fixed chunks: the same value for any thread count), count of non-finite elements}.
 DJLM_NATIVE(jdoubleArray, unscaleAndNorm, jlong gradH, jlong maskH, jdouble scale) {

@@ -89,6 +89,7 @@ public final class TrainingCheckpoint {
         Path rankDir = staging.resolve(rankDirName(ctx));
         createDirectories(rankDir);
         boolean firstReplica = firstReplicaOfExperts(ctx);
+        trainer.gatherWeights(); // ZeRO-3: whole weights for the model file (collective; the next step frees them)
         if (firstReplica) {
             Map<String, NDArray> weights = new LinkedHashMap<>();
             for (GPTModel model : chunks) {
@@ -103,12 +104,15 @@ public final class TrainingCheckpoint {
             RouterBiases.write(rankDir, chunks);
         }
         if (state.distributedOptimizer() || firstReplica) {
-            Map<String, NDArray> optim = new LinkedHashMap<>();
-            optim.put("masters", trainer.masters());
-            trainer.optimizer().state().forEach(optim::put);
-            SafetensorsWriter.write(rankDir.resolve(optimizerFile(state.distributedOptimizer() ? dp.rank() : 0)), optim,
-                    optimizerLayout(ctx, chunks, trainer, state.distributedOptimizer()).toMetadata());
+            try (NDManager order = ctx.manager().newSubManager()) { // ZeRO-3: in the distributed optimizer's order
+                Map<String, NDArray> optim = new LinkedHashMap<>();
+                optim.put("masters", trainer.checkpointMasters(order));
+                trainer.checkpointOptimizerState(order).forEach(optim::put);
+                SafetensorsWriter.write(rankDir.resolve(optimizerFile(state.distributedOptimizer() ? dp.rank() : 0)), optim,
+                        optimizerLayout(ctx, chunks, trainer, state.distributedOptimizer()).toMetadata());
+            }
         }
+        trainer.releaseWeights();
         pauseForTests(state.iteration());
         worldBarrier(tp, dp, pp);
         if (ctx.rank() == 0) {
@@ -139,7 +143,7 @@ public final class TrainingCheckpoint {
         ProcessGroup edp = ctx.group(GroupKind.EXPERT_DATA);
         OptimizerLayout layout = OptimizerLayout.of(params, ctx.group(GroupKind.EXPERT).size() > 1,
                 distributedOptimizer, dp.size(), dp.rank(), edp.size(), edp.rank());
-        long held = trainer.masters().getShape().get(0);
+        long held = trainer.checkpointLength();
         if (layout.fileLength() != held) {
             throw new IllegalStateException("the trainer holds " + held + " optimizer elements on rank " + ctx.rank()
                     + ", the checkpoint layout expects " + layout.fileLength() + " (an optimizer sharding "
@@ -293,9 +297,7 @@ public final class TrainingCheckpoint {
         Map<String, NDArray> optState = sameLayout ? readOwn(iterDir, ctx, trainer, state, checks)
                 : reshard(iterDir, saved, ctx, chunks, trainer, state, distributedOptimizer, checks);
         NDArray masters = optState.remove("masters");
-        trainer.masters().set(new NDIndex("..."), masters);
-        masters.close();
-        trainer.optimizer().loadState(optState);
+        trainer.restoreOptimizer(masters, optState);
         trainer.scaler().loadState(state.lossScaler());
         trainer.restoreCounters(state.iteration(), state.updates());
         trainer.writeBackMasters();
@@ -341,9 +343,9 @@ public final class TrainingCheckpoint {
             OptimizerLayout.version(r.metadata(), f);
             NDArray masters = r.load(m, "masters");
             checks.requireFinite(f.toString(), "masters", masters.toFloatArray());
-            if (!masters.getShape().equals(trainer.masters().getShape())) {
+            if (masters.getShape().size() != trainer.checkpointLength()) {
                 throw new CheckpointException(f + ": masters have shape " + masters.getShape() + ", this rank holds "
-                        + trainer.masters().getShape() + " (different model)");
+                        + trainer.checkpointLength() + " elements (different model)");
             }
             out.put("masters", masters);
             for (String key : r.keys()) {

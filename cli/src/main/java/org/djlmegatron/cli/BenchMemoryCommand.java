@@ -37,8 +37,8 @@ final class BenchMemoryCommand implements Callable<Integer> {
             + "(model state does not depend on it) (default: ${DEFAULT-VALUE})") int seq;
     @Option(names = "--dp", split = ",", defaultValue = "2,4", description = "data-parallel sizes (thread ranks) "
             + "(default: ${DEFAULT-VALUE})") List<Integer> dpSizes;
-    @Option(names = "--strategies", split = ",", defaultValue = "no_shard,optim,optim_grads",
-            description = "--data-parallel-sharding-strategy values to run (optim_grads needs the native library) "
+    @Option(names = "--strategies", split = ",", defaultValue = "no_shard,optim,optim_grads,optim_grads_params",
+            description = "--data-parallel-sharding-strategy values to run (optim_grads and optim_grads_params need the native library) "
                     + "(default: ${DEFAULT-VALUE})") List<String> strategies;
     @Option(names = "--bf16", description = "bf16 weights with fp32 masters (native library) (default: fp32)") boolean bf16;
 

@@ -81,7 +81,8 @@ final class BenchTrainCommand implements Callable<Integer> {
             + "model (layouts epN-sharedoverlap then apply: --moe-shared-expert-overlap) (default: none)") Integer sharedExperts;
     @Option(names = "--iters", defaultValue = "4", description = "timed iterations per layout (after one warm-up)") int iters;
     @Option(names = "--layouts", split = ",", defaultValue = "dp1,dp2,dp2-distopt,tp2",
-            description = "layouts to run: dpN, dpN-distopt, dpN-zero2 (--data-parallel-sharding-strategy optim_grads, native library), tpN, cpN (context parallelism, ring attention) or cpN-all_gather / "
+            description = "layouts to run: dpN, dpN-distopt, dpN-zero2 (--data-parallel-sharding-strategy optim_grads, native library), dpN-zero3 (optim_grads_params, native library; "
+                    + "the step time ratio column compares it with the first layout, e.g. dp2-distopt), tpN, cpN (context parallelism, ring attention) or cpN-all_gather / "
                     + "cpN-a2a, ppN (1F1B over N stages; prints the measured bubble, the bubble replayed on one device per "
                     + "stage from the measured pass times, and Megatron's (p-1)/(v*m)), "
                     + "ppN-vpV (interleaved 1F1B, V model chunks per rank; bubble vs (p-1)/(v*m)), epN (with --num-experts), "
@@ -238,6 +239,8 @@ final class BenchTrainCommand implements Callable<Integer> {
         }
         boolean zero2 = kind.endsWith("-zero2"); // --data-parallel-sharding-strategy optim_grads
         kind = zero2 ? kind.substring(0, kind.length() - "-zero2".length()) : kind;
+        boolean zero3 = kind.endsWith("-zero3"); // --data-parallel-sharding-strategy optim_grads_params
+        kind = zero3 ? kind.substring(0, kind.length() - "-zero3".length()) : kind;
         boolean distopt = kind.endsWith("-distopt");
         kind = distopt ? kind.substring(0, kind.length() - "-distopt".length()) : kind;
         if (kind.startsWith("dp")) {
@@ -252,7 +255,7 @@ final class BenchTrainCommand implements Callable<Integer> {
             ep = Integer.parseInt(kind.substring(2));
             dp = ep; // expert parallelism is carved out of data parallelism
         } else {
-            throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt, dpN-zero2, tpN, "
+            throw new IllegalArgumentException("layout " + layout + ": expected dpN, dpN-distopt, dpN-zero2, dpN-zero3, tpN, "
                     + "cpN[-p2p|-all_gather|-a2a], ppN, ppN-vpV or (with --num-experts) epN, "
                     + "optionally followed by -grouped (with --num-experts), then -sharedoverlap, then -full or -selective, "
                     + "then -flatstep, then -overlap");
@@ -294,6 +297,9 @@ final class BenchTrainCommand implements Callable<Integer> {
         }
         if (zero2) {
             args.addAll(List.of("--data-parallel-sharding-strategy", "optim_grads"));
+        }
+        if (zero3) {
+            args.addAll(List.of("--data-parallel-sharding-strategy", "optim_grads_params"));
         }
         if (ddpBucketSize != null) {
             args.addAll(List.of("--ddp-bucket-size", "" + ddpBucketSize));

@@ -201,7 +201,8 @@ public final class PretrainGpt {
             chunks.add(stageModel(ctx, cfg, stages.firstLayer(stage, c), stages.endLayer(stage, c), hf, start,
                     attention, recompute, dropout, cpComm, moe));
         }
-        chunks.forEach(c -> c.setLayerSegments(o.overlapGradReduce)); // per-layer gradient-final reports
+        // per-layer gradient-final reports; ZeRO-3 gathers and frees a layer around each backward segment
+        chunks.forEach(c -> c.setLayerSegments(o.overlapGradReduce || o.sharding().shardsParameters()));
         GPTModel model = chunks.get(0);
         PipelineStageModel stageModel = chunks.size() == 1 ? model : new ModelChunks(chunks);
         ProcessGroup dp = ctx.group(GroupKind.DATA_CONTEXT);
@@ -283,6 +284,7 @@ public final class PretrainGpt {
                     profiler.abandon(); // a failed iteration inside the window
                 }
             }
+            trainer.gatherWeights(); // ZeRO-3: whole weights for whoever reads the model after the run
             double[] overlapped = trainer.overlapSeconds();
             if (logger && overlapped != null && overlapped[0] > 0) {
                 log.message(String.format(Locale.ROOT, "> overlapped communication on rank 0: %.1f ms, the step waited "

@@ -1,5 +1,7 @@
 package org.djlmegatron.pretrain;
 
+import static org.djlmegatron.options.OptionChecks.exclusive;
+
 import org.djlmegatron.options.InvalidOptionException;
 import org.djlmegatron.training.buffers.ShardingStrategy;
 
@@ -18,9 +20,13 @@ final class ShardingValidation {
     static void validate(PretrainOptions o) {
         ShardingStrategy s = o.sharding();
         String flag = "--data-parallel-sharding-strategy " + s.flagValue();
-        if (s.shardsParameters()) {
-            throw new InvalidOptionException("--data-parallel-sharding-strategy",
-                    "no_shard, optim or optim_grads (optim_grads_params, ZeRO-3, is not implemented yet)", s.flagValue());
+        if (s.shardsParameters()) { // its gathers and reduce-scatters run on the compute thread
+            exclusive(flag, true, "--overlap-grad-reduce", o.overlapGradReduce);
+            exclusive(flag, true, "--overlap-param-gather", o.overlapParamGather);
+            exclusive(flag, true, "--pipeline-model-parallel-size " + o.pipelineModelParallelSize,
+                    o.pipelineModelParallelSize > 1); // units are layers of one model chunk, gathered on one tape
+            exclusive(flag, true, "--expert-model-parallel-size " + o.moe.expertModelParallelSize,
+                    o.moe.expertModelParallelSize > 1); // expert parameters shard over another group
         }
         if (s.shardsGradients()) {
             if (o.pipelineModelParallelSize > 1 && !o.untieEmbeddings) { // the embedding group's exchange needs whole gradients

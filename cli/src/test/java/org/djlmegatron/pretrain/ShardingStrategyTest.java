@@ -32,12 +32,12 @@ import picocli.CommandLine;
 @Tag("native")
 class ShardingStrategyTest {
 
-    static final String[] STRATEGIES = {"no_shard", "optim", "optim_grads"};
+    static final String[] STRATEGIES = {"no_shard", "optim", "optim_grads", "optim_grads_params"};
 
     static Stream<Arguments> layouts() {
         Variant dp2 = Variant.of("dp2", "--nproc-per-node", "2", "--ddp-bucket-size", "1000");
         Variant dp2tp2 = Variant.of("dp2-tp2", "--nproc-per-node", "4", "--tensor-model-parallel-size", "2");
-        return Stream.of(dp2, dp2tp2).flatMap(v -> Stream.of("optim", "optim_grads").map(s -> Arguments.of(v, s)));
+        return Stream.of(dp2, dp2tp2).flatMap(v -> Stream.of("optim", "optim_grads", "optim_grads_params").map(s -> Arguments.of(v, s)));
     }
 
     @ParameterizedTest(name = "{0}, {1}")
@@ -73,7 +73,7 @@ class ShardingStrategyTest {
 
     /** GPT-2 with dropout off against the fixture's dropout-free trajectory (golden_nodropout.json), at DP=2. */
     @ParameterizedTest(name = "gpt2 without dropout, dp2 {0}")
-    @ValueSource(strings = {"no_shard", "optim", "optim_grads"})
+    @ValueSource(strings = {"no_shard", "optim", "optim_grads", "optim_grads_params"})
     void gpt2WithoutDropoutAtDp2UnderEveryStrategy(String strategy) {
         Path dir = PretrainRunner.fixtures().resolve("hf").resolve("gpt2");
         List<String> args = hfArgs(dir, strategy);
@@ -106,6 +106,10 @@ class ShardingStrategyTest {
                 RankMemory m = RankMemoryLine.parse(log);
                 boolean fp32 = precision.equals("fp32");
                 int w = fp32 ? 4 : 2;
+                if (s.equals("optim_grads_params")) {
+                    assertZero3Figures(m, n, dp, w, fp32 ? 8 : 12, precision + " DP=" + dp);
+                    continue;
+                }
                 long grads = s.equals("optim_grads") ? 4 * n / dp : fp32 ? 4 * n : 6 * n;
                 long opt = (fp32 ? 8 : 12) * n / (s.equals("no_shard") ? 1 : dp);
                 assertThat(m).as("%s DP=%d %s (N=%d)", precision, dp, s, n).isEqualTo(new RankMemory(w * n, grads, opt));
@@ -114,24 +118,56 @@ class ShardingStrategyTest {
     }
 
     /**
-     * A ZeRO-2 run saved after 3 iterations and resumed (under optim_grads, and under optim: the
-     * same sharded optimizer state) continues the straight 6-iteration run.
+     * A run saved after 3 iterations under ZeRO-2 or ZeRO-3 and resumed under the same or another
+     * strategy continues the straight 6-iteration run: ZeRO-3 records its optimizer state in the
+     * distributed optimizer's order (converted from its per-layer shards), so its checkpoints are
+     * optim's, and it loads theirs.
      */
-    @ParameterizedTest(name = "resumed under {0}")
-    @ValueSource(strings = {"optim_grads", "optim"})
-    void aZero2CheckpointResumesTheRun(String resumeStrategy, @org.junit.jupiter.api.io.TempDir Path tmp) {
+    @ParameterizedTest(name = "saved under {0}, resumed under {1}")
+    @org.junit.jupiter.params.provider.CsvSource({"optim_grads, optim_grads", "optim_grads, optim",
+            "optim_grads_params, optim_grads_params", "optim_grads_params, optim", "optim_grads_params, no_shard",
+            "optim_grads, optim_grads_params"})
+    void aZero2Or3CheckpointResumesTheRun(String saveStrategy, String resumeStrategy,
+            @org.junit.jupiter.api.io.TempDir Path tmp) {
         List<String> base = TrajectoryParity.args("--mock-data", "--num-layers", "2", "--hidden-size", "32",
                 "--num-attention-heads", "4", "--seq-length", "16", "--vocab-size", "128", "--micro-batch-size", "1",
                 "--global-batch-size", "4", "--lr", "3e-3", "--lr-decay-style", "cosine", "--lr-decay-iters", "6",
                 "--nproc-per-node", "2", "--seed", "11");
         List<StepResult> straight = TrajectoryParity.run(TrajectoryParity.args(), withFlags(base, "--train-iters", "6",
-                "--data-parallel-sharding-strategy", "optim_grads"));
+                "--data-parallel-sharding-strategy", saveStrategy));
         String ckpt = tmp.resolve("ckpt").toString();
         TrajectoryParity.run(TrajectoryParity.args(), withFlags(base, "--train-iters", "3", "--save", ckpt,
-                "--data-parallel-sharding-strategy", "optim_grads"));
+                "--data-parallel-sharding-strategy", saveStrategy));
         List<StepResult> resumed = TrajectoryParity.run(TrajectoryParity.args(), withFlags(base, "--train-iters", "6",
                 "--load", ckpt, "--data-parallel-sharding-strategy", resumeStrategy));
-        TrajectoryParity.assertClose(straight.subList(3, 6), resumed, 1e-6, "resumed under " + resumeStrategy);
+        TrajectoryParity.assertClose(straight.subList(3, 6), resumed, 1e-6, "saved under " + saveStrategy
+                + ", resumed under " + resumeStrategy);
+    }
+
+    /**
+     * ZeRO-3 (every part divided by d): weights wN/d, gradients 4N/d, optimizer (8 or 12)N/d, where
+     * each rank's share is a whole number of elements S: N/d plus the padding of each of the model's
+     * units (the 2 layers, the embedding, the final norm: fewer than 5 elements) to a multiple of d.
+     */
+    private static void assertZero3Figures(RankMemory m, long n, int dp, int w, int optPerParam, String what) {
+        long s = m.gradientBytes() / 4;
+        assertThat(m.gradientBytes()).as(what + " gradients are an fp32 shard").isEqualTo(4 * s);
+        assertThat(s).as(what + " elements per rank vs N/d (N=" + n + ")").isBetween(n / dp, n / dp + 5);
+        assertThat(m).as(what + " optim_grads_params").isEqualTo(new RankMemory(w * s, 4 * s, optPerParam * s));
+    }
+
+    /** ZeRO-3 with the overlap flags is refused before anything runs, naming both flags. */
+    @ParameterizedTest(name = "{0}")
+    @ValueSource(strings = {"--overlap-grad-reduce"})
+    void zero3WithOverlapIsRefusedClearly(String flag) {
+        PretrainOptions o = new PretrainOptions();
+        new CommandLine(o).parseArgs("--mock-data", "--num-layers", "2", "--hidden-size", "32", "--num-attention-heads",
+                "4", "--seq-length", "16", "--vocab-size", "128", "--train-iters", "1", "--nproc-per-node", "2",
+                "--global-batch-size", "2", "--lr", "1e-3", "--data-parallel-sharding-strategy", "optim_grads_params", flag);
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> PretrainValidation.validate(o))
+                .isInstanceOf(org.djlmegatron.options.InvalidOptionException.class)
+                .hasMessageContaining("--data-parallel-sharding-strategy optim_grads_params")
+                .hasMessageContaining(flag);
     }
 
     private static Variant withFlags(List<String> base, String... more) {

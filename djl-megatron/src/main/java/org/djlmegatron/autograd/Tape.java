@@ -60,6 +60,9 @@ public final class Tape {
     private final Deque<NDList> carried = new ArrayDeque<>();
     private final Map<Object, Integer> firstUse = new IdentityHashMap<>();
     private final List<Consumer<List<Object>>> gradientListeners = new ArrayList<>();
+    /** Every parameter noted in each segment (not only the first use), for {@link #beforeSegmentBackward}. */
+    private final Map<Integer, List<Object>> segmentUses = new java.util.HashMap<>();
+    private final List<Consumer<List<Object>>> beforeSegmentListeners = new ArrayList<>();
     private final List<Consumer<Object>> useListeners = new ArrayList<>();
     private RandomKey key;
     private boolean debug = DEBUG_DEFAULT;
@@ -229,6 +232,12 @@ public final class Tape {
         }
         if (nested == null && (isRecording() || checkpointForwards > 0)) {
             firstUse.putIfAbsent(parameter, entries.size());
+            if (!beforeSegmentListeners.isEmpty()) {
+                List<Object> uses = segmentUses.computeIfAbsent(entries.size(), k -> new ArrayList<>());
+                if (uses.stream().noneMatch(u -> u == parameter)) {
+                    uses.add(parameter);
+                }
+            }
         }
     }
 
@@ -239,6 +248,17 @@ public final class Tape {
      */
     public void onGradientsFinal(Consumer<List<Object>> listener) {
         gradientListeners.add(listener);
+    }
+
+    /**
+     * Called during {@link #backward} just before each segment's backward (before a checkpointed
+     * segment's recomputation) with every parameter that segment may read: those noted in it
+     * ({@link #noteUse}) and those noted in the last earlier segment with notes (a block's cuts
+     * split it over segments; possibly empty): ZeRO-3 gathers those parameters there and frees the others. Listeners stay
+     * registered across backward passes.
+     */
+    public void beforeSegmentBackward(Consumer<List<Object>> listener) {
+        beforeSegmentListeners.add(listener);
     }
 
     /**
@@ -275,6 +295,7 @@ public final class Tape {
         entries.clear();
         roots.clear();
         firstUse.clear();
+        segmentUses.clear();
         rootScale = null;
     }
 
@@ -308,9 +329,11 @@ public final class Tape {
             rootScale = grads.get(0);
         }
         try {
+            notifyBefore(entries.size());
             runSegment(entries.size(), outputs, grads);
             for (int e = entries.size() - 1; e >= 0; e--) {
                 Entry entry = entries.get(e);
+                notifyBefore(e); // before sourceGradients: a checkpoint recomputes segment e there
                 NDList sourceGrads = entry.sourceGradients(leafGradients(entry));
                 checkShapes(entry, sourceGrads);
                 runSegment(e, entry.sources, sourceGrads);
@@ -399,6 +422,26 @@ public final class Tape {
                 }
             }
         }
+    }
+
+    /**
+     * Tells the listeners what segment {@code s} may read: the parameters noted in it and those of
+     * the last earlier segment with notes (a block notes its parameters once, before it runs, and
+     * its cuts, e.g. tensor-parallel regions, split it over several segments).
+     */
+    private void notifyBefore(int s) {
+        if (beforeSegmentListeners.isEmpty()) {
+            return;
+        }
+        List<Object> uses = new ArrayList<>(segmentUses.getOrDefault(s, List.of()));
+        for (int p = s - 1; p >= 0; p--) {
+            List<Object> earlier = segmentUses.get(p);
+            if (earlier != null) {
+                uses.addAll(earlier);
+                break;
+            }
+        }
+        beforeSegmentListeners.forEach(l -> l.accept(uses));
     }
 
     private void notifyFinal(int s) {

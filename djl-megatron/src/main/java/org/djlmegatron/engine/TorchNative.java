@@ -109,6 +109,23 @@ public final class TorchNative {
     }
 
     /**
+     * Frees ({@code bytes == 0}) or reallocates ({@code bytes} of undefined contents) the storage
+     * {@code x} views, in place: every tensor sharing that storage, including the ones autograd saved
+     * for backward, sees it (PyTorch FSDP's {@code _free_storage}/{@code _alloc_storage}). Refill it
+     * through an alias tensor of that storage so that the parameters' version counters do not move.
+     */
+    public static void resizeStorage(NDArray x, long bytes) {
+        require();
+        resizeStorage(handle(x), bytes);
+    }
+
+    /** Bytes the storage {@code x} views holds now (0 after {@link #resizeStorage} freed it). */
+    public static long storageBytes(NDArray x) {
+        require();
+        return storageBytes(handle(x));
+    }
+
+    /**
      * One pass over an fp32 gradient vector: multiplies it by {@code scale} in place and returns
      * {@code {sum of squares where mask != 0, count of non-finite elements}} (the sum in double, in
      * fixed-size chunks: the same for any thread count).
@@ -192,6 +209,10 @@ public final class TorchNative {
     private static native void bindGradient(long param, long buffer, long offset);
 
     private static native void dropGradient(long param);
+
+    private static native void resizeStorage(long handle, long bytes);
+
+    private static native long storageBytes(long handle);
 
     private static native double[] unscaleAndNorm(long grad, long mask, double scale);
 

@@ -30,6 +30,7 @@ import org.djlmegatron.training.buffers.GradientShard;
 import org.djlmegatron.training.buffers.Overlap;
 import org.djlmegatron.training.buffers.OverlappedCommunication;
 import org.djlmegatron.training.buffers.ParamAndGradBuffer;
+import org.djlmegatron.training.buffers.ParameterShards;
 import org.djlmegatron.training.buffers.RankMemory;
 import org.djlmegatron.training.buffers.ShardingStrategy;
 
@@ -39,8 +40,9 @@ import org.djlmegatron.training.buffers.ShardingStrategy;
  * distributed optimizer), inf/NaN check, global norm and clipping, the optimizer on fp32 masters
  * (this rank's DP shard of them under the distributed optimizer), and the write-back of updated
  * weights (all-gathered over DP when sharded). Under ZeRO-2 ({@link GradientShard}) each
- * micro-batch's gradients are reduce-scattered as soon as its backward ends. Every rank of the
- * grid runs it in lockstep.
+ * micro-batch's gradients are reduce-scattered as soon as its backward ends; under ZeRO-3
+ * ({@link ParameterShards}) the weights too stay sharded, gathered per layer by tape hooks, and
+ * nothing is written back after the update. Every rank of the grid runs it in lockstep.
  */
 public final class DistributedStep implements AutoCloseable {
 
@@ -83,6 +85,11 @@ public final class DistributedStep implements AutoCloseable {
     private final ExpertBuffers expertBuffers;
     /** ZeRO-2: this rank's fp32 main-gradient shard, filled per micro-batch; null otherwise. */
     private final GradientShard gradShard;
+    /**
+     * ZeRO-3: this rank's 1/DP shard of the weights, gathered per layer around its forward and
+     * backward, and its fp32 gradient shard; null otherwise ({@link #buffer} is null then).
+     */
+    private final ParameterShards paramShards;
     /** {@code --overlap-grad-reduce} / {@code --overlap-param-gather} over {@link #buffer}; null: none. */
     private final OverlappedCommunication overlapped;
     private NDArray masters;
@@ -128,20 +135,23 @@ public final class DistributedStep implements AutoCloseable {
         state = ctx.manager().newSubManager();
         ShardingStrategy sharding = config.sharding();
         boolean buffersOn = Boolean.parseBoolean(System.getProperty("djlm.gradBuffers", "true"));
-        buffer = !split && buffersOn && ParamAndGradBuffer.supports(params)
+        boolean buffers = !split && buffersOn && ParamAndGradBuffer.supports(params);
+        boolean expertBuffersOn = split && buffersOn && ExpertBuffers.supports(params);
+        checkStrategyRuns(sharding, buffers || expertBuffersOn, overlap);
+        paramShards = sharding.shardsParameters() ? new ParameterShards(params, dp, ctx.tape(), state) : null;
+        buffer = buffers && paramShards == null
                 ? new ParamAndGradBuffer(params, dp.size(), config.bucketElements(), state, !sharding.shardsGradients())
                 : null;
-        expertBuffers = split && buffersOn && ExpertBuffers.supports(params)
+        expertBuffers = expertBuffersOn
                 ? new ExpertBuffers(params, dp, expertDp, config.bucketElements(), config.distributedOptimizer(),
                         sharding.shardsGradients(), state)
                 : null;
-        checkStrategyRuns(sharding);
         gradShard = sharding.shardsGradients() && buffer != null ? new GradientShard(buffer, dp, state) : null;
         optimizer = config.optimizer().get();
         scaler = config.scaler().get();
         long full = layout.paddedSize();
-        shardLength = config.distributedOptimizer() ? full / dp.size() : full;
-        shardStart = config.distributedOptimizer() ? shardLength * dp.rank() : 0;
+        shardLength = paramShards != null ? paramShards.shardSize() : config.distributedOptimizer() ? full / dp.size() : full;
+        shardStart = config.distributedOptimizer() && paramShards == null ? shardLength * dp.rank() : 0;
         boolean firstTpRank = tp.rank() == 0;
         if (overlap.any() && (pp.size() > 1 || split)) {
             state.close();
@@ -151,6 +161,12 @@ public final class DistributedStep implements AutoCloseable {
         }
         overlapped = OverlappedCommunication.create(ctx, buffer, dp, sharding.shardsGradients(), config.distributedOptimizer(),
                 config.bucketElements(), overlap);
+        if (paramShards != null) {
+            initFromShards(firstTpRank);
+            expertShardStart = 0;
+            expertShardLength = 0;
+            return;
+        }
         if (buffer != null) {
             initFromBuffer(firstTpRank);
             expertShardStart = 0;
@@ -221,12 +237,32 @@ public final class DistributedStep implements AutoCloseable {
         normMask = expertBuffers.mask(state, p -> countedInNorm(p, firstTpRank), p -> !p.tpDuplicate() || firstTpRank);
     }
 
+    /** ZeRO-3: masters over this rank's unit shards (the shards themselves for fp32 weights), masks in that order. */
+    private void initFromShards(boolean firstTpRank) {
+        NDArray weights = paramShards.shards();
+        if (weights.getDataType() == ai.djl.ndarray.types.DataType.FLOAT32) {
+            masters = weights;
+        } else {
+            masters = weights.toType(ai.djl.ndarray.types.DataType.FLOAT32, true);
+            masters.attach(state);
+        }
+        decayMask = paramShards.mask(state, TrainableParameter::weightDecay);
+        normMask = paramShards.mask(state, p -> countedInNorm(p, firstTpRank));
+    }
+
     /** Refuses a ZeRO stage this step cannot run here, saying why (before any collective). */
-    private void checkStrategyRuns(ShardingStrategy sharding) {
+    private void checkStrategyRuns(ShardingStrategy sharding, boolean buffers, Overlap overlap) {
         String flag = "--data-parallel-sharding-strategy " + sharding.flagValue();
-        if (sharding.shardsParameters()) {
+        if (sharding.shardsParameters() && overlap.any() && dp.size() > 1) {
             state.close();
-            throw new IllegalArgumentException(flag + " (ZeRO-3) is not implemented yet; use optim_grads (ZeRO-2)");
+            throw new IllegalArgumentException(flag + " (ZeRO-3) does not run with --overlap-grad-reduce or "
+                    + "--overlap-param-gather yet: its gathers and reduce-scatters run on the compute thread");
+        }
+        if (sharding.shardsParameters() && (pp.size() > 1 || ep.size() > 1)) {
+            state.close();
+            throw new IllegalArgumentException(flag + " (ZeRO-3) does not run with " + (pp.size() > 1
+                    ? "--pipeline-model-parallel-size " + pp.size() : "--expert-model-parallel-size " + ep.size())
+                    + " yet; use optim_grads (ZeRO-2)");
         }
         if (sharding.shardsGradients() && pp.size() > 1
                 && !((PipelineStageModel) model).embeddingGroupParameters().isEmpty()) {
@@ -235,7 +271,7 @@ public final class DistributedStep implements AutoCloseable {
                     + "--untie-embeddings-and-output-weights (the tied embedding's exchange between the first and the "
                     + "last stage does not run on gradient shards yet)");
         }
-        if (sharding.shardsGradients() && buffer == null && expertBuffers == null) {
+        if (sharding.shardsGradients() && !buffers) {
             state.close();
             throw new IllegalArgumentException(flag + " needs the contiguous gradient buffers: the project's native "
                     + "library (docs/native.md), one weight dtype and -Ddjlm.gradBuffers not false; found "
@@ -270,14 +306,17 @@ public final class DistributedStep implements AutoCloseable {
                     + " micro-batches, expected " + microBatches);
         }
         long t0 = System.nanoTime();
-        if (gradShard != null) {
+        if (paramShards != null) {
+            paramShards.releaseAll(); // an evaluation may have left units gathered
+            paramShards.zeroGradients();
+        } else if (gradShard != null) {
             gradShard.zero();
         } else {
             zeroGradients();
         }
         double scale = scaler.scale();
         // ZeRO-2, and 16-bit weights: each micro-batch's gradients completed and added into the fp32 main gradient
-        boolean perMicroBatch = gradShard != null || buffer != null && !buffer.weightsAreFp32()
+        boolean perMicroBatch = gradShard != null || paramShards != null || buffer != null && !buffer.weightsAreFp32()
                 || expertBuffers != null && (!expertBuffers.weightsAreFp32() || expertBuffers.shardsGradients());
         if (pp.size() > 1) {
             return finishStep(t0, scale, pipelineLossSum(batches, scale, perMicroBatch), tokens(batches), perMicroBatch);
@@ -308,7 +347,9 @@ public final class DistributedStep implements AutoCloseable {
                     tape.backward(loss, Scalar.of(step, scale / microBatches));
                     if (perMicroBatch) {
                         model.reduceTensorParallelGradients();
-                        if (gradShard != null) { // ZeRO-2: reduce-scatter and drop this micro-batch's gradients
+                        if (paramShards != null) { // ZeRO-3: free the layers, reduce-scatter per layer
+                            paramShards.endMicroBatch();
+                        } else if (gradShard != null) { // ZeRO-2: reduce-scatter and drop this micro-batch's gradients
                             gradShard.endMicroBatch();
                         } else {
                             accumulateIntoMain();
@@ -344,10 +385,12 @@ public final class DistributedStep implements AutoCloseable {
         }
     }
 
-    /** ZeRO-2: binds the gradients to a workspace for the next backward; nothing otherwise. */
+    /** ZeRO-2 and 3: binds the gradients to a workspace for the next backward; nothing otherwise. */
     private void beginMicroBatchGradients() {
         if (gradShard != null) {
             gradShard.beginMicroBatch();
+        } else if (paramShards != null) {
+            paramShards.beginMicroBatch();
         } else if (expertBuffers != null) {
             expertBuffers.beginMicroBatch();
         }
@@ -639,6 +682,9 @@ public final class DistributedStep implements AutoCloseable {
     private record Update(double gradNorm, double lr, boolean skipped) {}
 
     private Update update(double scale, boolean inMain) {
+        if (paramShards != null) {
+            return updateFromShards(scale);
+        }
         if (buffer != null) {
             return updateFromBuffer(scale, inMain);
         }
@@ -718,6 +764,26 @@ public final class DistributedStep implements AutoCloseable {
             }
             return new Update(norm, lr, false);
         }
+    }
+
+    /**
+     * ZeRO-3's update: the averaged gradient shard, the one-pass unscale/non-finite/norm, the
+     * optimizer on this rank's masters; no all-gather (the next forward gathers layer by layer).
+     */
+    private Update updateFromShards(double scale) {
+        NDArray grads = paramShards.averagedGradients(dp.size());
+        double[] sumAndBad = TorchNative.unscaleAndNorm(grads, normMask, 1.0 / scale);
+        boolean badScale = !scaler.isDynamic() && !Double.isFinite(scaler.scale());
+        if (badScale || maxOverWorld(sumAndBad[1] > 0 ? 1f : 0f) > 0) {
+            return new Update(Double.NaN, 0, true);
+        }
+        double norm = Math.sqrt(sumOverModel((float) sumAndBad[0]));
+        double coeff = config.clipGrad() > 0 ? Math.min(1.0, config.clipGrad() / (norm + 1e-6)) : 1.0;
+        double lr = config.schedule().lr(updates);
+        updates++;
+        optimizer.step(masters, grads, decayMask, coeff, lr, updates);
+        paramShards.setShards(masters);
+        return new Update(norm, lr, false);
     }
 
     /** Gradients averaged over data parallelism: this rank's shard of them, or all of them. */
@@ -835,6 +901,10 @@ public final class DistributedStep implements AutoCloseable {
     /** Copies the fp32 masters (all-gathered over DP when sharded) into the model's weights. Collective. */
     public void writeBackMasters() {
         awaitParamGather();
+        if (paramShards != null) {
+            paramShards.setShards(masters); // the next forward gathers
+            return;
+        }
         if (buffer != null) {
             if (config.distributedOptimizer() && dp.size() > 1) {
                 try (NDArray full = dp.allGather(masters, 0)) {
@@ -870,6 +940,80 @@ public final class DistributedStep implements AutoCloseable {
     }
 
     /**
+     * The fp32 masters as a checkpoint records them: {@link #masters()}, except under ZeRO-3, whose
+     * unit-by-unit shards are converted into the distributed optimizer's order (so its checkpoints
+     * are {@code optim}'s; collective over data parallelism), in {@code m}.
+     */
+    public NDArray checkpointMasters(NDManager m) {
+        return paramShards == null ? masters : paramShards.toOptimizerOrder(masters, m);
+    }
+
+    /** The optimizer's state as a checkpoint records it, converted as {@link #checkpointMasters}. Collective under ZeRO-3. */
+    public java.util.Map<String, NDArray> checkpointOptimizerState(NDManager m) {
+        java.util.Map<String, NDArray> out = new java.util.LinkedHashMap<>();
+        optimizer.state().forEach((k, v) -> out.put(k, paramShards == null || v.getShape().size() != shardLength
+                ? v : paramShards.toOptimizerOrder(v, m)));
+        return out;
+    }
+
+    /** Elements of {@link #checkpointMasters} on this rank. */
+    public long checkpointLength() {
+        return paramShards == null ? masters.getShape().get(0) : layout.paddedSize() / dp.size();
+    }
+
+    /**
+     * Sets the masters and the optimizer's state from a checkpoint's (laid out as
+     * {@link #checkpointMasters}; converted back under ZeRO-3, collectively) and writes the
+     * weights as {@link #writeBackMasters} does. Takes ownership of the arrays it is given.
+     */
+    public void restoreOptimizer(NDArray savedMasters, java.util.Map<String, NDArray> savedState) {
+        java.util.Map<String, NDArray> optState = new java.util.LinkedHashMap<>();
+        if (paramShards != null) {
+            long flat = savedMasters.getShape().size();
+            try (NDArray m = paramShards.fromOptimizerOrder(savedMasters, state)) {
+                masters.set(new NDIndex("..."), m);
+            }
+            savedState.forEach((k, v) -> {
+                if (v.getShape().size() == flat) {
+                    optState.put(k, paramShards.fromOptimizerOrder(v, state));
+                    v.close();
+                } else {
+                    optState.put(k, v);
+                }
+            });
+            savedMasters.close();
+        } else {
+            masters.set(new NDIndex("..."), savedMasters);
+            savedMasters.close();
+            optState.putAll(savedState);
+        }
+        optimizer.loadState(optState);
+    }
+
+    /** Whether this rank keeps only its shard of the weights between steps (ZeRO-3). */
+    public boolean shardsParameters() {
+        return paramShards != null;
+    }
+
+    /**
+     * ZeRO-3: all-gathers every layer's weights (collective over data parallelism), for readers of
+     * whole weights between steps (logits at the end of a run); the next step frees them. Nothing
+     * under the other strategies, which keep whole weights.
+     */
+    public void gatherWeights() {
+        if (paramShards != null) {
+            paramShards.gatherAll();
+        }
+    }
+
+    /** ZeRO-3: frees the weights {@link #gatherWeights} or an evaluation gathered. Nothing otherwise. */
+    public void releaseWeights() {
+        if (paramShards != null) {
+            paramShards.releaseAll();
+        }
+    }
+
+    /**
      * Under {@code --overlap-param-gather}: waits until every weight holds the last update (the
      * next forward waits by itself; a checkpoint save between steps calls this). Nothing otherwise.
      */
@@ -895,7 +1039,7 @@ public final class DistributedStep implements AutoCloseable {
 
     /** Bytes of fp32 masters plus optimizer state held by this rank. */
     public long optimizerBytes() {
-        if (buffer != null && buffer.weightsAreFp32()) {
+        if (buffer != null && buffer.weightsAreFp32() || paramShards != null && masters == paramShards.shards()) {
             return optimizer.stateBytes(); // the fp32 weights are their own masters
         }
         return (shardLength + expertShardLength) * 4 + optimizer.stateBytes();
@@ -904,7 +1048,8 @@ public final class DistributedStep implements AutoCloseable {
     /**
      * Bytes of model state this rank holds between steps, measured from the arrays it keeps: the
      * weights (the parameter buffer, or the parameters), the gradients kept between micro-batches
-     * (the gradient buffers, or each parameter's {@code .grad}; ZeRO-2: the fp32 shard) and
+     * (the gradient buffers, or each parameter's {@code .grad}; ZeRO-2 and 3: the fp32 shard; ZeRO-3's
+     * weights: the shards plus whatever layer storage is gathered at the moment) and
      * {@link #optimizerBytes()}.
      */
     public RankMemory memory() {
@@ -915,7 +1060,10 @@ public final class DistributedStep implements AutoCloseable {
             params += bytes;
             grads += bytes; // libtorch keeps a .grad of the parameter's dtype after the first backward
         }
-        if (buffer != null) {
+        if (paramShards != null) {
+            params = paramShards.parameterBytes();
+            grads = paramShards.gradientBytes();
+        } else if (buffer != null) {
             params = buffer.parameterBytes();
             grads = gradShard != null ? gradShard.bytes() : buffer.gradientBytes();
         } else if (expertBuffers != null) {
@@ -964,9 +1112,10 @@ public final class DistributedStep implements AutoCloseable {
             throw new IllegalStateException("an external step cannot run a pipeline schedule (pipeline size "
                     + pp.size() + "); use step(List<MicroBatch>)");
         }
-        if (gradShard != null || expertBuffers != null && expertBuffers.shardsGradients()) {
+        if (gradShard != null || paramShards != null || expertBuffers != null && expertBuffers.shardsGradients()) {
             throw new IllegalStateException("an external step cannot run --data-parallel-sharding-strategy "
-                    + "optim_grads (it reduce-scatters inside step(List<MicroBatch>))");
+                    + (paramShards != null ? "optim_grads_params" : "optim_grads")
+                    + " (it reduce-scatters inside step(List<MicroBatch>))");
         }
         zeroGradients(); // the main gradient too: the update adds the step's gradients into it
         return scaler.scale();
@@ -991,6 +1140,9 @@ public final class DistributedStep implements AutoCloseable {
     public void close() {
         if (overlapped != null) {
             overlapped.close();
+        }
+        if (paramShards != null) {
+            paramShards.close();
         }
         state.close();
     }

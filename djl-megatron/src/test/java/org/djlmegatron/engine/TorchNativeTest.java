@@ -239,6 +239,36 @@ class TorchNativeTest extends GradModeTestBase {
                 .hasMessageStartingWith("torchBackward: ");
     }
 
+    /**
+     * ZeRO-3's freeing: a parameter bound into a buffer, used in a forward whose backward needs it,
+     * then its storage freed (0 bytes while autograd still holds the tensor), reallocated and
+     * refilled through the buffer: backward runs without an in-place-modification error and sees
+     * the refilled values.
+     */
+    @Test
+    void freedStorageIsRefilledThroughAnAliasBeforeBackward() {
+        NDArray w = leaf(m.create(new float[] {1, 2, 3}));
+        NDArray buffer = m.zeros(new Shape(4));
+        TorchNative.bindToBuffer(w, buffer, 0);
+        NDArray x = leaf(m.create(new float[] {4, 5, 6}));
+        NDArray loss = x.mul(w).sum(); // saves w for x's gradient
+        assertThat(TorchNative.storageBytes(w)).isEqualTo(16);
+
+        TorchNative.resizeStorage(buffer, 0);
+        assertThat(TorchNative.storageBytes(w)).isZero();
+        assertThat(TorchNative.storageBytes(buffer)).isZero();
+
+        TorchNative.resizeStorage(buffer, 16);
+        buffer.set(new ai.djl.ndarray.index.NDIndex("..."), m.create(new float[] {7, 8, 9, 0}));
+        assertThat(TorchNative.storageBytes(w)).isEqualTo(16);
+        assertThat(w.toFloatArray()).containsExactly(7, 8, 9);
+        JniUtils.backward((PtNDArray) loss, (PtNDArray) m.ones(new Shape()), false, false);
+        assertThat(x.getGradient().toFloatArray()).containsExactly(7, 8, 9);
+        assertThat(w.getGradient().toFloatArray()).containsExactly(4, 5, 6);
+        assertThatThrownBy(() -> TorchNative.resizeStorage(buffer, -1)).isInstanceOf(EngineException.class)
+                .hasMessageContaining("storage bytes must be >= 0, found -1");
+    }
+
     @Test
     void dataPointerAddressesTheFirstElement() {
         NDArray x = m.arange(12f).reshape(3, 4);

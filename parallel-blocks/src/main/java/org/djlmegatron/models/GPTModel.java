@@ -184,6 +184,8 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
             x = tape().cut(x, sequenceParallel
                     ? tp.gatherFromSequenceRegion(SEQ_AXIS) : tp.copyToRegion());
         }
+        // the segment that reads the output weights (after the cut): ZeRO-3 gathers them before its backward
+        noteUses(outputLayer != null ? outputLayer : embedding);
         if (outputLayer != null) {
             return outputLayer.applyInRegion(x);
         }

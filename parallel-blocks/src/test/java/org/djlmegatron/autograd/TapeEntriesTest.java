@@ -165,6 +165,34 @@ class TapeEntriesTest {
         assertThat(fired.get(1)).isEqualTo("w1");
     }
 
+    /**
+     * Before each segment's backward the hook gets what that segment may read: the parameters noted
+     * in it and those of the last earlier segment with notes (a block noted once, split by a cut).
+     */
+    @Test
+    void beforeSegmentHooksNameWhatEachSegmentReads() {
+        List<List<Object>> seen = onRanks(1, ctx -> {
+            NDManager m = ctx.manager();
+            NDArray w1 = m.ones(new Shape(4, 4));
+            NDArray w2 = m.ones(new Shape(4, 4));
+            w1.setRequiresGradient(true);
+            w2.setRequiresGradient(true);
+            List<List<Object>> calls = new ArrayList<>();
+            Tape tape = ctx.tape();
+            tape.beforeSegmentBackward(uses -> calls.add(List.copyOf(uses)));
+            NDArray x = X.toNd(m).get(":, :4");
+            tape.noteUse("w1"); // segment 0
+            NDArray h = tape.cut(x.matMul(w1), Crossing.IDENTITY);
+            h = tape.cut(h.matMul(w1), Crossing.IDENTITY); // segment 1: still w1's block, nothing noted
+            tape.noteUse("w2"); // segment 2
+            tape.noteUse("w2");
+            NDArray y = h.matMul(w2);
+            tape.backward(y.sum());
+            return calls;
+        }).get(0);
+        assertThat(seen).containsExactly(List.of("w2", "w1"), List.of("w1"), List.of("w1"));
+    }
+
     @Test
     void severalTapesLiveAtOnce() {
         List<float[]> got = onRanks(1, ctx -> {

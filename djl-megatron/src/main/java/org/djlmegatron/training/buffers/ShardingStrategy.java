@@ -17,7 +17,7 @@ public enum ShardingStrategy {
      * rank's fp32 main-gradient shard and the full-size gradients dropped.
      */
     OPTIM_GRADS,
-    /** ZeRO-3: also the parameters, gathered per layer around its forward and backward (not implemented yet). */
+    /** ZeRO-3: also the parameters, gathered per layer around its forward and backward ({@link ParameterShards}). */
     OPTIM_GRADS_PARAMS;
 
     /** The flag's spelling: {@code no_shard}, {@code optim}, {@code optim_grads}, {@code optim_grads_params}. */
