@@ -54,6 +54,20 @@ class ShardingOptionsTest {
     }
 
     @Test
+    void zero3WithPipelineOrExpertParallelismIsRefusedNamingBothFlags() {
+        assertThatThrownBy(() -> run(base("--data-parallel-sharding-strategy", "optim_grads_params",
+                "--pipeline-model-parallel-size", "2", "--untie-embeddings-and-output-weights")))
+                .isInstanceOf(InvalidOptionException.class)
+                .hasMessageContaining("--data-parallel-sharding-strategy optim_grads_params")
+                .hasMessageContaining("--pipeline-model-parallel-size 2");
+        assertThatThrownBy(() -> run(base("--data-parallel-sharding-strategy", "optim_grads_params",
+                "--num-experts", "2", "--expert-model-parallel-size", "2")))
+                .isInstanceOf(InvalidOptionException.class)
+                .hasMessageContaining("--data-parallel-sharding-strategy optim_grads_params")
+                .hasMessageContaining("--expert-model-parallel-size 2");
+    }
+
+    @Test
     void optimGradsWithoutTheGradientBuffersIsRefusedSayingWhy() {
         String key = "djlm.gradBuffers";
         String old = System.getProperty(key);
