@@ -9,23 +9,22 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-// y = x W^T + b for bf16 weights on the CPU. libtorch's CPU gemm for bf16/fp16 (no oneDNN path here) is
-// 1.4-1.9x slower when an operand is a transposed view than when both are contiguous, and at::linear passes
-// W^T as a view; its backward multiplies by gy^T, a view too. Here every product gets contiguous operands:
-// W^T and gy^T are copied (O(n^2) next to the O(n^3) product). Same arithmetic, other summation blocking.
-// fp32 (OpenBLAS handles the views as fast), fp16 (no CPU addmm in libtorch 1.13) and CUDA keep at::linear.
-// The product x W^T (+ b) on contiguous operands, and its gradients. With a bias the forward is one addmm.
+// y = x W^T + b for bf16 weights on the CPU, the products in fp32. libtorch 1.13's CPU bf16 gemm (no oneDNN
+// path on this host) runs at a few GFLOP/s, and with both operands contiguous it also accumulates in bf16,
+// rounding the partial sums at every step of k. Widening the operands to fp32 (O(n^2) copies), multiplying with
+// the fp32 BLAS (30x faster here) and rounding each result to bf16 once is what a GPU's tensor cores do: bf16
+// inputs and outputs, fp32 accumulation. Gradients likewise. fp32, fp16 and CUDA keep at::linear.
 template <bool kBias>
-struct ContiguousLinear : public torch::autograd::Function<ContiguousLinear<kBias>> {
+struct WideLinear : public torch::autograd::Function<WideLinear<kBias>> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
       const at::Tensor& b) {
     ctx->save_for_backward({x, w});
-    at::Tensor x2 = x.reshape({-1, x.size(-1)});
-    at::Tensor wt = w.t().contiguous();
-    at::Tensor y = kBias ? at::addmm(b, x2, wt) : at::mm(x2, wt);
+    at::Tensor x2 = x.reshape({-1, x.size(-1)}).to(at::kFloat);
+    at::Tensor wt = w.t().to(at::kFloat);
+    at::Tensor y = kBias ? at::addmm(b.to(at::kFloat), x2, wt) : at::mm(x2, wt);
     std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
     shape.back() = w.size(0);
-    return y.view(shape);
+    return y.to(x.scalar_type()).view(shape);
   }
 
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w) {
@@ -37,23 +36,23 @@ struct ContiguousLinear : public torch::autograd::Function<ContiguousLinear<kBia
     auto saved = ctx->get_saved_variables();
     const at::Tensor& x = saved[0];
     const at::Tensor& w = saved[1];
-    at::Tensor gy = grads[0].reshape({-1, w.size(0)}).contiguous();
+    at::Tensor gy = grads[0].reshape({-1, w.size(0)}).to(at::kFloat);
     at::Tensor gx;
     at::Tensor gw;
     if (ctx->needs_input_grad(0)) {
-      gx = at::mm(gy, w).view(x.sizes());
+      gx = at::mm(gy, w.to(at::kFloat)).to(x.scalar_type()).view(x.sizes());
     }
     if (ctx->needs_input_grad(1)) {
-      gw = at::mm(gy.t().contiguous(), x.reshape({-1, x.size(-1)}));
+      gw = at::mm(gy.t(), x.reshape({-1, x.size(-1)}).to(at::kFloat)).to(w.scalar_type());
     }
     if (!kBias) {
       return {gx, gw};
     }
-    return {gx, gw, ctx->needs_input_grad(2) ? gy.sum(0) : at::Tensor()};
+    return {gx, gw, ctx->needs_input_grad(2) ? gy.sum(0).to(w.scalar_type()) : at::Tensor()};
   }
 };
 
-bool contiguousLinearPays(const at::Tensor& x, const at::Tensor& w) {
+bool wideLinearPays(const at::Tensor& x, const at::Tensor& w) {
   auto t = w.scalar_type();
   return w.device().is_cpu() && x.scalar_type() == t && t == at::kBFloat16 && w.dim() == 2 && x.dim() >= 1;
 }
@@ -82,11 +81,11 @@ PT_NATIVE(jlong, torchNNLinear, jlong input, jlong weight, jlong bias) {
     const at::Tensor& x = tensor(input);
     const at::Tensor& w = tensor(weight);
     at::Tensor b = optionalTensor(bias);
-    if (contiguousLinearPays(x, w) && !b.defined()) {
-      return release(ContiguousLinear<false>::apply(x, w));
+    if (wideLinearPays(x, w) && !b.defined()) {
+      return release(WideLinear<false>::apply(x, w));
     }
-    if (contiguousLinearPays(x, w) && b.scalar_type() == w.scalar_type()) {
-      return release(ContiguousLinear<true>::apply(x, w, b));
+    if (wideLinearPays(x, w) && b.scalar_type() == w.scalar_type()) {
+      return release(WideLinear<true>::apply(x, w, b));
     }
     return release(at::linear(x, w, b));
   });

@@ -184,9 +184,9 @@ class TorchNativeTest extends GradModeTestBase {
     }
 
     /**
-     * DJL's {@code linear} on bf16 CPU tensors runs every product on contiguous operands (faster
-     * in libtorch's CPU bf16/fp16 gemm): values and gradients of x, W and b are those of the fp32
-     * computation on the same rounded inputs, within 16-bit rounding.
+     * DJL's {@code linear} on bf16 CPU tensors multiplies in fp32 and rounds each result to bf16
+     * once (libtorch 1.13's CPU bf16 gemm rounds partial sums): values and gradients of x, W and b
+     * are the fp32 computation's on the same rounded inputs, within one bf16 rounding (2^-8 relative).
      */
     @ParameterizedTest(name = "{0}, bias {1}, frozen weight {2}")
     @CsvSource({"BFLOAT16, true, false", "BFLOAT16, false, false", "BFLOAT16, true, true"})
@@ -205,9 +205,8 @@ class TorchNativeTest extends GradModeTestBase {
                 assertThat(half[i]).as("gradient %d", i).isNull();
                 continue;
             }
-            // bf16 keeps 8 significant bits (relative 2^-8); a sum of 10-40 rounded terms stays within a few of them
             double scale = fp32[i].abs().max().getFloat();
-            assertThat(maxAbsDiff(half[i], fp32[i]) / scale).as("output/gradient %d, relative", i).isLessThan(0.02);
+            assertThat(maxAbsDiff(half[i], fp32[i]) / scale).as("output/gradient %d, relative", i).isLessThan(1.0 / 256);
         }
     }
 
