@@ -9,9 +9,6 @@ import static org.djlmegatron.pretrain.TrajectoryParity.PP2_DP2_DISTOPT;
 import static org.djlmegatron.pretrain.TrajectoryParity.PP2_VP2;
 import static org.djlmegatron.pretrain.TrajectoryParity.SINGLE;
 
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.List;
 import org.djlmegatron.pretrain.TrajectoryParity.Variant;
@@ -20,7 +17,6 @@ import org.djlmegatron.training.buffers.RankMemory;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import picocli.CommandLine;
 
 /**
  * The contiguous parameter/gradient buffers under pipeline and expert parallelism (native
@@ -136,7 +132,7 @@ class PipelineExpertBufferTest {
         for (Variant strategy : new Variant[] {DISTOPT, zero2}) {
             List<String> args = mockMoe(1);
             args.addAll(EP2.with(strategy).flags());
-            RankMemory m = RankMemoryLine.parse(runLogged(args));
+            RankMemory m = RankMemoryLine.parse(PretrainRunner.runLogged(args));
             if (strategy == zero2) {
                 assertThat(m.gradientBytes()).as("EP=2 optim_grads: %s", m).isLessThan(m.parameterBytes());
             } else {
@@ -177,19 +173,11 @@ class PipelineExpertBufferTest {
             List<String> args = mockMoe(1);
             args.add("--bf16");
             args.addAll(v.flags());
-            RankMemory buffered = RankMemoryLine.parse(runLogged(args));
+            RankMemory buffered = RankMemoryLine.parse(PretrainRunner.runLogged(args));
             assertThat(buffered.gradientBytes()).as("%s buffered: %s", v, buffered).isEqualTo(3 * buffered.parameterBytes());
-            RankMemory flat = RankMemoryLine.parse(TrajectoryParity.onFlatStep(() -> runLogged(args)));
+            RankMemory flat = RankMemoryLine.parse(TrajectoryParity.onFlatStep(() -> PretrainRunner.runLogged(args)));
             assertThat(flat.gradientBytes()).as("%s flat: %s", v, flat).isEqualTo(flat.parameterBytes());
         }
-    }
-
-    private static String runLogged(List<String> args) {
-        PretrainOptions o = new PretrainOptions();
-        new CommandLine(o).parseArgs(args.toArray(new String[0]));
-        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
-        new PretrainGpt(o, new PrintStream(bytes, true, StandardCharsets.UTF_8)).run();
-        return bytes.toString(StandardCharsets.UTF_8);
     }
 
     /** Largest relative gradient-norm difference over the steps. */

@@ -20,6 +20,15 @@ final class PretrainRunner {
         return new PretrainGpt(o, sink).run();
     }
 
+    /** Runs {@code pretrain-gpt} in-process and returns what it printed. */
+    static String runLogged(List<String> args) {
+        PretrainOptions o = new PretrainOptions();
+        new CommandLine(o).parseArgs(args.toArray(new String[0]));
+        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
+        new PretrainGpt(o, new PrintStream(bytes, true, StandardCharsets.UTF_8)).run();
+        return bytes.toString(StandardCharsets.UTF_8);
+    }
+
     static Path fixtures() {
         return Path.of(System.getProperty("djlm.repo.root", ".")).resolve("../shared/fixtures").toAbsolutePath().normalize();
     }

@@ -3,16 +3,12 @@ package org.djlmegatron.pretrain;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import org.djlmegatron.profile.ProfileSummary;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import picocli.CommandLine;
 
 /** pretrain-gpt's --profile: a trace of the window's iterations on the listed rank, and the operators printed. */
 class ProfilePretrainTest {
@@ -21,12 +17,8 @@ class ProfilePretrainTest {
         String[] base = {"--mock-data", "--num-layers", "1", "--hidden-size", "32", "--num-attention-heads", "2",
             "--seq-length", "16", "--vocab-size", "64", "--micro-batch-size", "2", "--train-iters", "3", "--lr", "1e-3",
             "--nproc-per-node", "2", "--tensor-model-parallel-size", "2"};
-        PretrainOptions o = new PretrainOptions();
-        new CommandLine(o).parseArgs(java.util.stream.Stream.concat(java.util.Arrays.stream(base),
-                java.util.Arrays.stream(more)).toArray(String[]::new));
-        ByteArrayOutputStream buf = new ByteArrayOutputStream();
-        new PretrainGpt(o, new PrintStream(buf, true, StandardCharsets.UTF_8)).run();
-        return buf.toString(StandardCharsets.UTF_8);
+        return PretrainRunner.runLogged(java.util.stream.Stream.concat(java.util.Arrays.stream(base),
+                java.util.Arrays.stream(more)).toList());
     }
 
     @Test

@@ -2,9 +2,6 @@ package org.djlmegatron.pretrain;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -101,7 +98,7 @@ class ShardingStrategyTest {
                 if (precision.equals("bf16")) {
                     args.add("--bf16");
                 }
-                String log = runLogged(args);
+                String log = PretrainRunner.runLogged(args);
                 long n = padded(parameterCount(log), dp);
                 RankMemory m = RankMemoryLine.parse(log);
                 boolean fp32 = precision.equals("fp32");
@@ -186,14 +183,6 @@ class ShardingStrategyTest {
 
     private static Variant sharding(String strategy) {
         return Variant.of(strategy, "--data-parallel-sharding-strategy", strategy);
-    }
-
-    private static String runLogged(List<String> args) {
-        PretrainOptions o = new PretrainOptions();
-        new CommandLine(o).parseArgs(args.toArray(new String[0]));
-        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
-        new PretrainGpt(o, new PrintStream(bytes, true, StandardCharsets.UTF_8)).run();
-        return bytes.toString(StandardCharsets.UTF_8);
     }
 
     private static long parameterCount(String log) {
