@@ -42,11 +42,12 @@ final class ForkedCli {
     }
 
     /**
-     * Runs {@code pretrain-gpt args} as two nodes (two JVMs joined over TCP on a free local port),
-     * node 0 writing {@code --metrics-out metrics}; fails with a node's output when it does not
-     * exit 0 within 240 s. Each node's output is in {@code dir/nodeN.log}.
+     * Starts {@code pretrain-gpt args} as two nodes (two JVMs joined over TCP on a free local port,
+     * collectives timing out after {@code timeoutSeconds}), node 0 writing {@code --metrics-out metrics}.
+     * Each node's output goes to {@code dir/nodeN.log}.
      */
-    static void runTwoNodes(Path dir, List<String> args, Path metrics) throws Exception {
+    static List<Process> startTwoNodes(Path dir, List<String> args, Path metrics, String timeoutSeconds)
+            throws IOException {
         int port;
         try (ServerSocket s = new ServerSocket(0)) {
             port = s.getLocalPort();
@@ -59,9 +60,18 @@ final class ForkedCli {
                 cli.addAll(List.of("--metrics-out", metrics.toString()));
             }
             Map<String, String> env = Map.of("MASTER_ADDR", "127.0.0.1", "MASTER_PORT", Integer.toString(port),
-                    "NNODES", "2", "NODE_RANK", Integer.toString(node), "DJLM_TIMEOUT_SECONDS", "60");
+                    "NNODES", "2", "NODE_RANK", Integer.toString(node), "DJLM_TIMEOUT_SECONDS", timeoutSeconds);
             nodes.add(start(List.of(), env, dir.resolve("node" + node + ".log"), cli.toArray(new String[0])));
         }
+        return nodes;
+    }
+
+    /**
+     * Runs {@code pretrain-gpt args} as two nodes ({@link #startTwoNodes}, 60 s collective timeout);
+     * fails with a node's output when it does not exit 0 within 240 s.
+     */
+    static void runTwoNodes(Path dir, List<String> args, Path metrics) throws Exception {
+        List<Process> nodes = startTwoNodes(dir, args, metrics, "60");
         for (int node = 0; node < 2; node++) {
             Process p = nodes.get(node);
             Path log = dir.resolve("node" + node + ".log");

@@ -2,13 +2,11 @@ package org.djlmegatron.pretrain;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-import java.net.ServerSocket;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import org.djlmegatron.training.StepResult;
 import org.junit.jupiter.api.Test;
@@ -30,24 +28,11 @@ class PipelineMultiJvmTest {
             "--global-batch-size", "4", "--lr", "3e-3", "--pipeline-model-parallel-size", "2", "--seed", "5",
             "--log-interval", "1", "--intra-op-threads", "1"); // one JVM or two: the same kernels
 
+    /** Both nodes of {@code args}, one pipeline stage each. */
     private List<Process> startTwoNodes(List<String> args, String timeoutSeconds, Path metrics) throws Exception {
-        int port;
-        try (ServerSocket s = new ServerSocket(0)) {
-            port = s.getLocalPort();
-        }
-        List<Process> nodes = new ArrayList<>();
-        for (int node = 0; node < 2; node++) {
-            List<String> cli = new ArrayList<>(List.of("pretrain-gpt"));
-            cli.addAll(args);
-            cli.addAll(List.of("--nproc-per-node", "1"));
-            if (node == 0) {
-                cli.addAll(List.of("--metrics-out", metrics.toString()));
-            }
-            Map<String, String> env = Map.of("MASTER_ADDR", "127.0.0.1", "MASTER_PORT", Integer.toString(port),
-                    "NNODES", "2", "NODE_RANK", Integer.toString(node), "DJLM_TIMEOUT_SECONDS", timeoutSeconds);
-            nodes.add(ForkedCli.start(List.of(), env, log(node), cli.toArray(new String[0])));
-        }
-        return nodes;
+        List<String> oneRankEach = new ArrayList<>(args);
+        oneRankEach.addAll(List.of("--nproc-per-node", "1"));
+        return ForkedCli.startTwoNodes(tmp, oneRankEach, metrics, timeoutSeconds);
     }
 
     private Path log(int node) {
