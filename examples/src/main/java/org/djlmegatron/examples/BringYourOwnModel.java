@@ -116,7 +116,7 @@ public final class BringYourOwnModel implements Callable<Integer> {
             List<TrainableParameter> out = new ArrayList<>();
             for (ShardedParameter p : parameters()) {
                 out.add(new TrainableParameter(p.name(), p.parameter().getArray(), p.layout() == ShardLayout.REPLICATED,
-                        p.fullShape().dimension() >= 2));
+                        p.fullShape().dimension() >= 2, false, p.tpPartialGrad() && tp.isParallel()));
             }
             return out;
         }

@@ -406,7 +406,7 @@ public final class GPTModel extends ParallelBlock implements PipelineStageModel 
         for (ShardedParameter sp : parameters()) {
             out.add(new TrainableParameter(sp.name(), sp.parameter().getArray(),
                     sp.layout() == ShardLayout.REPLICATED, sp.fullShape().dimension() >= 2,
-                    sp.name().contains(".mlp.experts.local_experts.")));
+                    sp.name().contains(".mlp.experts.local_experts."), sp.tpPartialGrad() && tp.isParallel()));
         }
         return out;
     }

@@ -229,6 +229,28 @@ public final class ParamAndGradBuffer implements AutoCloseable {
         throw new IllegalArgumentException("parameter " + p.name() + " is not in this buffer");
     }
 
+    /**
+     * Completes over the tensor-parallel group {@code tp} the fp32 main gradients of the
+     * parameters flagged {@link TrainableParameter#tpPartialGradient()}, in place (summed, in
+     * group-rank order): Megatron's {@code _allreduce_layernorm_grads} on {@code main_grad}, for
+     * steps that reduce over data parallelism first. Collective over {@code tp}: every member has
+     * the same parameters in the same order.
+     */
+    public void completeTensorParallel(ProcessGroup tp) {
+        if (tp.size() == 1) {
+            return;
+        }
+        for (int i = 0; i < params.size(); i++) {
+            if (!params.get(i).tpPartialGradient()) {
+                continue;
+            }
+            try (NDArray view = mainGrads.get(new NDIndex("{}:{}", offsets[i], offsets[i + 1]));
+                    NDArray sum = tp.allReduce(view, ReduceOp.SUM)) {
+                view.set(new NDIndex("..."), sum); // a copy, not g - g + sum: an inf must stay inf
+            }
+        }
+    }
+
     /** Copies fp32 values (all of the buffer's length) into the parameters, cast to their dtype; none for fp32 masters that are the weights. */
     public void setParams(NDArray values) {
         if (values == params16or32) {

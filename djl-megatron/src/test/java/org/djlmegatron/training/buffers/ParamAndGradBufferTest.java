@@ -74,6 +74,43 @@ class ParamAndGradBufferTest extends GradModeTestBase {
         }
     }
 
+    /**
+     * Tensor-parallel completion on the main gradient: the flagged parameter's gradient becomes
+     * the sum over the group on both ranks (1 + 2 times the values), the other keeps its own.
+     */
+    @Test
+    void tensorParallelCompletionSumsOnlyThePartialGradients() throws Exception {
+        List<org.djlmegatron.comm.ThreadProcessGroup> tp = org.djlmegatron.comm.ThreadProcessGroup.newGroup("tp",
+                new int[] {0, 1}, java.time.Duration.ofSeconds(60));
+        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(2);
+        try {
+            List<java.util.concurrent.Future<float[]>> out = new java.util.ArrayList<>();
+            for (int rank = 0; rank < 2; rank++) {
+                int r = rank;
+                out.add(pool.submit(() -> {
+                    try (ai.djl.ndarray.NDManager own = m.newSubManager()) {
+                        NDArray a = own.zeros(new Shape(2));
+                        NDArray b = own.zeros(new Shape(3));
+                        a.setRequiresGradient(true);
+                        b.setRequiresGradient(true);
+                        List<TrainableParameter> params = List.of(new TrainableParameter("a", a, true, false, false, true),
+                                new TrainableParameter("b", b, false, true));
+                        try (ParamAndGradBuffer buf = new ParamAndGradBuffer(params, 1, 100, own)) {
+                            buf.mainGrads().set(new ai.djl.ndarray.index.NDIndex("0:5"),
+                                    own.create(new float[] {1, 2, 10, 20, 30}).mul(r + 1));
+                            buf.completeTensorParallel(tp.get(r));
+                            return floats(buf.mainGrads());
+                        }
+                    }
+                }));
+            }
+            assertThat(out.get(0).get()).containsExactly(3f, 6f, 10f, 20f, 30f);
+            assertThat(out.get(1).get()).containsExactly(3f, 6f, 20f, 40f, 60f);
+        } finally {
+            pool.shutdownNow();
+        }
+    }
+
     /** Buckets cover the buffer from its end backwards (backward's order), each at most the bucket size. */
     @Test
     void bucketsRunFromTheEndBackwards() {
