@@ -36,12 +36,27 @@ class OverlapOptionsTest {
                 .hasMessageContaining("--overlap-param-gather needs --overlap-grad-reduce");
     }
 
+    /** Expert parallelism keeps two buffers (dense and expert), each reduced over its own group after the last backward. */
     @Test
-    void overlappedReductionUnderPipeliningIsRefused() {
-        assertThatThrownBy(() -> run(base("--nproc-per-node", "2", "--pipeline-model-parallel-size", "2",
-                "--overlap-grad-reduce")))
+    void overlappedReductionUnderExpertParallelismIsRefused() {
+        Path dir = PretrainRunner.fixtures().resolve("hf").resolve("mixtral");
+        List<String> args = TrajectoryParity.args("--init-hf", dir.toString(), "--mock-data", "--lr", "1e-3",
+                "--train-iters", "1", "--seq-length", "16", "--micro-batch-size", "1", "--global-batch-size", "2",
+                "--nproc-per-node", "2", "--expert-model-parallel-size", "2", "--overlap-grad-reduce");
+        assertThatThrownBy(() -> run(args))
                 .isInstanceOf(IllegalArgumentException.class)
-                .hasMessageContaining("--overlap-grad-reduce").hasMessageContaining("--pipeline-model-parallel-size 2");
+                .hasMessageContaining("--overlap-grad-reduce").hasMessageContaining("--expert-model-parallel-size 2");
+    }
+
+    /** Under pipelining, 16-bit gradients go into the fp32 main gradient after each backward of the schedule. */
+    @Test
+    @Tag("native")
+    void overlappedReductionUnderPipeliningWithSixteenBitWeightsIsRefused() {
+        assertThatThrownBy(() -> run(base("--nproc-per-node", "4", "--pipeline-model-parallel-size", "2", "--bf16",
+                "--overlap-grad-reduce")))
+                .hasRootCauseInstanceOf(IllegalArgumentException.class)
+                .rootCause().hasMessageContaining("--overlap-grad-reduce with --pipeline-model-parallel-size 2")
+                .hasMessageContaining("16-bit weights");
     }
 
     /** DJL's stock engine has no contiguous buffers (no way to make a parameter a view): the overlap is refused, not emulated. */

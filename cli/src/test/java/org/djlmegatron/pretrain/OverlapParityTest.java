@@ -19,7 +19,8 @@ import org.junit.jupiter.params.provider.MethodSource;
  * trajectory of the same layout without overlap, within 1e-6 over 10 fp32 iterations, with strict
  * sends: DP=2, DP=2 with the distributed optimizer, DP=2 x TP=2, DP=2 x TP=2 + SP with the
  * distributed optimizer; two micro-batches per rank, 1000-element buckets (many buckets, some
- * smaller than a parameter). The overlap works on the contiguous buffers: native library only.
+ * smaller than a parameter); and under pipelining. The overlap works on the contiguous buffers:
+ * native library only.
  */
 @Tag("native")
 class OverlapParityTest {
@@ -48,5 +49,37 @@ class OverlapParityTest {
         List<StepResult> plain = TrajectoryParity.run(base, layout);
         List<StepResult> overlapped = TrajectoryParity.run(base, layout.with(overlap));
         TrajectoryParity.assertClose(plain, overlapped, 1e-6, layout + " with " + overlap + " vs without");
+    }
+
+    static final Variant PP2_DP2 = Variant.of("pp2-dp2", "--nproc-per-node", "4", "--pipeline-model-parallel-size", "2");
+    static final Variant PP2_VP2_DP2_DISTOPT = Variant.of("pp2-vp2-dp2-distopt", "--nproc-per-node", "4",
+            "--pipeline-model-parallel-size", "2", "--virtual-pipeline-model-parallel-size", "2",
+            "--use-distributed-optimizer");
+
+    static Stream<Arguments> pipelineCases() {
+        return Stream.of(Arguments.of(PP2_DP2, GRAD, true), Arguments.of(PP2_DP2, GRAD, false),
+                Arguments.of(PP2_VP2_DP2_DISTOPT, GRAD_PARAM, true), Arguments.of(PP2_VP2_DP2_DISTOPT, GRAD_PARAM, false));
+    }
+
+    /**
+     * Under pipelining each model chunk's buckets start in that chunk's last micro-batch's backward
+     * (which the 1F1B schedule interleaves with other chunks' backwards of earlier micro-batches);
+     * the tied embedding's exchange between the first and the last stage follows the reduction.
+     * PP=2 x DP=2 and PP=2 x VP=2 x DP=2 with the distributed optimizer, tied and untied, four
+     * micro-batches per rank, 500-element buckets (buckets spanning two chunks).
+     */
+    @ParameterizedTest(name = "{0} with {1}, tied {2}")
+    @MethodSource("pipelineCases")
+    void overlapUnderPipeliningGivesTheTrajectoryWithoutOverlap(Variant layout, Variant overlap, boolean tied) {
+        List<String> base = TrajectoryParity.args("--mock-data", "--num-layers", "4", "--hidden-size", "32",
+                "--num-attention-heads", "4", "--seq-length", "16", "--vocab-size", "128", "--micro-batch-size", "1",
+                "--global-batch-size", "8", "--train-iters", "10", "--lr", "3e-3", "--lr-decay-style", "constant",
+                "--weight-decay", "0.1", "--clip-grad", "1.0", "--seed", "11", "--ddp-bucket-size", "500");
+        if (!tied) {
+            base.add("--untie-embeddings-and-output-weights");
+        }
+        List<StepResult> plain = TrajectoryParity.run(base, layout);
+        List<StepResult> overlapped = TrajectoryParity.run(base, layout.with(overlap));
+        TrajectoryParity.assertClose(plain, overlapped, 1e-6, layout + " with " + overlap + " tied " + tied);
     }
 }

@@ -153,11 +153,10 @@ public final class DistributedStep implements AutoCloseable {
         shardLength = paramShards != null ? paramShards.shardSize() : config.distributedOptimizer() ? full / dp.size() : full;
         shardStart = config.distributedOptimizer() && paramShards == null ? shardLength * dp.rank() : 0;
         boolean firstTpRank = tp.rank() == 0;
-        if (overlap.any() && (pp.size() > 1 || split)) {
+        if (overlap.any() && split) {
             state.close();
-            throw new IllegalArgumentException("--overlap-grad-reduce is not supported with " + (pp.size() > 1
-                    ? "--pipeline-model-parallel-size " + pp.size() : "--expert-model-parallel-size " + ep.size())
-                    + " yet: the step reduces its buffers after the last backward there; leave it off");
+            throw new IllegalArgumentException("--overlap-grad-reduce is not supported with --expert-model-parallel-size "
+                    + ep.size() + " yet: the step reduces its two buffers after the last backward there; leave it off");
         }
         overlapped = OverlappedCommunication.create(ctx, buffer, dp, sharding.shardsGradients(), config.distributedOptimizer(),
                 config.bucketElements(), overlap);
@@ -460,6 +459,7 @@ public final class DistributedStep implements AutoCloseable {
         double[] passSeconds = new double[2 * n * chunks]; // this rank's passes, in schedule order
         int[] passes = {0};
         float[] losses = new float[n];
+        boolean[] firstForwardDone = {false};
         MicroBatch shape = batches.get(0);
         try (NDManager step = ctx.manager().newSubManager()) {
             NDList pending = new NDList(n);
@@ -487,6 +487,9 @@ public final class DistributedStep implements AutoCloseable {
                     MicroBatch mb = batches.get(m);
                     tapes[m] = new Tape();
                     tapes[m].setKey(new RandomKey(iteration, firstSample(m)));
+                    if (overlapped != null) {
+                        overlapped.listenTo(tapes[m]); // this micro-batch's uses and backward progress
+                    }
                     Tape previous = ctx.useTape(tapes[m]);
                     if (input != null) {
                         input.attach(mine); // so this stage's activations (made from it) are counted and freed with it
@@ -501,6 +504,10 @@ public final class DistributedStep implements AutoCloseable {
                                     return grads;
                                 }).get(0);
                         outputs[m] = part.forwardStage(ids, hidden, labels);
+                        if (overlapped != null && !firstForwardDone[0]) {
+                            firstForwardDone[0] = true;
+                            overlapped.afterFirstForward();
+                        }
                         if (!part.isLastStage()) { // in the exchanged dtype (dropout's fp32 masks promote)
                             outputs[m] = Cast.to(outputs[m], part.activationType());
                             return outputs[m];
@@ -519,6 +526,9 @@ public final class DistributedStep implements AutoCloseable {
                     long c0 = System.nanoTime();
                     try {
                         beginMicroBatchGradients(); // ZeRO-2: this backward's gradients only, then reduce-scattered
+                        if (overlapped != null && m == n - 1) { // the chunk's last backward: its buckets start as they finish
+                            overlapped.armChunk(stage.chunk(chunk).trainableParameters());
+                        }
                         NDArray inputGradient = backwardPass(m, stage.chunk(chunk).isLastStage(), tapes[chunk],
                                 outputs[chunk], inputGradients[chunk], outputGradient);
                         if (intoMainPerBackward) { // ZeRO-2, 16-bit weights: micro-batches accumulate in fp32

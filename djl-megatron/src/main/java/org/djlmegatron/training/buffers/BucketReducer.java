@@ -9,6 +9,7 @@ import org.djlmegatron.comm.CommThread;
 import org.djlmegatron.comm.PendingWork;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ReduceOp;
+import org.djlmegatron.training.model.TrainableParameter;
 
 /**
  * {@code --overlap-grad-reduce}: each bucket of a {@link ParamAndGradBuffer} is all-reduced over
@@ -41,6 +42,8 @@ public final class BucketReducer {
     private final int[] paramsIn;
     private final int[] remaining;
     private final boolean[] reported;
+    /** Whether a parameter's final gradients count this step: all of them, or under pipelining the armed chunks'. */
+    private final boolean[] armedParam;
     private final List<PendingWork<Void>> pending = new ArrayList<>();
     private boolean armed;
     private int next;
@@ -69,16 +72,41 @@ public final class BucketReducer {
         }
         remaining = new int[buckets.size()];
         reported = new boolean[layout.count()];
+        armedParam = new boolean[layout.count()];
     }
 
     /** Before the last micro-batch's backward: from now on, finished buckets start their reduction. */
     public void arm() {
+        startArming();
+        Arrays.fill(armedParam, true);
+        startReadyBuckets(); // buckets of padding only
+    }
+
+    /**
+     * Under pipelining, before a model chunk's last micro-batch's backward: from now on that
+     * chunk's final gradients count (the other chunks' backwards of earlier micro-batches, which
+     * the schedule interleaves with it, do not). The step's first call starts the arming.
+     */
+    public void arm(List<TrainableParameter> chunkParameters) {
+        if (!armed) {
+            startArming();
+        }
+        for (TrainableParameter tp : chunkParameters) {
+            int p = layout.indexOf(tp.array());
+            if (p >= 0) {
+                armedParam[p] = true;
+            }
+        }
+        startReadyBuckets();
+    }
+
+    private void startArming() {
         System.arraycopy(paramsIn, 0, remaining, 0, paramsIn.length);
         Arrays.fill(reported, false);
+        Arrays.fill(armedParam, false);
         next = 0;
         pending.clear();
         armed = true;
-        startReadyBuckets(); // buckets of padding only
     }
 
     /** The tape's gradient-final listener (the compute thread, during backward). */
@@ -88,7 +116,7 @@ public final class BucketReducer {
         }
         for (Object o : done) {
             int p = layout.indexOf(o);
-            if (p < 0 || reported[p]) {
+            if (p < 0 || reported[p] || !armedParam[p]) {
                 continue;
             }
             reported[p] = true;

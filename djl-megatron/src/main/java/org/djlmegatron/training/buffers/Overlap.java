@@ -30,15 +30,14 @@ public record Overlap(boolean gradReduce, boolean paramGather, Duration timeout)
      * Refuses, before any rank starts, {@code --overlap-grad-reduce} where the step will not use the
      * contiguous buffers the overlap works on (it is not emulated over the flat-vector step).
      */
-    public void requireBuffers(int pipelineSize, int expertSize) {
+    public void requireBuffers(int expertSize) {
         if (!gradReduce) {
             return;
         }
-        if (pipelineSize > 1 || expertSize > 1) {
-            throw new IllegalArgumentException("--overlap-grad-reduce is not supported with "
-                    + (pipelineSize > 1 ? "--pipeline-model-parallel-size " + pipelineSize
-                    : "--expert-model-parallel-size " + expertSize)
-                    + " yet: the step reduces its buffers after the last backward there; leave --overlap-grad-reduce off");
+        if (expertSize > 1) {
+            throw new IllegalArgumentException("--overlap-grad-reduce is not supported with --expert-model-parallel-size "
+                    + expertSize + " yet: the step reduces its two buffers after the last backward there; leave "
+                    + "--overlap-grad-reduce off");
         }
         String why = !Boolean.parseBoolean(System.getProperty("djlm.gradBuffers", "true")) ? "-Ddjlm.gradBuffers=false"
                 : !TorchNative.isAvailable() ? "DJL's stock engine (the buffers need the project's native library, docs/native.md)"

@@ -3,9 +3,12 @@ package org.djlmegatron.training.buffers;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
+import java.util.List;
+import org.djlmegatron.autograd.Tape;
 import org.djlmegatron.comm.CommThread;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.parallel.RankContext;
+import org.djlmegatron.training.model.TrainableParameter;
 
 /**
  * What the training step overlaps on one rank ({@link Overlap}): the gradient buckets'
@@ -32,13 +35,21 @@ public final class OverlappedCommunication implements AutoCloseable {
         reducer = new BucketReducer(buffer, dp, dp.size(), comm,
                 overlap);
         gatherer = overlap.paramGather() ? new ParamGatherer(buffer, dp, bucketElements, comm, overlap) : null;
-        ctx.tape().onGradientsFinal(done -> {
+        listenTo(ctx.tape());
+    }
+
+    /**
+     * Wires {@code tape}'s backward progress to the bucket reductions and its parameter uses to
+     * the gathers: the rank's tape, and under pipelining each micro-batch's own tape.
+     */
+    public void listenTo(Tape tape) {
+        tape.onGradientsFinal(done -> {
             if (!closed) {
                 reducer.gradientsFinal(done);
             }
         });
         if (gatherer != null) {
-            ctx.tape().onUse(p -> {
+            tape.onUse(p -> {
                 if (!closed) {
                     long t0 = System.nanoTime();
                     gatherer.awaitUse(p);
@@ -61,6 +72,14 @@ public final class OverlappedCommunication implements AutoCloseable {
             boolean gradientsSharded, boolean distributedOptimizer, long bucketElements, Overlap overlap) {
         if (!overlap.any()) {
             return null;
+        }
+        ProcessGroup pp = ctx.group(org.djlmegatron.parallel.GroupKind.PIPELINE);
+        if (pp.size() > 1 && buffer != null && (!buffer.weightsAreFp32() || gradientsSharded)) {
+            throw new IllegalArgumentException("--overlap-grad-reduce with --pipeline-model-parallel-size " + pp.size()
+                    + " runs on fp32 weights with --data-parallel-sharding-strategy no_shard or optim; found "
+                    + (gradientsSharded ? "optim_grads" : "16-bit weights (--bf16/--fp16)")
+                    + " (the pipeline schedule moves each backward's gradients into the fp32 main gradient or shard "
+                    + "as it ends); leave --overlap-grad-reduce off");
         }
         if (overlap.paramGather() && !distributedOptimizer) {
             throw new IllegalArgumentException("--overlap-param-gather needs --use-distributed-optimizer "
@@ -90,18 +109,37 @@ public final class OverlappedCommunication implements AutoCloseable {
      * its forward may have read weights of the previous step.
      */
     public void afterForward(int m, int microBatches) {
-        if (m == 0 && gatherer != null) {
-            if (gatherer.pendingUnreported()) {
-                throw new IllegalStateException("--overlap-param-gather: the model reported no parameter use in its "
-                        + "forward (Tape.noteUse), so it may have read weights before their all-gather finished");
-            }
-            long t0 = System.nanoTime();
-            gatherer.awaitAll();
-            waitedNanos += System.nanoTime() - t0;
+        if (m == 0) {
+            afterFirstForward();
         }
         if (m == microBatches - 1) {
             reducer.arm();
         }
+    }
+
+    /**
+     * After the step's first forward (under pipelining: this stage's first forward pass), the
+     * gathers it did not wait for are waited for; a model that reported no use is refused.
+     */
+    public void afterFirstForward() {
+        if (gatherer == null) {
+            return;
+        }
+        if (gatherer.pendingUnreported()) {
+            throw new IllegalStateException("--overlap-param-gather: the model reported no parameter use in its "
+                    + "forward (Tape.noteUse), so it may have read weights before their all-gather finished");
+        }
+        long t0 = System.nanoTime();
+        gatherer.awaitAll();
+        waitedNanos += System.nanoTime() - t0;
+    }
+
+    /**
+     * Under pipelining, before a model chunk's last micro-batch's backward: its buckets start as
+     * that backward finishes them (Megatron's grad sync of a chunk in its last micro-batch).
+     */
+    public void armChunk(List<TrainableParameter> chunkParameters) {
+        reducer.arm(chunkParameters);
     }
 
     /** Starts the buckets not started yet and waits for all of them (before anything reads the gradients). */
