@@ -153,13 +153,10 @@ public final class DistributedStep implements AutoCloseable {
         shardLength = paramShards != null ? paramShards.shardSize() : config.distributedOptimizer() ? full / dp.size() : full;
         shardStart = config.distributedOptimizer() && paramShards == null ? shardLength * dp.rank() : 0;
         boolean firstTpRank = tp.rank() == 0;
-        if (overlap.any() && split) {
-            state.close();
-            throw new IllegalArgumentException("--overlap-grad-reduce is not supported with --expert-model-parallel-size "
-                    + ep.size() + " yet: the step reduces its two buffers after the last backward there; leave it off");
-        }
-        overlapped = OverlappedCommunication.create(ctx, buffer, dp, sharding.shardsGradients(), config.distributedOptimizer(),
-                config.bucketElements(), overlap);
+        overlapped = split
+                ? OverlappedCommunication.createForExperts(ctx, expertBuffers, dp, expertDp, overlap)
+                : OverlappedCommunication.create(ctx, buffer, dp, sharding.shardsGradients(), config.distributedOptimizer(),
+                        config.bucketElements(), overlap);
         if (paramShards != null) {
             initFromShards(firstTpRank);
             expertShardStart = 0;
@@ -704,7 +701,8 @@ public final class DistributedStep implements AutoCloseable {
                 if (!inMain) {
                     expertBuffers.accumulateIntoMain(); // nothing for fp32 weights
                 }
-                grads = expertBuffers.reducedGradients(s);
+                grads = overlapped != null ? expertBuffers.joinReducedGradients(s) // by finishStep, bucket by bucket
+                        : expertBuffers.reducedGradients(s);
             } else {
                 grads = reduceOverDp(layout.gradients(s));
                 if (expertLayout != null) {

@@ -173,6 +173,21 @@ public final class ExpertBuffers implements AutoCloseable {
         }
     }
 
+    /**
+     * After the overlapped reductions ({@code OverlappedCommunication.createForExperts}) summed and
+     * divided both main gradients in place: this rank's shards of them joined as
+     * {@link #reducedGradients} returns them (no collective).
+     */
+    public NDArray joinReducedGradients(NDManager m) {
+        try (NDManager tmp = m.newSubManager()) {
+            NDArray d = shard(dense.mainGrads(), dense, dp, tmp);
+            NDArray e = shard(experts.mainGrads(), experts, expertDp, tmp);
+            NDArray joined = NDArrays.concat(new NDList(d, e));
+            joined.attach(m);
+            return joined;
+        }
+    }
+
     private NDArray reduce(ParamAndGradBuffer b, ProcessGroup group, int divisor, NDManager tmp) {
         if (group.size() > 1 && sharded) {
             NDArray part = b.reduceScatter(group, divisor);

@@ -23,6 +23,12 @@ public final class OverlappedCommunication implements AutoCloseable {
     private final CommThread comm;
     private final BucketReducer reducer;
     private final ParamGatherer gatherer;
+    /**
+     * Under expert parallelism, the expert buffer's reduction over the expert-data group, on a
+     * thread of its own (each group sees one sequence of calls from one thread); null otherwise.
+     */
+    private final CommThread expertComm;
+    private final BucketReducer expertReducer;
     private final Overlap overlap;
     private boolean closed;
     private long waitedNanos;
@@ -35,7 +41,44 @@ public final class OverlappedCommunication implements AutoCloseable {
         reducer = new BucketReducer(buffer, dp, dp.size(), comm,
                 overlap);
         gatherer = overlap.paramGather() ? new ParamGatherer(buffer, dp, bucketElements, comm, overlap) : null;
+        expertComm = null;
+        expertReducer = null;
         listenTo(ctx.tape());
+    }
+
+    /** Expert parallelism: the dense buffer over {@code dp}, the expert buffer over {@code expertDp}, both divided by DP's size. */
+    private OverlappedCommunication(RankContext ctx, ExpertBuffers buffers, ProcessGroup dp, ProcessGroup expertDp,
+            Overlap overlap) {
+        this.buffer = buffers.dense();
+        this.overlap = overlap;
+        comm = new CommThread("rank-" + ctx.rank() + "-comm");
+        reducer = new BucketReducer(buffer, dp, dp.size(), comm, overlap);
+        gatherer = null;
+        expertComm = new CommThread("rank-" + ctx.rank() + "-expert-comm");
+        expertReducer = new BucketReducer(buffers.experts(), expertDp, dp.size(), expertComm, overlap);
+        listenTo(ctx.tape());
+    }
+
+    /**
+     * The overlap for a step under expert parallelism ({@code --overlap-grad-reduce} on fp32
+     * weights, no gradient shards; {@code --overlap-param-gather} is refused there), or null when
+     * off or at DP 1.
+     */
+    public static OverlappedCommunication createForExperts(RankContext ctx, ExpertBuffers buffers, ProcessGroup dp,
+            ProcessGroup expertDp, Overlap overlap) {
+        if (!overlap.any()) {
+            return null;
+        }
+        String why = buffers == null ? "the contiguous buffers (the project's native library, -Ddjlm.gradBuffers not false)"
+                : !buffers.weightsAreFp32() ? "fp32 weights; found 16-bit weights (--bf16/--fp16)"
+                : buffers.shardsGradients() ? "--data-parallel-sharding-strategy no_shard or optim; found optim_grads"
+                : overlap.paramGather() ? "no --overlap-param-gather (the expert part's gather is not overlapped yet)"
+                : null;
+        if (why != null) {
+            throw new IllegalArgumentException("--overlap-grad-reduce with --expert-model-parallel-size "
+                    + ctx.group(org.djlmegatron.parallel.GroupKind.EXPERT).size() + " needs " + why);
+        }
+        return dp.size() > 1 ? new OverlappedCommunication(ctx, buffers, dp, expertDp, overlap) : null;
     }
 
     /**
@@ -46,6 +89,9 @@ public final class OverlappedCommunication implements AutoCloseable {
         tape.onGradientsFinal(done -> {
             if (!closed) {
                 reducer.gradientsFinal(done);
+                if (expertReducer != null) {
+                    expertReducer.gradientsFinal(done);
+                }
             }
         });
         if (gatherer != null) {
@@ -114,6 +160,9 @@ public final class OverlappedCommunication implements AutoCloseable {
         }
         if (m == microBatches - 1) {
             reducer.arm();
+            if (expertReducer != null) {
+                expertReducer.arm();
+            }
         }
     }
 
@@ -140,6 +189,9 @@ public final class OverlappedCommunication implements AutoCloseable {
      */
     public void armChunk(List<TrainableParameter> chunkParameters) {
         reducer.arm(chunkParameters);
+        if (expertReducer != null) {
+            expertReducer.arm(chunkParameters);
+        }
     }
 
     /** Starts the buckets not started yet and waits for all of them (before anything reads the gradients). */
@@ -150,6 +202,9 @@ public final class OverlappedCommunication implements AutoCloseable {
                 gatherer.awaitAll();
             }
             reducer.finish();
+            if (expertReducer != null) {
+                expertReducer.finish();
+            }
         } finally {
             waitedNanos += System.nanoTime() - t0;
         }
@@ -160,7 +215,8 @@ public final class OverlappedCommunication implements AutoCloseable {
      * waiting for it ({@code 1 - waited / communication} of it was hidden behind compute).
      */
     public double[] communicationAndWaitSeconds() {
-        return new double[] {comm.busySeconds(), waitedNanos / 1e9};
+        double busy = comm.busySeconds() + (expertComm == null ? 0 : expertComm.busySeconds());
+        return new double[] {busy, waitedNanos / 1e9};
     }
 
     /**
@@ -207,6 +263,9 @@ public final class OverlappedCommunication implements AutoCloseable {
         } finally {
             // the work still queued or running reads the step's buffers, which its owner frees next
             comm.closeAndWait(overlap.waitLimit());
+            if (expertComm != null) {
+                expertComm.closeAndWait(overlap.waitLimit());
+            }
         }
     }
 }
