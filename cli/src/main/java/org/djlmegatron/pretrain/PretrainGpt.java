@@ -156,7 +156,7 @@ public final class PretrainGpt {
                 out.printf(Locale.ROOT, "> no checkpoint in %s (--load = --save): starting from scratch%n", o.load);
             }
             overlap = o.overlap(launch.timeout());
-            overlap.requireBuffers(grid.ep());
+            overlap.requireBuffers();
             int threads = ThreadBudget.applyFor(o.intraOpThreads, launch.nprocPerNode());
             out.printf(Locale.ROOT, "> intra-op threads per rank: %d (%d cores, %d ranks here)%n", threads,
                     Runtime.getRuntime().availableProcessors(), launch.nprocPerNode());

@@ -36,19 +36,6 @@ class OverlapOptionsTest {
                 .hasMessageContaining("--overlap-param-gather needs --overlap-grad-reduce");
     }
 
-    /** The expert part's all-gather is not overlapped yet: --overlap-param-gather under expert parallelism is refused. */
-    @Test
-    void paramGatherUnderExpertParallelismIsRefused() {
-        Path dir = PretrainRunner.fixtures().resolve("hf").resolve("mixtral");
-        List<String> args = TrajectoryParity.args("--init-hf", dir.toString(), "--mock-data", "--lr", "1e-3",
-                "--train-iters", "1", "--seq-length", "16", "--micro-batch-size", "1", "--global-batch-size", "2",
-                "--nproc-per-node", "2", "--expert-model-parallel-size", "2", "--use-distributed-optimizer",
-                "--overlap-grad-reduce", "--overlap-param-gather");
-        assertThatThrownBy(() -> run(args))
-                .isInstanceOf(IllegalArgumentException.class)
-                .hasMessageContaining("--overlap-param-gather").hasMessageContaining("--expert-model-parallel-size 2");
-    }
-
     /** Under pipelining, 16-bit gradients go into the fp32 main gradient after each backward of the schedule. */
     @Test
     @Tag("native")

@@ -85,26 +85,29 @@ class OverlapParityTest {
     static final Variant EP2_DP4 = Variant.of("ep2-dp4", "--nproc-per-node", "4", "--expert-model-parallel-size", "2");
     static final Variant EP2_DP4_DISTOPT = EP2_DP4.with(Variant.of("distopt", "--use-distributed-optimizer"));
 
-    static Stream<Variant> expertLayouts() {
-        return Stream.of(EP2_DP4, EP2_DP4_DISTOPT, TrajectoryParity.EP2_PP2);
+    static Stream<Arguments> expertLayouts() {
+        return Stream.of(Arguments.of(EP2_DP4, GRAD), Arguments.of(EP2_DP4_DISTOPT, GRAD_PARAM),
+                Arguments.of(TrajectoryParity.EP2_PP2, GRAD));
     }
 
     /**
      * Under expert parallelism the dense buffer's buckets are all-reduced over data x context
      * parallelism and the expert buffer's over the expert-data group, each on a communication
-     * thread of its own, both divided by the whole DP size. The mixtral fixture with its balancing
-     * losses: EP=2 over DP=4 (expert-data 2), the same with the distributed optimizer, and EP=2 x PP=2.
+     * thread of its own, both divided by the whole DP size; under the distributed optimizer both
+     * parts' updated shards are all-gathered there too, each waited for at its first use. The
+     * mixtral fixture with its balancing losses: EP=2 over DP=4 (expert-data 2), the same with the
+     * distributed optimizer and the parameter gather, and EP=2 x PP=2.
      */
-    @ParameterizedTest(name = "{0}")
+    @ParameterizedTest(name = "{0} with {1}")
     @MethodSource("expertLayouts")
-    void overlapUnderExpertParallelismGivesTheTrajectoryWithoutOverlap(Variant layout) {
+    void overlapUnderExpertParallelismGivesTheTrajectoryWithoutOverlap(Variant layout, Variant overlap) {
         Path dir = PretrainRunner.fixtures().resolve("hf").resolve("mixtral");
         List<String> base = TrajectoryParity.args("--init-hf", dir.toString(), "--mock-data", "--seq-length", "24",
                 "--train-iters", "10", "--micro-batch-size", "1", "--global-batch-size", "8", "--lr", "1e-3",
                 "--lr-decay-style", "constant", "--weight-decay", "0.1", "--clip-grad", "1.0", "--seed", "7",
                 "--moe-router-load-balancing-type", "aux_loss", "--moe-aux-loss-coeff", "0.01", "--ddp-bucket-size", "2000");
         List<StepResult> plain = TrajectoryParity.run(base, layout);
-        List<StepResult> overlapped = TrajectoryParity.run(base, layout.with(GRAD));
-        TrajectoryParity.assertClose(plain, overlapped, 1e-6, layout + " with " + GRAD + " vs without");
+        List<StepResult> overlapped = TrajectoryParity.run(base, layout.with(overlap));
+        TrajectoryParity.assertClose(plain, overlapped, 1e-6, layout + " with " + overlap + " vs without");
     }
 }

@@ -343,6 +343,8 @@ public final class DistributedWorld {
             case MODEL -> "mp";
             case EXPERT -> "ep";
             case EXPERT_DATA -> "edp";
+            case DATA_CONTEXT_OVERLAP -> "dp-cp-overlap";
+            case EXPERT_DATA_OVERLAP -> "edp-overlap";
         };
         StringJoiner j = new StringJoiner(",", "[", "]");
         Arrays.stream(ranks).forEach(r -> j.add(Integer.toString(r)));

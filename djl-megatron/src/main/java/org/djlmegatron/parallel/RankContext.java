@@ -42,6 +42,21 @@ public final class RankContext implements AutoCloseable {
         return g;
     }
 
+    /**
+     * The communicator for overlapped work on {@code kind}'s ranks: {@link GroupKind#DATA_CONTEXT_OVERLAP}
+     * for {@link GroupKind#DATA_CONTEXT}, {@link GroupKind#EXPERT_DATA_OVERLAP} for
+     * {@link GroupKind#EXPERT_DATA}; the group itself where a context was built without them.
+     */
+    public ProcessGroup overlapGroup(GroupKind kind) {
+        GroupKind twin = switch (kind) {
+            case DATA_CONTEXT -> GroupKind.DATA_CONTEXT_OVERLAP;
+            case EXPERT_DATA -> GroupKind.EXPERT_DATA_OVERLAP;
+            default -> throw new IllegalArgumentException("no overlap communicator for " + kind + " groups");
+        };
+        ProcessGroup g = groups.get(twin);
+        return g != null ? g : group(kind);
+    }
+
     public ProcessGroup tensorGroup() {
         return group(GroupKind.TENSOR);
     }

@@ -56,6 +56,8 @@ public final class RankGrid {
         put(GroupKind.MODEL, dense.groups(EnumSet.of(Dim.TP, Dim.PP)));
         put(GroupKind.EXPERT, expert.groups(EnumSet.of(Dim.EP)));
         put(GroupKind.EXPERT_DATA, expert.groups(EnumSet.of(Dim.DP)));
+        put(GroupKind.DATA_CONTEXT_OVERLAP, dense.groups(EnumSet.of(Dim.DP, Dim.CP)));
+        put(GroupKind.EXPERT_DATA_OVERLAP, expert.groups(EnumSet.of(Dim.DP)));
     }
 
     /**

@@ -154,7 +154,8 @@ public final class DistributedStep implements AutoCloseable {
         shardStart = config.distributedOptimizer() && paramShards == null ? shardLength * dp.rank() : 0;
         boolean firstTpRank = tp.rank() == 0;
         overlapped = split
-                ? OverlappedCommunication.createForExperts(ctx, expertBuffers, dp, expertDp, overlap)
+                ? OverlappedCommunication.createForExperts(ctx, expertBuffers, dp, expertDp, config.distributedOptimizer(),
+                        config.bucketElements(), overlap)
                 : OverlappedCommunication.create(ctx, buffer, dp, sharding.shardsGradients(), config.distributedOptimizer(),
                         config.bucketElements(), overlap);
         if (paramShards != null) {
@@ -727,7 +728,11 @@ public final class DistributedStep implements AutoCloseable {
             double lr = config.schedule().lr(updates);
             updates++;
             optimizer.step(masters, grads, decayMask, lr, updates);
-            writeBackMasters();
+            if (overlapped != null && overlapped.gathersParams()) {
+                overlapped.startParamGather(masters); // expert parallelism: both parts waited for in the next forward
+            } else {
+                writeBackMasters();
+            }
             return new Update(norm, lr, false);
         }
     }

@@ -174,6 +174,8 @@ class RankGridTest {
         expectedSize[GroupKind.MODEL.ordinal()] = tp * pp;
         expectedSize[GroupKind.EXPERT.ordinal()] = ep;
         expectedSize[GroupKind.EXPERT_DATA.ordinal()] = grid.expertDp();
+        expectedSize[GroupKind.DATA_CONTEXT_OVERLAP.ordinal()] = dp * cp;
+        expectedSize[GroupKind.EXPERT_DATA_OVERLAP.ordinal()] = grid.expertDp();
         for (GroupKind kind : GroupKind.values()) {
             int[] seen = new int[world];
             for (int[] g : grid.groups(kind)) {

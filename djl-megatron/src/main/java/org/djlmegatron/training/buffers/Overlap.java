@@ -28,16 +28,11 @@ public record Overlap(boolean gradReduce, boolean paramGather, Duration timeout)
 
     /**
      * Refuses, before any rank starts, {@code --overlap-grad-reduce} where the step will not use the
-     * contiguous buffers the overlap works on (it is not emulated over the flat-vector step), and
-     * {@code --overlap-param-gather} under expert parallelism (not overlapped there yet).
+     * contiguous buffers the overlap works on (it is not emulated over the flat-vector step).
      */
-    public void requireBuffers(int expertSize) {
+    public void requireBuffers() {
         if (!gradReduce) {
             return;
-        }
-        if (paramGather && expertSize > 1) {
-            throw new IllegalArgumentException("--overlap-param-gather is not supported with --expert-model-parallel-size "
-                    + expertSize + " yet (the expert part's all-gather is not overlapped); use --overlap-grad-reduce alone");
         }
         String why = !Boolean.parseBoolean(System.getProperty("djlm.gradBuffers", "true")) ? "-Ddjlm.gradBuffers=false"
                 : !TorchNative.isAvailable() ? "DJL's stock engine (the buffers need the project's native library, docs/native.md)"

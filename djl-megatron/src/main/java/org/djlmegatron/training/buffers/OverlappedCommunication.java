@@ -7,6 +7,7 @@ import java.util.List;
 import org.djlmegatron.autograd.Tape;
 import org.djlmegatron.comm.CommThread;
 import org.djlmegatron.comm.ProcessGroup;
+import org.djlmegatron.parallel.GroupKind;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.training.model.TrainableParameter;
 
@@ -14,8 +15,12 @@ import org.djlmegatron.training.model.TrainableParameter;
  * What the training step overlaps on one rank ({@link Overlap}): the gradient buckets'
  * reduction during the last backward ({@link BucketReducer}) and, under the distributed optimizer,
  * the parameter all-gather during the next forward ({@link ParamGatherer}), both on one
- * {@link CommThread} so that the data-parallel group sees one sequence of calls. Wired to the
- * rank's tape: gradient-final reports start buckets, parameter uses wait for gathered chunks.
+ * {@link CommThread} and on a communicator of their own over the data-parallel ranks
+ * ({@link GroupKind#DATA_CONTEXT_OVERLAP}), so that their sequence of calls never interleaves with
+ * what the step or the driver calls on the data group meanwhile. Under expert parallelism the
+ * expert buffer's reduction and gather run likewise on a second thread over the expert-data ranks.
+ * Wired to the rank's tape (under pipelining, every micro-batch's): gradient-final reports start
+ * buckets, parameter uses wait for gathered chunks.
  */
 public final class OverlappedCommunication implements AutoCloseable {
 
@@ -29,6 +34,10 @@ public final class OverlappedCommunication implements AutoCloseable {
      */
     private final CommThread expertComm;
     private final BucketReducer expertReducer;
+    /** Under expert parallelism with {@code --overlap-param-gather}: the expert buffer's gather; null otherwise. */
+    private final ParamGatherer expertGatherer;
+    /** Under expert parallelism: where the expert shard starts in the masters (after the dense shard). */
+    private final long expertOffset;
     private final Overlap overlap;
     private boolean closed;
     private long waitedNanos;
@@ -38,47 +47,57 @@ public final class OverlappedCommunication implements AutoCloseable {
         this.buffer = buffer;
         this.overlap = overlap;
         comm = new CommThread("rank-" + ctx.rank() + "-comm");
-        reducer = new BucketReducer(buffer, dp, dp.size(), comm,
-                overlap);
-        gatherer = overlap.paramGather() ? new ParamGatherer(buffer, dp, bucketElements, comm, overlap) : null;
+        ProcessGroup async = ctx.overlapGroup(GroupKind.DATA_CONTEXT); // dp's ranks, a communicator of its own
+        reducer = new BucketReducer(buffer, async, dp.size(), comm, overlap);
+        gatherer = overlap.paramGather() ? new ParamGatherer(buffer, async, bucketElements, comm, overlap) : null;
         expertComm = null;
         expertReducer = null;
+        expertGatherer = null;
+        expertOffset = 0;
         listenTo(ctx.tape());
     }
 
     /** Expert parallelism: the dense buffer over {@code dp}, the expert buffer over {@code expertDp}, both divided by DP's size. */
     private OverlappedCommunication(RankContext ctx, ExpertBuffers buffers, ProcessGroup dp, ProcessGroup expertDp,
-            Overlap overlap) {
+            long bucketElements, Overlap overlap) {
         this.buffer = buffers.dense();
         this.overlap = overlap;
         comm = new CommThread("rank-" + ctx.rank() + "-comm");
-        reducer = new BucketReducer(buffer, dp, dp.size(), comm, overlap);
-        gatherer = null;
+        ProcessGroup async = ctx.overlapGroup(GroupKind.DATA_CONTEXT);
+        reducer = new BucketReducer(buffer, async, dp.size(), comm, overlap);
+        gatherer = overlap.paramGather() ? new ParamGatherer(buffer, async, bucketElements, comm, overlap) : null;
         expertComm = new CommThread("rank-" + ctx.rank() + "-expert-comm");
-        expertReducer = new BucketReducer(buffers.experts(), expertDp, dp.size(), expertComm, overlap);
+        ProcessGroup expertAsync = ctx.overlapGroup(GroupKind.EXPERT_DATA);
+        expertReducer = new BucketReducer(buffers.experts(), expertAsync, dp.size(), expertComm, overlap);
+        expertGatherer = overlap.paramGather()
+                ? new ParamGatherer(buffers.experts(), expertAsync, bucketElements, expertComm, overlap) : null;
+        expertOffset = buffers.denseShardLength();
         listenTo(ctx.tape());
     }
 
     /**
-     * The overlap for a step under expert parallelism ({@code --overlap-grad-reduce} on fp32
-     * weights, no gradient shards; {@code --overlap-param-gather} is refused there), or null when
-     * off or at DP 1.
+     * The overlap for a step under expert parallelism ({@code --overlap-grad-reduce}, and
+     * {@code --overlap-param-gather} under the distributed optimizer, on fp32 weights without
+     * gradient shards), or null when off or at DP 1.
      */
     public static OverlappedCommunication createForExperts(RankContext ctx, ExpertBuffers buffers, ProcessGroup dp,
-            ProcessGroup expertDp, Overlap overlap) {
+            ProcessGroup expertDp, boolean distributedOptimizer, long bucketElements, Overlap overlap) {
         if (!overlap.any()) {
             return null;
+        }
+        if (overlap.paramGather() && !distributedOptimizer) {
+            throw new IllegalArgumentException("--overlap-param-gather needs --use-distributed-optimizer "
+                    + "(without it every rank holds all the updated weights: there is nothing to gather)");
         }
         String why = buffers == null ? "the contiguous buffers (the project's native library, -Ddjlm.gradBuffers not false)"
                 : !buffers.weightsAreFp32() ? "fp32 weights; found 16-bit weights (--bf16/--fp16)"
                 : buffers.shardsGradients() ? "--data-parallel-sharding-strategy no_shard or optim; found optim_grads"
-                : overlap.paramGather() ? "no --overlap-param-gather (the expert part's gather is not overlapped yet)"
                 : null;
         if (why != null) {
             throw new IllegalArgumentException("--overlap-grad-reduce with --expert-model-parallel-size "
-                    + ctx.group(org.djlmegatron.parallel.GroupKind.EXPERT).size() + " needs " + why);
+                    + ctx.group(GroupKind.EXPERT).size() + " needs " + why);
         }
-        return dp.size() > 1 ? new OverlappedCommunication(ctx, buffers, dp, expertDp, overlap) : null;
+        return dp.size() > 1 ? new OverlappedCommunication(ctx, buffers, dp, expertDp, bucketElements, overlap) : null;
     }
 
     /**
@@ -99,6 +118,9 @@ public final class OverlappedCommunication implements AutoCloseable {
                 if (!closed) {
                     long t0 = System.nanoTime();
                     gatherer.awaitUse(p);
+                    if (expertGatherer != null) {
+                        expertGatherer.awaitUse(p);
+                    }
                     waitedNanos += System.nanoTime() - t0;
                 }
             });
@@ -119,7 +141,7 @@ public final class OverlappedCommunication implements AutoCloseable {
         if (!overlap.any()) {
             return null;
         }
-        ProcessGroup pp = ctx.group(org.djlmegatron.parallel.GroupKind.PIPELINE);
+        ProcessGroup pp = ctx.group(GroupKind.PIPELINE);
         if (pp.size() > 1 && buffer != null && (!buffer.weightsAreFp32() || gradientsSharded)) {
             throw new IllegalArgumentException("--overlap-grad-reduce with --pipeline-model-parallel-size " + pp.size()
                     + " runs on fp32 weights with --data-parallel-sharding-strategy no_shard or optim; found "
@@ -174,12 +196,12 @@ public final class OverlappedCommunication implements AutoCloseable {
         if (gatherer == null) {
             return;
         }
-        if (gatherer.pendingUnreported()) {
+        if (gatherer.pendingUnreported() || expertGatherer != null && expertGatherer.pendingUnreported()) {
             throw new IllegalStateException("--overlap-param-gather: the model reported no parameter use in its "
                     + "forward (Tape.noteUse), so it may have read weights before their all-gather finished");
         }
         long t0 = System.nanoTime();
-        gatherer.awaitAll();
+        awaitParams();
         waitedNanos += System.nanoTime() - t0;
     }
 
@@ -198,9 +220,7 @@ public final class OverlappedCommunication implements AutoCloseable {
     public void finishGradients() {
         long t0 = System.nanoTime();
         try {
-            if (gatherer != null) {
-                gatherer.awaitAll();
-            }
+            awaitParams();
             reducer.finish();
             if (expertReducer != null) {
                 expertReducer.finish();
@@ -240,13 +260,21 @@ public final class OverlappedCommunication implements AutoCloseable {
 
     /** After the optimizer: starts gathering the updated shards. */
     public void startParamGather(NDArray masters) {
-        gatherer.start(masters);
+        if (expertGatherer == null) {
+            gatherer.start(masters);
+            return;
+        }
+        gatherer.start(masters, 0, false); // under expert parallelism the masters are a copy: dense shard, expert shard
+        expertGatherer.start(masters, expertOffset, false);
     }
 
     /** Waits until every weight holds the last update. */
     public void awaitParams() {
         if (gatherer != null) {
             gatherer.awaitAll();
+        }
+        if (expertGatherer != null) {
+            expertGatherer.awaitAll();
         }
     }
 

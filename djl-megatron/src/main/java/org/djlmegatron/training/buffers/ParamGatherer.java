@@ -53,27 +53,36 @@ public final class ParamGatherer {
      * shard (a view of the weights when they are fp32: then this rank's own slice is not copied).
      */
     public void start(NDArray masters) {
+        start(masters, 0, buffer.weightsAreFp32());
+    }
+
+    /**
+     * After the optimizer: starts the all-gathers of this rank's updated fp32 shard, elements
+     * {@code [offset, offset + shard)} of {@code masters} (under expert parallelism the masters
+     * hold the dense shard, then the expert shard); {@code mastersAreWeights} when they are a view
+     * of this rank's slice of the weights (then that slice is not copied).
+     */
+    public void start(NDArray masters, long offset, boolean mastersAreWeights) {
         awaitAll();
         waited = 0;
         waitedByUse = 0;
-        boolean mastersAreWeights = buffer.weightsAreFp32();
         for (int k = 0; k < chunks; k++) {
             long lo = k * chunk;
             long hi = Math.min(shard, lo + chunk);
             String what = "overlapped parameter all-gather of chunk " + k + " of " + chunks + " (shard elements "
                     + lo + ".." + hi + ") on " + group.name();
             pending.add(comm.submit(what, overlap.waitLimit(), () -> {
-                gather(masters, lo, hi, mastersAreWeights);
+                gather(masters, offset, lo, hi, mastersAreWeights);
                 return null;
             }));
         }
     }
 
     /** The communication thread's part: one chunk of every shard into the weights. */
-    private void gather(NDArray masters, long lo, long hi, boolean mastersAreWeights) {
+    private void gather(NDArray masters, long offset, long lo, long hi, boolean mastersAreWeights) {
         NDArray weights = buffer.params();
         long n = hi - lo;
-        try (NDArray piece = masters.get(new NDIndex("{}:{}", lo, hi));
+        try (NDArray piece = masters.get(new NDIndex("{}:{}", offset + lo, offset + hi));
                 NDArray all = group.allGather(piece, 0)) {
             for (int r = 0; r < group.size(); r++) {
                 if (mastersAreWeights && r == group.rank()) {
