@@ -123,7 +123,7 @@ class OverlappedReductionTest {
             assertThat(others).as("rank 0's failure, and no rank abandoned").hasSize(1);
             Throwable rank0 = others[0].getCause();
             assertThat(rank0).isInstanceOf(CollectiveAbortedException.class);
-            assertThat(((CollectiveAbortedException) rank0).where()).contains("dp-cp[0,1]").contains("rank 0")
+            assertThat(((CollectiveAbortedException) rank0).where()).contains("dp-cp-overlap[0,1]").contains("rank 0")
                     .containsIgnoringCase("allreduce");
             assertThat(rank0.getSuppressed()).anySatisfy(s -> assertThat(s)
                     .hasMessageContaining("overlapped gradient all-reduce of bucket"));
