@@ -202,6 +202,16 @@ public final class FakeNccl implements Nccl {
         return collective(comm, new Contribution("allReduce", send, recv, count, type, op, -1, new Work()));
     }
 
+    /** As NCCL: {@code recv} is used on the root only (there it must be a buffer) and ignored elsewhere. */
+    @Override
+    public int reduce(long send, long recv, long count, int type, int op, int root, Comm comm, long stream) {
+        FakeComm c = (FakeComm) comm;
+        if (root < 0 || root >= c.clique.size || (c.rank == root && recv == 0)) {
+            return INVALID_ARGUMENT;
+        }
+        return collective(comm, new Contribution("reduce", send, recv, count, type, op, root, new Work()));
+    }
+
     @Override
     public int allGather(long send, long recv, long sendCount, int type, Comm comm, long stream) {
         return collective(comm, new Contribution("allGather", send, recv, sendCount, type, -1, -1, new Work()));
@@ -371,10 +381,19 @@ public final class FakeNccl implements Nccl {
                 }
             }
             case "broadcast" -> java.util.Arrays.fill(out, read(call[first.root()].send(), count * size));
+            case "reduce" -> {
+                byte[][] in = new byte[n][];
+                for (int j = 0; j < n; j++) {
+                    in[j] = read(call[j].send(), count * size);
+                }
+                out[first.root()] = reduce(in, first.type(), first.op()); // the others' recv is never touched
+            }
             default -> throw new AssertionError(first.kind());
         }
         for (int j = 0; j < n; j++) {
-            write(call[j].recv(), out[j]);
+            if (out[j] != null) {
+                write(call[j].recv(), out[j]);
+            }
             call[j].work().done = true;
         }
     }
