@@ -33,6 +33,7 @@ public final class FakeNccl implements Nccl {
     private final List<String> aborts = Collections.synchronizedList(new ArrayList<>());
     private final AtomicInteger destroyed = new AtomicInteger();
     private final AtomicInteger initialised = new AtomicInteger();
+    private final AtomicInteger receiveBuffersOffRoot = new AtomicInteger();
     private final AtomicInteger groupCalls = new AtomicInteger();
     private final java.util.concurrent.atomic.AtomicLong sentElements = new java.util.concurrent.atomic.AtomicLong();
     private final java.util.concurrent.atomic.AtomicLong collectives = new java.util.concurrent.atomic.AtomicLong();
@@ -88,6 +89,11 @@ public final class FakeNccl implements Nccl {
 
     public int initialised() {
         return initialised.get();
+    }
+
+    /** {@code ncclReduce} calls off the root that passed a receive buffer anyway (NCCL ignores it). */
+    public int receiveBuffersOffRoot() {
+        return receiveBuffersOffRoot.get();
     }
 
     private static final class Work {
@@ -208,6 +214,9 @@ public final class FakeNccl implements Nccl {
         FakeComm c = (FakeComm) comm;
         if (root < 0 || root >= c.clique.size || (c.rank == root && recv == 0)) {
             return INVALID_ARGUMENT;
+        }
+        if (c.rank != root && recv != 0) {
+            receiveBuffersOffRoot.incrementAndGet();
         }
         return collective(comm, new Contribution("reduce", send, recv, count, type, op, root, new Work()));
     }
