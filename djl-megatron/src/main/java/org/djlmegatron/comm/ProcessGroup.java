@@ -39,8 +39,8 @@ public interface ProcessGroup {
      */
     default NDArray reduce(NDArray x, int root, ReduceOp op) {
         if (root < 0 || root >= size()) {
-            throw new IllegalArgumentException("group " + name() + ": rank " + rank() + " reduce: root " + root
-                    + " is outside the group of " + size());
+            throw new IllegalArgumentException("group " + name() + ": rank " + rank() + " (global "
+                    + globalRanks()[rank()] + ") reduce: root " + root + " is outside the group of " + size());
         }
         NDArray all = allReduce(x, op);
         if (rank() == root) {

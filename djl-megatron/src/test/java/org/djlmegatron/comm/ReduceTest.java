@@ -196,6 +196,73 @@ class ReduceTest {
                         + " waiting for rank " + missing + " \\(global " + missing + "\\)"));
     }
 
+    /** A group from elsewhere that implements only the abstract methods, by delegation. */
+    record ThirdParty(ProcessGroup g) implements ProcessGroup {
+        public String name() {
+            return g.name();
+        }
+
+        public int size() {
+            return g.size();
+        }
+
+        public int rank() {
+            return g.rank();
+        }
+
+        public int[] globalRanks() {
+            return g.globalRanks();
+        }
+
+        public NDArray allReduce(NDArray x, ReduceOp op) {
+            return g.allReduce(x, op);
+        }
+
+        public NDArray allGather(NDArray x, int axis) {
+            return g.allGather(x, axis);
+        }
+
+        public NDArray reduceScatter(NDArray x, int axis, ReduceOp op) {
+            return g.reduceScatter(x, axis, op);
+        }
+
+        public NDArray broadcast(NDArray x, int root) {
+            return g.broadcast(x, root);
+        }
+
+        public NDArray allToAll(NDArray x, int splitAxis, int concatAxis) {
+            return g.allToAll(x, splitAxis, concatAxis);
+        }
+
+        public void send(NDArray x, int dst) {
+            g.send(x, dst);
+        }
+
+        public NDArray recv(NDManager manager, Shape shape, DataType dataType, int src) {
+            return g.recv(manager, shape, dataType, src);
+        }
+
+        public void barrier() {
+            g.barrier();
+        }
+    }
+
+    @Test
+    void theInterfacesDefaultKeepsTheContractOnAllReduce() {
+        List<float[]> out = LocalWorld.run(tensorOnly(3), TIMEOUT, ctx -> {
+            ProcessGroup g = new ThirdParty(ctx.tensorGroup());
+            NDArray x = ctx.manager().create(new float[] {ctx.rank(), 1});
+            assertThatThrownBy(() -> g.reduce(x, 3, ReduceOp.SUM))
+                    .hasMessage("group tp[0,1,2]: rank " + ctx.rank() + " (global " + ctx.rank()
+                            + ") reduce: root 3 is outside the group of 3");
+            NDArray y = g.reduce(x, 1, ReduceOp.MAX);
+            return y == null ? null : y.toFloatArray();
+        });
+        assertThat(out.get(0)).isNull();
+        assertThat(out.get(1)).containsExactly(2, 1);
+        assertThat(out.get(2)).isNull();
+    }
+
     @Test
     void overTcpEachNodeSendsOnlyToTheRootsNode() {
         // 3 nodes, one member of the group each
