@@ -17,6 +17,7 @@ import java.util.List;
 import java.util.Map;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ReduceOp;
+import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -30,8 +31,12 @@ class NcclReduceTest {
 
     /** Every root, reduction and dtype, contiguous and strided; a missing key is a null result. */
     static Map<String, byte[]> reduces(ProcessGroup g, NDManager m, int rank) {
+        return reduces(g, m, rank, TYPES);
+    }
+
+    static Map<String, byte[]> reduces(ProcessGroup g, NDManager m, int rank, List<DataType> types) {
         Map<String, byte[]> out = new LinkedHashMap<>();
-        for (DataType type : TYPES) {
+        for (DataType type : types) {
             try (NDManager s = m.newSubManager()) {
                 NDArray x = random(s, rank * 29 + type.ordinal(), new Shape(4, 3), type);
                 NDArray t = random(s, rank * 11 + type.ordinal(), new Shape(3, 4), type).transpose();
@@ -80,6 +85,30 @@ class NcclReduceTest {
             }
         }
         assertThat(fake.receiveBuffersOffRoot()).as("non-roots pass no receive buffer").isZero();
+    }
+
+    /** bfloat16 needs the project's native library (DJL's stock JNI cannot make such tensors). */
+    @Test
+    @Tag("native")
+    void bfloat16IsBitIdenticalToTheThreadBackend() {
+        FakeNccl fake = new FakeNccl();
+        List<Map<String, byte[]>[]> runs = onNccl(2, fake, TIMEOUT, r -> {
+            NDManager m = r.ctx().manager();
+            List<DataType> bf16 = List.of(DataType.BFLOAT16);
+            @SuppressWarnings("unchecked")
+            Map<String, byte[]>[] both = new Map[] {
+                reduces(r.ctx().tensorGroup(), m, r.ctx().rank(), bf16), reduces(r.nccl(), m, r.ctx().rank(), bf16)
+            };
+            return both;
+        });
+        for (int rank = 0; rank < 2; rank++) {
+            Map<String, byte[]> threads = runs.get(rank)[0];
+            assertThat(threads).hasSize(ReduceOp.values().length + 1);
+            assertThat(runs.get(rank)[1].keySet()).containsExactlyElementsOf(threads.keySet());
+            for (String key : threads.keySet()) {
+                assertThat(runs.get(rank)[1].get(key)).as("rank %d: %s", rank, key).isEqualTo(threads.get(key));
+            }
+        }
     }
 
     @Test
