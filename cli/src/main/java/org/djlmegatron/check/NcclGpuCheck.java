@@ -90,6 +90,7 @@ public final class NcclGpuCheck {
                             check(out, sp.name() + " grad reduceScatter -1", g,
                                     () -> tp.reduceScatter(g, -1, ReduceOp.SUM));
                             check(out, sp.name() + " broadcast", p, () -> dp.broadcast(p, 0));
+                            check(out, sp.name() + " grad reduce SUM", g, () -> dp.reduce(g, 0, ReduceOp.SUM));
                             check(out, sp.name() + " allToAll", p, () -> tp.allToAll(p, 0, -1));
                             if (TorchNative.isAvailable()) {
                                 try (NDManager m = ctx.manager().newSubManager()) {

@@ -68,6 +68,38 @@ sealed interface Collective {
         }
     }
 
+    /**
+     * Element-wise reduction of every member's input, for member {@code root} only: every member
+     * sends its whole input to the root and nothing to the others, which compute nothing and get
+     * null. The root combines exactly as {@link AllReduce} does, so its result is bit-identical.
+     */
+    record Reduce(int root, ReduceOp op) implements Collective {
+        @Override
+        public String name() {
+            return "reduce";
+        }
+
+        @Override
+        public String signature(NDArray x) {
+            return "reduce(root=" + root + ", " + op + ") " + describe(x);
+        }
+
+        @Override
+        public boolean samePieceForEveryone() {
+            return false; // only the root's node gets a piece
+        }
+
+        @Override
+        public NDArray piece(NDArray input, int sender, int receiver, int size) {
+            return receiver == root ? input : null;
+        }
+
+        @Override
+        public NDArray combine(NDArray[] pieces, int receiver) {
+            return receiver == root ? reduce(pieces, op) : null;
+        }
+    }
+
     /** Concatenation of every member's input along {@code axis} (non-negative). */
     record AllGather(int axis) implements Collective {
         @Override

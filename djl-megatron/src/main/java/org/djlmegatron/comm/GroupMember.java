@@ -79,6 +79,13 @@ public abstract sealed class GroupMember implements ProcessGroup permits ThreadP
         return size() == 1 ? copy(x) : collective(new Collective.AllReduce(op), x);
     }
 
+    /** Non-roots send their input to the root (over the wire only to the root's node) and compute nothing. */
+    @Override
+    public NDArray reduce(NDArray x, int root, ReduceOp op) {
+        checkRoot(root, "reduce");
+        return size() == 1 ? copy(x) : collective(new Collective.Reduce(root, op), x);
+    }
+
     @Override
     public NDArray allGather(NDArray x, int axis) {
         int a = axis(x, axis, "allGather");
@@ -94,10 +101,7 @@ public abstract sealed class GroupMember implements ProcessGroup permits ThreadP
 
     @Override
     public NDArray broadcast(NDArray x, int root) {
-        if (root < 0 || root >= size()) {
-            throw new IllegalArgumentException(comm.prefix(rank, "broadcast")
-                    + "root " + root + " is outside the group of " + size());
-        }
+        checkRoot(root, "broadcast");
         return size() == 1 ? copy(x) : collective(new Collective.Broadcast(root), x);
     }
 
@@ -312,6 +316,13 @@ public abstract sealed class GroupMember implements ProcessGroup permits ThreadP
             throw new IllegalArgumentException(comm.prefix(rank, op) + "axis " + axis + " of shape "
                     + x.getShape() + " has length " + length
                     + ", not divisible by the group size " + size());
+        }
+    }
+
+    private void checkRoot(int root, String op) {
+        if (root < 0 || root >= size()) {
+            throw new IllegalArgumentException(comm.prefix(rank, op)
+                    + "root " + root + " is outside the group of " + size());
         }
     }
 

@@ -29,6 +29,27 @@ public interface ProcessGroup {
     /** Element-wise reduction of every member's {@code x} (same shape and dtype everywhere). */
     NDArray allReduce(NDArray x, ReduceOp op);
 
+    /**
+     * Element-wise reduction of every member's {@code x} (same shape and dtype everywhere), delivered to group rank
+     * {@code root} only: there a new array (attached as allReduce's results are), elsewhere null. Contributions are
+     * combined in group-rank order, so the root's result is bit-identical to allReduce's.
+     *
+     * <p>This default, for groups from elsewhere, all-reduces and drops the result off the root; every
+     * group of ours moves only the root's bytes (the non-roots send, only the root receives and reduces).
+     */
+    default NDArray reduce(NDArray x, int root, ReduceOp op) {
+        if (root < 0 || root >= size()) {
+            throw new IllegalArgumentException("group " + name() + ": rank " + rank() + " (global "
+                    + globalRanks()[rank()] + ") reduce: root " + root + " is outside the group of " + size());
+        }
+        NDArray all = allReduce(x, op);
+        if (rank() == root) {
+            return all;
+        }
+        all.close();
+        return null;
+    }
+
     /** Concatenation of every member's {@code x} along {@code axis}, in group-rank order. */
     NDArray allGather(NDArray x, int axis);
 

@@ -52,6 +52,8 @@ final class Workloads {
                 out.put(p + "reduceScatter MAX strided", bytes(g.reduceScatter(t, 0, ReduceOp.MAX)));
                 out.put(p + "broadcast last", bytes(g.broadcast(x, n - 1)));
                 out.put(p + "broadcast 0", bytes(g.broadcast(t, 0)));
+                out.put(p + "reduce last", bytesOrNone(g.reduce(x, n - 1, ReduceOp.SUM)));
+                out.put(p + "reduce 0 AVG strided", bytesOrNone(g.reduce(t, 0, ReduceOp.AVG)));
                 out.put(p + "allToAll", bytes(g.allToAll(x, 1, 0)));
                 out.put(p + "allToAll strided", bytes(g.allToAll(t, 0, 1)));
                 g.barrier();
@@ -160,6 +162,11 @@ final class Workloads {
     }
 
     /** The array's dtype, shape and bytes (so a shape change shows too); closes it. */
+    /** {@link #bytes}, or none for a null result (reduce off its root). */
+    static byte[] bytesOrNone(NDArray a) {
+        return a == null ? new byte[0] : bytes(a);
+    }
+
     static byte[] bytes(NDArray a) {
         try (a) {
             byte[] data = a.toByteArray();

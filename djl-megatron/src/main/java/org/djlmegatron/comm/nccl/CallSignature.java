@@ -17,7 +17,7 @@ final class CallSignature {
     /** Dimensions stored one by one; the rest are folded into the last slot. */
     private static final int DIMS = LONGS - 6;
 
-    enum Kind { ALL_REDUCE, ALL_GATHER, REDUCE_SCATTER, BROADCAST, ALL_TO_ALL, BARRIER, MESSAGE, ALL_TO_ALL_V }
+    enum Kind { ALL_REDUCE, ALL_GATHER, REDUCE_SCATTER, BROADCAST, ALL_TO_ALL, BARRIER, MESSAGE, ALL_TO_ALL_V, REDUCE }
 
     private CallSignature() {}
 
@@ -52,6 +52,7 @@ final class CallSignature {
             case BARRIER -> "barrier";
             case MESSAGE -> "message";
             case ALL_TO_ALL_V -> "allToAllV rows of";
+            case REDUCE -> "reduce(root=" + s[1] + ", " + ReduceOp.values()[(int) s[2]] + ")";
         };
         return kind == Kind.BARRIER ? call : call + " " + tensor(s);
     }

@@ -161,6 +161,11 @@ public final class JavaCppNccl implements Nccl {
     }
 
     @Override
+    public int reduce(long send, long recv, long count, int type, int op, int root, Comm comm, long stream) {
+        return nccl.ncclReduce(at(send), at(recv), count, type, op, root, handle(comm), stream(stream));
+    }
+
+    @Override
     public int allGather(long send, long recv, long sendCount, int type, Comm comm, long stream) {
         return nccl.ncclAllGather(at(send), at(recv), sendCount, type, handle(comm), stream(stream));
     }

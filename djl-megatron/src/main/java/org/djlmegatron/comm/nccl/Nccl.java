@@ -74,6 +74,9 @@ public interface Nccl {
 
     int allReduce(long send, long recv, long count, int type, int op, Comm comm, long stream);
 
+    /** {@code ncclReduce}: the result lands in {@code recv} on rank {@code root} only; NCCL ignores recv elsewhere (0 there). */
+    int reduce(long send, long recv, long count, int type, int op, int root, Comm comm, long stream);
+
     int allGather(long send, long recv, long sendCount, int type, Comm comm, long stream);
 
     int reduceScatter(long send, long recv, long recvCount, int type, int op, Comm comm, long stream);

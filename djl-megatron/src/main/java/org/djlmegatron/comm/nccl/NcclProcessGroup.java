@@ -145,6 +145,32 @@ public final class NcclProcessGroup implements ProcessGroup, AutoCloseable {
         }
     }
 
+    /**
+     * {@code ncclReduce}: every member sends, only the root gets a receive buffer (NCCL ignores
+     * the others', so they pass none) and divides for AVG; the others get null.
+     */
+    @Override
+    public NDArray reduce(NDArray x, int root, ReduceOp op) {
+        String name = "reduce";
+        if (root < 0 || root >= size()) {
+            throw new IllegalArgumentException(prefix(name) + "root " + root + " is outside the group of " + size());
+        }
+        int type = ncclType(x, name);
+        agree(name, CallSignature.encode(Kind.REDUCE, root, op.ordinal(), x.getDataType(), x.getShape()));
+        boolean isRoot = rank() == root;
+        try (NDManager scratch = x.getManager().newSubManager()) {
+            NDArray in = contiguous(x, scratch);
+            NDArray out = isRoot ? scratch.create(x.getShape(), x.getDataType()) : null;
+            launch(name, x.size(), (c, s) -> nccl.reduce(TensorMemory.address(in),
+                    out == null ? 0 : TensorMemory.address(out), x.size(), type, ncclSum(op), root, c, s),
+                    waitOnHost, null);
+            if (!isRoot) {
+                return null;
+            }
+            return owned(op == ReduceOp.AVG ? average(out) : out, x.getManager());
+        }
+    }
+
     @Override
     public NDArray allGather(NDArray x, int axis) {
         String name = "allGather";

@@ -33,6 +33,7 @@ public final class FakeNccl implements Nccl {
     private final List<String> aborts = Collections.synchronizedList(new ArrayList<>());
     private final AtomicInteger destroyed = new AtomicInteger();
     private final AtomicInteger initialised = new AtomicInteger();
+    private final AtomicInteger receiveBuffersOffRoot = new AtomicInteger();
     private final AtomicInteger groupCalls = new AtomicInteger();
     private final java.util.concurrent.atomic.AtomicLong sentElements = new java.util.concurrent.atomic.AtomicLong();
     private final java.util.concurrent.atomic.AtomicLong collectives = new java.util.concurrent.atomic.AtomicLong();
@@ -88,6 +89,11 @@ public final class FakeNccl implements Nccl {
 
     public int initialised() {
         return initialised.get();
+    }
+
+    /** {@code ncclReduce} calls off the root that passed a receive buffer anyway (NCCL ignores it). */
+    public int receiveBuffersOffRoot() {
+        return receiveBuffersOffRoot.get();
     }
 
     private static final class Work {
@@ -200,6 +206,19 @@ public final class FakeNccl implements Nccl {
     @Override
     public int allReduce(long send, long recv, long count, int type, int op, Comm comm, long stream) {
         return collective(comm, new Contribution("allReduce", send, recv, count, type, op, -1, new Work()));
+    }
+
+    /** As NCCL: {@code recv} is used on the root only (there it must be a buffer) and ignored elsewhere. */
+    @Override
+    public int reduce(long send, long recv, long count, int type, int op, int root, Comm comm, long stream) {
+        FakeComm c = (FakeComm) comm;
+        if (root < 0 || root >= c.clique.size || (c.rank == root && recv == 0)) {
+            return INVALID_ARGUMENT;
+        }
+        if (c.rank != root && recv != 0) {
+            receiveBuffersOffRoot.incrementAndGet();
+        }
+        return collective(comm, new Contribution("reduce", send, recv, count, type, op, root, new Work()));
     }
 
     @Override
@@ -371,10 +390,19 @@ public final class FakeNccl implements Nccl {
                 }
             }
             case "broadcast" -> java.util.Arrays.fill(out, read(call[first.root()].send(), count * size));
+            case "reduce" -> {
+                byte[][] in = new byte[n][];
+                for (int j = 0; j < n; j++) {
+                    in[j] = read(call[j].send(), count * size);
+                }
+                out[first.root()] = reduce(in, first.type(), first.op()); // the others' recv is never touched
+            }
             default -> throw new AssertionError(first.kind());
         }
         for (int j = 0; j < n; j++) {
-            write(call[j].recv(), out[j]);
+            if (out[j] != null) {
+                write(call[j].recv(), out[j]);
+            }
             call[j].work().done = true;
         }
     }
