@@ -29,6 +29,13 @@ public interface ProcessGroup {
     /** Element-wise reduction of every member's {@code x} (same shape and dtype everywhere). */
     NDArray allReduce(NDArray x, ReduceOp op);
 
+    /**
+     * Element-wise reduction of every member's {@code x} (same shape and dtype everywhere), delivered to group rank
+     * {@code root} only: there a new array (attached as allReduce's results are), elsewhere null. Contributions are
+     * combined in group-rank order, so the root's result is bit-identical to allReduce's.
+     */
+    default NDArray reduce(NDArray x, int root, ReduceOp op) { NDArray r = allReduce(x, op); if (rank() == root) return r; r.close(); return null; }
+
     /** Concatenation of every member's {@code x} along {@code axis}, in group-rank order. */
     NDArray allGather(NDArray x, int axis);
 

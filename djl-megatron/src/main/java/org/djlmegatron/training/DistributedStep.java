@@ -159,7 +159,7 @@ public final class DistributedStep implements AutoCloseable {
                     ? "--pipeline-model-parallel-size " + pp.size() : "--expert-model-parallel-size " + ep.size())
                     + " yet: the step reduces its buffers after the last backward there; leave it off");
         }
-        overlapped = OverlappedCommunication.create(ctx, buffer, dp, sharding.shardsGradients(), config.distributedOptimizer(),
+        overlapped = OverlappedCommunication.create(ctx, buffer, dp, gradShard, config.distributedOptimizer(),
                 config.bucketElements(), overlap);
         if (paramShards != null) {
             initFromShards(firstTpRank);
@@ -346,9 +346,14 @@ public final class DistributedStep implements AutoCloseable {
                     pending.add(value);
                     tape.backward(loss, Scalar.of(step, scale / microBatches));
                     if (perMicroBatch) {
+                        if (gradShard != null && overlapped != null) {
+                            overlapped.finishMicroBatch(); // ZeRO-2 overlapped: DP (to the owners), then TP
+                        }
                         model.reduceTensorParallelGradients();
                         if (paramShards != null) { // ZeRO-3: free the layers, reduce-scatter per layer
                             paramShards.endMicroBatch();
+                        } else if (gradShard != null && overlapped != null) {
+                            gradShard.endOverlappedMicroBatch(); // this rank's reduced slice into its shard
                         } else if (gradShard != null) { // ZeRO-2: reduce-scatter and drop this micro-batch's gradients
                             gradShard.endMicroBatch();
                         } else {
@@ -731,14 +736,14 @@ public final class DistributedStep implements AutoCloseable {
      */
     private Update updateFromBuffer(double scale, boolean inMain) {
         try (NDManager s = state.newSubManager()) {
-            boolean reduced = overlapped != null; // by finishStep, bucket by bucket (fp32 weights only)
+            // by finishStep, bucket by bucket (fp32 weights only), or by ZeRO-2 per micro-batch into its shard
+            boolean reduced = overlapped != null || gradShard != null;
             if (!inMain) {
                 buffer.accumulateIntoMain();
             }
-            NDArray grads = reduced ? overlapped.reducedGradients(shardStart, shardLength, s) : buffer.mainGrads();
-            if (gradShard != null) {
-                grads = gradShard.averaged(dp.size());
-            } else if (!reduced && dp.size() > 1 && config.distributedOptimizer()) {
+            NDArray grads = gradShard != null ? gradShard.averaged(dp.size())
+                    : overlapped != null ? overlapped.reducedGradients(shardStart, shardLength, s) : buffer.mainGrads();
+            if (!reduced && dp.size() > 1 && config.distributedOptimizer()) {
                 grads = buffer.reduceScatter(dp, dp.size());
                 grads.attach(s);
             } else if (!reduced && dp.size() > 1) {

@@ -9,7 +9,8 @@ import org.djlmegatron.parallel.RankContext;
 
 /**
  * What the training step overlaps on one rank ({@link Overlap}): the gradient buckets'
- * reduction during the last backward ({@link BucketReducer}) and, under the distributed optimizer,
+ * reduction during the last backward, or under ZeRO-2 during every micro-batch's backward over its
+ * workspace ({@link BucketReducer}, {@link GradientShard}) and, under the distributed optimizer,
  * the parameter all-gather during the next forward ({@link ParamGatherer}), both on one
  * {@link CommThread} so that the data-parallel group sees one sequence of calls. Wired to the
  * rank's tape: gradient-final reports start buckets, parameter uses wait for gathered chunks.
@@ -20,16 +21,20 @@ public final class OverlappedCommunication implements AutoCloseable {
     private final CommThread comm;
     private final BucketReducer reducer;
     private final ParamGatherer gatherer;
+    /** ZeRO-2's gradient shard, whose per-micro-batch workspaces are reduced; null: the buffer's main gradient. */
+    private final GradientShard gradShard;
     private final Overlap overlap;
     private boolean closed;
     private long waitedNanos;
 
-    private OverlappedCommunication(RankContext ctx, ParamAndGradBuffer buffer, ProcessGroup dp, long bucketElements,
-            Overlap overlap) {
+    private OverlappedCommunication(RankContext ctx, ParamAndGradBuffer buffer, ProcessGroup dp, GradientShard gradShard,
+            boolean distributedOptimizer, long bucketElements, Overlap overlap) {
         this.buffer = buffer;
+        this.gradShard = gradShard;
         this.overlap = overlap;
         comm = new CommThread("rank-" + ctx.rank() + "-comm");
-        reducer = new BucketReducer(buffer, dp, dp.size(), comm,
+        // ZeRO-2 sums each micro-batch into its shard and averages the shard once, after the last
+        reducer = new BucketReducer(buffer, dp, gradShard != null ? 1 : dp.size(), distributedOptimizer, comm,
                 overlap);
         gatherer = overlap.paramGather() ? new ParamGatherer(buffer, dp, bucketElements, comm, overlap) : null;
         ctx.tape().onGradientsFinal(done -> {
@@ -53,12 +58,12 @@ public final class OverlappedCommunication implements AutoCloseable {
      * nothing to reduce). Refuses, naming the flags, what cannot be overlapped here.
      *
      * @param buffer the step's buffer, null when it takes the flat-vector path
-     * @param gradientsSharded whether ZeRO-2 keeps only a gradient shard (refused with overlap)
+     * @param gradShard ZeRO-2's gradient shard (each micro-batch's workspace is reduced); null without ZeRO-2
      * @param distributedOptimizer whether the optimizer is sharded over {@code dp}
      * @param bucketElements {@code --ddp-bucket-size}
      */
     public static OverlappedCommunication create(RankContext ctx, ParamAndGradBuffer buffer, ProcessGroup dp,
-            boolean gradientsSharded, boolean distributedOptimizer, long bucketElements, Overlap overlap) {
+            GradientShard gradShard, boolean distributedOptimizer, long bucketElements, Overlap overlap) {
         if (!overlap.any()) {
             return null;
         }
@@ -71,21 +76,24 @@ public final class OverlappedCommunication implements AutoCloseable {
                     + "this run does not use: they need the project's native library (docs/native.md) and "
                     + "-Ddjlm.gradBuffers not false");
         }
+        if (gradShard != null && !buffer.weightsAreFp32()) {
+            throw new IllegalArgumentException("--overlap-grad-reduce with --data-parallel-sharding-strategy optim_grads "
+                    + "and 16-bit weights (--bf16/--fp16) is not supported yet: ZeRO-2 widens each micro-batch's 16-bit "
+                    + "gradients to fp32 before reducing them; use fp32 weights or leave --overlap-grad-reduce off");
+        }
         if (!buffer.weightsAreFp32()) {
             throw new IllegalArgumentException("--overlap-grad-reduce with 16-bit weights (--bf16/--fp16) is not supported "
                     + "yet: their micro-batch gradients are added into the fp32 main gradient after each backward, "
                     + "after the overlapped reduction would have read them; use fp32 weights");
         }
-        if (gradientsSharded) {
-            throw new IllegalArgumentException("--overlap-grad-reduce with --data-parallel-sharding-strategy optim_grads "
-                    + "is not supported yet (ZeRO-2 reduce-scatters each micro-batch's gradients as it ends); use optim");
-        }
-        return dp.size() > 1 ? new OverlappedCommunication(ctx, buffer, dp, bucketElements, overlap) : null;
+        return dp.size() > 1
+                ? new OverlappedCommunication(ctx, buffer, dp, gradShard, distributedOptimizer, bucketElements, overlap)
+                : null;
     }
 
     /**
-     * After micro-batch {@code m}'s forward, before its backward: the last one's backward starts
-     * buckets as they finish. After the first forward, the gathers it did not wait for are
+     * After micro-batch {@code m}'s forward, before its backward: the last one's backward (every
+     * one's under ZeRO-2, over its workspace) starts buckets as they finish. After the first forward, the gathers it did not wait for are
      * waited for (weights no use reported); a model that reported no use at all is refused, since
      * its forward may have read weights of the previous step.
      */
@@ -99,19 +107,39 @@ public final class OverlappedCommunication implements AutoCloseable {
             gatherer.awaitAll();
             waitedNanos += System.nanoTime() - t0;
         }
-        if (m == microBatches - 1) {
-            reducer.arm();
+        if (gradShard != null) {
+            reducer.arm(gradShard.workspace());
+        } else if (m == microBatches - 1) {
+            reducer.arm(buffer.mainGrads());
         }
     }
 
-    /** Starts the buckets not started yet and waits for all of them (before anything reads the gradients). */
+    /**
+     * ZeRO-2, after a micro-batch's backward: starts its buckets not started yet and waits for all
+     * of them; this rank's slice of the workspace then holds the micro-batch's sum over the group.
+     */
+    public void finishMicroBatch() {
+        long t0 = System.nanoTime();
+        try {
+            reducer.finish();
+        } finally {
+            waitedNanos += System.nanoTime() - t0;
+        }
+    }
+
+    /**
+     * Starts the buckets not started yet and waits for all of them (before anything reads the
+     * gradients); under ZeRO-2, whose micro-batches were each finished, only the gathers.
+     */
     public void finishGradients() {
         long t0 = System.nanoTime();
         try {
             if (gatherer != null) {
                 gatherer.awaitAll();
             }
-            reducer.finish();
+            if (gradShard == null) {
+                reducer.finish();
+            }
         } finally {
             waitedNanos += System.nanoTime() - t0;
         }
