@@ -24,7 +24,7 @@ import org.junit.jupiter.params.provider.MethodSource;
  * <p>ZeRO-2 ({@code optim_grads}) with overlap, each micro-batch's buckets reduced to their owners
  * during its own backward, against no_shard without overlap: DP=2 (the llama fixture has 151,872
  * parameters, so each rank's slice is 75,936 elements, some 76 buckets of 1000, and the bucket
- * [75,872, 76,872) crosses the slices' boundary) and DP=2 x TP=2 + SP.
+ * [75,872, 76,872) crosses the slices' boundary), DP=2 x TP=2 and DP=2 x TP=2 + SP.
  */
 @Tag("native")
 class OverlapParityTest {
@@ -57,8 +57,8 @@ class OverlapParityTest {
     }
 
     static Stream<Arguments> zeroTwoCases() {
-        return Stream.of(Arguments.of(DP2, GRAD), Arguments.of(DP2, GRAD_PARAM), Arguments.of(DP2_TP2_SP, GRAD),
-                Arguments.of(DP2_TP2_SP, GRAD_PARAM));
+        return Stream.of(Arguments.of(DP2, GRAD), Arguments.of(DP2, GRAD_PARAM), Arguments.of(DP2_TP2, GRAD),
+                Arguments.of(DP2_TP2_SP, GRAD), Arguments.of(DP2_TP2_SP, GRAD_PARAM));
     }
 
     @ParameterizedTest(name = "{0} optim_grads with {1}")
