@@ -93,9 +93,10 @@ public final class OverlappedCommunication implements AutoCloseable {
 
     /**
      * After micro-batch {@code m}'s forward, before its backward: the last one's backward (every
-     * one's under ZeRO-2, over its workspace) starts buckets as they finish. After the first forward, the gathers it did not wait for are
-     * waited for (weights no use reported); a model that reported no use at all is refused, since
-     * its forward may have read weights of the previous step.
+     * one's under ZeRO-2, over its workspace) starts buckets as they finish. After the first
+     * forward, the gathers it did not wait for are waited for (weights no use reported); a model
+     * that reported no use at all is refused, since its forward may have read weights of the
+     * previous step.
      */
     public void afterForward(int m, int microBatches) {
         if (m == 0 && gatherer != null) {
