@@ -40,7 +40,8 @@ import org.djlmegatron.training.buffers.ShardingStrategy;
  * distributed optimizer), inf/NaN check, global norm and clipping, the optimizer on fp32 masters
  * (this rank's DP shard of them under the distributed optimizer), and the write-back of updated
  * weights (all-gathered over DP when sharded). Under ZeRO-2 ({@link GradientShard}) each
- * micro-batch's gradients are reduce-scattered as soon as its backward ends; under ZeRO-3
+ * micro-batch's gradients are reduce-scattered as soon as its backward ends (with
+ * {@code --overlap-grad-reduce}, reduced bucket by bucket to their owners during it); under ZeRO-3
  * ({@link ParameterShards}) the weights too stay sharded, gathered per layer by tape hooks, and
  * nothing is written back after the update. Every rank of the grid runs it in lockstep.
  */
