@@ -103,8 +103,9 @@ final class PretrainValidation {
         positive("--nproc-per-node", o.nprocPerNode);
         positive("--intra-op-threads", o.intraOpThreads);
         positive("--ddp-bucket-size", o.ddpBucketSize);
-        if (o.overlapParamGather && !o.useDistributedOptimizer) {
-            throw new IllegalArgumentException("--overlap-param-gather needs --use-distributed-optimizer (Megatron's rule)");
+        if (o.overlapParamGather && !o.useDistributedOptimizer && !o.sharding().shardsOptimizer()) {
+            throw new IllegalArgumentException("--overlap-param-gather needs --use-distributed-optimizer (Megatron's rule) "
+                    + "or --data-parallel-sharding-strategy optim or optim_grads");
         }
         if (o.overlapParamGather && !o.overlapGradReduce) {
             throw new IllegalArgumentException("--overlap-param-gather needs --overlap-grad-reduce (Megatron's rule)");

@@ -65,13 +65,14 @@ class OverlapOptionsTest {
                 .rootCause().hasMessageContaining("--overlap-grad-reduce with 16-bit weights");
     }
 
-    /** ZeRO-2 reduce-scatters each micro-batch's gradients itself. */
+    /** ZeRO-2 widens each micro-batch's 16-bit gradients before reducing them: not overlapped yet. */
     @Test
     @Tag("native")
-    void overlappedReductionUnderZeroTwoIsRefused() {
+    void overlappedReductionUnderZeroTwoWithSixteenBitWeightsIsRefused() {
         assertThatThrownBy(() -> run(base("--nproc-per-node", "2", "--data-parallel-sharding-strategy", "optim_grads",
-                "--overlap-grad-reduce")))
+                "--bf16", "--overlap-grad-reduce")))
                 .hasRootCauseInstanceOf(IllegalArgumentException.class)
-                .rootCause().hasMessageContaining("--data-parallel-sharding-strategy optim_grads");
+                .rootCause().hasMessageContaining("--overlap-grad-reduce with --data-parallel-sharding-strategy optim_grads "
+                        + "and 16-bit weights");
     }
 }

@@ -19,8 +19,13 @@ import org.junit.jupiter.params.provider.MethodSource;
  * trajectory of the same layout without overlap, within 1e-6 over 10 fp32 iterations, with strict
  * sends: DP=2, DP=2 with the distributed optimizer, DP=2 x TP=2, DP=2 x TP=2 + SP with the
  * distributed optimizer; two micro-batches per rank, 1000-element buckets (many buckets, some
- * smaller than a parameter); and under pipelining. The overlap works on the contiguous buffers:
- * native library only.
+ * smaller than a parameter); under pipelining and expert parallelism. The overlap works on the
+ * contiguous buffers: native library only.
+ *
+ * <p>ZeRO-2 ({@code optim_grads}) with overlap, each micro-batch's buckets reduced to their owners
+ * during its own backward, against no_shard without overlap: DP=2 (the llama fixture has 151,872
+ * parameters, so each rank's slice is 75,936 elements, some 76 buckets of 1000, and the bucket
+ * [75,872, 76,872) crosses the slices' boundary), DP=2 x TP=2 and DP=2 x TP=2 + SP.
  */
 @Tag("native")
 class OverlapParityTest {
@@ -33,6 +38,11 @@ class OverlapParityTest {
     static final Variant GRAD_PARAM = Variant.of("overlap-grad-reduce+param-gather", "--overlap-grad-reduce",
             "--overlap-param-gather");
 
+    static final Variant ZERO2 = Variant.of("optim_grads", "--data-parallel-sharding-strategy", "optim_grads");
+    static final Variant NO_SHARD = Variant.of("no_shard", "--data-parallel-sharding-strategy", "no_shard");
+    static final Variant DP2_TP2_SP = Variant.of("dp2-tp2-sp", "--nproc-per-node", "4",
+            "--tensor-model-parallel-size", "2", "--sequence-parallel");
+
     static Stream<Arguments> cases() {
         return Stream.of(Arguments.of(DP2, GRAD), Arguments.of(DP2_DISTOPT, GRAD_PARAM),
                 Arguments.of(DP2_TP2, GRAD), Arguments.of(DP2_TP2_SP_DISTOPT, GRAD_PARAM));
@@ -41,11 +51,7 @@ class OverlapParityTest {
     @ParameterizedTest(name = "{0} with {1}")
     @MethodSource("cases")
     void overlapGivesTheTrajectoryWithoutOverlap(Variant layout, Variant overlap) {
-        Path dir = PretrainRunner.fixtures().resolve("hf").resolve("llama");
-        List<String> base = TrajectoryParity.args("--init-hf", dir.toString(), "--mock-data", "--seq-length", "24",
-                "--train-iters", "10", "--micro-batch-size", "1", "--global-batch-size", "4", "--ddp-bucket-size", "1000",
-                "--lr", "1e-3", "--lr-decay-style", "constant", "--weight-decay", "0.1", "--clip-grad", "1.0",
-                "--seed", "7");
+        List<String> base = base();
         List<StepResult> plain = TrajectoryParity.run(base, layout);
         List<StepResult> overlapped = TrajectoryParity.run(base, layout.with(overlap));
         TrajectoryParity.assertClose(plain, overlapped, 1e-6, layout + " with " + overlap + " vs without");
@@ -82,6 +88,7 @@ class OverlapParityTest {
         List<StepResult> overlapped = TrajectoryParity.run(base, layout.with(overlap));
         TrajectoryParity.assertClose(plain, overlapped, 1e-6, layout + " with " + overlap + " tied " + tied);
     }
+
     static final Variant EP2_DP4 = Variant.of("ep2-dp4", "--nproc-per-node", "4", "--expert-model-parallel-size", "2");
     static final Variant EP2_DP4_DISTOPT = EP2_DP4.with(Variant.of("distopt", "--use-distributed-optimizer"));
 
@@ -109,5 +116,28 @@ class OverlapParityTest {
         List<StepResult> plain = TrajectoryParity.run(base, layout);
         List<StepResult> overlapped = TrajectoryParity.run(base, layout.with(overlap));
         TrajectoryParity.assertClose(plain, overlapped, 1e-6, layout + " with " + overlap + " vs without");
+    }
+
+    static Stream<Arguments> zeroTwoCases() {
+        return Stream.of(Arguments.of(DP2, GRAD), Arguments.of(DP2, GRAD_PARAM), Arguments.of(DP2_TP2, GRAD),
+                Arguments.of(DP2_TP2_SP, GRAD), Arguments.of(DP2_TP2_SP, GRAD_PARAM));
+    }
+
+    @ParameterizedTest(name = "{0} optim_grads with {1}")
+    @MethodSource("zeroTwoCases")
+    void zeroTwoWithOverlapGivesTheNoShardTrajectory(Variant layout, Variant overlap) {
+        List<String> base = base();
+        List<StepResult> noShard = TrajectoryParity.run(base, layout.with(NO_SHARD));
+        List<StepResult> overlapped = TrajectoryParity.run(base, layout.with(ZERO2).with(overlap));
+        TrajectoryParity.assertClose(noShard, overlapped, 1e-6, layout + " optim_grads with " + overlap
+                + " vs no_shard without");
+    }
+
+    private static List<String> base() {
+        Path dir = PretrainRunner.fixtures().resolve("hf").resolve("llama");
+        return TrajectoryParity.args("--init-hf", dir.toString(), "--mock-data", "--seq-length", "24",
+                "--train-iters", "10", "--micro-batch-size", "1", "--global-batch-size", "4", "--ddp-bucket-size", "1000",
+                "--lr", "1e-3", "--lr-decay-style", "constant", "--weight-decay", "0.1", "--clip-grad", "1.0",
+                "--seed", "7");
     }
 }

@@ -40,7 +40,8 @@ import org.djlmegatron.training.buffers.ShardingStrategy;
  * distributed optimizer), inf/NaN check, global norm and clipping, the optimizer on fp32 masters
  * (this rank's DP shard of them under the distributed optimizer), and the write-back of updated
  * weights (all-gathered over DP when sharded). Under ZeRO-2 ({@link GradientShard}) each
- * micro-batch's gradients are reduce-scattered as soon as its backward ends; under ZeRO-3
+ * micro-batch's gradients are reduce-scattered as soon as its backward ends (with
+ * {@code --overlap-grad-reduce}, reduced bucket by bucket to their owners during it); under ZeRO-3
  * ({@link ParameterShards}) the weights too stay sharded, gathered per layer by tape hooks, and
  * nothing is written back after the update. Every rank of the grid runs it in lockstep.
  */
@@ -156,7 +157,7 @@ public final class DistributedStep implements AutoCloseable {
         overlapped = split
                 ? OverlappedCommunication.createForExperts(ctx, expertBuffers, dp, expertDp, config.distributedOptimizer(),
                         config.bucketElements(), overlap)
-                : OverlappedCommunication.create(ctx, buffer, dp, sharding.shardsGradients(), config.distributedOptimizer(),
+                : OverlappedCommunication.create(ctx, buffer, dp, gradShard, config.distributedOptimizer(),
                         config.bucketElements(), overlap);
         if (paramShards != null) {
             initFromShards(firstTpRank);
@@ -343,9 +344,14 @@ public final class DistributedStep implements AutoCloseable {
                     pending.add(value);
                     tape.backward(loss, Scalar.of(step, scale / microBatches));
                     if (perMicroBatch) {
+                        if (gradShard != null && overlapped != null) {
+                            overlapped.finishMicroBatch(); // ZeRO-2 overlapped: DP (to the owners), then TP
+                        }
                         model.reduceTensorParallelGradients();
                         if (paramShards != null) { // ZeRO-3: free the layers, reduce-scatter per layer
                             paramShards.endMicroBatch();
+                        } else if (gradShard != null && overlapped != null) {
+                            gradShard.endOverlappedMicroBatch(); // this rank's reduced slice into its shard
                         } else if (gradShard != null) { // ZeRO-2: reduce-scatter and drop this micro-batch's gradients
                             gradShard.endMicroBatch();
                         } else {
@@ -744,14 +750,14 @@ public final class DistributedStep implements AutoCloseable {
      */
     private Update updateFromBuffer(double scale, boolean inMain) {
         try (NDManager s = state.newSubManager()) {
-            boolean reduced = overlapped != null; // by finishStep, bucket by bucket (fp32 weights only)
+            // by finishStep, bucket by bucket (fp32 weights only), or by ZeRO-2 per micro-batch into its shard
+            boolean reduced = overlapped != null || gradShard != null;
             if (!inMain) {
                 buffer.accumulateIntoMain();
             }
-            NDArray grads = reduced ? overlapped.reducedGradients(shardStart, shardLength, s) : buffer.mainGrads();
-            if (gradShard != null) {
-                grads = gradShard.averaged(dp.size());
-            } else if (!reduced && dp.size() > 1 && config.distributedOptimizer()) {
+            NDArray grads = gradShard != null ? gradShard.averaged(dp.size())
+                    : overlapped != null ? overlapped.reducedGradients(shardStart, shardLength, s) : buffer.mainGrads();
+            if (!reduced && dp.size() > 1 && config.distributedOptimizer()) {
                 grads = buffer.reduceScatter(dp, dp.size());
                 grads.attach(s);
             } else if (!reduced && dp.size() > 1) {

@@ -18,6 +18,7 @@ import org.djlmegatron.optim.LearningRateSchedule.DecayStyle;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.parallel.RankGrid;
 import org.djlmegatron.training.buffers.Overlap;
+import org.djlmegatron.training.buffers.ShardingStrategy;
 import org.djlmegatron.training.model.MicroBatch;
 import org.djlmegatron.transformer.Recompute;
 import org.djlmegatron.transformer.TransformerConfig;
@@ -29,8 +30,9 @@ import org.junit.jupiter.api.Test;
  * separate backward segments (full recomputation), 16-element buckets: the first bucket is
  * reduced while backward is still running, and a rank failing in the middle of the backward (so
  * in the middle of the overlapped reductions) makes both ranks stop promptly, the other one with
- * the group, rank and operation its overlapped reduction was in. The overlap works on the
- * contiguous buffers: native library only.
+ * the group, rank and operation its overlapped reduction was in; the same under ZeRO-2
+ * ({@code optim_grads}), whose buckets are reduced to the rank owning each piece. The overlap works
+ * on the contiguous buffers: native library only.
  */
 @Tag("native")
 class OverlappedReductionTest {
@@ -40,8 +42,12 @@ class OverlappedReductionTest {
             .numAttentionHeads(4).numQueryGroups(4).ffnHiddenSize(64).vocabSize(64).maxPositionEmbeddings(16).build();
 
     private static StepConfig config() {
+        return config(ShardingStrategy.NO_SHARD);
+    }
+
+    private static StepConfig config(ShardingStrategy sharding) {
         return StepConfig.builder(1, new LearningRateSchedule(1e-3, 1e-3, 0, 10, DecayStyle.CONSTANT, 0,
-                AnnealStyle.LINEAR)).globalBatchSize(2).bucketElements(16).build();
+                AnnealStyle.LINEAR)).globalBatchSize(2).bucketElements(16).sharding(sharding).build();
     }
 
     private static GPTModel model(RankContext ctx) {
@@ -104,11 +110,79 @@ class OverlappedReductionTest {
 
     @Test
     void aRankFailingDuringTheOverlappedReductionStopsEveryRankNamingGroupRankAndOperation() {
+        assertFailureStopsEveryRank(ShardingStrategy.NO_SHARD, "overlapped gradient all-reduce of bucket");
+    }
+
+    @Test
+    void underZeroTwoARankFailingDuringTheOverlappedReductionStopsEveryRankNamingGroupRankAndOperation() {
+        assertFailureStopsEveryRank(ShardingStrategy.OPTIM_GRADS, "overlapped gradient reduce to the owners of bucket");
+    }
+
+    /**
+     * ZeRO-2: each micro-batch's workspace is reduced during its own backward, each piece of a bucket
+     * to the rank whose shard holds it. Both ranks train on the same tokens (same local gradient g):
+     * rank 1, which owns the end of the buffer, sees 2g in the last parameter's gradient while the
+     * backward still runs; rank 0 keeps its own g there (non-owners receive nothing).
+     */
+    @Test
+    void underZeroTwoTheOwnerGetsTheSumWhileBackwardStillRuns() {
+        AtomicReferenceArray<float[]> seen = new AtomicReferenceArray<>(2);
+        List<Boolean> ok = LocalWorld.run(RankGrid.create(2, 1, 1, 1, 1), TIMEOUT, ctx -> {
+            GPTModel model = model(ctx);
+            Parameter last = model.parameters().get(model.parameters().size() - 1).parameter();
+            boolean[] result = {false};
+            int[] reports = {0};
+            try (DistributedStep step = new DistributedStep(ctx, model, config(ShardingStrategy.OPTIM_GRADS),
+                    new Overlap(true, false, TIMEOUT))) {
+                ctx.tape().onGradientsFinal(done -> {
+                    reports[0]++;
+                    if (done.stream().anyMatch(p -> p == last)) {
+                        result[0] = reports[0] == 1 && waitUntilOwnerHoldsTheSum(ctx.rank(), last, seen);
+                    }
+                });
+                step.step(List.of(batch(0)));
+            }
+            assertThat(reports[0]).as("backward segments reported").isGreaterThan(2);
+            return result[0];
+        });
+        assertThat(ok).as("rank 1 held twice rank 0's gradient in the first of several reports").containsExactly(true, true);
+    }
+
+    /** Rank 0 publishes its gradient of {@code p}; rank 1 polls its own until it is twice that (within 1e-6). */
+    private static boolean waitUntilOwnerHoldsTheSum(int rank, Parameter p, AtomicReferenceArray<float[]> seen) {
+        long deadline = System.nanoTime() + TIMEOUT.toNanos() / 2;
+        while (System.nanoTime() < deadline) {
+            float[] mine;
+            try (NDArray g = p.getArray().getGradient()) {
+                mine = g.toFloatArray();
+            }
+            seen.set(rank, mine);
+            float[] r0 = seen.get(0);
+            float[] r1 = seen.get(1);
+            if (r0 != null && r1 != null && twice(r0, r1)) {
+                return true;
+            }
+            Thread.onSpinWait();
+        }
+        return false;
+    }
+
+    private static boolean twice(float[] g, float[] sum) {
+        double worst = 0;
+        double scale = 1e-30;
+        for (int i = 0; i < g.length; i++) {
+            worst = Math.max(worst, Math.abs(sum[i] - 2.0 * g[i]));
+            scale = Math.max(scale, Math.abs(2.0 * g[i]));
+        }
+        return scale > 1e-30 && worst <= 1e-6 * scale; // a zero gradient proves nothing
+    }
+
+    private static void assertFailureStopsEveryRank(ShardingStrategy sharding, String operation) {
         long t0 = System.nanoTime();
         assertThatThrownBy(() -> LocalWorld.run(RankGrid.create(2, 1, 1, 1, 1), TIMEOUT, ctx -> {
             GPTModel model = model(ctx);
             int[] reports = {0};
-            try (DistributedStep step = new DistributedStep(ctx, model, config(), new Overlap(true, false, TIMEOUT))) {
+            try (DistributedStep step = new DistributedStep(ctx, model, config(sharding), new Overlap(true, false, TIMEOUT))) {
                 ctx.tape().onGradientsFinal(done -> {
                     if (++reports[0] == 2 && ctx.rank() == 1) {
                         throw new IllegalStateException("injected failure in rank 1's backward");
@@ -124,9 +198,8 @@ class OverlappedReductionTest {
             Throwable rank0 = others[0].getCause();
             assertThat(rank0).isInstanceOf(CollectiveAbortedException.class);
             assertThat(((CollectiveAbortedException) rank0).where()).contains("dp-cp-overlap[0,1]").contains("rank 0")
-                    .containsIgnoringCase("allreduce");
-            assertThat(rank0.getSuppressed()).anySatisfy(s -> assertThat(s)
-                    .hasMessageContaining("overlapped gradient all-reduce of bucket"));
+                    .containsIgnoringCase("reduce");
+            assertThat(rank0.getSuppressed()).anySatisfy(s -> assertThat(s).hasMessageContaining(operation));
         });
         assertThat(Duration.ofNanos(System.nanoTime() - t0)).as("stopped by the abort, not a timeout")
                 .isLessThan(TIMEOUT);

@@ -12,22 +12,25 @@ import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.training.model.TrainableParameter;
 
 /**
- * {@code --overlap-grad-reduce}: each bucket of a {@link ParamAndGradBuffer} is all-reduced over
- * the data-parallel group (and divided by its size) on the rank's {@link CommThread} as soon as
- * the last micro-batch's backward has finished every gradient in it, while backward goes on with
- * earlier layers. The tape reports finished parameters ({@code Tape.onGradientsFinal}, fed by the
- * model's {@code noteUse}s); buckets start strictly in order (bucket 0, the end of the buffer,
- * first), so that every rank issues the same collectives in the same order whatever order its
- * parameters are reported in. {@link #finish} starts what is left (parameters nobody reported)
- * and waits for all: the step calls it before it touches the gradients or the group again.
+ * {@code --overlap-grad-reduce}: each bucket of a {@link ParamAndGradBuffer} is reduced over the
+ * data-parallel group (and divided by the divisor) on the rank's {@link CommThread} as soon as the
+ * backward it is armed for has finished every gradient in it, while backward goes on with earlier
+ * layers. The tape reports finished parameters ({@code Tape.onGradientsFinal}, fed by the model's
+ * {@code noteUse}s); buckets start strictly in order (bucket 0, the end of the buffer, first), so
+ * that every rank issues the same collectives in the same order whatever order its parameters are
+ * reported in. {@link #finish} starts what is left (parameters nobody reported) and waits for all:
+ * the step calls it before it touches the gradients or the group again.
  *
- * <p>The per-bucket work is the non-overlapped step's: an all-reduce of the bucket of the fp32
- * gradient buffer, a division, so the results are bit-identical. (16-bit weights are refused:
- * their micro-batch gradients are added into the fp32 main gradient after each backward.) Under the
- * distributed optimizer the bucket is all-reduced too and the step reads its shard from the
- * result: a reduce-scatter per bucket would need Megatron's per-bucket shard layout, while this
- * step's shards are contiguous slices of the whole buffer (the checkpoints' optimizer layout); the
- * all-reduce moves up to twice the bytes of a reduce-scatter.
+ * <p>Without a sharded optimizer the per-bucket work is the non-overlapped step's: an all-reduce of
+ * the bucket of the fp32 gradient buffer, a division, so the results are bit-identical. Under the
+ * distributed optimizer (and ZeRO-2) a rank only needs its contiguous 1/DP slice of the buffer:
+ * each bucket is cut into {@link OwnerPiece}s, one per slice it crosses, and each piece is reduced
+ * to its owner alone ({@code ProcessGroup.reduce}), which writes the sum into its slice; the rest
+ * of a rank's copy of the bucket is left unreduced and is not read. A bucket then moves what a
+ * reduce-scatter of it would, with the checkpoints' contiguous shard layout rather than
+ * Megatron's per-bucket one. Under ZeRO-2 the reducer is armed for every micro-batch, over that
+ * micro-batch's workspace ({@link GradientShard}). (16-bit weights are refused: their micro-batch
+ * gradients are added into the fp32 main gradient after each backward.)
  */
 public final class BucketReducer {
 
@@ -36,6 +39,8 @@ public final class BucketReducer {
     private final int divisor;
     private final CommThread comm;
     private final Overlap overlap;
+    /** Per bucket, its pieces by owner under a sharded optimizer; null: buckets are all-reduced. */
+    private final List<List<OwnerPiece>> pieces;
     private final BucketOffsets layout;
     /** Per parameter, the buckets it overlaps (a parameter may span several, a bucket hold several). */
     private final int[][] bucketsOf;
@@ -47,9 +52,15 @@ public final class BucketReducer {
     private final List<PendingWork<Void>> pending = new ArrayList<>();
     private boolean armed;
     private int next;
+    /** The gradients the armed backward accumulates into: the fp32 main gradient or a ZeRO-2 workspace. */
+    private NDArray grads;
 
-    /** Reduces {@code buffer}'s fp32 gradients over {@code group}, divided by {@code divisor}. */
-    public BucketReducer(ParamAndGradBuffer buffer, ProcessGroup group, int divisor,
+    /**
+     * Reduces the fp32 gradients of {@code buffer}'s layout over {@code group}, divided by
+     * {@code divisor}: all of each bucket on every rank, or with {@code toOwners} each rank's slice
+     * of it to that rank only.
+     */
+    public BucketReducer(ParamAndGradBuffer buffer, ProcessGroup group, int divisor, boolean toOwners,
             CommThread comm, Overlap overlap) {
         this.buffer = buffer;
         this.group = group;
@@ -58,6 +69,8 @@ public final class BucketReducer {
         this.overlap = overlap;
         layout = new BucketOffsets(buffer.parameters());
         List<long[]> buckets = buffer.buckets();
+        long shard = buffer.paddedSize() / group.size();
+        pieces = toOwners ? buckets.stream().map(b -> OwnerPiece.of(b[0], b[1], shard)).toList() : null;
         bucketsOf = new int[layout.count()][];
         paramsIn = new int[buckets.size()];
         for (int p = 0; p < layout.count(); p++) {
@@ -75,9 +88,13 @@ public final class BucketReducer {
         armedParam = new boolean[layout.count()];
     }
 
-    /** Before the last micro-batch's backward: from now on, finished buckets start their reduction. */
-    public void arm() {
-        startArming();
+    /**
+     * Before a backward whose gradients are the step's (the last micro-batch's; every one under
+     * ZeRO-2): from now on, finished buckets of {@code gradients} (a vector of the buffer's padded
+     * length, which the parameters' gradients view) start their reduction.
+     */
+    public void arm(NDArray gradients) {
+        startArming(gradients);
         Arrays.fill(armedParam, true);
         startReadyBuckets(); // buckets of padding only
     }
@@ -85,11 +102,12 @@ public final class BucketReducer {
     /**
      * Under pipelining, before a model chunk's last micro-batch's backward: from now on that
      * chunk's final gradients count (the other chunks' backwards of earlier micro-batches, which
-     * the schedule interleaves with it, do not). The step's first call starts the arming.
+     * the schedule interleaves with it, do not). The step's first call starts the arming over
+     * {@code gradients}.
      */
-    public void arm(List<TrainableParameter> chunkParameters) {
+    public void arm(NDArray gradients, List<TrainableParameter> chunkParameters) {
         if (!armed) {
-            startArming();
+            startArming(gradients);
         }
         for (TrainableParameter tp : chunkParameters) {
             int p = layout.indexOf(tp.array());
@@ -100,7 +118,8 @@ public final class BucketReducer {
         startReadyBuckets();
     }
 
-    private void startArming() {
+    private void startArming(NDArray gradients) {
+        grads = gradients;
         System.arraycopy(paramsIn, 0, remaining, 0, paramsIn.length);
         Arrays.fill(reported, false);
         Arrays.fill(armedParam, false);
@@ -139,7 +158,7 @@ public final class BucketReducer {
      */
     public void finish() {
         if (!armed) {
-            arm();
+            arm(buffer.mainGrads());
         }
         while (next < remaining.length) {
             start(next++);
@@ -156,21 +175,42 @@ public final class BucketReducer {
 
     private void start(int b) {
         long[] range = buffer.buckets().get(b);
-        String what = "overlapped gradient all-reduce of bucket " + b + " of " + remaining.length + " (elements "
+        String what = (pieces == null ? "overlapped gradient all-reduce" : "overlapped gradient reduce to the owners")
+                + " of bucket " + b + " of " + remaining.length + " (elements "
                 + range[0] + ".." + range[1] + ") on " + group.name();
+        NDArray target = grads;
         pending.add(comm.submit(what, overlap.waitLimit(), () -> {
-            reduce(range[0], range[1]);
+            if (pieces == null) {
+                reduce(target, range[0], range[1]);
+            } else {
+                reduceToOwners(target, pieces.get(b));
+            }
             return null;
         }));
     }
 
     /** The communication thread's part: the non-overlapped step's work on one bucket. */
-    private void reduce(long start, long end) {
+    private void reduce(NDArray target, long start, long end) {
         NDIndex slice = new NDIndex("{}:{}", start, end);
-        try (NDArray view = buffer.mainGrads().get(slice)) {
+        try (NDArray view = target.get(slice)) {
             try (NDArray sum = group.allReduce(view, ReduceOp.SUM)) {
                 sum.divi(divisor);
                 view.set(new NDIndex("..."), sum);
+            }
+        }
+    }
+
+    /** The communication thread's part under a sharded optimizer: each piece summed into its owner's slice only. */
+    private void reduceToOwners(NDArray target, List<OwnerPiece> bucket) {
+        for (OwnerPiece piece : bucket) {
+            try (NDArray view = target.get(new NDIndex("{}:{}", piece.start(), piece.end()));
+                    NDArray sum = group.reduce(view, piece.owner(), ReduceOp.SUM)) {
+                if (sum != null) { // this rank owns the piece
+                    if (divisor != 1) {
+                        sum.divi(divisor);
+                    }
+                    view.set(new NDIndex("..."), sum);
+                }
             }
         }
     }

@@ -17,6 +17,9 @@ import org.djlmegatron.comm.ReduceOp;
  * the parameters' references to it are dropped ({@link #endMicroBatch}), so a 16-bit gradient is
  * never accumulated over micro-batches in 16 bits. The peak during a backward still holds one
  * full-size gradient; the price is one reduce-scatter per micro-batch instead of one per step.
+ * Under {@code --overlap-grad-reduce} the workspace's buckets are instead reduced to their owners
+ * during the backward ({@link BucketReducer}) and {@link #endOverlappedMicroBatch} only adds this
+ * rank's slice of it into the shard.
  */
 public final class GradientShard implements AutoCloseable {
 
@@ -54,26 +57,56 @@ public final class GradientShard implements AutoCloseable {
         buffer.bindGradients(grads);
     }
 
+    /** The current micro-batch's full-size gradients (the parameters' .grad view them); null between micro-batches. */
+    public NDArray workspace() {
+        return grads;
+    }
+
     /**
      * After the micro-batch's backward and its tensor-parallel gradient completion: adds this
      * rank's reduce-scattered sum of the workspace into the shard, then frees the workspace.
      * Collective over the data-parallel group.
      */
     public void endMicroBatch() {
-        if (workspace == null) {
-            throw new IllegalStateException("no micro-batch's gradients are bound (beginMicroBatch not called)");
-        }
+        requireBound();
         try {
             NDArray wide = buffer.weightsAreFp32() ? grads : grads.toType(DataType.FLOAT32, false);
             try (NDArray part = group.size() == 1 ? wide.duplicate() : group.reduceScatter(wide, 0, ReduceOp.SUM)) {
                 shard.addi(part);
             }
         } finally {
-            buffer.dropGradients();
-            workspace.close();
-            workspace = null;
-            grads = null;
+            drop();
         }
+    }
+
+    /**
+     * After an overlapped micro-batch (fp32 weights): its buckets were reduced to their owners, so
+     * this rank's slice of the workspace holds its sum over the group (tensor-parallel completion
+     * included); adds that slice into the shard, then frees the workspace. Not collective.
+     */
+    public void endOverlappedMicroBatch() {
+        requireBound();
+        try {
+            long n = shard.getShape().get(0);
+            try (NDArray mine = grads.get(new NDIndex("{}:{}", group.rank() * n, (group.rank() + 1) * n))) {
+                shard.addi(mine);
+            }
+        } finally {
+            drop();
+        }
+    }
+
+    private void requireBound() {
+        if (workspace == null) {
+            throw new IllegalStateException("no micro-batch's gradients are bound (beginMicroBatch not called)");
+        }
+    }
+
+    private void drop() {
+        buffer.dropGradients();
+        workspace.close();
+        workspace = null;
+        grads = null;
     }
 
     /** The shard after the step's last micro-batch, divided by {@code divisor} in place: this rank's averaged main gradient. */

@@ -8,7 +8,8 @@ import org.djlmegatron.engine.TorchNative;
  * contiguous buffers.
  *
  * @param gradReduce start each gradient bucket's data-parallel reduction as soon as the last
- *     micro-batch's backward has finished its gradients ({@link BucketReducer})
+ *     micro-batch's backward (under ZeRO-2 every micro-batch's) has finished its gradients
+ *     ({@link BucketReducer})
  * @param paramGather under the distributed optimizer, all-gather the updated parameters bucket by
  *     bucket after the optimizer and wait for each in the next forward, before its first use
  *     ({@link ParamGatherer}); needs {@code gradReduce}, as in Megatron

@@ -13,7 +13,8 @@ import org.djlmegatron.training.model.TrainableParameter;
 
 /**
  * What the training step overlaps on one rank ({@link Overlap}): the gradient buckets'
- * reduction during the last backward ({@link BucketReducer}) and, under the distributed optimizer,
+ * reduction during the last backward, or under ZeRO-2 during every micro-batch's backward over its
+ * workspace ({@link BucketReducer}, {@link GradientShard}) and, under the distributed optimizer,
  * the parameter all-gather during the next forward ({@link ParamGatherer}), both on one
  * {@link CommThread} and on a communicator of their own over the data-parallel ranks
  * ({@link GroupKind#DATA_CONTEXT_OVERLAP}), so that their sequence of calls never interleaves with
@@ -38,39 +39,49 @@ public final class OverlappedCommunication implements AutoCloseable {
     private final ParamGatherer expertGatherer;
     /** Under expert parallelism: where the expert shard starts in the masters (after the dense shard). */
     private final long expertOffset;
+    /** ZeRO-2's gradient shard, whose per-micro-batch workspaces are reduced; null: the buffer's main gradient. */
+    private final GradientShard gradShard;
+    /** Under expert parallelism: the expert buffer (its main gradient is what the expert reducer reduces); null otherwise. */
+    private final ParamAndGradBuffer expertBuffer;
     private final Overlap overlap;
     private boolean closed;
     private long waitedNanos;
 
-    private OverlappedCommunication(RankContext ctx, ParamAndGradBuffer buffer, ProcessGroup dp, long bucketElements,
-            Overlap overlap) {
+    private OverlappedCommunication(RankContext ctx, ParamAndGradBuffer buffer, ProcessGroup dp, GradientShard gradShard,
+            boolean distributedOptimizer, long bucketElements, Overlap overlap) {
         this.buffer = buffer;
+        this.gradShard = gradShard;
         this.overlap = overlap;
         comm = new CommThread("rank-" + ctx.rank() + "-comm");
         ProcessGroup async = ctx.overlapGroup(GroupKind.DATA_CONTEXT); // dp's ranks, a communicator of its own
-        reducer = new BucketReducer(buffer, async, dp.size(), comm, overlap);
+        // ZeRO-2 sums each micro-batch into its shard and averages the shard once, after the last
+        reducer = new BucketReducer(buffer, async, gradShard != null ? 1 : dp.size(), distributedOptimizer, comm,
+                overlap);
         gatherer = overlap.paramGather() ? new ParamGatherer(buffer, async, bucketElements, comm, overlap) : null;
         expertComm = null;
         expertReducer = null;
         expertGatherer = null;
         expertOffset = 0;
+        expertBuffer = null;
         listenTo(ctx.tape());
     }
 
     /** Expert parallelism: the dense buffer over {@code dp}, the expert buffer over {@code expertDp}, both divided by DP's size. */
     private OverlappedCommunication(RankContext ctx, ExpertBuffers buffers, ProcessGroup dp, ProcessGroup expertDp,
-            long bucketElements, Overlap overlap) {
+            boolean distributedOptimizer, long bucketElements, Overlap overlap) {
         this.buffer = buffers.dense();
+        this.gradShard = null;
         this.overlap = overlap;
         comm = new CommThread("rank-" + ctx.rank() + "-comm");
         ProcessGroup async = ctx.overlapGroup(GroupKind.DATA_CONTEXT);
-        reducer = new BucketReducer(buffer, async, dp.size(), comm, overlap);
+        reducer = new BucketReducer(buffer, async, dp.size(), distributedOptimizer, comm, overlap);
         gatherer = overlap.paramGather() ? new ParamGatherer(buffer, async, bucketElements, comm, overlap) : null;
         expertComm = new CommThread("rank-" + ctx.rank() + "-expert-comm");
+        expertBuffer = buffers.experts();
         ProcessGroup expertAsync = ctx.overlapGroup(GroupKind.EXPERT_DATA);
-        expertReducer = new BucketReducer(buffers.experts(), expertAsync, dp.size(), expertComm, overlap);
+        expertReducer = new BucketReducer(expertBuffer, expertAsync, dp.size(), distributedOptimizer, expertComm, overlap);
         expertGatherer = overlap.paramGather()
-                ? new ParamGatherer(buffers.experts(), expertAsync, bucketElements, expertComm, overlap) : null;
+                ? new ParamGatherer(expertBuffer, expertAsync, bucketElements, expertComm, overlap) : null;
         expertOffset = buffers.denseShardLength();
         listenTo(ctx.tape());
     }
@@ -97,7 +108,9 @@ public final class OverlappedCommunication implements AutoCloseable {
             throw new IllegalArgumentException("--overlap-grad-reduce with --expert-model-parallel-size "
                     + ctx.group(GroupKind.EXPERT).size() + " needs " + why);
         }
-        return dp.size() > 1 ? new OverlappedCommunication(ctx, buffers, dp, expertDp, bucketElements, overlap) : null;
+        return dp.size() > 1
+                ? new OverlappedCommunication(ctx, buffers, dp, expertDp, distributedOptimizer, bucketElements, overlap)
+                : null;
     }
 
     /**
@@ -132,20 +145,20 @@ public final class OverlappedCommunication implements AutoCloseable {
      * nothing to reduce). Refuses, naming the flags, what cannot be overlapped here.
      *
      * @param buffer the step's buffer, null when it takes the flat-vector path
-     * @param gradientsSharded whether ZeRO-2 keeps only a gradient shard (refused with overlap)
+     * @param gradShard ZeRO-2's gradient shard (each micro-batch's workspace is reduced); null without ZeRO-2
      * @param distributedOptimizer whether the optimizer is sharded over {@code dp}
      * @param bucketElements {@code --ddp-bucket-size}
      */
     public static OverlappedCommunication create(RankContext ctx, ParamAndGradBuffer buffer, ProcessGroup dp,
-            boolean gradientsSharded, boolean distributedOptimizer, long bucketElements, Overlap overlap) {
+            GradientShard gradShard, boolean distributedOptimizer, long bucketElements, Overlap overlap) {
         if (!overlap.any()) {
             return null;
         }
         ProcessGroup pp = ctx.group(GroupKind.PIPELINE);
-        if (pp.size() > 1 && buffer != null && (!buffer.weightsAreFp32() || gradientsSharded)) {
+        if (pp.size() > 1 && buffer != null && (!buffer.weightsAreFp32() || gradShard != null)) {
             throw new IllegalArgumentException("--overlap-grad-reduce with --pipeline-model-parallel-size " + pp.size()
                     + " runs on fp32 weights with --data-parallel-sharding-strategy no_shard or optim; found "
-                    + (gradientsSharded ? "optim_grads" : "16-bit weights (--bf16/--fp16)")
+                    + (gradShard != null ? "optim_grads" : "16-bit weights (--bf16/--fp16)")
                     + " (the pipeline schedule moves each backward's gradients into the fp32 main gradient or shard "
                     + "as it ends); leave --overlap-grad-reduce off");
         }
@@ -158,32 +171,38 @@ public final class OverlappedCommunication implements AutoCloseable {
                     + "this run does not use: they need the project's native library (docs/native.md) and "
                     + "-Ddjlm.gradBuffers not false");
         }
+        if (gradShard != null && !buffer.weightsAreFp32()) {
+            throw new IllegalArgumentException("--overlap-grad-reduce with --data-parallel-sharding-strategy optim_grads "
+                    + "and 16-bit weights (--bf16/--fp16) is not supported yet: ZeRO-2 widens each micro-batch's 16-bit "
+                    + "gradients to fp32 before reducing them; use fp32 weights or leave --overlap-grad-reduce off");
+        }
         if (!buffer.weightsAreFp32()) {
             throw new IllegalArgumentException("--overlap-grad-reduce with 16-bit weights (--bf16/--fp16) is not supported "
                     + "yet: their micro-batch gradients are added into the fp32 main gradient after each backward, "
                     + "after the overlapped reduction would have read them; use fp32 weights");
         }
-        if (gradientsSharded) {
-            throw new IllegalArgumentException("--overlap-grad-reduce with --data-parallel-sharding-strategy optim_grads "
-                    + "is not supported yet (ZeRO-2 reduce-scatters each micro-batch's gradients as it ends); use optim");
-        }
-        return dp.size() > 1 ? new OverlappedCommunication(ctx, buffer, dp, bucketElements, overlap) : null;
+        return dp.size() > 1
+                ? new OverlappedCommunication(ctx, buffer, dp, gradShard, distributedOptimizer, bucketElements, overlap)
+                : null;
     }
 
     /**
-     * After micro-batch {@code m}'s forward, before its backward: the last one's backward starts
-     * buckets as they finish. After the first forward, the gathers it did not wait for are
-     * waited for (weights no use reported); a model that reported no use at all is refused, since
-     * its forward may have read weights of the previous step.
+     * After micro-batch {@code m}'s forward, before its backward: the last one's backward (every
+     * one's under ZeRO-2, over its workspace) starts buckets as they finish. After the first
+     * forward, the gathers it did not wait for are waited for (weights no use reported); a model
+     * that reported no use at all is refused, since its forward may have read weights of the
+     * previous step.
      */
     public void afterForward(int m, int microBatches) {
         if (m == 0) {
             afterFirstForward();
         }
-        if (m == microBatches - 1) {
-            reducer.arm();
+        if (gradShard != null) {
+            reducer.arm(gradShard.workspace());
+        } else if (m == microBatches - 1) {
+            reducer.arm(buffer.mainGrads());
             if (expertReducer != null) {
-                expertReducer.arm();
+                expertReducer.arm(expertBuffer.mainGrads());
             }
         }
     }
@@ -210,18 +229,36 @@ public final class OverlappedCommunication implements AutoCloseable {
      * that backward finishes them (Megatron's grad sync of a chunk in its last micro-batch).
      */
     public void armChunk(List<TrainableParameter> chunkParameters) {
-        reducer.arm(chunkParameters);
+        reducer.arm(buffer.mainGrads(), chunkParameters);
         if (expertReducer != null) {
-            expertReducer.arm(chunkParameters);
+            expertReducer.arm(expertBuffer.mainGrads(), chunkParameters);
         }
     }
 
-    /** Starts the buckets not started yet and waits for all of them (before anything reads the gradients). */
+    /**
+     * ZeRO-2, after a micro-batch's backward: starts its buckets not started yet and waits for all
+     * of them; this rank's slice of the workspace then holds the micro-batch's sum over the group.
+     */
+    public void finishMicroBatch() {
+        long t0 = System.nanoTime();
+        try {
+            reducer.finish();
+        } finally {
+            waitedNanos += System.nanoTime() - t0;
+        }
+    }
+
+    /**
+     * Starts the buckets not started yet and waits for all of them (before anything reads the
+     * gradients); under ZeRO-2, whose micro-batches were each finished, only the gathers.
+     */
     public void finishGradients() {
         long t0 = System.nanoTime();
         try {
             awaitParams();
-            reducer.finish();
+            if (gradShard == null) {
+                reducer.finish();
+            }
             if (expertReducer != null) {
                 expertReducer.finish();
             }
