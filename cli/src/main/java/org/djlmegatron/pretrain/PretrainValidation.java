@@ -103,8 +103,9 @@ final class PretrainValidation {
         positive("--nproc-per-node", o.nprocPerNode);
         positive("--intra-op-threads", o.intraOpThreads);
         positive("--ddp-bucket-size", o.ddpBucketSize);
-        if (o.overlapParamGather && !o.useDistributedOptimizer) {
-            throw new IllegalArgumentException("--overlap-param-gather needs --use-distributed-optimizer (Megatron's rule)");
+        if (o.overlapParamGather && !o.useDistributedOptimizer && !o.sharding().shardsParameters()) {
+            throw new IllegalArgumentException("--overlap-param-gather needs --use-distributed-optimizer "
+                    + "or --data-parallel-sharding-strategy optim_grads_params (Megatron's rule)");
         }
         if (o.overlapParamGather && !o.overlapGradReduce) {
             throw new IllegalArgumentException("--overlap-param-gather needs --overlap-grad-reduce (Megatron's rule)");

@@ -137,8 +137,8 @@ public final class DistributedStep implements AutoCloseable {
         boolean buffersOn = Boolean.parseBoolean(System.getProperty("djlm.gradBuffers", "true"));
         boolean buffers = !split && buffersOn && ParamAndGradBuffer.supports(params);
         boolean expertBuffersOn = split && buffersOn && ExpertBuffers.supports(params);
-        checkStrategyRuns(sharding, buffers || expertBuffersOn, overlap);
-        paramShards = sharding.shardsParameters() ? new ParameterShards(params, dp, ctx.tape(), state) : null;
+        checkStrategyRuns(sharding, buffers || expertBuffersOn);
+        paramShards = sharding.shardsParameters() ? new ParameterShards(params, dp, ctx.tape(), state, overlap) : null;
         buffer = buffers && paramShards == null
                 ? new ParamAndGradBuffer(params, dp.size(), config.bucketElements(), state, !sharding.shardsGradients())
                 : null;
@@ -159,7 +159,8 @@ public final class DistributedStep implements AutoCloseable {
                     ? "--pipeline-model-parallel-size " + pp.size() : "--expert-model-parallel-size " + ep.size())
                     + " yet: the step reduces its buffers after the last backward there; leave it off");
         }
-        overlapped = OverlappedCommunication.create(ctx, buffer, dp, sharding.shardsGradients(), config.distributedOptimizer(),
+        overlapped = paramShards != null ? null // ZeRO-3 overlaps its own units' collectives
+                : OverlappedCommunication.create(ctx, buffer, dp, sharding.shardsGradients(), config.distributedOptimizer(),
                 config.bucketElements(), overlap);
         if (paramShards != null) {
             initFromShards(firstTpRank);
@@ -251,13 +252,8 @@ public final class DistributedStep implements AutoCloseable {
     }
 
     /** Refuses a ZeRO stage this step cannot run here, saying why (before any collective). */
-    private void checkStrategyRuns(ShardingStrategy sharding, boolean buffers, Overlap overlap) {
+    private void checkStrategyRuns(ShardingStrategy sharding, boolean buffers) {
         String flag = "--data-parallel-sharding-strategy " + sharding.flagValue();
-        if (sharding.shardsParameters() && overlap.any() && dp.size() > 1) {
-            state.close();
-            throw new IllegalArgumentException(flag + " (ZeRO-3) does not run with --overlap-grad-reduce or "
-                    + "--overlap-param-gather yet: its gathers and reduce-scatters run on the compute thread");
-        }
         if (sharding.shardsParameters() && (pp.size() > 1 || ep.size() > 1)) {
             state.close();
             throw new IllegalArgumentException(flag + " (ZeRO-3) does not run with " + (pp.size() > 1
@@ -346,7 +342,9 @@ public final class DistributedStep implements AutoCloseable {
                     pending.add(value);
                     tape.backward(loss, Scalar.of(step, scale / microBatches));
                     if (perMicroBatch) {
-                        model.reduceTensorParallelGradients();
+                        if (paramShards == null) { // ZeRO-3 completes over TP on its shard, after the DP reduction
+                            model.reduceTensorParallelGradients();
+                        }
                         if (paramShards != null) { // ZeRO-3: free the layers, reduce-scatter per layer
                             paramShards.endMicroBatch();
                         } else if (gradShard != null) { // ZeRO-2: reduce-scatter and drop this micro-batch's gradients
@@ -771,6 +769,7 @@ public final class DistributedStep implements AutoCloseable {
      * optimizer on this rank's masters; no all-gather (the next forward gathers layer by layer).
      */
     private Update updateFromShards(double scale) {
+        paramShards.completeTensorParallel(tp); // Megatron's order: DP (per micro-batch), then TP on the main gradient
         NDArray grads = paramShards.averagedGradients(dp.size());
         double[] sumAndBad = TorchNative.unscaleAndNorm(grads, normMask, 1.0 / scale);
         boolean badScale = !scaler.isDynamic() && !Double.isFinite(scaler.scale());
@@ -1028,7 +1027,10 @@ public final class DistributedStep implements AutoCloseable {
      * the compute thread waited for; null without overlap.
      */
     public double[] overlapSeconds() {
-        return overlapped == null ? null : overlapped.communicationAndWaitSeconds();
+        if (overlapped == null) {
+            return paramShards == null ? null : paramShards.communicationAndWaitSeconds();
+        }
+        return overlapped.communicationAndWaitSeconds();
     }
 
     private NDArray shard(NDArray full) {

@@ -18,6 +18,7 @@ import org.djlmegatron.optim.LearningRateSchedule.DecayStyle;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.parallel.RankGrid;
 import org.djlmegatron.training.buffers.Overlap;
+import org.djlmegatron.training.buffers.ShardingStrategy;
 import org.djlmegatron.training.model.MicroBatch;
 import org.djlmegatron.transformer.Recompute;
 import org.djlmegatron.transformer.TransformerConfig;
@@ -105,19 +106,7 @@ class OverlappedReductionTest {
     @Test
     void aRankFailingDuringTheOverlappedReductionStopsEveryRankNamingGroupRankAndOperation() {
         long t0 = System.nanoTime();
-        assertThatThrownBy(() -> LocalWorld.run(RankGrid.create(2, 1, 1, 1, 1), TIMEOUT, ctx -> {
-            GPTModel model = model(ctx);
-            int[] reports = {0};
-            try (DistributedStep step = new DistributedStep(ctx, model, config(), new Overlap(true, false, TIMEOUT))) {
-                ctx.tape().onGradientsFinal(done -> {
-                    if (++reports[0] == 2 && ctx.rank() == 1) {
-                        throw new IllegalStateException("injected failure in rank 1's backward");
-                    }
-                });
-                step.step(List.of(batch(ctx.rank())));
-            }
-            return null;
-        })).satisfies(e -> {
+        assertThatThrownBy(() -> runFailingInRank1sBackward(config(), new Overlap(true, false, TIMEOUT))).satisfies(e -> {
             assertThat(e).hasMessageContaining("rank 1 failed").hasMessageContaining("injected failure");
             Throwable[] others = e.getSuppressed();
             assertThat(others).as("rank 0's failure, and no rank abandoned").hasSize(1);
@@ -130,5 +119,47 @@ class OverlappedReductionTest {
         });
         assertThat(Duration.ofNanos(System.nanoTime() - t0)).as("stopped by the abort, not a timeout")
                 .isLessThan(TIMEOUT);
+    }
+
+    /**
+     * ZeRO-3 with both overlap flags: rank 1 failing in the middle of its backward, while its
+     * units' reduce-scatters and the next units' all-gathers run on the communication threads,
+     * stops both ranks promptly, rank 0 naming the group, its rank and the overlapped collective.
+     */
+    @Test
+    void aRankFailingDuringZero3sOverlappedCollectivesStopsEveryRankNamingGroupRankAndOperation() {
+        long t0 = System.nanoTime();
+        StepConfig zero3 = StepConfig.builder(1, new LearningRateSchedule(1e-3, 1e-3, 0, 10, DecayStyle.CONSTANT, 0,
+                AnnealStyle.LINEAR)).globalBatchSize(2).sharding(ShardingStrategy.OPTIM_GRADS_PARAMS).build();
+        assertThatThrownBy(() -> runFailingInRank1sBackward(zero3, new Overlap(true, true, TIMEOUT))).satisfies(e -> {
+            assertThat(e).hasMessageContaining("rank 1 failed").hasMessageContaining("injected failure");
+            Throwable[] others = e.getSuppressed();
+            assertThat(others).as("rank 0's failure, and no rank abandoned").hasSize(1);
+            Throwable rank0 = others[0].getCause();
+            assertThat(rank0).isInstanceOf(CollectiveAbortedException.class);
+            assertThat(((CollectiveAbortedException) rank0).where()).contains("dp-cp[0,1]").contains("rank 0")
+                    .matches("(?is).*(allgather|reducescatter).*");
+            assertThat(rank0.getSuppressed()).anySatisfy(s -> assertThat(s.getMessage())
+                    .matches("(?s).*overlapped (parameter all-gather|gradient reduce-scatter) of unit .*"));
+        });
+        assertThat(Duration.ofNanos(System.nanoTime() - t0)).as("stopped by the abort, not a timeout")
+                .isLessThan(TIMEOUT);
+    }
+
+    /** One step on two ranks in which rank 1 throws at its backward's second gradient-final report. */
+    private static void runFailingInRank1sBackward(StepConfig config, Overlap overlap) {
+        LocalWorld.run(RankGrid.create(2, 1, 1, 1, 1), TIMEOUT, ctx -> {
+            GPTModel model = model(ctx);
+            int[] reports = {0};
+            try (DistributedStep step = new DistributedStep(ctx, model, config, overlap)) {
+                ctx.tape().onGradientsFinal(done -> {
+                    if (++reports[0] == 2 && ctx.rank() == 1) {
+                        throw new IllegalStateException("injected failure in rank 1's backward");
+                    }
+                });
+                step.step(List.of(batch(ctx.rank())));
+            }
+            return null;
+        });
     }
 }
