@@ -159,12 +159,13 @@ class ShardingStrategyTest {
      * naming both flags.
      */
     @ParameterizedTest(name = "{0}")
-    @ValueSource(strings = {"--overlap-grad-reduce", "--overlap-param-gather"})
-    void zero3TakesTheOverlapFlagsAndStillRefusesPipelining(String flag) {
+    @ValueSource(strings = {"--overlap-grad-reduce", "--overlap-grad-reduce --overlap-param-gather"})
+    void zero3TakesTheOverlapFlagsAndStillRefusesPipelining(String flags) {
         List<String> args = new ArrayList<>(List.of("--mock-data", "--num-layers", "2", "--hidden-size", "32",
                 "--num-attention-heads", "4", "--seq-length", "16", "--vocab-size", "128", "--train-iters", "1",
                 "--nproc-per-node", "2", "--global-batch-size", "2", "--lr", "1e-3", "--data-parallel-sharding-strategy",
-                "optim_grads_params", "--overlap-grad-reduce", flag));
+                "optim_grads_params"));
+        args.addAll(List.of(flags.split(" ")));
         PretrainOptions o = new PretrainOptions();
         new CommandLine(o).parseArgs(args.toArray(new String[0]));
         PretrainValidation.validate(o);
