@@ -110,7 +110,7 @@ public final class PretrainOptions {
     @Option(names = "--nproc-per-node", defaultValue = "1", description = "ranks (threads) in this JVM") public int nprocPerNode;
     @Option(names = "--intra-op-threads", description = "libtorch threads per rank (default: OMP_NUM_THREADS, else cores / --nproc-per-node, at least 1)") public Integer intraOpThreads;
     @Option(names = "--ddp-bucket-size", description = "elements per gradient all-reduce bucket (default: 40000000, Megatron's)") public Long ddpBucketSize;
-    @Option(names = "--overlap-grad-reduce", description = "start each gradient bucket's data-parallel all-reduce as soon as the last micro-batch's backward has finished it, on a communication thread (contiguous buffers: native library, no PP/EP) (default: off)") public boolean overlapGradReduce;
+    @Option(names = "--overlap-grad-reduce", description = "start each gradient bucket's data-parallel all-reduce as soon as the last micro-batch's backward has finished it, on a communication thread (contiguous buffers: native library, no PP/EP; under optim_grads_params each layer's reduce-scatter as soon as each micro-batch's backward has finished it) (default: off)") public boolean overlapGradReduce;
     @Option(names = "--overlap-param-gather", description = "under --use-distributed-optimizer, all-gather the updated weights in chunks on the communication thread, each waited for before its first use in the next forward (under optim_grads_params: start the next layer's all-gather while the current one computes, forward and backward); needs --overlap-grad-reduce (default: off)") public boolean overlapParamGather;
 
     // data

@@ -67,6 +67,16 @@ class OverlapParityTest {
         }
     }
 
+    /** 16-bit weights: ZeRO-3 overlaps the same per-unit fp32 reduce-scatters, so the bf16 trajectory is ZeRO-3's without overlap. */
+    @org.junit.jupiter.api.Test
+    void zero3WithOverlapGivesZero3sBf16Trajectory() {
+        List<String> base = base();
+        Variant bf16 = Variant.of("bf16", "--bf16").with(ZERO3);
+        List<StepResult> plain = TrajectoryParity.run(base, DP2.with(bf16));
+        TrajectoryParity.assertClose(plain, TrajectoryParity.run(base, DP2.with(bf16).with(GRAD_PARAM)), 1e-6,
+                "dp2 bf16 optim_grads_params with both overlap flags vs without");
+    }
+
     static Stream<Variant> zero3Layouts() {
         return Stream.of(DP2, DP2_TP2_SP);
     }
