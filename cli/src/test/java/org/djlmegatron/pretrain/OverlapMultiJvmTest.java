@@ -9,13 +9,16 @@ import java.util.ArrayList;
 import java.util.List;
 import org.djlmegatron.training.StepResult;
 import org.junit.jupiter.api.Tag;
-import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
  * Overlapped reduction and parameter gather over TCP: two JVMs with one rank each (DP=2, the
  * distributed optimizer, {@code --overlap-grad-reduce --overlap-param-gather}, 500-element
- * buckets) train like one JVM with two thread ranks without overlap. Native library (the buffers).
+ * buckets) train like one JVM with two thread ranks without overlap; so does ZeRO-3
+ * ({@code optim_grads_params}: per-layer reduce-scatters and gathers ahead over TCP from each
+ * JVM's communication thread). Native library (the buffers).
  */
 @Tag("native")
 class OverlapMultiJvmTest {
@@ -28,15 +31,17 @@ class OverlapMultiJvmTest {
             "--global-batch-size", "4", "--lr", "3e-3", "--train-iters", "6", "--use-distributed-optimizer",
             "--ddp-bucket-size", "500", "--seed", "5");
 
-    @Test
-    void twoJvmsWithOverlapTrainLikeOneJvmWithout() throws Exception {
+    @ParameterizedTest(name = "{0}")
+    @ValueSource(strings = {"optim", "optim_grads_params"})
+    void twoJvmsWithOverlapTrainLikeOneJvmWithout(String strategy) throws Exception {
         List<String> one = new ArrayList<>(ARGS);
         one.addAll(List.of("--nproc-per-node", "2"));
         List<StepResult> reference = PretrainRunner.run(one.toArray(new String[0]));
 
         Path metrics = tmp.resolve("node0.jsonl");
         List<String> node = new ArrayList<>(ARGS);
-        node.addAll(List.of("--nproc-per-node", "1", "--overlap-grad-reduce", "--overlap-param-gather"));
+        node.addAll(List.of("--nproc-per-node", "1", "--overlap-grad-reduce", "--overlap-param-gather",
+                "--data-parallel-sharding-strategy", strategy));
         ForkedCli.runTwoNodes(tmp, node, metrics);
         assertThat(Files.readString(tmp.resolve("node0.log"))).as("the overlap ran")
                 .contains("overlapped communication on rank 0");
