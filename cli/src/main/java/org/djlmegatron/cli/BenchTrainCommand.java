@@ -90,7 +90,7 @@ final class BenchTrainCommand implements Callable<Integer> {
                     + "with --moe-shared-expert-intermediate-size), then -full (full recomputation, "
                     + "uniform, 1 layer) or -selective (core attention), then optionally -flatstep (the step without the "
                     + "contiguous parameter/gradient buffers, for comparison) or -overlap (--overlap-grad-reduce, and "
-                    + "--overlap-param-gather with -distopt or -zero2; prints the step time over the same layout without it, when "
+                    + "--overlap-param-gather with -distopt, -zero2 or -zero3; prints the step time over the same layout without it, when "
                     + "that ran before, and the share of the overlapped communication hidden) (default: ${DEFAULT-VALUE})") List<String> layouts;
     @Option(names = "--micro-batches", defaultValue = "1", description = "micro-batches per step and DP rank "
             + "(global batch = micro x this x DP; pipelining needs several) (default: ${DEFAULT-VALUE})") int microBatches;
@@ -305,7 +305,7 @@ final class BenchTrainCommand implements Callable<Integer> {
             args.addAll(List.of("--ddp-bucket-size", "" + ddpBucketSize));
         }
         if (overlap) {
-            args.addAll(distopt || zero2 ? List.of("--overlap-grad-reduce", "--overlap-param-gather")
+            args.addAll(distopt || zero2 || zero3 ? List.of("--overlap-grad-reduce", "--overlap-param-gather")
                     : List.of("--overlap-grad-reduce"));
         }
         if (bf16) {

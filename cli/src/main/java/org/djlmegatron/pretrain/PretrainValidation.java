@@ -105,7 +105,7 @@ final class PretrainValidation {
         positive("--ddp-bucket-size", o.ddpBucketSize);
         if (o.overlapParamGather && !o.useDistributedOptimizer && !o.sharding().shardsOptimizer()) {
             throw new IllegalArgumentException("--overlap-param-gather needs --use-distributed-optimizer (Megatron's rule) "
-                    + "or --data-parallel-sharding-strategy optim or optim_grads");
+                    + "or --data-parallel-sharding-strategy optim, optim_grads or optim_grads_params");
         }
         if (o.overlapParamGather && !o.overlapGradReduce) {
             throw new IllegalArgumentException("--overlap-param-gather needs --overlap-grad-reduce (Megatron's rule)");

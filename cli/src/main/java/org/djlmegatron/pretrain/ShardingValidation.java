@@ -20,9 +20,7 @@ final class ShardingValidation {
     static void validate(PretrainOptions o) {
         ShardingStrategy s = o.sharding();
         String flag = "--data-parallel-sharding-strategy " + s.flagValue();
-        if (s.shardsParameters()) { // its gathers and reduce-scatters run on the compute thread
-            exclusive(flag, true, "--overlap-grad-reduce", o.overlapGradReduce);
-            exclusive(flag, true, "--overlap-param-gather", o.overlapParamGather);
+        if (s.shardsParameters()) {
             exclusive(flag, true, "--pipeline-model-parallel-size " + o.pipelineModelParallelSize,
                     o.pipelineModelParallelSize > 1); // units are layers of one model chunk, gathered on one tape
             exclusive(flag, true, "--expert-model-parallel-size " + o.moe.expertModelParallelSize,

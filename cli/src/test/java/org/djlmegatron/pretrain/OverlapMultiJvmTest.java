@@ -9,16 +9,17 @@ import java.util.ArrayList;
 import java.util.List;
 import org.djlmegatron.training.StepResult;
 import org.junit.jupiter.api.Tag;
-import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
+import org.junit.jupiter.api.io.TempDir;
 
 /**
  * Overlapped reduction and parameter gather over TCP: two JVMs with one rank each (DP=2, the
  * distributed optimizer, {@code --overlap-grad-reduce --overlap-param-gather}, 500-element
  * buckets) train like one JVM with two thread ranks without overlap; the same under ZeRO-2
  * ({@code optim_grads}: each of the two micro-batches per rank reduced to the owners over TCP
- * during its backward). Native library (the buffers).
+ * during its backward) and ZeRO-3 ({@code optim_grads_params}: per-layer reduce-scatters and
+ * gathers ahead over TCP from each JVM's communication thread). Native library (the buffers).
  */
 @Tag("native")
 class OverlapMultiJvmTest {
@@ -32,7 +33,7 @@ class OverlapMultiJvmTest {
             "--ddp-bucket-size", "500", "--seed", "5");
 
     @ParameterizedTest(name = "--data-parallel-sharding-strategy {0}")
-    @ValueSource(strings = {"optim", "optim_grads"})
+    @ValueSource(strings = {"optim", "optim_grads", "optim_grads_params"})
     void twoJvmsWithOverlapTrainLikeOneJvmWithout(String strategy) throws Exception {
         List<String> args = new ArrayList<>(ARGS);
         args.addAll(List.of("--data-parallel-sharding-strategy", strategy));

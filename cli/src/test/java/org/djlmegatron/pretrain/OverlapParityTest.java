@@ -26,6 +26,12 @@ import org.junit.jupiter.params.provider.MethodSource;
  * during its own backward, against no_shard without overlap: DP=2 (the llama fixture has 151,872
  * parameters, so each rank's slice is 75,936 elements, some 76 buckets of 1000, and the bucket
  * [75,872, 76,872) crosses the slices' boundary), DP=2 x TP=2 and DP=2 x TP=2 + SP.
+ *
+ * <p>ZeRO-3 ({@code optim_grads_params}: per-layer units, reduce-scattered during each
+ * micro-batch's backward, the next unit gathered ahead) without overlap, with
+ * {@code --overlap-grad-reduce} and with both flags gives the trajectory of no_shard without
+ * overlap within 1e-6, at DP=2 (the llama fixture's units: the embedding, 2 layers, the final norm,
+ * the output layer) and DP=2 x TP=2 + SP (partial layernorm gradients completed over TP on the shard).
  */
 @Tag("native")
 class OverlapParityTest {
@@ -42,6 +48,7 @@ class OverlapParityTest {
     static final Variant NO_SHARD = Variant.of("no_shard", "--data-parallel-sharding-strategy", "no_shard");
     static final Variant DP2_TP2_SP = Variant.of("dp2-tp2-sp", "--nproc-per-node", "4",
             "--tensor-model-parallel-size", "2", "--sequence-parallel");
+    static final Variant ZERO3 = Variant.of("optim_grads_params", "--data-parallel-sharding-strategy", "optim_grads_params");
 
     static Stream<Arguments> cases() {
         return Stream.of(Arguments.of(DP2, GRAD), Arguments.of(DP2_DISTOPT, GRAD_PARAM),
@@ -131,6 +138,31 @@ class OverlapParityTest {
         List<StepResult> overlapped = TrajectoryParity.run(base, layout.with(ZERO2).with(overlap));
         TrajectoryParity.assertClose(noShard, overlapped, 1e-6, layout + " optim_grads with " + overlap
                 + " vs no_shard without");
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("zero3Layouts")
+    void zero3WithAndWithoutOverlapGivesTheNoShardTrajectory(Variant layout) {
+        List<String> base = base();
+        List<StepResult> noShard = TrajectoryParity.run(base, layout);
+        for (Variant v : List.of(ZERO3, ZERO3.with(GRAD), ZERO3.with(GRAD_PARAM))) {
+            TrajectoryParity.assertClose(noShard, TrajectoryParity.run(base, layout.with(v)), 1e-6,
+                    layout + " " + v + " vs no_shard without overlap");
+        }
+    }
+
+    /** 16-bit weights: ZeRO-3 overlaps the same per-unit fp32 reduce-scatters, so the bf16 trajectory is ZeRO-3's without overlap. */
+    @org.junit.jupiter.api.Test
+    void zero3WithOverlapGivesZero3sBf16Trajectory() {
+        List<String> base = base();
+        Variant bf16 = Variant.of("bf16", "--bf16").with(ZERO3);
+        List<StepResult> plain = TrajectoryParity.run(base, DP2.with(bf16));
+        TrajectoryParity.assertClose(plain, TrajectoryParity.run(base, DP2.with(bf16).with(GRAD_PARAM)), 1e-6,
+                "dp2 bf16 optim_grads_params with both overlap flags vs without");
+    }
+
+    static Stream<Variant> zero3Layouts() {
+        return Stream.of(DP2, DP2_TP2_SP);
     }
 
     private static List<String> base() {

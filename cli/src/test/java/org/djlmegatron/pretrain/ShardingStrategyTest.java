@@ -153,18 +153,47 @@ class ShardingStrategyTest {
         assertThat(m).as(what + " optim_grads_params").isEqualTo(new RankMemory(w * s, 4 * s, optPerParam * s));
     }
 
-    /** ZeRO-3 with the overlap flags is refused before anything runs, naming both flags. */
+    /**
+     * ZeRO-3 takes the overlap flags ({@code --overlap-param-gather} without
+     * {@code --use-distributed-optimizer}: ZeRO-3 shards the optimizer) and still refuses pipelining,
+     * naming both flags.
+     */
     @ParameterizedTest(name = "{0}")
-    @ValueSource(strings = {"--overlap-grad-reduce"})
-    void zero3WithOverlapIsRefusedClearly(String flag) {
+    @ValueSource(strings = {"--overlap-grad-reduce", "--overlap-grad-reduce --overlap-param-gather"})
+    void zero3TakesTheOverlapFlagsAndStillRefusesPipelining(String flags) {
+        List<String> args = new ArrayList<>(List.of("--mock-data", "--num-layers", "2", "--hidden-size", "32",
+                "--num-attention-heads", "4", "--seq-length", "16", "--vocab-size", "128", "--train-iters", "1",
+                "--nproc-per-node", "2", "--global-batch-size", "2", "--lr", "1e-3", "--data-parallel-sharding-strategy",
+                "optim_grads_params"));
+        args.addAll(List.of(flags.split(" ")));
         PretrainOptions o = new PretrainOptions();
-        new CommandLine(o).parseArgs("--mock-data", "--num-layers", "2", "--hidden-size", "32", "--num-attention-heads",
-                "4", "--seq-length", "16", "--vocab-size", "128", "--train-iters", "1", "--nproc-per-node", "2",
-                "--global-batch-size", "2", "--lr", "1e-3", "--data-parallel-sharding-strategy", "optim_grads_params", flag);
-        org.assertj.core.api.Assertions.assertThatThrownBy(() -> PretrainValidation.validate(o))
+        new CommandLine(o).parseArgs(args.toArray(new String[0]));
+        PretrainValidation.validate(o);
+        assertThat(o.useDistributedOptimizer).as("ZeRO-3 shards the optimizer").isTrue();
+        args.addAll(List.of("--pipeline-model-parallel-size", "2"));
+        PretrainOptions piped = new PretrainOptions();
+        new CommandLine(piped).parseArgs(args.toArray(new String[0]));
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> PretrainValidation.validate(piped))
                 .isInstanceOf(org.djlmegatron.options.InvalidOptionException.class)
                 .hasMessageContaining("--data-parallel-sharding-strategy optim_grads_params")
-                .hasMessageContaining(flag);
+                .hasMessageContaining("--pipeline-model-parallel-size 2");
+    }
+
+    /**
+     * ZeRO-3's memory line (bytes per rank, measured between steps) is the same with
+     * {@code --overlap-grad-reduce} and {@code --overlap-param-gather} as without: the units
+     * gathered ahead are freed with the others after the passes.
+     */
+    @org.junit.jupiter.api.Test
+    void zero3MemoryLineIsUnchangedByOverlap() {
+        List<String> args = new ArrayList<>(List.of("--mock-data", "--num-layers", "3", "--hidden-size", "64",
+                "--num-attention-heads", "4", "--seq-length", "16", "--max-position-embeddings", "16", "--vocab-size",
+                "101", "--lr", "1e-3", "--train-iters", "2", "--micro-batch-size", "1", "--global-batch-size", "4",
+                "--nproc-per-node", "2", "--data-parallel-sharding-strategy", "optim_grads_params"));
+        RankMemory without = RankMemoryLine.parse(PretrainRunner.runLogged(args));
+        args.addAll(List.of("--overlap-grad-reduce", "--overlap-param-gather"));
+        RankMemory with = RankMemoryLine.parse(PretrainRunner.runLogged(args));
+        assertThat(with).as("optim_grads_params with overlap vs without").isEqualTo(without);
     }
 
     private static Variant withFlags(List<String> base, String... more) {

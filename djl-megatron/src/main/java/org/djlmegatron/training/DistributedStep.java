@@ -138,8 +138,10 @@ public final class DistributedStep implements AutoCloseable {
         boolean buffersOn = Boolean.parseBoolean(System.getProperty("djlm.gradBuffers", "true"));
         boolean buffers = !split && buffersOn && ParamAndGradBuffer.supports(params);
         boolean expertBuffersOn = split && buffersOn && ExpertBuffers.supports(params);
-        checkStrategyRuns(sharding, buffers || expertBuffersOn, overlap);
-        paramShards = sharding.shardsParameters() ? new ParameterShards(params, dp, ctx.tape(), state) : null;
+        checkStrategyRuns(sharding, buffers || expertBuffersOn);
+        // with overlap every ZeRO-3 collective runs on the communication thread, on a communicator of its own
+        paramShards = sharding.shardsParameters() ? new ParameterShards(params,
+                overlap.any() ? ctx.overlapGroup(GroupKind.DATA_CONTEXT) : dp, ctx.tape(), state, overlap) : null;
         buffer = buffers && paramShards == null
                 ? new ParamAndGradBuffer(params, dp.size(), config.bucketElements(), state, !sharding.shardsGradients())
                 : null;
@@ -154,9 +156,9 @@ public final class DistributedStep implements AutoCloseable {
         shardLength = paramShards != null ? paramShards.shardSize() : config.distributedOptimizer() ? full / dp.size() : full;
         shardStart = config.distributedOptimizer() && paramShards == null ? shardLength * dp.rank() : 0;
         boolean firstTpRank = tp.rank() == 0;
-        overlapped = split
-                ? OverlappedCommunication.createForExperts(ctx, expertBuffers, dp, expertDp, config.distributedOptimizer(),
-                        config.bucketElements(), overlap)
+        overlapped = paramShards != null ? null // ZeRO-3 overlaps its own units' collectives (ParameterShards)
+                : split ? OverlappedCommunication.createForExperts(ctx, expertBuffers, dp, expertDp,
+                        config.distributedOptimizer(), config.bucketElements(), overlap)
                 : OverlappedCommunication.create(ctx, buffer, dp, gradShard, config.distributedOptimizer(),
                         config.bucketElements(), overlap);
         if (paramShards != null) {
@@ -249,13 +251,8 @@ public final class DistributedStep implements AutoCloseable {
     }
 
     /** Refuses a ZeRO stage this step cannot run here, saying why (before any collective). */
-    private void checkStrategyRuns(ShardingStrategy sharding, boolean buffers, Overlap overlap) {
+    private void checkStrategyRuns(ShardingStrategy sharding, boolean buffers) {
         String flag = "--data-parallel-sharding-strategy " + sharding.flagValue();
-        if (sharding.shardsParameters() && overlap.any() && dp.size() > 1) {
-            state.close();
-            throw new IllegalArgumentException(flag + " (ZeRO-3) does not run with --overlap-grad-reduce or "
-                    + "--overlap-param-gather yet: its gathers and reduce-scatters run on the compute thread");
-        }
         if (sharding.shardsParameters() && (pp.size() > 1 || ep.size() > 1)) {
             state.close();
             throw new IllegalArgumentException(flag + " (ZeRO-3) does not run with " + (pp.size() > 1
@@ -347,7 +344,9 @@ public final class DistributedStep implements AutoCloseable {
                         if (gradShard != null && overlapped != null) {
                             overlapped.finishMicroBatch(); // ZeRO-2 overlapped: DP (to the owners), then TP
                         }
-                        model.reduceTensorParallelGradients();
+                        if (paramShards == null) { // ZeRO-3 completes over TP on its shard, after the DP reduction
+                            model.reduceTensorParallelGradients();
+                        }
                         if (paramShards != null) { // ZeRO-3: free the layers, reduce-scatter per layer
                             paramShards.endMicroBatch();
                         } else if (gradShard != null && overlapped != null) {
@@ -790,6 +789,7 @@ public final class DistributedStep implements AutoCloseable {
      * optimizer on this rank's masters; no all-gather (the next forward gathers layer by layer).
      */
     private Update updateFromShards(double scale) {
+        paramShards.completeTensorParallel(tp); // Megatron's order: DP (per micro-batch), then TP on the main gradient
         NDArray grads = paramShards.averagedGradients(dp.size());
         double[] sumAndBad = TorchNative.unscaleAndNorm(grads, normMask, 1.0 / scale);
         boolean badScale = !scaler.isDynamic() && !Double.isFinite(scaler.scale());
@@ -1047,7 +1047,10 @@ public final class DistributedStep implements AutoCloseable {
      * the compute thread waited for; null without overlap.
      */
     public double[] overlapSeconds() {
-        return overlapped == null ? null : overlapped.communicationAndWaitSeconds();
+        if (overlapped == null) {
+            return paramShards == null ? null : paramShards.communicationAndWaitSeconds();
+        }
+        return overlapped.communicationAndWaitSeconds();
     }
 
     private NDArray shard(NDArray full) {

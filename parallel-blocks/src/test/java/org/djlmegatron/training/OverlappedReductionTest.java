@@ -179,19 +179,7 @@ class OverlappedReductionTest {
 
     private static void assertFailureStopsEveryRank(ShardingStrategy sharding, String operation) {
         long t0 = System.nanoTime();
-        assertThatThrownBy(() -> LocalWorld.run(RankGrid.create(2, 1, 1, 1, 1), TIMEOUT, ctx -> {
-            GPTModel model = model(ctx);
-            int[] reports = {0};
-            try (DistributedStep step = new DistributedStep(ctx, model, config(sharding), new Overlap(true, false, TIMEOUT))) {
-                ctx.tape().onGradientsFinal(done -> {
-                    if (++reports[0] == 2 && ctx.rank() == 1) {
-                        throw new IllegalStateException("injected failure in rank 1's backward");
-                    }
-                });
-                step.step(List.of(batch(ctx.rank())));
-            }
-            return null;
-        })).satisfies(e -> {
+        assertThatThrownBy(() -> runFailingInRank1sBackward(config(sharding), new Overlap(true, false, TIMEOUT))).satisfies(e -> {
             assertThat(e).hasMessageContaining("rank 1 failed").hasMessageContaining("injected failure");
             Throwable[] others = e.getSuppressed();
             assertThat(others).as("rank 0's failure, and no rank abandoned").hasSize(1);
@@ -203,5 +191,82 @@ class OverlappedReductionTest {
         });
         assertThat(Duration.ofNanos(System.nanoTime() - t0)).as("stopped by the abort, not a timeout")
                 .isLessThan(TIMEOUT);
+    }
+
+    /**
+     * ZeRO-3 with both overlap flags: rank 1 failing in the middle of its backward, while its
+     * units' reduce-scatters and the next units' all-gathers run on the communication threads,
+     * stops both ranks promptly, rank 0 naming the group, its rank and the overlapped collective.
+     */
+    @Test
+    void aRankFailingDuringZero3sOverlappedCollectivesStopsEveryRankNamingGroupRankAndOperation() {
+        long t0 = System.nanoTime();
+        assertThatThrownBy(() -> runFailingInRank1sBackward(zero3Config(), new Overlap(true, true, TIMEOUT))).satisfies(e -> {
+            assertThat(e).hasMessageContaining("rank 1 failed").hasMessageContaining("injected failure");
+            Throwable[] others = e.getSuppressed();
+            assertThat(others).as("rank 0's failure, and no rank abandoned").hasSize(1);
+            Throwable rank0 = others[0].getCause();
+            assertThat(rank0).isInstanceOf(CollectiveAbortedException.class);
+            assertThat(((CollectiveAbortedException) rank0).where()).contains("dp-cp-overlap[0,1]").contains("rank 0")
+                    .matches("(?is).*(allgather|reducescatter).*");
+            assertThat(rank0.getSuppressed()).anySatisfy(s -> assertThat(s.getMessage())
+                    .matches("(?s).*overlapped (parameter all-gather|gradient reduce-scatter) of unit .*"));
+        });
+        assertThat(Duration.ofNanos(System.nanoTime() - t0)).as("stopped by the abort, not a timeout")
+                .isLessThan(TIMEOUT);
+    }
+
+    /**
+     * ZeRO-3 with {@code --overlap-grad-reduce}: the last unit's reduce-scatter runs on the
+     * communication thread while backward is held at its first gradient-final report (the
+     * communication thread's busy time grows meanwhile; no gather is pending then without
+     * {@code --overlap-param-gather}), on both ranks.
+     */
+    @Test
+    void zero3sLastUnitIsReduceScatteredWhileBackwardStillRuns() {
+        List<Boolean> reducedInBackward = LocalWorld.run(RankGrid.create(2, 1, 1, 1, 1), TIMEOUT, ctx -> {
+            GPTModel model = model(ctx);
+            boolean[] ok = {false};
+            int[] reports = {0};
+            try (DistributedStep step = new DistributedStep(ctx, model, zero3Config(), new Overlap(true, false, TIMEOUT))) {
+                ctx.tape().onGradientsFinal(done -> { // after the step's listener: the last unit has been handed over
+                    if (++reports[0] == 1) {
+                        double before = step.overlapSeconds()[0];
+                        long deadline = System.nanoTime() + TIMEOUT.toNanos() / 2;
+                        while (!ok[0] && System.nanoTime() < deadline) {
+                            ok[0] = step.overlapSeconds()[0] > before;
+                            Thread.onSpinWait();
+                        }
+                    }
+                });
+                step.step(List.of(batch(ctx.rank())));
+            }
+            assertThat(reports[0]).as("backward segments reported").isGreaterThan(2);
+            return ok[0];
+        });
+        assertThat(reducedInBackward).as("a unit reduce-scattered during the first of several reports")
+                .containsExactly(true, true);
+    }
+
+    private static StepConfig zero3Config() {
+        return StepConfig.builder(1, new LearningRateSchedule(1e-3, 1e-3, 0, 10, DecayStyle.CONSTANT, 0,
+                AnnealStyle.LINEAR)).globalBatchSize(2).sharding(ShardingStrategy.OPTIM_GRADS_PARAMS).build();
+    }
+
+    /** One step on two ranks in which rank 1 throws at its backward's second gradient-final report. */
+    private static void runFailingInRank1sBackward(StepConfig config, Overlap overlap) {
+        LocalWorld.run(RankGrid.create(2, 1, 1, 1, 1), TIMEOUT, ctx -> {
+            GPTModel model = model(ctx);
+            int[] reports = {0};
+            try (DistributedStep step = new DistributedStep(ctx, model, config, overlap)) {
+                ctx.tape().onGradientsFinal(done -> {
+                    if (++reports[0] == 2 && ctx.rank() == 1) {
+                        throw new IllegalStateException("injected failure in rank 1's backward");
+                    }
+                });
+                step.step(List.of(batch(ctx.rank())));
+            }
+            return null;
+        });
     }
 }

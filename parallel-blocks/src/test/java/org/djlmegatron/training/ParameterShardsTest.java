@@ -19,6 +19,7 @@ import org.djlmegatron.optim.LearningRateSchedule.AnnealStyle;
 import org.djlmegatron.optim.LearningRateSchedule.DecayStyle;
 import org.djlmegatron.parallel.RankContext;
 import org.djlmegatron.parallel.RankGrid;
+import org.djlmegatron.training.buffers.Overlap;
 import org.djlmegatron.training.buffers.ShardingStrategy;
 import org.djlmegatron.training.model.MicroBatch;
 import org.junit.jupiter.api.Tag;
@@ -31,7 +32,10 @@ import org.djlmegatron.transformer.TransformerConfig;
  * layer 0's segment, the last layer's does; between steps every layer's storage holds 0 bytes and
  * the measured parameter bytes are this rank's shard. The steps still give no_shard's losses and
  * norms (1e-6), and an evaluation forward between steps and the logits after
- * {@link DistributedStep#gatherWeights} give no_shard's. Native library only (storage resizing).
+ * {@link DistributedStep#gatherWeights} give no_shard's. With {@code --overlap-grad-reduce
+ * --overlap-param-gather} the same holds, and the next unit is gathered ahead: layer 1's storage is
+ * allocated at layer 0's first forward use, layer 0's before the last layer's backward segment
+ * (without the overlap both are 0 bytes there). Native library only (storage resizing).
  */
 @Tag("native")
 class ParameterShardsTest {
@@ -45,10 +49,35 @@ class ParameterShardsTest {
 
     @Test
     void layersAreFreedOutsideTheirPassesAndTheRunIsNoShards() {
-        Run plain = LocalWorld.run(RankGrid.create(2, 1, 1, 1, 1), TIMEOUT, ctx -> run(ctx, ShardingStrategy.NO_SHARD))
-                .get(0);
+        Run plain = noShard();
         List<Run> zero3 = LocalWorld.run(RankGrid.create(2, 1, 1, 1, 1), TIMEOUT,
-                ctx -> run(ctx, ShardingStrategy.OPTIM_GRADS_PARAMS));
+                ctx -> run(ctx, ShardingStrategy.OPTIM_GRADS_PARAMS, Overlap.OFF));
+        assertFreedAndNoShards(zero3, plain);
+        for (Run r : zero3) {
+            assertThat(r.storageSeen[5]).as("layer 1's storage at layer 0's first use, without overlap").isZero();
+            assertThat(r.storageSeen[6]).as("layer 0's storage before the last layer's backward, without overlap").isZero();
+        }
+    }
+
+    @Test
+    void withOverlapTheNextLayerIsGatheredAheadAndTheRunIsNoShards() {
+        Run plain = noShard();
+        List<Run> zero3 = LocalWorld.run(RankGrid.create(2, 1, 1, 1, 1), TIMEOUT,
+                ctx -> run(ctx, ShardingStrategy.OPTIM_GRADS_PARAMS, new Overlap(true, true, TIMEOUT)));
+        assertFreedAndNoShards(zero3, plain);
+        for (Run r : zero3) {
+            assertThat(r.storageSeen[5]).as("layer 1's storage at layer 0's first use: gathered ahead").isPositive();
+            assertThat(r.storageSeen[6]).as("layer 0's storage before the last layer's backward: gathered ahead")
+                    .isPositive();
+        }
+    }
+
+    private static Run noShard() {
+        return LocalWorld.run(RankGrid.create(2, 1, 1, 1, 1), TIMEOUT,
+                ctx -> run(ctx, ShardingStrategy.NO_SHARD, Overlap.OFF)).get(0);
+    }
+
+    private static void assertFreedAndNoShards(List<Run> zero3, Run plain) {
         for (Run r : zero3) {
             assertThat(r.storageSeen[0]).as("layer 0's storage during the last layer's forward").isZero();
             assertThat(r.storageSeen[1]).as("the last layer's storage while its forward runs").isPositive();
@@ -69,28 +98,35 @@ class ParameterShardsTest {
                 .isLessThan(plain.paramBytes + 4 * 16);
     }
 
-    private static Run run(RankContext ctx, ShardingStrategy sharding) {
+    private static Run run(RankContext ctx, ShardingStrategy sharding, Overlap overlap) {
         GPTModel model = new GPTModel(ctx, CFG, false);
         model.initializeRandom(3, 0.02f);
         model.setLayerSegments(true);
         NDArray first = weightOf(model, "decoder.layers.0.");
+        NDArray mid = weightOf(model, "decoder.layers.1.");
         NDArray last = weightOf(model, "decoder.layers.2.");
-        long[] seen = new long[5];
+        long[] seen = new long[7];
+        seen[5] = -1;
         List<double[]> steps = new ArrayList<>();
         StepConfig config = StepConfig.builder(1, new LearningRateSchedule(1e-2, 1e-2, 0, 10, DecayStyle.CONSTANT, 0,
                 AnnealStyle.LINEAR)).globalBatchSize(4).clipGrad(1.0).sharding(sharding).build();
-        try (DistributedStep step = new DistributedStep(ctx, model, config)) {
+        try (DistributedStep step = new DistributedStep(ctx, model, config, overlap)) {
             boolean zero3 = step.shardsParameters();
             ctx.tape().onUse(p -> { // after the step's own listener: the used layer is gathered now
                 if (zero3 && seen[1] == 0 && p instanceof ai.djl.nn.Parameter q && q.getArray() == last) { // the first forward
                     seen[0] = TorchNative.storageBytes(first);
                     seen[1] = TorchNative.storageBytes(last);
                 }
+                if (zero3 && seen[5] < 0 && p instanceof ai.djl.nn.Parameter q && q.getArray() == first) { // the first forward
+                    seen[5] = TorchNative.storageBytes(mid);
+                }
             });
             ctx.tape().beforeSegmentBackward(uses -> {
                 if (zero3 && uses.stream().anyMatch(p -> p instanceof ai.djl.nn.Parameter q && q.getArray() == first)) {
                     seen[2] = TorchNative.storageBytes(last);
                     seen[3] = TorchNative.storageBytes(first);
+                } else if (zero3 && uses.stream().anyMatch(p -> p instanceof ai.djl.nn.Parameter q && q.getArray() == last)) {
+                    seen[6] = Math.max(seen[6], TorchNative.storageBytes(first));
                 }
             });
             for (int it = 0; it < 3; it++) {

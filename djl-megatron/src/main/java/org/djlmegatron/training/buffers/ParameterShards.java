@@ -13,6 +13,8 @@ import java.util.function.Predicate;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.djlmegatron.autograd.Tape;
+import org.djlmegatron.comm.CommThread;
+import org.djlmegatron.comm.PendingWork;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ReduceOp;
 import org.djlmegatron.engine.TorchNative;
@@ -39,6 +41,20 @@ import org.djlmegatron.training.model.TrainableParameter;
  * each end. Gradients as under ZeRO-2: a full-size workspace per micro-batch, reduce-scattered unit
  * by unit into this rank's fp32 shard after its backward.
  *
+ * <p>Overlap ({@link Overlap}, Megatron-FSDP's): with {@code --overlap-grad-reduce} every
+ * collective of this class runs on the rank's {@link CommThread} (one sequence for the
+ * data-parallel group), and a unit's reduce-scatter starts as soon as backward has finished its
+ * gradients ({@link UnitReducer}). With {@code --overlap-param-gather} the next unit's all-gather
+ * is started while the current one computes: in a training forward unit u+1's when u is entered,
+ * before a backward segment the unit below the lowest layer backward has reached; its first use
+ * waits for it. At most one unit is held beyond the units the passes hold without the overlap.
+ * The storage is resized on the compute thread before the gather is handed over, and freed only
+ * after the gather was waited for.
+ *
+ * <p>Tensor-parallel completion ({@link TrainableParameter#tpPartialGradient()}): after the
+ * data-parallel reduction, on this rank's fp32 shard ({@link #completeTensorParallel}), Megatron's
+ * order; the model's own {@code reduceTensorParallelGradients} is not called under ZeRO-3.
+ *
  * <p>Needs the project's native library ({@link TorchNative#resizeStorage}).
  */
 public final class ParameterShards implements AutoCloseable {
@@ -63,6 +79,18 @@ public final class ParameterShards implements AutoCloseable {
     private NDManager workspace;
     private NDArray grads;
     private boolean closed;
+    private final Overlap overlap;
+    /** The rank's communication thread under overlap; null: every collective on the calling thread. */
+    private final CommThread comm;
+    /** Under {@code --overlap-grad-reduce}: starts units' reduce-scatters during backward; null otherwise. */
+    private final UnitReducer reducer;
+    /** The unit whose gather was started ahead of its use ({@code --overlap-param-gather}); -1: none. */
+    private int prefetched = -1;
+    /** The highest unit a training forward has entered since the units were last all freed. */
+    private int forwardHigh = -1;
+    /** The lowest layer unit the current backward has needed (the last layer unit + 1 before its first). */
+    private int backwardLow;
+    private long waitedNanos;
 
     /** One FSDP unit: a run of consecutive parameters with a storage of their own. */
     private static final class Unit {
@@ -75,6 +103,8 @@ public final class ParameterShards implements AutoCloseable {
         final long shardStart;
         NDArray storage;
         boolean gathered = true;
+        /** The all-gather on the communication thread that fills {@link #storage}, until waited for. */
+        PendingWork<?> gathering;
 
         Unit(String name, int first, int end, long padded, long fullStart, long shardStart) {
             this.name = name;
@@ -87,11 +117,18 @@ public final class ParameterShards implements AutoCloseable {
         }
     }
 
+    /** Without overlap: every gather and reduce-scatter on the compute thread, when the passes need it. */
+    public ParameterShards(List<TrainableParameter> params, ProcessGroup dp, Tape tape, NDManager parent) {
+        this(params, dp, tape, parent, Overlap.OFF);
+    }
+
     /**
      * Moves the parameters into one storage per unit, keeps this rank's shard of each and frees the
-     * storages; registers the gather/free hooks on {@code tape}.
+     * storages; registers the gather/free hooks on {@code tape} (and, under {@code overlap}, the
+     * gradient-final hook that starts the units' reduce-scatters).
      */
-    public ParameterShards(List<TrainableParameter> params, ProcessGroup dp, Tape tape, NDManager parent) {
+    public ParameterShards(List<TrainableParameter> params, ProcessGroup dp, Tape tape, NDManager parent,
+            Overlap overlap) {
         if (!ParamAndGradBuffer.supports(params)) {
             throw new IllegalArgumentException("--data-parallel-sharding-strategy optim_grads_params needs the native "
                     + "library and one weight dtype (fp32, bf16 or fp16) and device");
@@ -122,9 +159,16 @@ public final class ParameterShards implements AutoCloseable {
             }
         }
         params.forEach(p -> TorchNative.dropGradient(p.array())); // no .grad left from an earlier backward
+        this.overlap = overlap;
+        boolean overlapped = overlap.gradReduce() && dp.size() > 1;
+        comm = overlapped ? new CommThread(dp.name() + "-rank-" + dp.rank() + "-comm") : null;
+        reducer = overlapped ? new UnitReducer(unitOf, units.size(), this::startReduce) : null;
         releaseAll();
         tape.onUse(this::beforeForwardUse);
         tape.beforeSegmentBackward(this::beforeBackwardSegment);
+        if (reducer != null) {
+            tape.onGradientsFinal(this::gradientsFinal);
+        }
     }
 
     /** Units: consecutive parameters with the same layer prefix (or first name component). */
@@ -167,13 +211,15 @@ public final class ParameterShards implements AutoCloseable {
     // ------------------------------------------------------------------ gather and free
 
     /**
-     * Forward: gathers the used parameter's unit if it is freed; a layer frees every unit before it
-     * (the units after the last layer, the final norm, the output layer and the tied embedding, run
-     * together in the head and stay gathered until backward's first segment frees what it does not use).
+     * Forward: gathers the used parameter's unit when it enters it (freed, or gathered ahead); a
+     * layer frees every unit before it (the units after the last layer, the final norm, the output
+     * layer and the tied embedding, run together in the head and stay gathered until backward's
+     * first segment frees what it does not use). A training forward at its furthest unit starts
+     * the next unit's gather ({@code --overlap-param-gather}).
      */
     private void beforeForwardUse(Object reported) {
         int u = unitOfReported(reported);
-        if (closed || u < 0 || units.get(u).gathered) {
+        if (closed || u < 0 || units.get(u).gathered && u != prefetched) {
             return;
         }
         if (units.get(u).layer) {
@@ -181,10 +227,20 @@ public final class ParameterShards implements AutoCloseable {
                 release(units.get(v));
             }
         }
+        if (u == prefetched) {
+            prefetched = -1;
+        }
         gather(units.get(u));
+        if (prefetching() && u >= forwardHigh && u + 1 < units.size()) {
+            prefetch(u + 1);
+        }
+        forwardHigh = Math.max(forwardHigh, u);
     }
 
-    /** Backward: gathers the units the segment uses, frees every other. */
+    /**
+     * Backward: gathers the units the segment uses, frees every other but the one gathered ahead
+     * for the next segment ({@code --overlap-param-gather}: the unit below the lowest layer reached).
+     */
     private void beforeBackwardSegment(List<Object> used) {
         if (closed) {
             return;
@@ -194,10 +250,15 @@ public final class ParameterShards implements AutoCloseable {
             int u = unitOfReported(p);
             if (u >= 0) {
                 needed[u] = true;
+                backwardLow = units.get(u).layer ? Math.min(backwardLow, u) : backwardLow;
             }
         }
+        int ahead = prefetching() && backwardLow > 0 && !needed[backwardLow - 1] ? backwardLow - 1 : -1;
+        if (prefetched >= 0 && needed[prefetched]) {
+            prefetched = -1; // used now: an ordinary gathered unit
+        }
         for (int u = 0; u < units.size(); u++) {
-            if (!needed[u]) {
+            if (!needed[u] && u != ahead) {
                 release(units.get(u));
             }
         }
@@ -206,34 +267,97 @@ public final class ParameterShards implements AutoCloseable {
                 gather(units.get(u));
             }
         }
+        if (ahead >= 0) {
+            prefetch(ahead);
+        }
+    }
+
+    /** Whether unit gathers are started ahead: {@code --overlap-param-gather}, inside a training micro-batch. */
+    private boolean prefetching() {
+        return comm != null && overlap.paramGather() && workspace != null;
     }
 
     private int unitOfReported(Object reported) {
+        int i = paramOfReported(reported);
+        return i < 0 ? -1 : unitOf[i];
+    }
+
+    private int paramOfReported(Object reported) {
         NDArray a = reported instanceof ai.djl.nn.Parameter p ? (p.isInitialized() ? p.getArray() : null)
                 : reported instanceof NDArray x ? x : null;
         if (a == null) {
             return -1;
         }
         Integer i = index.get(a);
-        return i == null ? -1 : unitOf[i];
+        return i == null ? -1 : i;
     }
 
-    /** All-gathers a freed unit's shards into its reallocated storage. Collective over the data-parallel group. */
+    /** All-gathers a freed unit's shards into its reallocated storage, and waits. Collective over the data-parallel group. */
     private void gather(Unit u) {
+        startGather(u);
+        awaitGather(u);
+    }
+
+    /** Starts unit {@code v}'s gather without waiting: the unit gathered ahead (one at most; a missed one is freed). */
+    private void prefetch(int v) {
+        if (prefetched >= 0 && prefetched != v) {
+            release(units.get(prefetched));
+        }
+        startGather(units.get(v));
+        prefetched = v;
+    }
+
+    /**
+     * Reallocates the storage here, on the compute thread, then fills it: here, or on the
+     * communication thread under overlap (nothing reads the storage before {@link #awaitGather}).
+     */
+    private void startGather(Unit u) {
         if (u.gathered) {
             return;
         }
-        long piece = u.padded / dp.size();
         TorchNative.resizeStorage(u.storage, u.padded * type.getNumOfBytes());
+        u.gathered = true;
+        if (comm == null) {
+            fill(u);
+            return;
+        }
+        u.gathering = comm.submit("overlapped parameter all-gather of unit " + u.name + " on " + dp.name(),
+                overlap.waitLimit(), () -> {
+                    fill(u);
+                    return null;
+                });
+    }
+
+    private void fill(Unit u) {
+        long piece = u.padded / dp.size();
         try (NDArray mine = shards.get(new NDIndex("{}:{}", u.shardStart, u.shardStart + piece));
                 NDArray all = dp.size() == 1 ? mine.duplicate() : dp.allGather(mine, 0)) {
             u.storage.set(new NDIndex("..."), all); // through the alias: the parameters' versions stay
         }
-        u.gathered = true;
     }
 
+    /** Waits for the unit's gather on the communication thread, if one is pending; its failure is thrown here. */
+    private void awaitGather(Unit u) {
+        PendingWork<?> w = u.gathering;
+        if (w == null) {
+            return;
+        }
+        u.gathering = null;
+        long t0 = System.nanoTime();
+        try {
+            w.await();
+        } finally {
+            waitedNanos += System.nanoTime() - t0;
+        }
+    }
+
+    /** Frees a gathered unit's storage, after its pending gather (which writes into it) has ended. */
     private void release(Unit u) {
+        if (prefetched >= 0 && units.get(prefetched) == u) {
+            prefetched = -1;
+        }
         if (u.gathered) {
+            awaitGather(u);
             TorchNative.resizeStorage(u.storage, 0);
             u.gathered = false;
         }
@@ -242,6 +366,8 @@ public final class ParameterShards implements AutoCloseable {
     /** Frees every unit's storage (after a step's passes, after an update: gathered values are stale). */
     public void releaseAll() {
         units.forEach(this::release);
+        prefetched = -1;
+        forwardHigh = -1;
     }
 
     /**
@@ -269,34 +395,119 @@ public final class ParameterShards implements AutoCloseable {
         for (int i = 0; i < params.size(); i++) {
             TorchNative.bindGradient(params.get(i).array(), grads, fullOffset[i]);
         }
+        backwardLow = 0;
+        for (int u = 0; u < units.size(); u++) {
+            backwardLow = units.get(u).layer ? u + 1 : backwardLow;
+        }
+        if (reducer != null) {
+            reducer.arm();
+        }
+    }
+
+    /** The tape's gradient-final listener under {@code --overlap-grad-reduce} (the compute thread, during backward). */
+    private void gradientsFinal(List<Object> done) {
+        if (closed || workspace == null) {
+            return; // not a training micro-batch's backward
+        }
+        for (Object o : done) {
+            int i = paramOfReported(o);
+            if (i >= 0) {
+                reducer.gradientFinal(i);
+            }
+        }
     }
 
     /**
-     * After the micro-batch's backward and its tensor-parallel gradient completion: frees the
-     * units, reduce-scatters each unit's workspace into this rank's shard (summed), drops the
-     * workspace. Collective over the data-parallel group.
+     * After the micro-batch's backward: frees the units, reduce-scatters each unit's workspace
+     * into this rank's shard (summed; under {@code --overlap-grad-reduce} what backward did not
+     * start yet, then waits for all), drops the workspace. Collective over the data-parallel group.
      */
     public void endMicroBatch() {
         if (workspace == null) {
             throw new IllegalStateException("no micro-batch's gradients are bound (beginMicroBatch not called)");
         }
+        boolean ended = false;
         try {
             releaseAll();
-            for (Unit u : units) {
-                long piece = u.padded / dp.size();
-                try (NDArray part = grads.get(new NDIndex("{}:{}", u.fullStart, u.fullStart + u.padded));
-                        NDArray wide = part.toType(DataType.FLOAT32, false);
-                        NDArray sum = dp.size() == 1 ? wide.duplicate() : dp.reduceScatter(wide, 0, ReduceOp.SUM);
-                        NDArray into = gradShard.get(new NDIndex("{}:{}", u.shardStart, u.shardStart + piece))) {
-                    into.addi(sum);
+            if (reducer != null) {
+                long t0 = System.nanoTime();
+                try {
+                    reducer.finish();
+                } finally {
+                    waitedNanos += System.nanoTime() - t0;
+                }
+            } else {
+                for (int u = 0; u < units.size(); u++) {
+                    reduceUnit(u, grads);
                 }
             }
+            ended = true;
         } finally {
             params.forEach(p -> TorchNative.dropGradient(p.array()));
-            workspace.close();
+            if (ended || comm == null) {
+                workspace.close();
+            } // else a reduce-scatter past its wait may still read it: the manager frees it on close, after the thread
             workspace = null;
             grads = null;
         }
+    }
+
+    /** Hands unit u's reduce-scatter to the communication thread ({@link UnitReducer}). */
+    private PendingWork<?> startReduce(int u) {
+        Unit unit = units.get(u);
+        NDArray workspaceGrads = grads; // this micro-batch's, whatever the compute thread binds next
+        return comm.submit("overlapped gradient reduce-scatter of unit " + unit.name + " (" + (u + 1) + " of "
+                + units.size() + ") on " + dp.name(), overlap.waitLimit(), () -> {
+                    reduceUnit(u, workspaceGrads);
+                    return null;
+                });
+    }
+
+    /** Reduce-scatters unit u's slice of the workspace (fp32) and adds this rank's piece into the gradient shard. */
+    private void reduceUnit(int index, NDArray workspaceGrads) {
+        Unit u = units.get(index);
+        long piece = u.padded / dp.size();
+        try (NDArray part = workspaceGrads.get(new NDIndex("{}:{}", u.fullStart, u.fullStart + u.padded));
+                NDArray wide = part.toType(DataType.FLOAT32, false);
+                NDArray sum = dp.size() == 1 ? wide.duplicate() : dp.reduceScatter(wide, 0, ReduceOp.SUM);
+                NDArray into = gradShard.get(new NDIndex("{}:{}", u.shardStart, u.shardStart + piece))) {
+            into.addi(sum);
+        }
+    }
+
+    /**
+     * Completes over the tensor-parallel group the gradients flagged
+     * {@link TrainableParameter#tpPartialGradient()}, on this rank's fp32 shard after the
+     * data-parallel reduction (Megatron's order): the same elements of the same parameters lie at
+     * the same shard positions on every tensor-parallel rank (same shapes, same units, same
+     * data-parallel rank), so each flagged range is all-reduced in place. Collective over {@code tp}.
+     */
+    public void completeTensorParallel(ProcessGroup tp) {
+        if (tp.size() == 1) {
+            return;
+        }
+        for (Unit u : units) {
+            long piece = u.padded / dp.size();
+            long lo = u.fullStart + piece * dp.rank();
+            for (int i = u.first; i < u.end; i++) {
+                long a = Math.max(lo, fullOffset[i]);
+                long b = Math.min(lo + piece, fullOffset[i] + params.get(i).array().getShape().size());
+                if (a < b && params.get(i).tpPartialGradient()) {
+                    try (NDArray view = gradShard.get(new NDIndex("{}:{}", u.shardStart + a - lo, u.shardStart + b - lo));
+                            NDArray sum = tp.allReduce(view, ReduceOp.SUM)) {
+                        view.set(new NDIndex("..."), sum); // a copy: an inf must stay inf
+                    }
+                }
+            }
+        }
+    }
+
+    /**
+     * Under overlap: seconds of communication on the communication thread so far and the part
+     * the compute thread waited for; null without overlap.
+     */
+    public double[] communicationAndWaitSeconds() {
+        return comm == null ? null : new double[] {comm.busySeconds(), waitedNanos / 1e9};
     }
 
     /** The gradient shard after the step's last micro-batch, divided by {@code divisor} in place. */
@@ -439,7 +650,10 @@ public final class ParameterShards implements AutoCloseable {
             params.forEach(p -> TorchNative.dropGradient(p.array()));
         }
         gatherIfPossibleOnClose();
-        manager.close();
+        // work still queued or running reads the storages and the workspace: free them only after it ended
+        if (comm == null || comm.closeAndWait(overlap.waitLimit())) {
+            manager.close();
+        }
     }
 
     /**
