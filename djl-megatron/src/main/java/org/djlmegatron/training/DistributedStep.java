@@ -156,11 +156,12 @@ public final class DistributedStep implements AutoCloseable {
         shardLength = paramShards != null ? paramShards.shardSize() : config.distributedOptimizer() ? full / dp.size() : full;
         shardStart = config.distributedOptimizer() && paramShards == null ? shardLength * dp.rank() : 0;
         boolean firstTpRank = tp.rank() == 0;
+        boolean tiedAcrossStages = pp.size() > 1 && !((PipelineStageModel) model).embeddingGroupParameters().isEmpty();
         overlapped = paramShards != null ? null // ZeRO-3 overlaps its own units' collectives (ParameterShards)
                 : split ? OverlappedCommunication.createForExperts(ctx, expertBuffers, dp, expertDp,
-                        config.distributedOptimizer(), config.bucketElements(), overlap)
+                        config.distributedOptimizer(), tiedAcrossStages, config.bucketElements(), overlap)
                 : OverlappedCommunication.create(ctx, buffer, dp, gradShard, config.distributedOptimizer(),
-                        config.bucketElements(), overlap);
+                        tiedAcrossStages, config.bucketElements(), overlap);
         if (paramShards != null) {
             initFromShards(firstTpRank);
             expertShardStart = 0;

@@ -48,14 +48,14 @@ public final class OverlappedCommunication implements AutoCloseable {
     private long waitedNanos;
 
     private OverlappedCommunication(RankContext ctx, ParamAndGradBuffer buffer, ProcessGroup dp, GradientShard gradShard,
-            boolean distributedOptimizer, long bucketElements, Overlap overlap) {
+            boolean toOwners, long bucketElements, Overlap overlap) {
         this.buffer = buffer;
         this.gradShard = gradShard;
         this.overlap = overlap;
         comm = new CommThread("rank-" + ctx.rank() + "-comm");
         ProcessGroup async = ctx.overlapGroup(GroupKind.DATA_CONTEXT); // dp's ranks, a communicator of its own
         // ZeRO-2 sums each micro-batch into its shard and averages the shard once, after the last
-        reducer = new BucketReducer(buffer, async, gradShard != null ? 1 : dp.size(), distributedOptimizer, comm,
+        reducer = new BucketReducer(buffer, async, gradShard != null ? 1 : dp.size(), toOwners, comm,
                 overlap);
         gatherer = overlap.paramGather() ? new ParamGatherer(buffer, async, bucketElements, comm, overlap) : null;
         expertComm = null;
@@ -68,18 +68,18 @@ public final class OverlappedCommunication implements AutoCloseable {
 
     /** Expert parallelism: the dense buffer over {@code dp}, the expert buffer over {@code expertDp}, both divided by DP's size. */
     private OverlappedCommunication(RankContext ctx, ExpertBuffers buffers, ProcessGroup dp, ProcessGroup expertDp,
-            boolean distributedOptimizer, long bucketElements, Overlap overlap) {
+            boolean toOwners, long bucketElements, Overlap overlap) {
         this.buffer = buffers.dense();
         this.gradShard = null;
         this.overlap = overlap;
         comm = new CommThread("rank-" + ctx.rank() + "-comm");
         ProcessGroup async = ctx.overlapGroup(GroupKind.DATA_CONTEXT);
-        reducer = new BucketReducer(buffer, async, dp.size(), distributedOptimizer, comm, overlap);
+        reducer = new BucketReducer(buffer, async, dp.size(), toOwners, comm, overlap);
         gatherer = overlap.paramGather() ? new ParamGatherer(buffer, async, bucketElements, comm, overlap) : null;
         expertComm = new CommThread("rank-" + ctx.rank() + "-expert-comm");
         expertBuffer = buffers.experts();
         ProcessGroup expertAsync = ctx.overlapGroup(GroupKind.EXPERT_DATA);
-        expertReducer = new BucketReducer(expertBuffer, expertAsync, dp.size(), distributedOptimizer, expertComm, overlap);
+        expertReducer = new BucketReducer(expertBuffer, expertAsync, dp.size(), toOwners, expertComm, overlap);
         expertGatherer = overlap.paramGather()
                 ? new ParamGatherer(expertBuffer, expertAsync, bucketElements, expertComm, overlap) : null;
         expertOffset = buffers.denseShardLength();
@@ -92,7 +92,8 @@ public final class OverlappedCommunication implements AutoCloseable {
      * gradient shards), or null when off or at DP 1.
      */
     public static OverlappedCommunication createForExperts(RankContext ctx, ExpertBuffers buffers, ProcessGroup dp,
-            ProcessGroup expertDp, boolean distributedOptimizer, long bucketElements, Overlap overlap) {
+            ProcessGroup expertDp, boolean distributedOptimizer, boolean wholeGradients, long bucketElements,
+            Overlap overlap) {
         if (!overlap.any()) {
             return null;
         }
@@ -109,7 +110,8 @@ public final class OverlappedCommunication implements AutoCloseable {
                     + ctx.group(GroupKind.EXPERT).size() + " needs " + why);
         }
         return dp.size() > 1
-                ? new OverlappedCommunication(ctx, buffers, dp, expertDp, distributedOptimizer, bucketElements, overlap)
+                ? new OverlappedCommunication(ctx, buffers, dp, expertDp, distributedOptimizer && !wholeGradients,
+                        bucketElements, overlap)
                 : null;
     }
 
@@ -146,11 +148,17 @@ public final class OverlappedCommunication implements AutoCloseable {
      *
      * @param buffer the step's buffer, null when it takes the flat-vector path
      * @param gradShard ZeRO-2's gradient shard (each micro-batch's workspace is reduced); null without ZeRO-2
-     * @param distributedOptimizer whether the optimizer is sharded over {@code dp}
+     * @param distributedOptimizer whether the optimizer is sharded over {@code dp} (then each piece of a
+     *     bucket is reduced to its owner only, unless {@code wholeGradients})
+     * @param wholeGradients whether the step reads more than this rank's slice of the reduced
+     *     gradients: the tied embedding's exchange between the first and the last pipeline stage,
+     *     whose buffers place it differently (Megatron gives it a bucket of its own instead); then
+     *     every bucket is all-reduced
      * @param bucketElements {@code --ddp-bucket-size}
      */
     public static OverlappedCommunication create(RankContext ctx, ParamAndGradBuffer buffer, ProcessGroup dp,
-            GradientShard gradShard, boolean distributedOptimizer, long bucketElements, Overlap overlap) {
+            GradientShard gradShard, boolean distributedOptimizer, boolean wholeGradients, long bucketElements,
+            Overlap overlap) {
         if (!overlap.any()) {
             return null;
         }
@@ -182,7 +190,8 @@ public final class OverlappedCommunication implements AutoCloseable {
                     + "after the overlapped reduction would have read them; use fp32 weights");
         }
         return dp.size() > 1
-                ? new OverlappedCommunication(ctx, buffer, dp, gradShard, distributedOptimizer, bucketElements, overlap)
+                ? new OverlappedCommunication(ctx, buffer, dp, gradShard, distributedOptimizer && !wholeGradients,
+                        bucketElements, overlap)
                 : null;
     }
 
