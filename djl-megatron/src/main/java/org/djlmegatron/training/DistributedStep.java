@@ -346,13 +346,15 @@ public final class DistributedStep implements AutoCloseable {
                     pending.add(value);
                     tape.backward(loss, Scalar.of(step, scale / microBatches));
                     if (perMicroBatch) {
-                        model.reduceTensorParallelGradients();
+                        if (!tensorParallelOnMain()) {
+                            model.reduceTensorParallelGradients();
+                        }
                         if (paramShards != null) { // ZeRO-3: free the layers, reduce-scatter per layer
                             paramShards.endMicroBatch();
                         } else if (gradShard != null) { // ZeRO-2: reduce-scatter and drop this micro-batch's gradients
                             gradShard.endMicroBatch();
-                        } else {
-                            accumulateIntoMain();
+                        } else if (overlapped == null || m < batches.size() - 1) {
+                            accumulateIntoMain(); // the last one's buckets: by the overlapped reduction (BucketReducer)
                         }
                     }
                     tokens += mb.tokens();
@@ -406,6 +408,19 @@ public final class DistributedStep implements AutoCloseable {
         } else {
             expertBuffers.accumulateIntoMain();
         }
+    }
+
+    /**
+     * Whether the tensor-parallel completion runs once per step on the fp32 main gradient, after
+     * the data-parallel reduction (Megatron's order for 16-bit weights: micro-batch gradients go
+     * into {@code main_grad}, {@code finish_grad_sync}, then {@code _allreduce_layernorm_grads} on
+     * {@code main_grad}; the TP sum in fp32): 16-bit weights over the dense buffer, not ZeRO-2
+     * (whose shard keeps the per-micro-batch completion). Needs the model's
+     * {@link TrainableParameter#tpPartialGradient()} flags. fp32 weights keep their order
+     * (completion on the gradients, then the reduction, except under overlap).
+     */
+    private boolean tensorParallelOnMain() {
+        return buffer != null && gradShard == null && !buffer.weightsAreFp32();
     }
 
     private static long tokens(List<MicroBatch> batches) {
@@ -523,7 +538,9 @@ public final class DistributedStep implements AutoCloseable {
                                 outputs[chunk], inputGradients[chunk], outputGradient);
                         if (intoMainPerBackward) { // ZeRO-2, 16-bit weights: micro-batches accumulate in fp32
                             // TP and DP peers of a stage run the same schedule: their collectives come in the same order
-                            model.reduceTensorParallelGradients();
+                            if (!tensorParallelOnMain()) {
+                                model.reduceTensorParallelGradients();
+                            }
                             if (gradShard != null) {
                                 gradShard.endMicroBatch();
                             } else {
@@ -731,7 +748,7 @@ public final class DistributedStep implements AutoCloseable {
      */
     private Update updateFromBuffer(double scale, boolean inMain) {
         try (NDManager s = state.newSubManager()) {
-            boolean reduced = overlapped != null; // by finishStep, bucket by bucket (fp32 weights only)
+            boolean reduced = overlapped != null; // by finishStep, bucket by bucket
             if (!inMain) {
                 buffer.accumulateIntoMain();
             }
@@ -741,8 +758,14 @@ public final class DistributedStep implements AutoCloseable {
             } else if (!reduced && dp.size() > 1 && config.distributedOptimizer()) {
                 grads = buffer.reduceScatter(dp, dp.size());
                 grads.attach(s);
+                if (tensorParallelOnMain() && tp.size() > 1) {
+                    grads = intoMainShard(grads, s); // completed there below
+                }
             } else if (!reduced && dp.size() > 1) {
                 buffer.allReduce(dp, dp.size());
+            }
+            if (tensorParallelOnMain()) {
+                buffer.completeTensorParallel(tp); // after the data-parallel reduction: Megatron's order
             }
             double[] sumAndBad = TorchNative.unscaleAndNorm(grads, normMask, 1.0 / scale);
             boolean badScale = !scaler.isDynamic() && !Double.isFinite(scaler.scale());
@@ -764,6 +787,19 @@ public final class DistributedStep implements AutoCloseable {
             }
             return new Update(norm, lr, false);
         }
+    }
+
+    /**
+     * Copies this rank's reduced shard into its slice of the main gradient and returns that
+     * slice (a view): the tensor-parallel completion runs over the main gradient, and TP peers
+     * hold the same shard range, so the slice is completed with the rest (the other slices,
+     * not reduced here, are summed too and not read).
+     */
+    private NDArray intoMainShard(NDArray shardGrads, NDManager s) {
+        NDArray view = buffer.mainGrads().get(new NDIndex("{}:{}", shardStart, shardStart + shardLength));
+        view.attach(s);
+        view.set(new NDIndex("..."), shardGrads);
+        return view;
     }
 
     /**

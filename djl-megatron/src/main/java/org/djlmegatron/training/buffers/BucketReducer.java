@@ -21,8 +21,9 @@ import org.djlmegatron.comm.ReduceOp;
  * and waits for all: the step calls it before it touches the gradients or the group again.
  *
  * <p>The per-bucket work is the non-overlapped step's: an all-reduce of the bucket of the fp32
- * gradient buffer, a division, so the results are bit-identical. (16-bit weights are refused:
- * their micro-batch gradients are added into the fp32 main gradient after each backward.) Under the
+ * gradient buffer, a division, so the results are bit-identical. With 16-bit weights the bucket's
+ * last-micro-batch gradients are first widened and added into the fp32 main gradient (what the
+ * step does for the earlier micro-batches, and without overlap for all of them). Under the
  * distributed optimizer the bucket is all-reduced too and the step reads its shard from the
  * result: a reduce-scatter per bucket would need Megatron's per-bucket shard layout, while this
  * step's shards are contiguous slices of the whole buffer (the checkpoints' optimizer layout); the
@@ -131,6 +132,7 @@ public final class BucketReducer {
         String what = "overlapped gradient all-reduce of bucket " + b + " of " + remaining.length + " (elements "
                 + range[0] + ".." + range[1] + ") on " + group.name();
         pending.add(comm.submit(what, overlap.waitLimit(), () -> {
+            buffer.accumulateIntoMain(range[0], range[1]); // 16-bit weights: the last micro-batch's gradients
             reduce(range[0], range[1]);
             return null;
         }));

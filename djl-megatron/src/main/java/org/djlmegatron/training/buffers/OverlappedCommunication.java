@@ -71,11 +71,6 @@ public final class OverlappedCommunication implements AutoCloseable {
                     + "this run does not use: they need the project's native library (docs/native.md) and "
                     + "-Ddjlm.gradBuffers not false");
         }
-        if (!buffer.weightsAreFp32()) {
-            throw new IllegalArgumentException("--overlap-grad-reduce with 16-bit weights (--bf16/--fp16) is not supported "
-                    + "yet: their micro-batch gradients are added into the fp32 main gradient after each backward, "
-                    + "after the overlapped reduction would have read them; use fp32 weights");
-        }
         if (gradientsSharded) {
             throw new IllegalArgumentException("--overlap-grad-reduce with --data-parallel-sharding-strategy optim_grads "
                     + "is not supported yet (ZeRO-2 reduce-scatters each micro-batch's gradients as it ends); use optim");
