@@ -315,7 +315,8 @@ public final class DistributedStep implements AutoCloseable {
             zeroGradients();
         }
         double scale = scaler.scale();
-        // ZeRO-2, and 16-bit weights: each micro-batch's gradients completed and added into the fp32 main gradient
+        // ZeRO-2, and 16-bit weights: each micro-batch's gradients added into the fp32 main gradient (completed over
+        // TP first, except for 16-bit weights over the dense buffer: tensorParallelOnMain)
         boolean perMicroBatch = gradShard != null || paramShards != null || buffer != null && !buffer.weightsAreFp32()
                 || expertBuffers != null && (!expertBuffers.weightsAreFp32() || expertBuffers.shardsGradients());
         if (pp.size() > 1) {
@@ -434,8 +435,9 @@ public final class DistributedStep implements AutoCloseable {
     /**
      * After every backward: gradient completion, the update, the counters.
      *
-     * @param inMain whether each micro-batch's gradients were already completed and moved into the
-     *     main gradient (ZeRO-2's shard, or the fp32 main gradient of 16-bit weights)
+     * @param inMain whether each micro-batch's gradients were already moved into the main gradient
+     *     (ZeRO-2's shard, or the fp32 main gradient of 16-bit weights), completed over TP there
+     *     already or, for {@link #tensorParallelOnMain}, in the update after the DP reduction
      */
     private StepResult finishStep(long t0, double scale, double lossSum, long tokens, boolean inMain) {
         if (overlapped != null) {
