@@ -56,15 +56,6 @@ class OverlapOptionsTest {
                 .hasMessageContaining("--overlap-grad-reduce").hasMessageContaining("stock engine");
     }
 
-    /** 16-bit micro-batch gradients go into the fp32 main gradient after each backward: the overlap would read them too early. */
-    @Test
-    @Tag("native")
-    void overlappedReductionWithSixteenBitWeightsIsRefused() {
-        assertThatThrownBy(() -> run(base("--nproc-per-node", "2", "--bf16", "--overlap-grad-reduce")))
-                .hasRootCauseInstanceOf(IllegalArgumentException.class)
-                .rootCause().hasMessageContaining("--overlap-grad-reduce with 16-bit weights");
-    }
-
     /** ZeRO-2 widens each micro-batch's 16-bit gradients before reducing them: not overlapped yet. */
     @Test
     @Tag("native")

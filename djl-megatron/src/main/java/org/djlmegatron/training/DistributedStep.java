@@ -311,7 +311,8 @@ public final class DistributedStep implements AutoCloseable {
             zeroGradients();
         }
         double scale = scaler.scale();
-        // ZeRO-2, and 16-bit weights: each micro-batch's gradients completed and added into the fp32 main gradient
+        // ZeRO-2, and 16-bit weights: each micro-batch's gradients added into the fp32 main gradient (completed over
+        // TP first, except for 16-bit weights over the dense buffer: tensorParallelOnMain)
         boolean perMicroBatch = gradShard != null || paramShards != null || buffer != null && !buffer.weightsAreFp32()
                 || expertBuffers != null && (!expertBuffers.weightsAreFp32() || expertBuffers.shardsGradients());
         if (pp.size() > 1) {
@@ -345,7 +346,8 @@ public final class DistributedStep implements AutoCloseable {
                         if (gradShard != null && overlapped != null) {
                             overlapped.finishMicroBatch(); // ZeRO-2 overlapped: DP (to the owners), then TP
                         }
-                        if (paramShards == null) { // ZeRO-3 completes over TP on its shard, after the DP reduction
+                        // ZeRO-3 completes over TP on its shard, 16-bit weights on the main gradient: after DP
+                        if (paramShards == null && !tensorParallelOnMain()) {
                             model.reduceTensorParallelGradients();
                         }
                         if (paramShards != null) { // ZeRO-3: free the layers, reduce-scatter per layer
@@ -354,8 +356,8 @@ public final class DistributedStep implements AutoCloseable {
                             gradShard.endOverlappedMicroBatch(); // this rank's reduced slice into its shard
                         } else if (gradShard != null) { // ZeRO-2: reduce-scatter and drop this micro-batch's gradients
                             gradShard.endMicroBatch();
-                        } else {
-                            accumulateIntoMain();
+                        } else if (overlapped == null || m < batches.size() - 1) {
+                            accumulateIntoMain(); // the last one's buckets: by the overlapped reduction (BucketReducer)
                         }
                     }
                     tokens += mb.tokens();
@@ -411,6 +413,19 @@ public final class DistributedStep implements AutoCloseable {
         }
     }
 
+    /**
+     * Whether the tensor-parallel completion runs once per step on the fp32 main gradient, after
+     * the data-parallel reduction (Megatron's order for 16-bit weights: micro-batch gradients go
+     * into {@code main_grad}, {@code finish_grad_sync}, then {@code _allreduce_layernorm_grads} on
+     * {@code main_grad}; the TP sum in fp32): 16-bit weights over the dense buffer, not ZeRO-2
+     * (whose shard keeps the per-micro-batch completion). Needs the model's
+     * {@link TrainableParameter#tpPartialGradient()} flags. fp32 weights keep their order
+     * (completion on the gradients, then the reduction, except under overlap).
+     */
+    private boolean tensorParallelOnMain() {
+        return buffer != null && gradShard == null && !buffer.weightsAreFp32();
+    }
+
     private static long tokens(List<MicroBatch> batches) {
         long tokens = 0;
         for (MicroBatch mb : batches) {
@@ -422,8 +437,9 @@ public final class DistributedStep implements AutoCloseable {
     /**
      * After every backward: gradient completion, the update, the counters.
      *
-     * @param inMain whether each micro-batch's gradients were already completed and moved into the
-     *     main gradient (ZeRO-2's shard, or the fp32 main gradient of 16-bit weights)
+     * @param inMain whether each micro-batch's gradients were already moved into the main gradient
+     *     (ZeRO-2's shard, or the fp32 main gradient of 16-bit weights), completed over TP there
+     *     already or, for {@link #tensorParallelOnMain}, in the update after the DP reduction
      */
     private StepResult finishStep(long t0, double scale, double lossSum, long tokens, boolean inMain) {
         if (overlapped != null) {
@@ -537,7 +553,9 @@ public final class DistributedStep implements AutoCloseable {
                                 outputs[chunk], inputGradients[chunk], outputGradient);
                         if (intoMainPerBackward) { // ZeRO-2, 16-bit weights: micro-batches accumulate in fp32
                             // TP and DP peers of a stage run the same schedule: their collectives come in the same order
-                            model.reduceTensorParallelGradients();
+                            if (!tensorParallelOnMain()) {
+                                model.reduceTensorParallelGradients();
+                            }
                             if (gradShard != null) {
                                 gradShard.endMicroBatch();
                             } else {
@@ -750,7 +768,7 @@ public final class DistributedStep implements AutoCloseable {
      */
     private Update updateFromBuffer(double scale, boolean inMain) {
         try (NDManager s = state.newSubManager()) {
-            // by finishStep, bucket by bucket (fp32 weights only), or by ZeRO-2 per micro-batch into its shard
+            // by finishStep, bucket by bucket, or by ZeRO-2 per micro-batch into its shard
             boolean reduced = overlapped != null || gradShard != null;
             if (!inMain) {
                 buffer.accumulateIntoMain();
@@ -760,8 +778,14 @@ public final class DistributedStep implements AutoCloseable {
             if (!reduced && dp.size() > 1 && config.distributedOptimizer()) {
                 grads = buffer.reduceScatter(dp, dp.size());
                 grads.attach(s);
+                if (tensorParallelOnMain() && tp.size() > 1) {
+                    grads = intoMainShard(grads, s); // completed there below
+                }
             } else if (!reduced && dp.size() > 1) {
                 buffer.allReduce(dp, dp.size());
+            }
+            if (tensorParallelOnMain()) {
+                buffer.completeTensorParallel(tp); // after the data-parallel reduction: Megatron's order
             }
             double[] sumAndBad = TorchNative.unscaleAndNorm(grads, normMask, 1.0 / scale);
             boolean badScale = !scaler.isDynamic() && !Double.isFinite(scaler.scale());
@@ -783,6 +807,19 @@ public final class DistributedStep implements AutoCloseable {
             }
             return new Update(norm, lr, false);
         }
+    }
+
+    /**
+     * Copies this rank's reduced shard into its slice of the main gradient and returns that
+     * slice (a view): the tensor-parallel completion runs over the main gradient, and TP peers
+     * hold the same shard range, so the slice is completed with the rest (the other slices,
+     * not reduced here, are summed too and not read).
+     */
+    private NDArray intoMainShard(NDArray shardGrads, NDManager s) {
+        NDArray view = buffer.mainGrads().get(new NDIndex("{}:{}", shardStart, shardStart + shardLength));
+        view.attach(s);
+        view.set(new NDIndex("..."), shardGrads);
+        return view;
     }
 
     /**

@@ -29,8 +29,9 @@ import org.djlmegatron.training.model.TrainableParameter;
  * of a rank's copy of the bucket is left unreduced and is not read. A bucket then moves what a
  * reduce-scatter of it would, with the checkpoints' contiguous shard layout rather than
  * Megatron's per-bucket one. Under ZeRO-2 the reducer is armed for every micro-batch, over that
- * micro-batch's workspace ({@link GradientShard}). (16-bit weights are refused: their micro-batch
- * gradients are added into the fp32 main gradient after each backward.)
+ * micro-batch's workspace ({@link GradientShard}). With 16-bit weights the bucket's
+ * last-micro-batch gradients are first widened and added into the fp32 main gradient (what the
+ * step does for the earlier micro-batches, and without overlap for all of them).
  */
 public final class BucketReducer {
 
@@ -180,6 +181,7 @@ public final class BucketReducer {
                 + range[0] + ".." + range[1] + ") on " + group.name();
         NDArray target = grads;
         pending.add(comm.submit(what, overlap.waitLimit(), () -> {
+            buffer.accumulateIntoMain(range[0], range[1]); // 16-bit weights: the last micro-batch's gradients
             if (pieces == null) {
                 reduce(target, range[0], range[1]);
             } else {

@@ -184,11 +184,6 @@ public final class OverlappedCommunication implements AutoCloseable {
                     + "and 16-bit weights (--bf16/--fp16) is not supported yet: ZeRO-2 widens each micro-batch's 16-bit "
                     + "gradients to fp32 before reducing them; use fp32 weights or leave --overlap-grad-reduce off");
         }
-        if (!buffer.weightsAreFp32()) {
-            throw new IllegalArgumentException("--overlap-grad-reduce with 16-bit weights (--bf16/--fp16) is not supported "
-                    + "yet: their micro-batch gradients are added into the fp32 main gradient after each backward, "
-                    + "after the overlapped reduction would have read them; use fp32 weights");
-        }
         return dp.size() > 1
                 ? new OverlappedCommunication(ctx, buffer, dp, gradShard, distributedOptimizer && !wholeGradients,
                         bucketElements, overlap)

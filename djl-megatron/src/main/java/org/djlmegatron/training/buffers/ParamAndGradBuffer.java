@@ -198,7 +198,7 @@ public final class ParamAndGradBuffer implements AutoCloseable {
     }
 
     /**
-     * After a micro-batch's backward (and its tensor-parallel completion), for 16-bit weights: its
+     * After a micro-batch's backward, for 16-bit weights: its
      * gradients, widened, are added into the fp32 main gradient and the 16-bit ones zeroed, so
      * micro-batches accumulate in fp32 (Megatron's {@code main_grad} hook, here per micro-batch
      * rather than per parameter). Nothing for fp32 weights, whose gradient buffer is the main gradient.
@@ -211,6 +211,24 @@ public final class ParamAndGradBuffer implements AutoCloseable {
             mainGrads.addi(wide);
         }
         zero(grads);
+    }
+
+    /**
+     * {@link #accumulateIntoMain()} for elements {@code [start, end)} only (the same elementwise
+     * arithmetic, so bit-identical): under {@code --overlap-grad-reduce} a bucket of the last
+     * micro-batch's 16-bit gradients goes into the main gradient on the communication thread,
+     * before its reduction, as soon as its gradients are final. Nothing for fp32 weights.
+     */
+    public void accumulateIntoMain(long start, long end) {
+        if (mainGrads == grads) {
+            return;
+        }
+        NDIndex slice = new NDIndex("{}:{}", start, end);
+        try (NDArray g = grads.get(slice); NDArray main = mainGrads.get(slice);
+                NDArray wide = g.toType(DataType.FLOAT32, false)) {
+            main.addi(wide);
+            zero(g);
+        }
     }
 
     /**

@@ -15,6 +15,11 @@ public interface TrainableModel {
      */
     NDArray loss(NDArray inputs, NDArray labels);
 
-    /** After backward: completes gradients that are partial on each tensor-parallel rank. */
+    /**
+     * After backward: completes gradients that are partial on each tensor-parallel rank. The step
+     * over contiguous buffers with 16-bit weights does not call it: it completes the parameters
+     * flagged {@link TrainableParameter#tpPartialGradient()} on the fp32 main gradient, after the
+     * data-parallel reduction, so a model's flags must name the same parameters.
+     */
     void reduceTensorParallelGradients();
 }

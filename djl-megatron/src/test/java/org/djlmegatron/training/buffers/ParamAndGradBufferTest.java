@@ -238,6 +238,43 @@ class ParamAndGradBufferTest extends GradModeTestBase {
     }
 
     /**
+     * {@code --overlap-grad-reduce} with bf16 weights adds the last micro-batch's gradients into the
+     * fp32 main gradient bucket by bucket (in reduction order, on the communication thread): the
+     * same sums, bit for bit, as the whole-buffer addition, and the bf16 buckets are zeroed.
+     */
+    @Test
+    void bucketByBucketAccumulationIsTheWholeBufferOneBitForBit() {
+        int n = 4096;
+        Random r = new Random(7);
+        NDArray[] x = bf16Inputs(r, n);
+        NDArray w = m.zeros(new Shape(n), DataType.BFLOAT16);
+        w.setRequiresGradient(true);
+        try (ParamAndGradBuffer buf = new ParamAndGradBuffer(List.of(new TrainableParameter("w", w, false, true)), 1,
+                1000, m)) {
+            assertThat(buf.buckets()).hasSize(5);
+            float[][] mains = new float[2][];
+            for (int way = 0; way < 2; way++) {
+                buf.zeroGradients();
+                backward(w, x[0]);
+                buf.accumulateIntoMain();
+                backward(w, x[1]);
+                if (way == 0) {
+                    buf.accumulateIntoMain();
+                } else {
+                    for (long[] b : buf.buckets()) {
+                        buf.accumulateIntoMain(b[0], b[1]);
+                    }
+                }
+                mains[way] = floats(buf.mainGrads());
+                assertThat(floats(w.getGradient())).as("bf16 gradients zeroed").containsOnly(0f);
+            }
+            assertThat(mains[1]).containsExactly(mains[0]);
+            double[] exact = exactSums(new NDArray[] {x[0], x[1]}, n);
+            assertThat(maxRelativeError(mains[1], exact)).isLessThan(1e-6);
+        }
+    }
+
+    /**
      * ZeRO-2: each micro-batch's gradients land in a workspace, are added into the fp32 shard and
      * dropped (the parameter has no gradient between micro-batches); the shard holds the fp32 sum.
      */
