@@ -558,8 +558,13 @@ public final class DistributedStep implements AutoCloseable {
                             }
                             if (gradShard != null) {
                                 gradShard.endMicroBatch();
-                            } else {
+                            } else if (overlapped == null) {
                                 accumulateIntoMain();
+                            } else if (m < n - 1) { // 16-bit weights with overlap: this chunk's range only, since
+                                // buckets of chunks past their last backward may be in flight on the communication
+                                // thread; in the chunk's last backward each bucket's task adds its own gradients
+                                long[] range = buffer.rangeOf(stage.chunk(chunk).trainableParameters());
+                                buffer.accumulateIntoMain(range[0], range[1]);
                             }
                         }
                         if (inputGradient != null) {

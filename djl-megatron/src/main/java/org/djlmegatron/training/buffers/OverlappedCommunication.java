@@ -163,12 +163,11 @@ public final class OverlappedCommunication implements AutoCloseable {
             return null;
         }
         ProcessGroup pp = ctx.group(GroupKind.PIPELINE);
-        if (pp.size() > 1 && buffer != null && (!buffer.weightsAreFp32() || gradShard != null)) {
+        if (pp.size() > 1 && gradShard != null) {
             throw new IllegalArgumentException("--overlap-grad-reduce with --pipeline-model-parallel-size " + pp.size()
-                    + " runs on fp32 weights with --data-parallel-sharding-strategy no_shard or optim; found "
-                    + (gradShard != null ? "optim_grads" : "16-bit weights (--bf16/--fp16)")
-                    + " (the pipeline schedule moves each backward's gradients into the fp32 main gradient or shard "
-                    + "as it ends); leave --overlap-grad-reduce off");
+                    + " runs with --data-parallel-sharding-strategy no_shard or optim; found optim_grads (the pipeline "
+                    + "schedule reduce-scatters each backward's gradients into the shard as it ends); leave "
+                    + "--overlap-grad-reduce off");
         }
         if (overlap.paramGather() && !distributedOptimizer) {
             throw new IllegalArgumentException("--overlap-param-gather needs --use-distributed-optimizer "

@@ -232,6 +232,24 @@ public final class ParamAndGradBuffer implements AutoCloseable {
     }
 
     /**
+     * The element range {start, end} spanning {@code subset}'s parameters in this buffer (under
+     * pipelining a model chunk's, which lie back to back); {0, 0} when none is here.
+     */
+    public long[] rangeOf(List<TrainableParameter> subset) {
+        java.util.Set<NDArray> wanted = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
+        subset.forEach(p -> wanted.add(p.array()));
+        long start = Long.MAX_VALUE;
+        long end = 0;
+        for (int i = 0; i < params.size(); i++) {
+            if (wanted.contains(params.get(i).array())) {
+                start = Math.min(start, offsets[i]);
+                end = Math.max(end, offsets[i + 1]);
+            }
+        }
+        return start > end ? new long[] {0, 0} : new long[] {start, end};
+    }
+
+    /**
      * A view of {@code p}'s fp32 main gradient, in {@code p}'s shape (writes go into the buffer):
      * under pipelining the tied embedding's gradient is exchanged there once the micro-batches
      * went into the main gradient.
