@@ -92,15 +92,23 @@ class OverlappedReductionTest {
 
     /** Polls this rank's gradient of {@code p} until both ranks see the same values (the bucket's average). */
     private static boolean waitUntilEqualOnBothRanks(int rank, Parameter p, AtomicReferenceArray<float[]> seen) {
+        return pollGradients(rank, p, seen, (r0, r1) -> Arrays.equals(r0, r1));
+    }
+
+    /**
+     * Publishes this rank's gradient of {@code p} in {@code seen} and polls it until both ranks'
+     * satisfy {@code done} (rank 0's first), for at most half the timeout.
+     */
+    private static boolean pollGradients(int rank, Parameter p, AtomicReferenceArray<float[]> seen,
+            java.util.function.BiPredicate<float[], float[]> done) {
         long deadline = System.nanoTime() + TIMEOUT.toNanos() / 2;
         while (System.nanoTime() < deadline) {
-            float[] mine;
             try (NDArray g = p.getArray().getGradient()) {
-                mine = g.toFloatArray();
+                seen.set(rank, g.toFloatArray());
             }
-            seen.set(rank, mine);
-            float[] other = seen.get(1 - rank);
-            if (other != null && Arrays.equals(mine, other)) {
+            float[] r0 = seen.get(0);
+            float[] r1 = seen.get(1);
+            if (r0 != null && r1 != null && done.test(r0, r1)) {
                 return true;
             }
             Thread.onSpinWait();
@@ -150,21 +158,7 @@ class OverlappedReductionTest {
 
     /** Rank 0 publishes its gradient of {@code p}; rank 1 polls its own until it is twice that (within 1e-6). */
     private static boolean waitUntilOwnerHoldsTheSum(int rank, Parameter p, AtomicReferenceArray<float[]> seen) {
-        long deadline = System.nanoTime() + TIMEOUT.toNanos() / 2;
-        while (System.nanoTime() < deadline) {
-            float[] mine;
-            try (NDArray g = p.getArray().getGradient()) {
-                mine = g.toFloatArray();
-            }
-            seen.set(rank, mine);
-            float[] r0 = seen.get(0);
-            float[] r1 = seen.get(1);
-            if (r0 != null && r1 != null && twice(r0, r1)) {
-                return true;
-            }
-            Thread.onSpinWait();
-        }
-        return false;
+        return pollGradients(rank, p, seen, OverlappedReductionTest::twice);
     }
 
     private static boolean twice(float[] g, float[] sum) {
