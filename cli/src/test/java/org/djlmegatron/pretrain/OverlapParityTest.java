@@ -125,18 +125,24 @@ class OverlapParityTest {
         TrajectoryParity.assertClose(plain, overlapped, 1e-6, layout + " with " + overlap + " vs without");
     }
 
-    static Stream<Arguments> zeroTwoCases() {
-        return Stream.of(Arguments.of(DP2, GRAD), Arguments.of(DP2, GRAD_PARAM), Arguments.of(DP2_TP2, GRAD),
-                Arguments.of(DP2_TP2_SP, GRAD), Arguments.of(DP2_TP2_SP, GRAD_PARAM));
+    static final Variant OPTIM = Variant.of("optim", "--data-parallel-sharding-strategy", "optim");
+
+    /** The matrix: each sharded strategy with overlap at DP2 and DP2 x TP2 (and + SP) against no_shard without. */
+    static Stream<Arguments> shardedCases() {
+        return Stream.of(Arguments.of(OPTIM, DP2, GRAD), Arguments.of(OPTIM, DP2, GRAD_PARAM),
+                Arguments.of(OPTIM, DP2_TP2, GRAD_PARAM),
+                Arguments.of(ZERO2, DP2, GRAD), Arguments.of(ZERO2, DP2, GRAD_PARAM), Arguments.of(ZERO2, DP2_TP2, GRAD),
+                Arguments.of(ZERO2, DP2_TP2, GRAD_PARAM), Arguments.of(ZERO2, DP2_TP2_SP, GRAD),
+                Arguments.of(ZERO2, DP2_TP2_SP, GRAD_PARAM));
     }
 
-    @ParameterizedTest(name = "{0} optim_grads with {1}")
-    @MethodSource("zeroTwoCases")
-    void zeroTwoWithOverlapGivesTheNoShardTrajectory(Variant layout, Variant overlap) {
+    @ParameterizedTest(name = "{1} {0} with {2}")
+    @MethodSource("shardedCases")
+    void shardedStrategyWithOverlapGivesTheNoShardTrajectory(Variant strategy, Variant layout, Variant overlap) {
         List<String> base = base();
         List<StepResult> noShard = TrajectoryParity.run(base, layout.with(NO_SHARD));
-        List<StepResult> overlapped = TrajectoryParity.run(base, layout.with(ZERO2).with(overlap));
-        TrajectoryParity.assertClose(noShard, overlapped, 1e-6, layout + " optim_grads with " + overlap
+        List<StepResult> overlapped = TrajectoryParity.run(base, layout.with(strategy).with(overlap));
+        TrajectoryParity.assertClose(noShard, overlapped, 1e-6, layout + " " + strategy + " with " + overlap
                 + " vs no_shard without");
     }
 
@@ -162,7 +168,7 @@ class OverlapParityTest {
     }
 
     static Stream<Variant> zero3Layouts() {
-        return Stream.of(DP2, DP2_TP2_SP);
+        return Stream.of(DP2, DP2_TP2, DP2_TP2_SP);
     }
 
     private static List<String> base() {
