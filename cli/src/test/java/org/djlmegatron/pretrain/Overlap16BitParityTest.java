@@ -18,7 +18,9 @@ import org.junit.jupiter.params.provider.MethodSource;
  * fp32 main gradient bucket by bucket on the communication thread, then reduced; the tensor-parallel
  * completion follows on the fp32 main gradient. The arithmetic is the step's without overlap, so
  * the trajectory is bit-identical to it (10 iterations, strict sends, two micro-batches per rank,
- * 1000-element buckets), at DP=2 and DP=2 x TP=2 + SP, no_shard and optim. fp16 runs with the
+ * 1000-element buckets), at DP=2 and DP=2 x TP=2 + SP, no_shard, optim and optim_grads (ZeRO-2:
+ * each bucket of each micro-batch widened, reduced to its owner in fp32 and added into its shard
+ * during the backward; TP completion on the shard once per step). fp16 runs with the
  * dynamic loss scaler from 2^21: some steps overflow and are skipped, in both runs alike
  * (checked), so the overflow path goes through the overlap too, and the others train.
  */
@@ -63,10 +65,14 @@ class Overlap16BitParityTest {
                 "bf16 " + layout + " with " + overlap + " vs without");
     }
 
+    static final Variant DP2_ZERO2 = DP2.with(OverlapParityTest.ZERO2);
+    static final Variant DP2_TP2_SP_ZERO2 = DP2_TP2_SP.with(OverlapParityTest.ZERO2);
+
     static Stream<Arguments> cases() {
         return Stream.of("--bf16", "--fp16").flatMap(dtype -> Stream.of(
                 Arguments.of(dtype, DP2, GRAD), Arguments.of(dtype, DP2_DISTOPT, GRAD_PARAM),
-                Arguments.of(dtype, DP2_TP2_SP, GRAD), Arguments.of(dtype, DP2_TP2_SP_DISTOPT, GRAD_PARAM)));
+                Arguments.of(dtype, DP2_TP2_SP, GRAD), Arguments.of(dtype, DP2_TP2_SP_DISTOPT, GRAD_PARAM),
+                Arguments.of(dtype, DP2_ZERO2, GRAD_PARAM), Arguments.of(dtype, DP2_TP2_SP_ZERO2, GRAD)));
     }
 
     @ParameterizedTest(name = "{0} {1} with {2}")

@@ -56,15 +56,4 @@ class OverlapOptionsTest {
                 .isInstanceOf(IllegalArgumentException.class)
                 .hasMessageContaining("--overlap-grad-reduce").hasMessageContaining("stock engine");
     }
-
-    /** ZeRO-2 widens each micro-batch's 16-bit gradients before reducing them: not overlapped yet. */
-    @Test
-    @Tag("native")
-    void overlappedReductionUnderZeroTwoWithSixteenBitWeightsIsRefused() {
-        assertThatThrownBy(() -> run(base("--nproc-per-node", "2", "--data-parallel-sharding-strategy", "optim_grads",
-                "--bf16", "--overlap-grad-reduce")))
-                .hasRootCauseInstanceOf(IllegalArgumentException.class)
-                .rootCause().hasMessageContaining("--overlap-grad-reduce with --data-parallel-sharding-strategy optim_grads "
-                        + "and 16-bit weights");
-    }
 }

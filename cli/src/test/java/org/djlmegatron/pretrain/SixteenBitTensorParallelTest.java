@@ -11,7 +11,8 @@ import org.junit.jupiter.api.Test;
  * 16-bit weights over the buffers complete the tensor-parallel partial gradients (the
  * sequence-parallel norms' weights) once per step on the fp32 main gradient, after the
  * data-parallel reduction (Megatron's order): DP=2 x TP=2 + SP follows DP=2 at TP=1 within 1e-5,
- * no_shard and the distributed optimizer (whose reduced shard is completed in the main gradient).
+ * no_shard, the distributed optimizer (whose reduced shard is completed in the main gradient) and
+ * ZeRO-2 (completed on its fp32 gradient shard).
  * fp16 with a static loss scale, whose layers compute in fp32: measured gaps up to 2.8e-6 (norm),
  * while leaving the completion out gives 5.4e-5 from the first step; PP=2 x TP=2 + SP follows
  * one rank the same way. bf16 takes the same path, but
@@ -33,6 +34,9 @@ class SixteenBitTensorParallelTest {
         TrajectoryParity.assertClose(dp2, TrajectoryParity.run(base, tp2), 1e-5, "fp16 " + tp2 + " vs dp2");
         Variant distopt = tp2.with(TrajectoryParity.DISTOPT);
         TrajectoryParity.assertClose(dp2, TrajectoryParity.run(base, distopt), 1e-5, "fp16 " + distopt + " vs dp2");
+        // ZeRO-2: completed once per step on the fp32 gradient shard, after the per-micro-batch reduce-scatters
+        Variant zero2 = tp2.with(Variant.of("optim_grads", "--data-parallel-sharding-strategy", "optim_grads"));
+        TrajectoryParity.assertClose(dp2, TrajectoryParity.run(base, zero2), 1e-5, "fp16 " + zero2 + " vs dp2");
     }
 
     /** Under pipelining the same order (micro-batches into main in the schedule, DP, then TP): PP=2 x TP=2 + SP follows one rank. */

@@ -347,7 +347,7 @@ public final class DistributedStep implements AutoCloseable {
                             overlapped.finishMicroBatch(); // ZeRO-2 overlapped: DP (to the owners), then TP
                         }
                         // ZeRO-3 completes over TP on its shard, 16-bit weights on the main gradient: after DP
-                        if (paramShards == null && !tensorParallelOnMain()) {
+                        if (paramShards == null && !tensorParallelOnMain() && !tensorParallelOnShard()) {
                             model.reduceTensorParallelGradients();
                         }
                         if (paramShards != null) { // ZeRO-3: free the layers, reduce-scatter per layer
@@ -424,6 +424,14 @@ public final class DistributedStep implements AutoCloseable {
      */
     private boolean tensorParallelOnMain() {
         return buffer != null && gradShard == null && !buffer.weightsAreFp32();
+    }
+
+    /**
+     * ZeRO-2 with 16-bit weights: partial gradients are completed over TP once per step on the fp32
+     * gradient shard, after the data-parallel reductions ({@link GradientShard#completeTensorParallel}).
+     */
+    private boolean tensorParallelOnShard() {
+        return gradShard != null && !buffer.weightsAreFp32();
     }
 
     private static long tokens(List<MicroBatch> batches) {
@@ -553,7 +561,7 @@ public final class DistributedStep implements AutoCloseable {
                                 outputs[chunk], inputGradients[chunk], outputGradient);
                         if (intoMainPerBackward) { // ZeRO-2, 16-bit weights: micro-batches accumulate in fp32
                             // TP and DP peers of a stage run the same schedule: their collectives come in the same order
-                            if (!tensorParallelOnMain()) {
+                            if (!tensorParallelOnMain() && !tensorParallelOnShard()) {
                                 model.reduceTensorParallelGradients();
                             }
                             if (gradShard != null) {
@@ -791,6 +799,8 @@ public final class DistributedStep implements AutoCloseable {
             }
             if (tensorParallelOnMain()) {
                 buffer.completeTensorParallel(tp); // after the data-parallel reduction: Megatron's order
+            } else if (tensorParallelOnShard()) {
+                gradShard.completeTensorParallel(tp);
             }
             double[] sumAndBad = TorchNative.unscaleAndNorm(grads, normMask, 1.0 / scale);
             boolean badScale = !scaler.isDynamic() && !Double.isFinite(scaler.scale());

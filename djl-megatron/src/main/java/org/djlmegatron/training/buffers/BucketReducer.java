@@ -39,6 +39,8 @@ public final class BucketReducer {
     private final ProcessGroup group;
     private final int divisor;
     private final CommThread comm;
+    /** ZeRO-2 with 16-bit weights: the fp32 shard the owners add their widened sums into; null otherwise. */
+    private final GradientShard wideInto;
     private final Overlap overlap;
     /** Per bucket, its pieces by owner under a sharded optimizer; null: buckets are all-reduced. */
     private final List<List<OwnerPiece>> pieces;
@@ -63,6 +65,19 @@ public final class BucketReducer {
      */
     public BucketReducer(ParamAndGradBuffer buffer, ProcessGroup group, int divisor, boolean toOwners,
             CommThread comm, Overlap overlap) {
+        this(buffer, group, divisor, toOwners, null, comm, overlap);
+    }
+
+    /**
+     * As above; with {@code wideInto} (ZeRO-2 with 16-bit weights) each piece of a 16-bit workspace
+     * is widened to fp32 before its reduction, and its owner adds the sum into that shard.
+     */
+    public BucketReducer(ParamAndGradBuffer buffer, ProcessGroup group, int divisor, boolean toOwners,
+            GradientShard wideInto, CommThread comm, Overlap overlap) {
+        if (wideInto != null && (!toOwners || divisor != 1)) {
+            throw new IllegalArgumentException("a gradient shard takes owner reductions without a divisor");
+        }
+        this.wideInto = wideInto;
         this.buffer = buffer;
         this.group = group;
         this.divisor = divisor;
@@ -192,6 +207,19 @@ public final class BucketReducer {
     }
 
     /** The communication thread's part: the non-overlapped step's work on one bucket. */
+    /** ZeRO-2 with 16-bit weights: each piece widened, reduced in fp32 to its owner, added into the owner's shard. */
+    private void reduceWideIntoShard(NDArray target, List<OwnerPiece> bucket) {
+        for (OwnerPiece piece : bucket) {
+            try (NDArray view = target.get(new NDIndex("{}:{}", piece.start(), piece.end()));
+                    NDArray wide = view.toType(ai.djl.ndarray.types.DataType.FLOAT32, false);
+                    NDArray sum = group.reduce(wide, piece.owner(), ReduceOp.SUM)) {
+                if (sum != null) {
+                    wideInto.addReduced(sum, piece.start());
+                }
+            }
+        }
+    }
+
     private void reduce(NDArray target, long start, long end) {
         NDIndex slice = new NDIndex("{}:{}", start, end);
         try (NDArray view = target.get(slice)) {
@@ -204,6 +232,10 @@ public final class BucketReducer {
 
     /** The communication thread's part under a sharded optimizer: each piece summed into its owner's slice only. */
     private void reduceToOwners(NDArray target, List<OwnerPiece> bucket) {
+        if (wideInto != null) {
+            reduceWideIntoShard(target, bucket);
+            return;
+        }
         for (OwnerPiece piece : bucket) {
             try (NDArray view = target.get(new NDIndex("{}:{}", piece.start(), piece.end()));
                     NDArray sum = group.reduce(view, piece.owner(), ReduceOp.SUM)) {

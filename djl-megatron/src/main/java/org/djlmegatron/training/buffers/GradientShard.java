@@ -19,7 +19,11 @@ import org.djlmegatron.comm.ReduceOp;
  * full-size gradient; the price is one reduce-scatter per micro-batch instead of one per step.
  * Under {@code --overlap-grad-reduce} the workspace's buckets are instead reduced to their owners
  * during the backward ({@link BucketReducer}) and {@link #endOverlappedMicroBatch} only adds this
- * rank's slice of it into the shard.
+ * rank's slice of it into the shard; with 16-bit weights each bucket is widened first and its
+ * owner adds the fp32 sum into the shard itself ({@link #addReduced}), so nothing is summed in 16
+ * bits. With 16-bit weights the partial (sequence-parallel) gradients are completed over tensor
+ * parallelism once per step, on the fp32 shard ({@link #completeTensorParallel}), after the
+ * data-parallel reduction: Megatron's order, the same with and without overlap.
  */
 public final class GradientShard implements AutoCloseable {
 
@@ -87,6 +91,9 @@ public final class GradientShard implements AutoCloseable {
     public void endOverlappedMicroBatch() {
         requireBound();
         try {
+            if (!buffer.weightsAreFp32()) {
+                return; // the owners added the widened sums themselves (addReduced)
+            }
             long n = shard.getShape().get(0);
             try (NDArray mine = grads.get(new NDIndex("{}:{}", group.rank() * n, (group.rank() + 1) * n))) {
                 shard.addi(mine);
@@ -107,6 +114,51 @@ public final class GradientShard implements AutoCloseable {
         workspace.close();
         workspace = null;
         grads = null;
+    }
+
+    /**
+     * The communication thread's part under overlap with 16-bit weights: adds {@code sum}, the fp32
+     * sum over the group of buffer elements {@code [start, start + sum.size())} (all in this rank's
+     * slice), into the shard.
+     */
+    void addReduced(NDArray sum, long start) {
+        long from = start - shardStart();
+        try (NDArray into = shard.get(new NDIndex("{}:{}", from, from + sum.getShape().get(0)))) {
+            into.addi(sum);
+        }
+    }
+
+    private long shardStart() {
+        return group.rank() * shard.getShape().get(0);
+    }
+
+    /**
+     * Completes over the tensor-parallel group {@code tp} the part of this rank's shard that holds
+     * parameters flagged {@link org.djlmegatron.training.model.TrainableParameter#tpPartialGradient()}
+     * (summed in place). Tensor-parallel peers share the data-parallel rank and the buffer layout,
+     * so they hold the same ranges. Collective over {@code tp}.
+     */
+    public void completeTensorParallel(ProcessGroup tp) {
+        if (tp.size() == 1) {
+            return;
+        }
+        long lo = shardStart();
+        long hi = lo + shard.getShape().get(0);
+        for (org.djlmegatron.training.model.TrainableParameter p : buffer.parameters()) {
+            if (!p.tpPartialGradient()) {
+                continue;
+            }
+            long[] range = buffer.rangeOf(java.util.List.of(p));
+            long a = Math.max(lo, range[0]);
+            long b = Math.min(hi, range[1]);
+            if (a >= b) {
+                continue;
+            }
+            try (NDArray part = shard.get(new NDIndex("{}:{}", a - lo, b - lo));
+                    NDArray sum = tp.allReduce(part, ReduceOp.SUM)) {
+                part.set(new NDIndex("..."), sum);
+            }
+        }
     }
 
     /** The shard after the step's last micro-batch, divided by {@code divisor} in place: this rank's averaged main gradient. */

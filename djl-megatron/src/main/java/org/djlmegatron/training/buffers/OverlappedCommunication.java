@@ -55,7 +55,8 @@ public final class OverlappedCommunication implements AutoCloseable {
         comm = new CommThread("rank-" + ctx.rank() + "-comm");
         ProcessGroup async = ctx.overlapGroup(GroupKind.DATA_CONTEXT); // dp's ranks, a communicator of its own
         // ZeRO-2 sums each micro-batch into its shard and averages the shard once, after the last
-        reducer = new BucketReducer(buffer, async, gradShard != null ? 1 : dp.size(), toOwners, comm,
+        GradientShard wideInto = gradShard != null && !buffer.weightsAreFp32() ? gradShard : null;
+        reducer = new BucketReducer(buffer, async, gradShard != null ? 1 : dp.size(), toOwners, wideInto, comm,
                 overlap);
         gatherer = overlap.paramGather() ? new ParamGatherer(buffer, async, bucketElements, comm, overlap) : null;
         expertComm = null;
@@ -177,11 +178,6 @@ public final class OverlappedCommunication implements AutoCloseable {
             throw new IllegalArgumentException("--overlap-grad-reduce needs the contiguous gradient buffers, which "
                     + "this run does not use: they need the project's native library (docs/native.md) and "
                     + "-Ddjlm.gradBuffers not false");
-        }
-        if (gradShard != null && !buffer.weightsAreFp32()) {
-            throw new IllegalArgumentException("--overlap-grad-reduce with --data-parallel-sharding-strategy optim_grads "
-                    + "and 16-bit weights (--bf16/--fp16) is not supported yet: ZeRO-2 widens each micro-batch's 16-bit "
-                    + "gradients to fp32 before reducing them; use fp32 weights or leave --overlap-grad-reduce off");
         }
         return dp.size() > 1
                 ? new OverlappedCommunication(ctx, buffer, dp, gradShard, distributedOptimizer && !wholeGradients,
