@@ -23,11 +23,7 @@ class SixteenBitTensorParallelTest {
 
     @Test
     void tensorParallelWithSequenceParallelFollowsOneTensorRank() {
-        Path dir = PretrainRunner.fixtures().resolve("hf").resolve("llama");
-        List<String> base = TrajectoryParity.args("--init-hf", dir.toString(), "--mock-data", "--seq-length", "24",
-                "--train-iters", "6", "--micro-batch-size", "1", "--global-batch-size", "4", "--ddp-bucket-size", "1000",
-                "--lr", "1e-3", "--lr-decay-style", "constant", "--weight-decay", "0.1", "--clip-grad", "1.0",
-                "--seed", "7", "--hidden-dropout", "0", "--attention-dropout", "0", "--fp16", "--loss-scale", "1024");
+        List<String> base = base("--ddp-bucket-size", "1000");
         List<StepResult> dp2 = TrajectoryParity.run(base, Variant.of("dp2", "--nproc-per-node", "2"));
         Variant tp2 = Variant.of("dp2-tp2-sp", "--nproc-per-node", "4", "--tensor-model-parallel-size", "2",
                 "--sequence-parallel");
@@ -42,13 +38,20 @@ class SixteenBitTensorParallelTest {
     /** Under pipelining the same order (micro-batches into main in the schedule, DP, then TP): PP=2 x TP=2 + SP follows one rank. */
     @Test
     void pipelineWithTensorParallelFollowsOneRank() {
-        Path dir = PretrainRunner.fixtures().resolve("hf").resolve("llama");
-        List<String> base = TrajectoryParity.args("--init-hf", dir.toString(), "--mock-data", "--seq-length", "24",
-                "--train-iters", "6", "--micro-batch-size", "1", "--global-batch-size", "4", "--lr", "1e-3",
-                "--lr-decay-style", "constant", "--weight-decay", "0.1", "--clip-grad", "1.0", "--seed", "7",
-                "--hidden-dropout", "0", "--attention-dropout", "0", "--fp16", "--loss-scale", "1024");
+        List<String> base = base();
         List<StepResult> single = TrajectoryParity.run(base, TrajectoryParity.SINGLE);
         Variant v = TrajectoryParity.PP2_TP2_SP;
         TrajectoryParity.assertClose(single, TrajectoryParity.run(base, v), 1e-5, "fp16 " + v + " vs one rank");
+    }
+
+    /** The llama fixture, fp16 with a static loss scale, no dropout, six iterations; {@code more} appended. */
+    private static List<String> base(String... more) {
+        Path dir = PretrainRunner.fixtures().resolve("hf").resolve("llama");
+        List<String> args = TrajectoryParity.args("--init-hf", dir.toString(), "--mock-data", "--seq-length", "24",
+                "--train-iters", "6", "--micro-batch-size", "1", "--global-batch-size", "4", "--lr", "1e-3",
+                "--lr-decay-style", "constant", "--weight-decay", "0.1", "--clip-grad", "1.0", "--seed", "7",
+                "--hidden-dropout", "0", "--attention-dropout", "0", "--fp16", "--loss-scale", "1024");
+        args.addAll(List.of(more));
+        return args;
     }
 }

@@ -158,8 +158,8 @@ public final class DistributedStep implements AutoCloseable {
         boolean firstTpRank = tp.rank() == 0;
         boolean tiedAcrossStages = pp.size() > 1 && !((PipelineStageModel) model).embeddingGroupParameters().isEmpty();
         overlapped = paramShards != null ? null // ZeRO-3 overlaps its own units' collectives (ParameterShards)
-                : split ? OverlappedCommunication.createForExperts(ctx, expertBuffers, dp, expertDp,
-                        config.distributedOptimizer(), tiedAcrossStages, config.bucketElements(), overlap)
+                : split ? OverlappedCommunication.createForExperts(ctx, expertBuffers, dp, config.distributedOptimizer(),
+                        tiedAcrossStages, config.bucketElements(), overlap)
                 : OverlappedCommunication.create(ctx, buffer, dp, gradShard, config.distributedOptimizer(),
                         tiedAcrossStages, config.bucketElements(), overlap);
         if (paramShards != null) {

@@ -148,11 +148,7 @@ public final class ExpertBuffers implements AutoCloseable {
     /** A 1/0 fp32 vector over this rank's shards: {@code denseWhich} on the dense part, {@code expertWhich} on the experts'. */
     public NDArray mask(NDManager m, Predicate<TrainableParameter> denseWhich, Predicate<TrainableParameter> expertWhich) {
         try (NDManager tmp = m.newSubManager()) {
-            NDArray d = shard(dense.mask(tmp, denseWhich), dense, dp, tmp);
-            NDArray e = shard(experts.mask(tmp, expertWhich), experts, expertDp, tmp);
-            NDArray joined = NDArrays.concat(new NDList(d, e));
-            joined.attach(m);
-            return joined;
+            return joinShards(dense.mask(tmp, denseWhich), experts.mask(tmp, expertWhich), m);
         }
     }
 
@@ -179,10 +175,14 @@ public final class ExpertBuffers implements AutoCloseable {
      * {@link #reducedGradients} returns them (no collective).
      */
     public NDArray joinReducedGradients(NDManager m) {
+        return joinShards(dense.mainGrads(), experts.mainGrads(), m);
+    }
+
+    /** This rank's shards of a dense-length and an expert-length vector, dense first, in a new array of {@code m}. */
+    private NDArray joinShards(NDArray denseFull, NDArray expertFull, NDManager m) {
         try (NDManager tmp = m.newSubManager()) {
-            NDArray d = shard(dense.mainGrads(), dense, dp, tmp);
-            NDArray e = shard(experts.mainGrads(), experts, expertDp, tmp);
-            NDArray joined = NDArrays.concat(new NDList(d, e));
+            NDArray joined = NDArrays.concat(new NDList(shard(denseFull, dense, dp, tmp),
+                    shard(expertFull, experts, expertDp, tmp)));
             joined.attach(m);
             return joined;
         }

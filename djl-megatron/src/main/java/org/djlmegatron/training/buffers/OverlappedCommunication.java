@@ -25,24 +25,33 @@ import org.djlmegatron.training.model.TrainableParameter;
  */
 public final class OverlappedCommunication implements AutoCloseable {
 
-    private final ParamAndGradBuffer buffer;
-    private final CommThread comm;
-    private final BucketReducer reducer;
-    private final ParamGatherer gatherer;
     /**
-     * Under expert parallelism, the expert buffer's reduction over the expert-data group, on a
-     * thread of its own (each group sees one sequence of calls from one thread); null otherwise.
+     * One buffer's overlapped work on a thread of its own, so that its group sees one sequence of
+     * calls from one thread: the dense buffer's, and under expert parallelism the expert buffer's.
+     *
+     * @param gatherer its {@code --overlap-param-gather}; null without
+     * @param mastersOffset where its shard starts in the optimizer's masters
+     * @param mastersAreWeights whether the masters are a view of this rank's slice of its weights
      */
-    private final CommThread expertComm;
-    private final BucketReducer expertReducer;
-    /** Under expert parallelism with {@code --overlap-param-gather}: the expert buffer's gather; null otherwise. */
-    private final ParamGatherer expertGatherer;
-    /** Under expert parallelism: where the expert shard starts in the masters (after the dense shard). */
-    private final long expertOffset;
+    private record Lane(ParamAndGradBuffer buffer, CommThread comm, BucketReducer reducer, ParamGatherer gatherer,
+            long mastersOffset, boolean mastersAreWeights) {
+
+        static Lane of(String thread, ParamAndGradBuffer buffer, ProcessGroup group, int divisor, boolean toOwners,
+                GradientShard wideInto, long bucketElements, Overlap overlap, long mastersOffset,
+                boolean mastersAreWeights) {
+            CommThread comm = new CommThread(thread);
+            return new Lane(buffer, comm, new BucketReducer(buffer, group, divisor, toOwners, wideInto, comm, overlap),
+                    overlap.paramGather() ? new ParamGatherer(buffer, group, bucketElements, comm, overlap) : null,
+                    mastersOffset, mastersAreWeights);
+        }
+    }
+
+    /** The dense buffer's lane first; under expert parallelism the expert buffer's second. */
+    private final List<Lane> lanes;
+    /** The dense buffer. */
+    private final ParamAndGradBuffer buffer;
     /** ZeRO-2's gradient shard, whose per-micro-batch workspaces are reduced; null: the buffer's main gradient. */
     private final GradientShard gradShard;
-    /** Under expert parallelism: the expert buffer (its main gradient is what the expert reducer reduces); null otherwise. */
-    private final ParamAndGradBuffer expertBuffer;
     private final Overlap overlap;
     private boolean closed;
     private long waitedNanos;
@@ -52,38 +61,28 @@ public final class OverlappedCommunication implements AutoCloseable {
         this.buffer = buffer;
         this.gradShard = gradShard;
         this.overlap = overlap;
-        comm = new CommThread("rank-" + ctx.rank() + "-comm");
         ProcessGroup async = ctx.overlapGroup(GroupKind.DATA_CONTEXT); // dp's ranks, a communicator of its own
         // ZeRO-2 sums each micro-batch into its shard and averages the shard once, after the last
         GradientShard wideInto = gradShard != null && !buffer.weightsAreFp32() ? gradShard : null;
-        reducer = new BucketReducer(buffer, async, gradShard != null ? 1 : dp.size(), toOwners, wideInto, comm,
-                overlap);
-        gatherer = overlap.paramGather() ? new ParamGatherer(buffer, async, bucketElements, comm, overlap) : null;
-        expertComm = null;
-        expertReducer = null;
-        expertGatherer = null;
-        expertOffset = 0;
-        expertBuffer = null;
+        lanes = List.of(Lane.of("rank-" + ctx.rank() + "-comm", buffer, async, gradShard != null ? 1 : dp.size(),
+                toOwners, wideInto, bucketElements, overlap, 0, buffer.weightsAreFp32()));
         listenTo(ctx.tape());
     }
 
-    /** Expert parallelism: the dense buffer over {@code dp}, the expert buffer over {@code expertDp}, both divided by DP's size. */
-    private OverlappedCommunication(RankContext ctx, ExpertBuffers buffers, ProcessGroup dp, ProcessGroup expertDp,
-            boolean toOwners, long bucketElements, Overlap overlap) {
+    /**
+     * Expert parallelism: the dense buffer over {@code dp}'s ranks, the expert buffer over the
+     * expert-data group's, both divided by DP's size; the masters are a copy (dense shard, expert shard).
+     */
+    private OverlappedCommunication(RankContext ctx, ExpertBuffers buffers, ProcessGroup dp, boolean toOwners,
+            long bucketElements, Overlap overlap) {
         this.buffer = buffers.dense();
         this.gradShard = null;
         this.overlap = overlap;
-        comm = new CommThread("rank-" + ctx.rank() + "-comm");
-        ProcessGroup async = ctx.overlapGroup(GroupKind.DATA_CONTEXT);
-        reducer = new BucketReducer(buffer, async, dp.size(), toOwners, comm, overlap);
-        gatherer = overlap.paramGather() ? new ParamGatherer(buffer, async, bucketElements, comm, overlap) : null;
-        expertComm = new CommThread("rank-" + ctx.rank() + "-expert-comm");
-        expertBuffer = buffers.experts();
-        ProcessGroup expertAsync = ctx.overlapGroup(GroupKind.EXPERT_DATA);
-        expertReducer = new BucketReducer(expertBuffer, expertAsync, dp.size(), toOwners, expertComm, overlap);
-        expertGatherer = overlap.paramGather()
-                ? new ParamGatherer(expertBuffer, expertAsync, bucketElements, expertComm, overlap) : null;
-        expertOffset = buffers.denseShardLength();
+        lanes = List.of(
+                Lane.of("rank-" + ctx.rank() + "-comm", buffer, ctx.overlapGroup(GroupKind.DATA_CONTEXT), dp.size(),
+                        toOwners, null, bucketElements, overlap, 0, false),
+                Lane.of("rank-" + ctx.rank() + "-expert-comm", buffers.experts(), ctx.overlapGroup(GroupKind.EXPERT_DATA),
+                        dp.size(), toOwners, null, bucketElements, overlap, buffers.denseShardLength(), false));
         listenTo(ctx.tape());
     }
 
@@ -93,8 +92,7 @@ public final class OverlappedCommunication implements AutoCloseable {
      * gradient shards), or null when off or at DP 1.
      */
     public static OverlappedCommunication createForExperts(RankContext ctx, ExpertBuffers buffers, ProcessGroup dp,
-            ProcessGroup expertDp, boolean distributedOptimizer, boolean wholeGradients, long bucketElements,
-            Overlap overlap) {
+            boolean distributedOptimizer, boolean wholeGradients, long bucketElements, Overlap overlap) {
         if (!overlap.any()) {
             return null;
         }
@@ -111,8 +109,8 @@ public final class OverlappedCommunication implements AutoCloseable {
                     + ctx.group(GroupKind.EXPERT).size() + " needs " + why);
         }
         return dp.size() > 1
-                ? new OverlappedCommunication(ctx, buffers, dp, expertDp, distributedOptimizer && !wholeGradients,
-                        bucketElements, overlap)
+                ? new OverlappedCommunication(ctx, buffers, dp, distributedOptimizer && !wholeGradients, bucketElements,
+                        overlap)
                 : null;
     }
 
@@ -123,20 +121,14 @@ public final class OverlappedCommunication implements AutoCloseable {
     public void listenTo(Tape tape) {
         tape.onGradientsFinal(done -> {
             if (!closed) {
-                reducer.gradientsFinal(done);
-                if (expertReducer != null) {
-                    expertReducer.gradientsFinal(done);
-                }
+                lanes.forEach(l -> l.reducer().gradientsFinal(done));
             }
         });
-        if (gatherer != null) {
+        if (gathersParams()) {
             tape.onUse(p -> {
                 if (!closed) {
                     long t0 = System.nanoTime();
-                    gatherer.awaitUse(p);
-                    if (expertGatherer != null) {
-                        expertGatherer.awaitUse(p);
-                    }
+                    lanes.forEach(l -> l.gatherer().awaitUse(p));
                     waitedNanos += System.nanoTime() - t0;
                 }
             });
@@ -197,12 +189,9 @@ public final class OverlappedCommunication implements AutoCloseable {
             afterFirstForward();
         }
         if (gradShard != null) {
-            reducer.arm(gradShard.workspace());
+            lanes.get(0).reducer().arm(gradShard.workspace());
         } else if (m == microBatches - 1) {
-            reducer.arm(buffer.mainGrads());
-            if (expertReducer != null) {
-                expertReducer.arm(expertBuffer.mainGrads());
-            }
+            lanes.forEach(l -> l.reducer().arm(l.buffer().mainGrads()));
         }
     }
 
@@ -211,10 +200,10 @@ public final class OverlappedCommunication implements AutoCloseable {
      * gathers it did not wait for are waited for; a model that reported no use is refused.
      */
     public void afterFirstForward() {
-        if (gatherer == null) {
+        if (!gathersParams()) {
             return;
         }
-        if (gatherer.pendingUnreported() || expertGatherer != null && expertGatherer.pendingUnreported()) {
+        if (lanes.stream().anyMatch(l -> l.gatherer().pendingUnreported())) {
             throw new IllegalStateException("--overlap-param-gather: the model reported no parameter use in its "
                     + "forward (Tape.noteUse), so it may have read weights before their all-gather finished");
         }
@@ -228,10 +217,7 @@ public final class OverlappedCommunication implements AutoCloseable {
      * that backward finishes them (Megatron's grad sync of a chunk in its last micro-batch).
      */
     public void armChunk(List<TrainableParameter> chunkParameters) {
-        reducer.arm(buffer.mainGrads(), chunkParameters);
-        if (expertReducer != null) {
-            expertReducer.arm(expertBuffer.mainGrads(), chunkParameters);
-        }
+        lanes.forEach(l -> l.reducer().arm(l.buffer().mainGrads(), chunkParameters));
     }
 
     /**
@@ -241,7 +227,7 @@ public final class OverlappedCommunication implements AutoCloseable {
     public void finishMicroBatch() {
         long t0 = System.nanoTime();
         try {
-            reducer.finish();
+            lanes.get(0).reducer().finish();
         } finally {
             waitedNanos += System.nanoTime() - t0;
         }
@@ -255,11 +241,8 @@ public final class OverlappedCommunication implements AutoCloseable {
         long t0 = System.nanoTime();
         try {
             awaitParams();
-            if (gradShard == null) {
-                reducer.finish();
-            }
-            if (expertReducer != null) {
-                expertReducer.finish();
+            if (gradShard == null) { // ZeRO-2 (no expert lane) finished each micro-batch
+                lanes.forEach(l -> l.reducer().finish());
             }
         } finally {
             waitedNanos += System.nanoTime() - t0;
@@ -271,7 +254,7 @@ public final class OverlappedCommunication implements AutoCloseable {
      * waiting for it ({@code 1 - waited / communication} of it was hidden behind compute).
      */
     public double[] communicationAndWaitSeconds() {
-        double busy = comm.busySeconds() + (expertComm == null ? 0 : expertComm.busySeconds());
+        double busy = lanes.stream().mapToDouble(l -> l.comm().busySeconds()).sum();
         return new double[] {busy, waitedNanos / 1e9};
     }
 
@@ -291,26 +274,18 @@ public final class OverlappedCommunication implements AutoCloseable {
 
     /** Whether the updated weights are gathered here ({@code --overlap-param-gather}). */
     public boolean gathersParams() {
-        return gatherer != null;
+        return lanes.get(0).gatherer() != null;
     }
 
     /** After the optimizer: starts gathering the updated shards. */
     public void startParamGather(NDArray masters) {
-        if (expertGatherer == null) {
-            gatherer.start(masters);
-            return;
-        }
-        gatherer.start(masters, 0, false); // under expert parallelism the masters are a copy: dense shard, expert shard
-        expertGatherer.start(masters, expertOffset, false);
+        lanes.forEach(l -> l.gatherer().start(masters, l.mastersOffset(), l.mastersAreWeights()));
     }
 
     /** Waits until every weight holds the last update. */
     public void awaitParams() {
-        if (gatherer != null) {
-            gatherer.awaitAll();
-        }
-        if (expertGatherer != null) {
-            expertGatherer.awaitAll();
+        if (gathersParams()) {
+            lanes.forEach(l -> l.gatherer().awaitAll());
         }
     }
 
@@ -326,10 +301,7 @@ public final class OverlappedCommunication implements AutoCloseable {
             awaitParams();
         } finally {
             // the work still queued or running reads the step's buffers, which its owner frees next
-            comm.closeAndWait(overlap.waitLimit());
-            if (expertComm != null) {
-                expertComm.closeAndWait(overlap.waitLimit());
-            }
+            lanes.forEach(l -> l.comm().closeAndWait(overlap.waitLimit()));
         }
     }
 }

@@ -49,14 +49,6 @@ public final class ParamGatherer {
     }
 
     /**
-     * After the optimizer: starts the all-gathers of {@code masters}, this rank's updated fp32
-     * shard (a view of the weights when they are fp32: then this rank's own slice is not copied).
-     */
-    public void start(NDArray masters) {
-        start(masters, 0, buffer.weightsAreFp32());
-    }
-
-    /**
      * After the optimizer: starts the all-gathers of this rank's updated fp32 shard, elements
      * {@code [offset, offset + shard)} of {@code masters} (under expert parallelism the masters
      * hold the dense shard, then the expert shard); {@code mastersAreWeights} when they are a view
