@@ -65,12 +65,13 @@ class TorchNativeTest extends GradModeTestBase {
         return scores.softmax(-1).matMul(v.repeat(1, group));
     }
 
-    @ParameterizedTest(name = "causal={0} queryHeads={1} kvHeads={2}")
-    @CsvSource({"false, 4, 4", "true, 4, 4", "false, 4, 2", "true, 4, 2"})
-    void sdpaMatchesComposedAttentionInValuesAndGradients(boolean causal, int queryHeads, int kvHeads) {
+    /** Sequences past 128 run the native causal attention in blocks of 128 queries (300: 128, 128, 44). */
+    @ParameterizedTest(name = "causal={0} queryHeads={1} kvHeads={2} seq={3}")
+    @CsvSource({"false, 4, 4, 6", "true, 4, 4, 6", "false, 4, 2, 6", "true, 4, 2, 6", "true, 4, 4, 300",
+        "true, 4, 2, 256", "false, 4, 4, 300"})
+    void sdpaMatchesComposedAttentionInValuesAndGradients(boolean causal, int queryHeads, int kvHeads, int seq) {
         Random r = new Random(3);
         int batch = 2;
-        int seq = 6;
         int dim = 8;
         double scale = 1 / Math.sqrt(dim);
         NDArray q = random(r, new Shape(batch, queryHeads, seq, dim));
