@@ -59,11 +59,6 @@ at::Tensor causalAdditiveMask(int64_t sq, int64_t sk, const at::Device& device) 
   return mask;
 }
 
-// Query rows per block of causal self-attention: block i needs only keys 0 .. its last row, so the masked upper
-// triangle is skipped a block at a time (3/4 of the products at 2 blocks, 9/16 at 8). Smaller blocks skip more but
-// give the BLAS thinner products; 128 rows was fastest at sequence 256 on the CPU (docs/training.md).
-constexpr int64_t kCausalBlockRows = 128;
-
 // softmax(q k^T * scale + mask) v for one block of queries against keys 0 .. k.size(2), the softmax in fp32 for
 // 16-bit inputs. The scale and the mask are one pass (mask + scale * scores: adding 0 or -inf is exact, so the result
 // is bit for bit what the scaled scores plus the mask give).
@@ -77,22 +72,25 @@ at::Tensor attendBlock(const at::Tensor& q, const at::Tensor& k, const at::Tenso
 }
 
 // softmax(q k^T * scale [+ causal mask]) v from differentiable ATen ops. Causal masking is top-left aligned (query i
-// sees keys 0..i), as in libtorch's fused kernels; causal self-attention runs in query blocks that skip the keys no
-// row of the block sees (each row's softmax then spans fewer exact zeros: the same values up to the order of a sum).
+// sees keys 0..i), as in libtorch's fused kernels. Causal self-attention runs in blocks of blockRows queries (0: one
+// block): block i needs only keys 0 .. its last row, so the masked upper triangle is skipped a block at a time (3/4
+// of the products at 2 blocks, 9/16 at 8; smaller blocks skip more but give the BLAS thinner products:
+// TorchNative.CAUSAL_BLOCK_ROWS, bench-attention). A row's softmax then spans fewer exact zeros: the same values up
+// to the order of a sum.
 [[maybe_unused]] at::Tensor composedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
-    double scale) {
+    double scale, int64_t blockRows) {
   int64_t sq = q.size(2);
   int64_t sk = k.size(2);
   if (!causal) {
     return attendBlock(q, k, v, at::Tensor(), scale);
   }
   at::Tensor mask = causalAdditiveMask(sq, sk, q.device());
-  if (sq != sk || sq <= kCausalBlockRows) {
+  if (sq != sk || blockRows <= 0 || sq <= blockRows) {
     return attendBlock(q, k, v, mask, scale);
   }
   std::vector<at::Tensor> blocks;
-  for (int64_t first = 0; first < sq; first += kCausalBlockRows) {
-    int64_t end = std::min(sq, first + kCausalBlockRows);  // rows first .. end-1 see keys 0 .. end-1
+  for (int64_t first = 0; first < sq; first += blockRows) {
+    int64_t end = std::min(sq, first + blockRows);  // rows first .. end-1 see keys 0 .. end-1
     blocks.push_back(attendBlock(q.slice(2, first, end), k.slice(2, 0, end), v.slice(2, 0, end),
         mask.slice(0, first, end).slice(1, 0, end), scale));
   }
@@ -130,7 +128,7 @@ DJLM_NATIVE(jstring, nativeVersion) {
 // Fused kernels where libtorch has them: scaled_dot_product_attention (libtorch >= 2.1 for the scale argument),
 // grouped-query attention natively from 2.5 (enable_gqa), by repeating key/value heads before that; the
 // composed math on older libtorch.
-DJLM_NATIVE(jlong, sdpa, jlong qh, jlong kh, jlong vh, jboolean causal, jdouble scale) {
+DJLM_NATIVE(jlong, sdpa, jlong qh, jlong kh, jlong vh, jboolean causal, jdouble scale, jint blockRows) {
   return guard(env, __func__, [&] {
     const at::Tensor& q = tensor(qh);
     at::Tensor k = tensor(kh);
@@ -138,6 +136,7 @@ DJLM_NATIVE(jlong, sdpa, jlong qh, jlong kh, jlong vh, jboolean causal, jdouble 
     checkAttentionShapes(q, k, v);
     int64_t group = q.size(1) / k.size(1);
     bool isCausal = causal == JNI_TRUE;
+    static_cast<void>(blockRows);  // only the composed attention has blocks; libtorch's kernels choose their own
 #if DJLM_TORCH_AT_LEAST(2, 5)
     return release(at::scaled_dot_product_attention(q, k, v, {}, 0.0, isCausal, scale, group > 1));
 #else
@@ -148,7 +147,7 @@ DJLM_NATIVE(jlong, sdpa, jlong qh, jlong kh, jlong vh, jboolean causal, jdouble 
 #if DJLM_TORCH_AT_LEAST(2, 1)
     return release(at::scaled_dot_product_attention(q, k, v, {}, 0.0, isCausal, scale));
 #else
-    return release(composedAttention(q, k, v, isCausal, scale));
+    return release(composedAttention(q, k, v, isCausal, scale, blockRows));
 #endif
 #endif
   });

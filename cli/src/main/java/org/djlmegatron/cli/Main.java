@@ -9,7 +9,7 @@ import picocli.CommandLine.Command;
         mixinStandardHelpOptions = true,
         version = "djl-megatron 0.1.0",
         description = "Megatron-style parallel training of GPT-family models on DJL.",
-        subcommands = {PretrainGptCommand.class, LogitsCommand.class, GenerateCommand.class, ServeCommand.class, EvaluateCommand.class, BenchGenerateCommand.class, ConvertCommand.class, BenchConvertCommand.class, BenchCommand.class, BenchTrainCommand.class, BenchMemoryCommand.class, BenchEasyTrainCommand.class, PreprocessDataCommand.class, InspectDataCommand.class, BenchDataCommand.class, BenchCommCommand.class, CheckDeviceCommand.class, CommandLine.HelpCommand.class})
+        subcommands = {PretrainGptCommand.class, LogitsCommand.class, GenerateCommand.class, ServeCommand.class, EvaluateCommand.class, BenchGenerateCommand.class, ConvertCommand.class, BenchConvertCommand.class, BenchCommand.class, BenchTrainCommand.class, BenchMemoryCommand.class, BenchEasyTrainCommand.class, PreprocessDataCommand.class, InspectDataCommand.class, BenchDataCommand.class, BenchCommCommand.class, BenchAttentionCommand.class, CheckDeviceCommand.class, CommandLine.HelpCommand.class})
 public final class Main {
 
     public static void main(String[] args) {

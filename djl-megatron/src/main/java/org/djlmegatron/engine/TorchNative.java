@@ -60,11 +60,28 @@ public final class TorchNative {
      * {@code k, v [b, hkv, s, d]} with {@code hq % hkv == 0} (grouped-query: each key/value head
      * serves {@code hq / hkv} consecutive query heads). Returns {@code [b, hq, s, d]}. Uses
      * libtorch's fused kernels (flash, memory-efficient) where it has them, the composed math
-     * otherwise.
+     * otherwise (libtorch before 2.1), causal self-attention there in blocks of
+     * {@link #CAUSAL_BLOCK_ROWS} queries that skip the keys no query of the block sees.
      */
     public static NDArray scaledDotProductAttention(NDArray q, NDArray k, NDArray v, boolean causal, double scale) {
+        return scaledDotProductAttention(q, k, v, causal, scale, CAUSAL_BLOCK_ROWS);
+    }
+
+    /** Query rows per block of the composed causal self-attention (libtorch before 2.1). */
+    public static final int CAUSAL_BLOCK_ROWS = 128;
+
+    /**
+     * As {@link #scaledDotProductAttention(NDArray, NDArray, NDArray, boolean, double)} with the
+     * composed causal attention's query block size chosen ({@code blockRows} 0: one block, the
+     * whole masked square); for tests and {@code bench-attention}.
+     */
+    public static NDArray scaledDotProductAttention(NDArray q, NDArray k, NDArray v, boolean causal, double scale,
+            int blockRows) {
         require();
-        return wrap(q, sdpa(handle(q), handle(k), handle(v), causal, scale));
+        if (blockRows < 0) {
+            throw new IllegalArgumentException("blockRows must be 0 (no blocks) or positive; found " + blockRows);
+        }
+        return wrap(q, sdpa(handle(q), handle(k), handle(v), causal, scale, blockRows));
     }
 
     /**
@@ -199,7 +216,7 @@ public final class TorchNative {
 
     private static native String nativeVersion();
 
-    private static native long sdpa(long q, long k, long v, boolean causal, double scale);
+    private static native long sdpa(long q, long k, long v, boolean causal, double scale, int blockRows);
 
     private static native void adamw(long param, long grad, long expAvg, long expAvgSq, long decayMask, double lr,
             double beta1, double beta2, double eps, double weightDecay, long step);

@@ -101,6 +101,32 @@ class TorchNativeTest extends GradModeTestBase {
         }
     }
 
+    /** Blocks of queries (128, 64, 7 rows; 300 tokens) give the one-block attention up to the order of sums. */
+    @ParameterizedTest(name = "blockRows={0}")
+    @CsvSource({"128", "64", "7"})
+    void causalBlocksGiveTheWholeSquare(int blockRows) {
+        Random r = new Random(5);
+        Shape shape = new Shape(2, 4, 300, 16);
+        NDArray q = random(r, shape);
+        NDArray k = random(r, shape);
+        NDArray v = random(r, shape);
+        NDArray upstream = random(r, shape);
+        NDArray[] whole = {leaf(q), leaf(k), leaf(v)};
+        NDArray[] blocked = {leaf(q), leaf(k), leaf(v)};
+        NDArray one = TorchNative.scaledDotProductAttention(whole[0], whole[1], whole[2], true, 0.25, 0);
+        JniUtils.backward((PtNDArray) one, (PtNDArray) upstream, false, false);
+        NDArray blocks = TorchNative.scaledDotProductAttention(blocked[0], blocked[1], blocked[2], true, 0.25, blockRows);
+        JniUtils.backward((PtNDArray) blocks, (PtNDArray) upstream, false, false);
+
+        assertThat(maxAbsDiff(one, blocks)).as("output").isLessThan(1e-6);
+        for (int i = 0; i < 3; i++) {
+            assertThat(maxAbsDiff(whole[i].getGradient(), blocked[i].getGradient())).as("gradient %d", i)
+                    .isLessThan(1e-5);
+        }
+        assertThatThrownBy(() -> TorchNative.scaledDotProductAttention(q, k, v, true, 0.25, -1))
+                .hasMessage("blockRows must be 0 (no blocks) or positive; found -1");
+    }
+
     @Test
     void sdpaRejectsIndivisibleHeads() {
         Random r = new Random(1);
