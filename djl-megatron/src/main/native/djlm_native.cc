@@ -59,26 +59,23 @@ at::Tensor causalAdditiveMask(int64_t sq, int64_t sk, const at::Device& device) 
   return mask;
 }
 
-// softmax(q k^T * scale + mask) v for one block of queries against keys 0 .. k.size(2), the softmax in fp32 for
-// 16-bit inputs. The scale and the mask are one pass (mask + scale * scores: adding 0 or -inf is exact, so the result
-// is bit for bit what the scaled scores plus the mask give).
+// softmax(q k^T * scale + mask) v for one block of queries against keys 0 .. k.size(2). The scale and the mask are one
+// pass (mask + scale * scores: adding 0 or -inf is exact, so the result is bit for bit the scaled scores plus the mask).
 at::Tensor attendBlock(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double scale) {
   at::Tensor scores = at::matmul(q, k.transpose(-2, -1));
   if (scores.scalar_type() == at::kHalf || scores.scalar_type() == at::kBFloat16) {
-    scores = scores.to(at::kFloat);
+    scores = scores.to(at::kFloat);  // the softmax in fp32 for 16-bit inputs
   }
   scores = mask.defined() ? at::add(mask, scores, scale) : scores.mul(scale);
   return at::matmul(scores.softmax(-1).to(q.scalar_type()), v);
 }
 
-// softmax(q k^T * scale [+ causal mask]) v from differentiable ATen ops. Causal masking is top-left aligned (query i
-// sees keys 0..i), as in libtorch's fused kernels. Causal self-attention runs in blocks of blockRows queries (0: one
-// block): block i needs only keys 0 .. its last row, so the masked upper triangle is skipped a block at a time (3/4
-// of the products at 2 blocks, 9/16 at 8; smaller blocks skip more but give the BLAS thinner products:
-// TorchNative.CAUSAL_BLOCK_ROWS, bench-attention). A row's softmax then spans fewer exact zeros: the same values up
-// to the order of a sum.
-[[maybe_unused]] at::Tensor composedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
-    double scale, int64_t blockRows) {
+// Causal self-attention runs in blocks of blockRows queries (0: one block): block i needs only keys 0 .. its last row,
+// so the masked upper triangle is skipped a block at a time (3/4 of the products at 2 blocks, 9/16 at 8; smaller
+// blocks skip more but give the BLAS thinner products: TorchNative.CAUSAL_BLOCK_ROWS, bench-attention). A row's
+// softmax then spans fewer exact zeros: the same values up to the order of a sum.
+at::Tensor attendInBlocks(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal, double scale,
+    int64_t blockRows) {
   int64_t sq = q.size(2);
   int64_t sk = k.size(2);
   if (!causal) {
@@ -95,6 +92,20 @@ at::Tensor attendBlock(const at::Tensor& q, const at::Tensor& k, const at::Tenso
         mask.slice(0, first, end).slice(1, 0, end), scale));
   }
   return at::cat(blocks, 2);
+}
+
+// softmax(q k^T * scale [+ causal mask]) v from differentiable ATen ops. Causal masking is top-left aligned (query i
+// sees keys 0..i), as in libtorch's fused kernels. 16-bit inputs on the CPU are widened to fp32 and the output (and,
+// in backward, each input's gradient) rounded once: libtorch 1.13's CPU 16-bit bmm runs at a few GFLOP/s and
+// accumulates in 16 bits; this is what a GPU's fused attention does (16-bit in and out, fp32 inside), as WideLinear.
+[[maybe_unused]] at::Tensor composedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
+    double scale, int64_t blockRows) {
+  bool sixteenBit = q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16;
+  if (sixteenBit && q.is_cpu()) {
+    return attendInBlocks(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), causal, scale, blockRows)
+        .to(q.scalar_type());
+  }
+  return attendInBlocks(q, k, v, causal, scale, blockRows);
 }
 
 // Java's own Math.pow, so that bias corrections equal AdamW.java's to the last bit (C's pow may differ in an ulp).
