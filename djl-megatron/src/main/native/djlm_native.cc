@@ -420,6 +420,7 @@ DJLM_NATIVE(jdoubleArray, unscaleAndNorm, jlong gradH, jlong maskH, jdouble scal
 DJLM_NATIVE(void, adamwInPlace, jlong paramH, jlong gradH, jlong expAvgH, jlong expAvgSqH, jlong maskH,
     jdouble gradScale, jdouble lr, jdouble beta1, jdouble beta2, jdouble eps, jdouble weightDecay, jlong step) {
   guard(env, __func__, [&] {
+    RECORD_FUNCTION("djlm::adamw_one_pass", std::vector<c10::IValue>());  // named in --profile traces
     at::NoGradGuard noGrad;
     at::Tensor& param = tensor(paramH);
     const at::Tensor& grad = tensor(gradH);
