@@ -2,7 +2,6 @@ package org.djlmegatron.pretrain;
 
 import static org.djlmegatron.options.OptionChecks.exclusive;
 
-import org.djlmegatron.options.InvalidOptionException;
 import org.djlmegatron.training.buffers.ShardingStrategy;
 
 /**
@@ -25,13 +24,6 @@ final class ShardingValidation {
                     o.pipelineModelParallelSize > 1); // units are layers of one model chunk, gathered on one tape
             exclusive(flag, true, "--expert-model-parallel-size " + o.moe.expertModelParallelSize,
                     o.moe.expertModelParallelSize > 1); // expert parameters shard over another group
-        }
-        if (s.shardsGradients()) {
-            if (o.pipelineModelParallelSize > 1 && !o.untieEmbeddings) { // the embedding group's exchange needs whole gradients
-                throw new InvalidOptionException(flag, "--untie-embeddings-and-output-weights with "
-                        + "--pipeline-model-parallel-size " + o.pipelineModelParallelSize
-                        + " (the tied embedding's exchange does not run on gradient shards yet)", "tied embeddings");
-            }
         }
         o.useDistributedOptimizer = s.shardsOptimizer();
     }

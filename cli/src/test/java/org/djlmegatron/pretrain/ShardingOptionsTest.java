@@ -45,15 +45,6 @@ class ShardingOptionsTest {
     }
 
     @Test
-    void optimGradsWithPipelineParallelismIsRefusedNamingBothFlags() {
-        assertThatThrownBy(() -> run(base("--data-parallel-sharding-strategy", "optim_grads",
-                "--pipeline-model-parallel-size", "2")))
-                .isInstanceOf(InvalidOptionException.class)
-                .hasMessageContaining("--data-parallel-sharding-strategy optim_grads")
-                .hasMessageContaining("--pipeline-model-parallel-size 2");
-    }
-
-    @Test
     void zero3WithPipelineOrExpertParallelismIsRefusedNamingBothFlags() {
         assertThatThrownBy(() -> run(base("--data-parallel-sharding-strategy", "optim_grads_params",
                 "--pipeline-model-parallel-size", "2", "--untie-embeddings-and-output-weights")))

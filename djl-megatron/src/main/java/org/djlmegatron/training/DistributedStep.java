@@ -260,13 +260,6 @@ public final class DistributedStep implements AutoCloseable {
                     ? "--pipeline-model-parallel-size " + pp.size() : "--expert-model-parallel-size " + ep.size())
                     + " yet; use optim_grads (ZeRO-2)");
         }
-        if (sharding.shardsGradients() && pp.size() > 1
-                && !((PipelineStageModel) model).embeddingGroupParameters().isEmpty()) {
-            state.close();
-            throw new IllegalArgumentException(flag + " with --pipeline-model-parallel-size " + pp.size() + " needs "
-                    + "--untie-embeddings-and-output-weights (the tied embedding's exchange between the first and the "
-                    + "last stage does not run on gradient shards yet)");
-        }
         if (sharding.shardsGradients() && !buffers) {
             state.close();
             throw new IllegalArgumentException(flag + " needs the contiguous gradient buffers: the project's native "
@@ -645,16 +638,23 @@ public final class DistributedStep implements AutoCloseable {
      */
     private void reduceEmbeddingGroup(boolean inMain) {
         List<TrainableParameter> shared = ((PipelineStageModel) model).embeddingGroupParameters();
-        int peer = pp.rank() == 0 ? pp.size() - 1 : 0;
         for (TrainableParameter p : shared) {
-            // the fp32 main gradient (a view of the buffer) once the micro-batches went into it
-            try (NDArray g = inMain ? mainGradient(p) : p.array().getGradient();
-                    NDArray other = pp.sendRecv(g, peer, g.getManager(), g.getShape(), g.getDataType(), peer)) {
-                // first + last in that order on both stages: bit-identical sums
-                NDArray sum = pp.rank() == 0 ? g.add(other) : other.add(g);
-                g.subi(g).addi(sum);
-                sum.close();
+            if (gradShard != null) { // ZeRO-2: after the data-parallel reductions, on the shards
+                gradShard.reduceAcrossStages(p, this::withOtherStage);
+                continue;
             }
+            // the fp32 main gradient (a view of the buffer) once the micro-batches went into it
+            try (NDArray g = inMain ? mainGradient(p) : p.array().getGradient(); NDArray sum = withOtherStage(g)) {
+                g.subi(g).addi(sum);
+            }
+        }
+    }
+
+    /** First + last stage's {@code g}, in that order on both stages: bit-identical sums. */
+    private NDArray withOtherStage(NDArray g) {
+        int peer = pp.rank() == 0 ? pp.size() - 1 : 0;
+        try (NDArray other = pp.sendRecv(g, peer, g.getManager(), g.getShape(), g.getDataType(), peer)) {
+            return pp.rank() == 0 ? g.add(other) : other.add(g);
         }
     }
 

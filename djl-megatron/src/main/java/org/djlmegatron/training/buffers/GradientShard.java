@@ -5,8 +5,11 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
+import java.util.List;
+import java.util.function.UnaryOperator;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ReduceOp;
+import org.djlmegatron.training.model.TrainableParameter;
 
 /**
  * ZeRO-2 ({@code --data-parallel-sharding-strategy optim_grads}) over a {@link ParamAndGradBuffer}
@@ -144,11 +147,11 @@ public final class GradientShard implements AutoCloseable {
         }
         long lo = shardStart();
         long hi = lo + shard.getShape().get(0);
-        for (org.djlmegatron.training.model.TrainableParameter p : buffer.parameters()) {
+        for (TrainableParameter p : buffer.parameters()) {
             if (!p.tpPartialGradient()) {
                 continue;
             }
-            long[] range = buffer.rangeOf(java.util.List.of(p));
+            long[] range = buffer.rangeOf(List.of(p));
             long a = Math.max(lo, range[0]);
             long b = Math.min(hi, range[1]);
             if (a >= b) {
@@ -157,6 +160,36 @@ public final class GradientShard implements AutoCloseable {
             try (NDArray part = shard.get(new NDIndex("{}:{}", a - lo, b - lo));
                     NDArray sum = tp.allReduce(part, ReduceOp.SUM)) {
                 part.set(new NDIndex("..."), sum);
+            }
+        }
+    }
+
+    /**
+     * The tied embedding under pipelining (Megatron's embedding group) on gradient shards, after
+     * the step's last micro-batch: the first and the last stage place {@code p} at different
+     * offsets of their buffers, so a rank's slice holds different parts of it on the two stages.
+     * Each stage assembles {@code p}'s whole sum over the group from its ranks' slices (disjoint
+     * pieces summed: exact), {@code acrossStages} turns it into the two stages' sum, and each rank
+     * keeps its slice of that. Collective over the group, then over {@code acrossStages}'s group.
+     */
+    public void reduceAcrossStages(TrainableParameter p, UnaryOperator<NDArray> acrossStages) {
+        long[] range = buffer.rangeOf(List.of(p));
+        long lo = shardStart();
+        long a = Math.max(lo, range[0]);
+        long b = Math.min(lo + shard.getShape().get(0), range[1]);
+        try (NDManager tmp = manager.newSubManager()) {
+            NDArray whole = tmp.zeros(new Shape(range[1] - range[0]), DataType.FLOAT32);
+            NDIndex mine = new NDIndex("{}:{}", a - range[0], b - range[0]);
+            NDIndex inShard = new NDIndex("{}:{}", a - lo, b - lo);
+            if (a < b) {
+                whole.set(mine, shard.get(inShard));
+            }
+            NDArray summed = group.size() == 1 ? whole : group.allReduce(whole, ReduceOp.SUM);
+            summed.attach(tmp);
+            NDArray both = acrossStages.apply(summed);
+            both.attach(tmp);
+            if (a < b) {
+                shard.set(inShard, both.get(mine));
             }
         }
     }
