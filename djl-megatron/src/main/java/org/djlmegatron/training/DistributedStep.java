@@ -343,7 +343,7 @@ public final class DistributedStep implements AutoCloseable {
                     pending.add(value);
                     tape.backward(loss, Scalar.of(step, scale / microBatches));
                     if (perMicroBatch) {
-                        if (gradShard != null && overlapped != null) {
+                        if (shardsGradients() && overlapped != null) {
                             overlapped.finishMicroBatch(); // ZeRO-2 overlapped: DP (to the owners), then TP
                         }
                         // ZeRO-3 completes over TP on its shard, 16-bit weights on the main gradient: after DP
@@ -352,8 +352,8 @@ public final class DistributedStep implements AutoCloseable {
                         }
                         if (paramShards != null) { // ZeRO-3: free the layers, reduce-scatter per layer
                             paramShards.endMicroBatch();
-                        } else if (gradShard != null && overlapped != null) {
-                            gradShard.endOverlappedMicroBatch(); // this rank's reduced slice into its shard
+                        } else if (shardsGradients() && overlapped != null) {
+                            endOverlappedMicroBatch(); // this rank's reduced slices into its shards
                         } else if (gradShard != null) { // ZeRO-2: reduce-scatter and drop this micro-batch's gradients
                             gradShard.endMicroBatch();
                         } else if (overlapped == null || m < batches.size() - 1) {
@@ -401,6 +401,20 @@ public final class DistributedStep implements AutoCloseable {
         }
     }
 
+    /** Whether only gradient shards are kept between micro-batches (ZeRO-2; under expert parallelism too). */
+    private boolean shardsGradients() {
+        return gradShard != null || expertBuffers != null && expertBuffers.shardsGradients();
+    }
+
+    /** ZeRO-2 after an overlapped micro-batch: this rank's reduced slices into its gradient shards. */
+    private void endOverlappedMicroBatch() {
+        if (gradShard != null) {
+            gradShard.endOverlappedMicroBatch();
+        } else {
+            expertBuffers.endOverlappedMicroBatch();
+        }
+    }
+
     /**
      * 16-bit weights over the buffers: the last backward's gradients, added into the fp32 main
      * gradients (under expert parallelism with ZeRO-2: reduce-scattered into the shards).
@@ -417,21 +431,25 @@ public final class DistributedStep implements AutoCloseable {
      * Whether the tensor-parallel completion runs once per step on the fp32 main gradient, after
      * the data-parallel reduction (Megatron's order for 16-bit weights: micro-batch gradients go
      * into {@code main_grad}, {@code finish_grad_sync}, then {@code _allreduce_layernorm_grads} on
-     * {@code main_grad}; the TP sum in fp32): 16-bit weights over the dense buffer, not ZeRO-2
-     * (whose shard keeps the per-micro-batch completion). Needs the model's
+     * {@code main_grad}; the TP sum in fp32): 16-bit weights over the buffers (both buffers under
+     * expert parallelism), not ZeRO-2 ({@link #tensorParallelOnShard}). Needs the model's
      * {@link TrainableParameter#tpPartialGradient()} flags. fp32 weights keep their order
      * (completion on the gradients, then the reduction, except under overlap).
      */
     private boolean tensorParallelOnMain() {
-        return buffer != null && gradShard == null && !buffer.weightsAreFp32();
+        return sixteenBitBuffers() && !shardsGradients();
     }
 
     /**
      * ZeRO-2 with 16-bit weights: partial gradients are completed over TP once per step on the fp32
-     * gradient shard, after the data-parallel reductions ({@link GradientShard#completeTensorParallel}).
+     * gradient shards, after the data-parallel reductions ({@link GradientShard#completeTensorParallel}).
      */
     private boolean tensorParallelOnShard() {
-        return gradShard != null && !buffer.weightsAreFp32();
+        return sixteenBitBuffers() && shardsGradients();
+    }
+
+    private boolean sixteenBitBuffers() {
+        return buffer != null && !buffer.weightsAreFp32() || expertBuffers != null && !expertBuffers.weightsAreFp32();
     }
 
     private static long tokens(List<MicroBatch> batches) {
@@ -571,8 +589,7 @@ public final class DistributedStep implements AutoCloseable {
                             } else if (m < n - 1) { // 16-bit weights with overlap: this chunk's range only, since
                                 // buckets of chunks past their last backward may be in flight on the communication
                                 // thread; in the chunk's last backward each bucket's task adds its own gradients
-                                long[] range = buffer.rangeOf(stage.chunk(chunk).trainableParameters());
-                                buffer.accumulateIntoMain(range[0], range[1]);
+                                accumulateChunkIntoMain(stage.chunk(chunk).trainableParameters());
                             }
                         }
                         if (inputGradient != null) {
@@ -625,6 +642,16 @@ public final class DistributedStep implements AutoCloseable {
             }
             NDArray sum = step.create(new double[] {lossSum});
             return pp.broadcast(sum, pp.size() - 1).getDouble(0);
+        }
+    }
+
+    /** {@link #accumulateIntoMain()} over the range of the buffers holding {@code chunk}'s parameters only. */
+    private void accumulateChunkIntoMain(List<TrainableParameter> chunk) {
+        if (buffer != null) {
+            long[] range = buffer.rangeOf(chunk);
+            buffer.accumulateIntoMain(range[0], range[1]);
+        } else {
+            expertBuffers.accumulateIntoMain(chunk);
         }
     }
 
@@ -739,8 +766,11 @@ public final class DistributedStep implements AutoCloseable {
                 if (!inMain) {
                     expertBuffers.accumulateIntoMain(); // nothing for fp32 weights
                 }
-                grads = overlapped != null ? expertBuffers.joinReducedGradients(s) // by finishStep, bucket by bucket
-                        : expertBuffers.reducedGradients(s);
+                expertBuffers.reduceGradients(overlapped != null); // overlapped: by finishStep, bucket by bucket
+                if (tensorParallelOnMain() || tensorParallelOnShard()) {
+                    expertBuffers.completeTensorParallel(tp); // after the data-parallel reduction: Megatron's order
+                }
+                grads = expertBuffers.joinReducedGradients(s);
             } else {
                 grads = reduceOverDp(layout.gradients(s));
                 if (expertLayout != null) {
@@ -1187,7 +1217,7 @@ public final class DistributedStep implements AutoCloseable {
             throw new IllegalStateException("an external step cannot run a pipeline schedule (pipeline size "
                     + pp.size() + "); use step(List<MicroBatch>)");
         }
-        if (gradShard != null || paramShards != null || expertBuffers != null && expertBuffers.shardsGradients()) {
+        if (shardsGradients() || paramShards != null) {
             throw new IllegalStateException("an external step cannot run --data-parallel-sharding-strategy "
                     + (paramShards != null ? "optim_grads_params" : "optim_grads")
                     + " (it reduce-scatters inside step(List<MicroBatch>))");

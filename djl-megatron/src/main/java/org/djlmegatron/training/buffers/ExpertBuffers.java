@@ -77,6 +77,16 @@ public final class ExpertBuffers implements AutoCloseable {
         return denseShard != null;
     }
 
+    /** ZeRO-2: the dense buffer's gradient shard (over data x context parallelism); null otherwise. */
+    public GradientShard denseShard() {
+        return denseShard;
+    }
+
+    /** ZeRO-2: the expert buffer's gradient shard (over the expert-data group); null otherwise. */
+    public GradientShard expertShard() {
+        return expertShard;
+    }
+
     public ParamAndGradBuffer dense() {
         return dense;
     }
@@ -118,9 +128,9 @@ public final class ExpertBuffers implements AutoCloseable {
     }
 
     /**
-     * After a micro-batch's backward (and its tensor-parallel completion): ZeRO-2 reduce-scatters
-     * its gradients into the shards (collective over both groups); 16-bit weights add them into the
-     * fp32 main gradients (see {@link ParamAndGradBuffer#accumulateIntoMain}).
+     * After a micro-batch's backward: ZeRO-2 reduce-scatters its gradients into the shards
+     * (collective over both groups); 16-bit weights add them into the fp32 main gradients (see
+     * {@link ParamAndGradBuffer#accumulateIntoMain}).
      */
     public void accumulateIntoMain() {
         if (shardsGradients()) {
@@ -130,6 +140,23 @@ public final class ExpertBuffers implements AutoCloseable {
         }
         dense.accumulateIntoMain();
         experts.accumulateIntoMain();
+    }
+
+    /**
+     * {@link #accumulateIntoMain()} over the range each buffer gives {@code chunk}'s parameters
+     * only (under pipelining with overlap: another chunk's buckets may be in flight meanwhile).
+     */
+    public void accumulateIntoMain(List<TrainableParameter> chunk) {
+        for (ParamAndGradBuffer b : List.of(dense, experts)) {
+            long[] range = b.rangeOf(chunk);
+            b.accumulateIntoMain(range[0], range[1]);
+        }
+    }
+
+    /** ZeRO-2 after an overlapped micro-batch: see {@link GradientShard#endOverlappedMicroBatch}. Not collective. */
+    public void endOverlappedMicroBatch() {
+        denseShard.endOverlappedMicroBatch();
+        expertShard.endOverlappedMicroBatch();
     }
 
     /** The fp32 masters: this rank's shards of both buffers' weights, dense first (a new array). */
@@ -153,28 +180,49 @@ public final class ExpertBuffers implements AutoCloseable {
     }
 
     /**
-     * The step's gradients as the optimizer sees them: the dense main gradients averaged over
-     * {@code dp} (bucketed all-reduce in place, or this rank's reduce-scattered shard), followed by
-     * the expert main gradients summed over the expert-data group (or its shard) and divided by
-     * {@code dp}'s size. Collective over both groups.
+     * The step's data-parallel reduction, in place: the dense main gradients averaged over
+     * {@code dp} (bucketed all-reduce, or this rank's reduce-scattered slice) and the expert main
+     * gradients summed over the expert-data group (or this rank's slice) and divided by
+     * {@code dp}'s size; with {@code overlapped} the buckets did that already. Under ZeRO-2 the
+     * shards, summed micro-batch by micro-batch, are divided by {@code dp}'s size. Collective over
+     * both groups unless overlapped or ZeRO-2.
      */
-    public NDArray reducedGradients(NDManager m) {
+    public void reduceGradients(boolean overlapped) {
         int divisor = dp.size();
-        try (NDManager tmp = m.newSubManager()) {
-            NDArray d = shardsGradients() ? denseShard.averaged(divisor) : reduce(dense, dp, divisor, tmp);
-            NDArray e = shardsGradients() ? expertShard.averaged(divisor) : reduce(experts, expertDp, divisor, tmp);
-            NDArray joined = NDArrays.concat(new NDList(d, e));
-            joined.attach(m);
-            return joined;
+        if (shardsGradients()) {
+            denseShard.averaged(divisor);
+            expertShard.averaged(divisor);
+        } else if (!overlapped) {
+            reduce(dense, dp, divisor);
+            reduce(experts, expertDp, divisor);
         }
     }
 
     /**
-     * After the overlapped reductions ({@code OverlappedCommunication.createForExperts}) summed and
-     * divided both main gradients in place: this rank's shards of them joined as
-     * {@link #reducedGradients} returns them (no collective).
+     * After {@link #reduceGradients}, for 16-bit weights: the partial gradients completed over
+     * the tensor-parallel group {@code tp} on the fp32 main gradients (or ZeRO-2's shards), once
+     * per step (Megatron's order, DP then TP; see {@link ParamAndGradBuffer#completeTensorParallel}).
+     */
+    public void completeTensorParallel(ProcessGroup tp) {
+        if (shardsGradients()) {
+            denseShard.completeTensorParallel(tp);
+            expertShard.completeTensorParallel(tp);
+        } else {
+            dense.completeTensorParallel(tp);
+            experts.completeTensorParallel(tp);
+        }
+    }
+
+    /**
+     * The reduced gradients as the optimizer sees them (after {@link #reduceGradients}): this
+     * rank's dense shard followed by its expert shard, in a new array of {@code m} (no collective).
      */
     public NDArray joinReducedGradients(NDManager m) {
+        if (shardsGradients()) {
+            NDArray joined = NDArrays.concat(new NDList(denseShard.values(), expertShard.values()));
+            joined.attach(m);
+            return joined;
+        }
         return joinShards(dense.mainGrads(), experts.mainGrads(), m);
     }
 
@@ -188,17 +236,19 @@ public final class ExpertBuffers implements AutoCloseable {
         }
     }
 
-    private NDArray reduce(ParamAndGradBuffer b, ProcessGroup group, int divisor, NDManager tmp) {
+    /** Reduces {@code b}'s main gradients over {@code group} in place (under sharding into this rank's slice only). */
+    private void reduce(ParamAndGradBuffer b, ProcessGroup group, int divisor) {
         if (group.size() > 1 && sharded) {
-            NDArray part = b.reduceScatter(group, divisor);
-            part.attach(tmp);
-            return part;
-        }
-        if (group.size() > 1) {
+            long len = b.paddedSize() / group.size();
+            try (NDArray part = b.reduceScatter(group, divisor);
+                    NDArray mine = b.mainGrads().get(new NDIndex("{}:{}", len * group.rank(), len * (group.rank() + 1)))) {
+                mine.set(new NDIndex("..."), part); // in the main gradient, where the TP completion finds it
+            }
+        } else if (group.size() > 1) {
             b.allReduce(group, divisor);
-            return b.mainGrads();
+        } else {
+            b.mainGrads().divi(divisor); // in place, as the all-reduce: zeroed before the next step
         }
-        return b.mainGrads().divi(divisor); // in place, as the all-reduce: zeroed before the next step
     }
 
     /** Copies the updated masters into both buffers' weights (all-gathered over each group when sharded). Collective. */
