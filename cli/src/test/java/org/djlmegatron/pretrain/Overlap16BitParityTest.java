@@ -96,7 +96,8 @@ class Overlap16BitParityTest {
     static Stream<Arguments> expertCases() {
         return Stream.of(Arguments.of("--bf16", EP2, GRAD), Arguments.of("--bf16", EP2_DISTOPT, GRAD_PARAM),
                 Arguments.of("--bf16", EP2_DP4, GRAD), Arguments.of("--bf16", EP2_DP4_DISTOPT, GRAD_PARAM),
-                Arguments.of("--bf16", EP2_TP2_SP, GRAD), Arguments.of("--fp16", EP2_DP4, GRAD),
+                Arguments.of("--bf16", EP2_TP2_SP, GRAD), Arguments.of("--bf16", TrajectoryParity.EP2_PP2, GRAD),
+                Arguments.of("--fp16", EP2_DP4, GRAD),
                 Arguments.of("--fp16", EP2_DP4_DISTOPT, GRAD_PARAM));
     }
 
@@ -106,7 +107,8 @@ class Overlap16BitParityTest {
      * each on its own communication thread, each last-backward bucket widening its own 16-bit
      * gradients first; the tensor-parallel completion on both fp32 main gradients after all
      * buckets. EP=2 (world 2: expert-data 1) and EP=2 over DP=4 (expert-data 2), with and without
-     * the distributed optimizer and the parameter gather, EP=2 x TP=2 + SP: bit-identical.
+     * the distributed optimizer and the parameter gather, EP=2 x TP=2 + SP, and EP=2 x PP=2 (each
+     * earlier backward widened over its chunk's range of both buffers): bit-identical.
      */
     @ParameterizedTest(name = "{0} {1} with {2}")
     @MethodSource("expertCases")
@@ -115,14 +117,14 @@ class Overlap16BitParityTest {
         assertIdenticalWithAndWithout(expertBase(dtype), dtype, layout, overlap);
     }
 
-    /** The mixtral fixture, two micro-batches per rank at DP 4 (four at DP 2), 2000-element buckets, {@code dtype} weights. */
-    static List<String> expertBase(String dtype) {
+    /** The mixtral fixture, two micro-batches per rank at DP 4 (four at DP 2), 2000-element buckets; {@code more} appended. */
+    static List<String> expertBase(String... more) {
         Path dir = PretrainRunner.fixtures().resolve("hf").resolve("mixtral");
         return TrajectoryParity.args("--init-hf", dir.toString(), "--mock-data", "--seq-length", "24",
                 "--train-iters", "10", "--micro-batch-size", "1", "--global-batch-size", "8", "--lr", "1e-3",
                 "--lr-decay-style", "constant", "--weight-decay", "0.1", "--clip-grad", "1.0", "--seed", "7",
                 "--moe-router-load-balancing-type", "aux_loss", "--moe-aux-loss-coeff", "0.01", "--ddp-bucket-size", "2000",
-                dtype);
+                String.join(" ", more)).stream().filter(a -> !a.isEmpty()).collect(java.util.stream.Collectors.toList());
     }
 
     /**
