@@ -94,6 +94,12 @@ public final class DistributedStep implements AutoCloseable {
     /** {@code --overlap-grad-reduce} / {@code --overlap-param-gather} over {@link #buffer}; null: none. */
     private final OverlappedCommunication overlapped;
     private NDArray masters;
+    /**
+     * Under expert parallelism with fp32 weights, which are their own masters: this rank's dense
+     * and expert weight shards (views of the two buffers), one optimizer range; {@link #masters}
+     * is then null. Null otherwise.
+     */
+    private List<NDArray> weightMasters;
     private NDArray decayMask;
     private NDArray normMask;
     private long iteration;
@@ -233,7 +239,11 @@ public final class DistributedStep implements AutoCloseable {
 
     /** Masters and masks over the two buffers of expert parallelism, in the flat path's order (dense shard, expert shard). */
     private void initFromExpertBuffers(boolean firstTpRank) {
-        masters = expertBuffers.masters(state);
+        if (expertBuffers.weightsAreFp32()) {
+            weightMasters = expertBuffers.weightShards(state); // updated in place: no copy, nothing written back
+        } else {
+            masters = expertBuffers.masters(state);
+        }
         decayMask = expertBuffers.mask(state, TrainableParameter::weightDecay, TrainableParameter::weightDecay);
         normMask = expertBuffers.mask(state, p -> countedInNorm(p, firstTpRank), p -> !p.tpDuplicate() || firstTpRank);
     }
@@ -794,9 +804,13 @@ public final class DistributedStep implements AutoCloseable {
             }
             double lr = config.schedule().lr(updates);
             updates++;
-            optimizer.step(masters, grads, decayMask, lr, updates);
+            if (weightMasters != null) {
+                optimizer.step(weightMasters, grads, decayMask, 1.0, lr, updates); // both shards where they are
+            } else {
+                optimizer.step(masters, grads, decayMask, lr, updates);
+            }
             if (overlapped != null && overlapped.gathersParams()) {
-                overlapped.startParamGather(masters); // expert parallelism: both parts waited for in the next forward
+                overlapped.startParamGather(masters, weightMasters); // expert parallelism: both parts, in the next forward
             } else {
                 writeBackMasters();
             }
@@ -846,7 +860,7 @@ public final class DistributedStep implements AutoCloseable {
             updates++;
             optimizer.step(masters, grads, decayMask, coeff, lr, updates);
             if (overlapped != null && overlapped.gathersParams()) {
-                overlapped.startParamGather(masters); // waited for in the next forward, bucket by bucket
+                overlapped.startParamGather(masters, null); // waited for in the next forward, bucket by bucket
             } else {
                 writeBackMasters();
             }
@@ -1017,6 +1031,10 @@ public final class DistributedStep implements AutoCloseable {
             }
             return;
         }
+        if (weightMasters != null) {
+            expertBuffers.writeBack(weightMasters);
+            return;
+        }
         if (expertBuffers != null) {
             expertBuffers.writeBack(masters);
             return;
@@ -1047,6 +1065,11 @@ public final class DistributedStep implements AutoCloseable {
      * are {@code optim}'s; collective over data parallelism), in {@code m}.
      */
     public NDArray checkpointMasters(NDManager m) {
+        if (weightMasters != null) { // the weights' two shards, joined for the file
+            NDArray joined = NDArrays.concat(new NDList(weightMasters.toArray(new NDArray[0])));
+            joined.attach(m);
+            return joined;
+        }
         return paramShards == null ? masters : paramShards.toOptimizerOrder(masters, m);
     }
 
@@ -1060,6 +1083,9 @@ public final class DistributedStep implements AutoCloseable {
 
     /** Elements of {@link #checkpointMasters} on this rank. */
     public long checkpointLength() {
+        if (weightMasters != null) {
+            return weightMasters.stream().mapToLong(p -> p.getShape().size()).sum();
+        }
         return paramShards == null ? masters.getShape().get(0) : layout.paddedSize() / dp.size();
     }
 
@@ -1085,11 +1111,27 @@ public final class DistributedStep implements AutoCloseable {
             });
             savedMasters.close();
         } else {
-            masters.set(new NDIndex("..."), savedMasters);
+            setMasters(savedMasters);
             savedMasters.close();
             optState.putAll(savedState);
         }
         optimizer.loadState(optState);
+    }
+
+    /** Copies {@code values} (laid out as {@link #checkpointMasters}) into the masters. */
+    private void setMasters(NDArray values) {
+        if (weightMasters == null) {
+            masters.set(new NDIndex("..."), values);
+            return;
+        }
+        long at = 0;
+        for (NDArray part : weightMasters) {
+            long n = part.getShape().size();
+            try (NDArray piece = values.get(new NDIndex("{}:{}", at, at + n))) {
+                part.set(new NDIndex("..."), piece);
+            }
+            at += n;
+        }
     }
 
     /** Whether this rank keeps only its shard of the weights between steps (ZeRO-3). */
@@ -1144,7 +1186,8 @@ public final class DistributedStep implements AutoCloseable {
 
     /** Bytes of fp32 masters plus optimizer state held by this rank. */
     public long optimizerBytes() {
-        if (buffer != null && buffer.weightsAreFp32() || paramShards != null && masters == paramShards.shards()) {
+        if (buffer != null && buffer.weightsAreFp32() || paramShards != null && masters == paramShards.shards()
+                || weightMasters != null) {
             return optimizer.stateBytes(); // the fp32 weights are their own masters
         }
         return (shardLength + expertShardLength) * 4 + optimizer.stateBytes();
@@ -1186,9 +1229,17 @@ public final class DistributedStep implements AutoCloseable {
         return scaler;
     }
 
-    /** This rank's fp32 masters (its DP shard under the distributed optimizer). */
+    /**
+     * This rank's fp32 masters (its DP shard under the distributed optimizer); null under expert
+     * parallelism with fp32 weights, whose masters are the weights' shards ({@link #checkpointMasters}).
+     */
     public NDArray masters() {
         return masters;
+    }
+
+    /** The manager of this rank's optimizer state (masters, moments), for arrays that become part of it. */
+    public NDManager stateManager() {
+        return state;
     }
 
     public FlatLayout layout() {

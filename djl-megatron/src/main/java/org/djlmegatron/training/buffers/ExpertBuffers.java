@@ -159,7 +159,21 @@ public final class ExpertBuffers implements AutoCloseable {
         expertShard.endOverlappedMicroBatch();
     }
 
-    /** The fp32 masters: this rank's shards of both buffers' weights, dense first (a new array). */
+    /**
+     * fp32 weights are their own masters: this rank's shard of the dense weights and of the expert
+     * weights (views of the buffers, attached to {@code m}; the buffers themselves when not sharded),
+     * which the optimizer updates in place as one range, dense first.
+     */
+    public List<NDArray> weightShards(NDManager m) {
+        if (!weightsAreFp32()) {
+            throw new IllegalStateException("16-bit weights keep fp32 masters of their own (masters)");
+        }
+        NDArray d = shard(dense.params(), dense, dp, m);
+        NDArray e = shard(experts.params(), experts, expertDp, m);
+        return List.of(d, e);
+    }
+
+    /** The fp32 masters of 16-bit weights: this rank's shards of both buffers' weights, dense first (a new array). */
     public NDArray masters(NDManager m) {
         try (NDManager tmp = m.newSubManager()) {
             NDArray d = shard(dense.params(), dense, dp, tmp).toType(DataType.FLOAT32, true);
@@ -255,9 +269,17 @@ public final class ExpertBuffers implements AutoCloseable {
     public void writeBack(NDArray masters) {
         long split = denseShardLength();
         try (NDArray d = masters.get(new NDIndex("0:{}", split)); NDArray e = masters.get(new NDIndex("{}:", split))) {
-            setParams(dense, dp, d);
-            setParams(experts, expertDp, e);
+            writeBack(List.of(d, e));
         }
+    }
+
+    /**
+     * {@link #writeBack(NDArray)} from the dense and the expert part of the masters (for fp32 weights
+     * the {@link #weightShards}, which are the weights: unsharded, nothing is copied). Collective.
+     */
+    public void writeBack(List<NDArray> parts) {
+        setParams(dense, dp, parts.get(0));
+        setParams(experts, expertDp, parts.get(1));
     }
 
     private void setParams(ParamAndGradBuffer b, ProcessGroup group, NDArray shard) {

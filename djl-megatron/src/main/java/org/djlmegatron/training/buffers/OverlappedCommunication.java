@@ -75,7 +75,8 @@ public final class OverlappedCommunication implements AutoCloseable {
     /**
      * Expert parallelism: the dense buffer over {@code dp}'s ranks, the expert buffer over the
      * expert-data group's, both divided by DP's size (under ZeRO-2 each into its own gradient
-     * shard); the masters are a copy (dense shard, expert shard).
+     * shard); the masters are the weights' shards (fp32, see {@link #startParamGather}) or a copy
+     * of them (16-bit: dense shard, expert shard).
      */
     private OverlappedCommunication(RankContext ctx, ExpertBuffers buffers, ProcessGroup dp, boolean toOwners,
             long bucketElements, Overlap overlap) {
@@ -289,9 +290,20 @@ public final class OverlappedCommunication implements AutoCloseable {
         return lanes.get(0).gatherer() != null;
     }
 
-    /** After the optimizer: starts gathering the updated shards. */
-    public void startParamGather(NDArray masters) {
-        lanes.forEach(l -> l.gatherer().start(masters, l.mastersOffset(), l.mastersAreWeights()));
+    /**
+     * After the optimizer: starts gathering the updated shards, from {@code masters} (the
+     * optimizer's vector, each lane's shard at its offset) or, where fp32 weights under expert
+     * parallelism are their own masters, from {@code weightShards} (each lane's shard of its weights).
+     */
+    public void startParamGather(NDArray masters, List<NDArray> weightShards) {
+        for (int i = 0; i < lanes.size(); i++) {
+            Lane l = lanes.get(i);
+            if (weightShards != null) {
+                l.gatherer().start(weightShards.get(i), 0, true);
+            } else {
+                l.gatherer().start(masters, l.mastersOffset(), l.mastersAreWeights());
+            }
+        }
     }
 
     /** Waits until every weight holds the last update. */
