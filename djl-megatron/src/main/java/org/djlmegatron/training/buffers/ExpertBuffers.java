@@ -20,10 +20,16 @@ import org.djlmegatron.training.model.TrainableParameter;
  * group). Parameters and gradients are views of the buffers, so backward accumulates in place
  * and the reductions run bucket by bucket over whole buffers.
  *
- * <p>The optimizer sees one fp32 vector, this rank's dense shard followed by its expert shard:
+ * <p>The optimizer sees one fp32 range, this rank's dense shard followed by its expert shard:
  * the order of the flat-vector step, so the optimizer state (and checkpoints) are the same under
- * both. Joining the two reduced shards and splitting the updated masters back are one copy each
- * per step, not one per parameter.
+ * both. fp32 weights are their own masters: the range is the two weight shards themselves
+ * ({@link #weightShards}), updated where they are; 16-bit weights keep an fp32 copy
+ * ({@link #masters}), split back into both buffers after the update. Joining the two reduced
+ * gradient shards is one copy per step, not one per parameter.
+ *
+ * <p>16-bit weights: each micro-batch's gradients go into the fp32 main gradients (or ZeRO-2's
+ * shards), and the partial (sequence-parallel) gradients are completed over tensor parallelism
+ * once per step there, after the data-parallel reduction ({@link #completeTensorParallel}).
  *
  * <p>Under ZeRO-2 ({@code shardGradients}) neither buffer keeps gradients between micro-batches:
  * each has a {@link GradientShard} over its own group, into which every micro-batch's gradients
