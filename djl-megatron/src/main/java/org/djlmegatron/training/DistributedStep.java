@@ -777,7 +777,7 @@ public final class DistributedStep implements AutoCloseable {
                     expertBuffers.accumulateIntoMain(); // nothing for fp32 weights
                 }
                 expertBuffers.reduceGradients(overlapped != null); // overlapped: by finishStep, bucket by bucket
-                if (tensorParallelOnMain() || tensorParallelOnShard()) {
+                if (inMain && (tensorParallelOnMain() || tensorParallelOnShard())) { // else finishStep completed them
                     expertBuffers.completeTensorParallel(tp); // after the data-parallel reduction: Megatron's order
                 }
                 grads = expertBuffers.joinReducedGradients(s);
