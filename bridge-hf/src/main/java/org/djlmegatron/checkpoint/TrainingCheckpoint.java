@@ -337,7 +337,7 @@ public final class TrainingCheckpoint {
         if (checks.verifyChecksums()) {
             FileChecksums.verify(iterDir, iterDir.relativize(f).toString(), DjlMetadata.read(iterDir).checksums());
         }
-        NDManager m = trainer.masters().getManager();
+        NDManager m = trainer.stateManager();
         Map<String, NDArray> out = new LinkedHashMap<>();
         try (SafetensorsReader r = SafetensorsReader.open(f)) {
             OptimizerLayout.version(r.metadata(), f);
@@ -360,7 +360,7 @@ public final class TrainingCheckpoint {
     private static Map<String, NDArray> reshard(Path iterDir, ParallelLayout saved, RankContext ctx,
             List<GPTModel> chunks, DistributedStep trainer, TrainerState state, boolean distributedOptimizer,
             ReadChecks checks) {
-        NDManager m = trainer.masters().getManager();
+        NDManager m = trainer.stateManager();
         Map<String, NDArray> out = new LinkedHashMap<>();
         if (checks.verifyChecksums()) { // every optimizer file may contribute to this rank's shard
             Map<String, String> recorded = DjlMetadata.read(iterDir).checksums();

@@ -83,6 +83,56 @@ class Overlap16BitParityTest {
                 "--train-iters", "10", "--micro-batch-size", "1", "--global-batch-size", "4", "--ddp-bucket-size", "1000",
                 "--lr", "1e-3", "--lr-decay-style", "constant", "--weight-decay", "0.1", "--clip-grad", "1.0",
                 "--seed", "7", dtype);
+        assertIdenticalWithAndWithout(base, dtype, layout, overlap);
+    }
+
+    static final Variant EP2 = Variant.of("ep2", "--nproc-per-node", "2", "--expert-model-parallel-size", "2");
+    static final Variant EP2_DISTOPT = EP2.with(TrajectoryParity.DISTOPT);
+    static final Variant EP2_DP4 = OverlapParityTest.EP2_DP4;
+    static final Variant EP2_DP4_DISTOPT = OverlapParityTest.EP2_DP4_DISTOPT;
+    static final Variant EP2_TP2_SP = Variant.of("ep2-tp2-sp", "--nproc-per-node", "4", "--expert-model-parallel-size",
+            "2", "--tensor-model-parallel-size", "2", "--sequence-parallel");
+
+    static Stream<Arguments> expertCases() {
+        return Stream.of(Arguments.of("--bf16", EP2, GRAD), Arguments.of("--bf16", EP2_DISTOPT, GRAD_PARAM),
+                Arguments.of("--bf16", EP2_DP4, GRAD), Arguments.of("--bf16", EP2_DP4_DISTOPT, GRAD_PARAM),
+                Arguments.of("--bf16", EP2_TP2_SP, GRAD), Arguments.of("--bf16", TrajectoryParity.EP2_PP2, GRAD),
+                Arguments.of("--fp16", EP2_DP4, GRAD),
+                Arguments.of("--fp16", EP2_DP4_DISTOPT, GRAD_PARAM));
+    }
+
+    /**
+     * Under expert parallelism (the mixtral fixture with its balancing losses): the dense buffer's
+     * buckets over data x context parallelism and the expert buffer's over the expert-data group,
+     * each on its own communication thread, each last-backward bucket widening its own 16-bit
+     * gradients first; the tensor-parallel completion on both fp32 main gradients after all
+     * buckets. EP=2 (world 2: expert-data 1) and EP=2 over DP=4 (expert-data 2), with and without
+     * the distributed optimizer and the parameter gather, EP=2 x TP=2 + SP, and EP=2 x PP=2 (each
+     * earlier backward widened over its chunk's range of both buffers): bit-identical.
+     */
+    @ParameterizedTest(name = "{0} {1} with {2}")
+    @MethodSource("expertCases")
+    void underExpertParallelismOverlapGivesTheTrajectoryWithoutOverlapBitForBit(String dtype, Variant layout,
+            Variant overlap) {
+        assertIdenticalWithAndWithout(expertBase(dtype), dtype, layout, overlap);
+    }
+
+    /** The mixtral fixture, two micro-batches per rank at DP 4 (four at DP 2), 2000-element buckets; {@code more} appended. */
+    static List<String> expertBase(String... more) {
+        Path dir = PretrainRunner.fixtures().resolve("hf").resolve("mixtral");
+        return TrajectoryParity.args("--init-hf", dir.toString(), "--mock-data", "--seq-length", "24",
+                "--train-iters", "10", "--micro-batch-size", "1", "--global-batch-size", "8", "--lr", "1e-3",
+                "--lr-decay-style", "constant", "--weight-decay", "0.1", "--clip-grad", "1.0", "--seed", "7",
+                "--moe-router-load-balancing-type", "aux_loss", "--moe-aux-loss-coeff", "0.01", "--ddp-bucket-size", "2000",
+                String.join(" ", more)).stream().filter(a -> !a.isEmpty()).collect(java.util.stream.Collectors.toList());
+    }
+
+    /**
+     * {@code base} on {@code layout} with and without {@code overlap}: every step's loss, norm and
+     * skip identical; fp16 starts at a loss scale of 2^21 so that some steps overflow, not all.
+     */
+    static void assertIdenticalWithAndWithout(List<String> base, String dtype, Variant layout, Variant overlap) {
+        base = new java.util.ArrayList<>(base);
         if (dtype.equals("--fp16")) {
             base.addAll(List.of("--initial-loss-scale", "2097152")); // 2^21: the first steps overflow, the rest train
         }

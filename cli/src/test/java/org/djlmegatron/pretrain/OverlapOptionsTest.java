@@ -48,6 +48,22 @@ class OverlapOptionsTest {
                 .hasMessageContaining("optim_grads");
     }
 
+    /** The same under expert parallelism: EP=2 x PP=2 with ZeRO-2 is refused naming the pipeline flag. */
+    @Test
+    @Tag("native")
+    void overlappedReductionUnderExpertsAndPipeliningWithZeroTwoIsRefused() {
+        Path dir = PretrainRunner.fixtures().resolve("hf").resolve("mixtral");
+        List<String> args = TrajectoryParity.args("--init-hf", dir.toString(), "--mock-data", "--lr", "1e-3",
+                "--train-iters", "1", "--seq-length", "16", "--micro-batch-size", "1", "--global-batch-size", "4",
+                "--nproc-per-node", "4", "--pipeline-model-parallel-size", "2", "--expert-model-parallel-size", "2",
+                "--untie-embeddings-and-output-weights", "--data-parallel-sharding-strategy", "optim_grads",
+                "--overlap-grad-reduce");
+        assertThatThrownBy(() -> run(args))
+                .hasRootCauseInstanceOf(IllegalArgumentException.class)
+                .rootCause().hasMessageContaining("--overlap-grad-reduce with --pipeline-model-parallel-size 2")
+                .hasMessageContaining("found optim_grads");
+    }
+
     /** DJL's stock engine has no contiguous buffers (no way to make a parameter a view): the overlap is refused, not emulated. */
     @Test
     @Tag("stock-engine")

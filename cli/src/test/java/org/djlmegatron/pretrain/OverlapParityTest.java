@@ -125,6 +125,30 @@ class OverlapParityTest {
         TrajectoryParity.assertClose(plain, overlapped, 1e-6, layout + " with " + overlap + " vs without");
     }
 
+    static Stream<Arguments> expertZero2Cases() {
+        Variant ep2 = Overlap16BitParityTest.EP2;
+        Variant ep2tp2sp = Overlap16BitParityTest.EP2_TP2_SP;
+        return Stream.of(Arguments.of("", EP2_DP4, GRAD), Arguments.of("", EP2_DP4, GRAD_PARAM),
+                Arguments.of("", ep2, GRAD_PARAM), Arguments.of("--bf16", EP2_DP4, GRAD_PARAM),
+                Arguments.of("--bf16", ep2tp2sp, GRAD));
+    }
+
+    /**
+     * ZeRO-2 ({@code optim_grads}) under expert parallelism: each micro-batch's dense buckets are
+     * reduced to their owners over data x context parallelism and its expert buckets over the
+     * expert-data group during its own backward, each lane into its own gradient shard (16-bit
+     * pieces widened first and added by their owners; the partial gradients completed over TP on
+     * the fp32 shards once per step). fp32 at EP=2 over DP=4 with each flag set and at EP=2 (world
+     * 2), bf16 at EP=2 over DP=4 and EP=2 x TP=2 + SP: bit-identical to ZeRO-2 without overlap.
+     */
+    @ParameterizedTest(name = "{1} optim_grads {0} with {2}")
+    @MethodSource("expertZero2Cases")
+    void zero2UnderExpertParallelismWithOverlapGivesTheTrajectoryWithoutBitForBit(String dtype, Variant layout,
+            Variant overlap) {
+        Overlap16BitParityTest.assertIdenticalWithAndWithout(Overlap16BitParityTest.expertBase(dtype), dtype,
+                layout.with(ZERO2), overlap);
+    }
+
     static final Variant OPTIM = Variant.of("optim", "--data-parallel-sharding-strategy", "optim");
 
     /** The matrix: each sharded strategy with overlap at DP2 and DP2 x TP2 (and + SP) against no_shard without. */

@@ -203,6 +203,23 @@ class PipelineExpertBufferTest {
         }
     }
 
+    /**
+     * fp32 weights under expert parallelism are their own masters, as over the dense buffer: at
+     * EP=2 without the distributed optimizer rank 0's optimizer bytes are AdamW's two moments over
+     * its weights (2x the fp32 weights' bytes; 3x while the masters were a copy), and with it less.
+     */
+    @Test
+    void fp32ExpertWeightsAreTheirOwnMasters() {
+        List<String> args = mockMoe(1);
+        args.addAll(EP2.flags());
+        RankMemory whole = RankMemoryLine.parse(PretrainRunner.runLogged(args));
+        assertThat(whole.optimizerBytes()).as("EP=2 fp32: %s", whole).isEqualTo(2 * whole.parameterBytes());
+        args.addAll(DISTOPT.flags());
+        RankMemory sharded = RankMemoryLine.parse(PretrainRunner.runLogged(args));
+        assertThat(sharded.optimizerBytes()).as("EP=2 fp32 distributed optimizer: %s", sharded)
+                .isLessThan(2 * sharded.parameterBytes());
+    }
+
     /** Largest relative gradient-norm difference over the steps. */
     private static double normGap(List<StepResult> a, List<StepResult> b) {
         double gap = 0;

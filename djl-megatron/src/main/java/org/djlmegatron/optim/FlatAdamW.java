@@ -1,7 +1,9 @@
 package org.djlmegatron.optim;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.index.NDIndex;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import org.djlmegatron.engine.TorchNative;
 
@@ -60,8 +62,7 @@ public final class FlatAdamW implements FlatOptimizer {
     /** On the native library with CPU fp32 tensors: one pass, the clipping folded in; else as the interface. */
     @Override
     public void step(NDArray masters, NDArray grads, NDArray decayMask, double gradScale, double lr, long step) {
-        if (!TorchNative.isAvailable() || !masters.getDevice().equals(ai.djl.Device.cpu())
-                || masters.getDataType() != ai.djl.ndarray.types.DataType.FLOAT32) {
+        if (!inOnePass(masters)) {
             FlatOptimizer.super.step(masters, grads, decayMask, gradScale, lr, step);
             return;
         }
@@ -71,6 +72,34 @@ public final class FlatAdamW implements FlatOptimizer {
         }
         TorchNative.adamwInPlace(masters, grads, expAvg, expAvgSq, decayMask, (float) gradScale, lr, beta1, beta2, eps,
                 weightDecay, step);
+    }
+
+    /** On the native library with CPU fp32 parts: each part updated where it is, with its slice of the moments. */
+    @Override
+    public void step(List<NDArray> parts, NDArray grads, NDArray decayMask, double gradScale, double lr, long step) {
+        if (parts.size() == 1 || !parts.stream().allMatch(FlatAdamW::inOnePass)) {
+            FlatOptimizer.super.step(parts, grads, decayMask, gradScale, lr, step);
+            return;
+        }
+        if (expAvg == null) { // over all the parts, where the masters live (grads are the step's)
+            ai.djl.ndarray.NDManager home = parts.get(0).getManager();
+            expAvg = home.zeros(grads.getShape(), grads.getDataType());
+            expAvgSq = home.zeros(grads.getShape(), grads.getDataType());
+        }
+        long at = 0;
+        for (NDArray p : parts) {
+            NDIndex range = new NDIndex("{}:{}", at, at + p.getShape().size());
+            try (NDArray g = grads.get(range); NDArray m1 = expAvg.get(range); NDArray m2 = expAvgSq.get(range);
+                    NDArray mask = decayMask.get(range)) {
+                TorchNative.adamwInPlace(p, g, m1, m2, mask, (float) gradScale, lr, beta1, beta2, eps, weightDecay, step);
+            }
+            at += p.getShape().size();
+        }
+    }
+
+    private static boolean inOnePass(NDArray masters) {
+        return TorchNative.isAvailable() && masters.getDevice().equals(ai.djl.Device.cpu())
+                && masters.getDataType() == ai.djl.ndarray.types.DataType.FLOAT32;
     }
 
     @Override

@@ -1,6 +1,10 @@
 package org.djlmegatron.optim;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.index.NDIndex;
+import java.util.List;
 import java.util.Map;
 
 /**
@@ -31,6 +35,32 @@ public interface FlatOptimizer {
             grads.muli((float) gradScale);
         }
         step(masters, grads, decayMask, lr, step);
+    }
+
+    /**
+     * {@link #step(NDArray, NDArray, NDArray, double, double, long)} over masters held in
+     * {@code parts} (views of different buffers: under expert parallelism fp32 weights are their
+     * own masters, the dense shard and the expert shard), whose concatenation is the optimizer's
+     * flat range; {@code grads}, {@code decayMask} and the state span all of it. By default the
+     * parts are joined for the update and copied back (the same arithmetic); an optimizer may
+     * update them where they are.
+     */
+    default void step(List<NDArray> parts, NDArray grads, NDArray decayMask, double gradScale, double lr, long step) {
+        if (parts.size() == 1) {
+            step(parts.get(0), grads, decayMask, gradScale, lr, step);
+            return;
+        }
+        try (NDArray joined = NDArrays.concat(new NDList(parts))) {
+            step(joined, grads, decayMask, gradScale, lr, step);
+            long at = 0;
+            for (NDArray p : parts) {
+                long n = p.getShape().size();
+                try (NDArray updated = joined.get(new NDIndex("{}:{}", at, at + n))) {
+                    p.set(new NDIndex("..."), updated);
+                }
+                at += n;
+            }
+        }
     }
 
     /** State tensors by name (for checkpoints); empty before the first step. */

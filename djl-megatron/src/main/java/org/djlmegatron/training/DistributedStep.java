@@ -94,6 +94,12 @@ public final class DistributedStep implements AutoCloseable {
     /** {@code --overlap-grad-reduce} / {@code --overlap-param-gather} over {@link #buffer}; null: none. */
     private final OverlappedCommunication overlapped;
     private NDArray masters;
+    /**
+     * Under expert parallelism with fp32 weights, which are their own masters: this rank's dense
+     * and expert weight shards (views of the two buffers), one optimizer range; {@link #masters}
+     * is then null. Null otherwise.
+     */
+    private List<NDArray> weightMasters;
     private NDArray decayMask;
     private NDArray normMask;
     private long iteration;
@@ -233,7 +239,11 @@ public final class DistributedStep implements AutoCloseable {
 
     /** Masters and masks over the two buffers of expert parallelism, in the flat path's order (dense shard, expert shard). */
     private void initFromExpertBuffers(boolean firstTpRank) {
-        masters = expertBuffers.masters(state);
+        if (expertBuffers.weightsAreFp32()) {
+            weightMasters = expertBuffers.weightShards(state); // updated in place: no copy, nothing written back
+        } else {
+            masters = expertBuffers.masters(state);
+        }
         decayMask = expertBuffers.mask(state, TrainableParameter::weightDecay, TrainableParameter::weightDecay);
         normMask = expertBuffers.mask(state, p -> countedInNorm(p, firstTpRank), p -> !p.tpDuplicate() || firstTpRank);
     }
@@ -336,7 +346,7 @@ public final class DistributedStep implements AutoCloseable {
                     pending.add(value);
                     tape.backward(loss, Scalar.of(step, scale / microBatches));
                     if (perMicroBatch) {
-                        if (gradShard != null && overlapped != null) {
+                        if (shardsGradients() && overlapped != null) {
                             overlapped.finishMicroBatch(); // ZeRO-2 overlapped: DP (to the owners), then TP
                         }
                         // ZeRO-3 completes over TP on its shard, 16-bit weights on the main gradient: after DP
@@ -345,8 +355,8 @@ public final class DistributedStep implements AutoCloseable {
                         }
                         if (paramShards != null) { // ZeRO-3: free the layers, reduce-scatter per layer
                             paramShards.endMicroBatch();
-                        } else if (gradShard != null && overlapped != null) {
-                            gradShard.endOverlappedMicroBatch(); // this rank's reduced slice into its shard
+                        } else if (shardsGradients() && overlapped != null) {
+                            endOverlappedMicroBatch(); // this rank's reduced slices into its shards
                         } else if (gradShard != null) { // ZeRO-2: reduce-scatter and drop this micro-batch's gradients
                             gradShard.endMicroBatch();
                         } else if (overlapped == null || m < batches.size() - 1) {
@@ -394,6 +404,20 @@ public final class DistributedStep implements AutoCloseable {
         }
     }
 
+    /** Whether only gradient shards are kept between micro-batches (ZeRO-2; under expert parallelism too). */
+    private boolean shardsGradients() {
+        return gradShard != null || expertBuffers != null && expertBuffers.shardsGradients();
+    }
+
+    /** ZeRO-2 after an overlapped micro-batch: this rank's reduced slices into its gradient shards. */
+    private void endOverlappedMicroBatch() {
+        if (gradShard != null) {
+            gradShard.endOverlappedMicroBatch();
+        } else {
+            expertBuffers.endOverlappedMicroBatch();
+        }
+    }
+
     /**
      * 16-bit weights over the buffers: the last backward's gradients, added into the fp32 main
      * gradients (under expert parallelism with ZeRO-2: reduce-scattered into the shards).
@@ -410,21 +434,25 @@ public final class DistributedStep implements AutoCloseable {
      * Whether the tensor-parallel completion runs once per step on the fp32 main gradient, after
      * the data-parallel reduction (Megatron's order for 16-bit weights: micro-batch gradients go
      * into {@code main_grad}, {@code finish_grad_sync}, then {@code _allreduce_layernorm_grads} on
-     * {@code main_grad}; the TP sum in fp32): 16-bit weights over the dense buffer, not ZeRO-2
-     * (whose shard keeps the per-micro-batch completion). Needs the model's
+     * {@code main_grad}; the TP sum in fp32): 16-bit weights over the buffers (both buffers under
+     * expert parallelism), not ZeRO-2 ({@link #tensorParallelOnShard}). Needs the model's
      * {@link TrainableParameter#tpPartialGradient()} flags. fp32 weights keep their order
      * (completion on the gradients, then the reduction, except under overlap).
      */
     private boolean tensorParallelOnMain() {
-        return buffer != null && gradShard == null && !buffer.weightsAreFp32();
+        return sixteenBitBuffers() && !shardsGradients();
     }
 
     /**
      * ZeRO-2 with 16-bit weights: partial gradients are completed over TP once per step on the fp32
-     * gradient shard, after the data-parallel reductions ({@link GradientShard#completeTensorParallel}).
+     * gradient shards, after the data-parallel reductions ({@link GradientShard#completeTensorParallel}).
      */
     private boolean tensorParallelOnShard() {
-        return gradShard != null && !buffer.weightsAreFp32();
+        return sixteenBitBuffers() && shardsGradients();
+    }
+
+    private boolean sixteenBitBuffers() {
+        return buffer != null && !buffer.weightsAreFp32() || expertBuffers != null && !expertBuffers.weightsAreFp32();
     }
 
     private static long tokens(List<MicroBatch> batches) {
@@ -564,8 +592,7 @@ public final class DistributedStep implements AutoCloseable {
                             } else if (m < n - 1) { // 16-bit weights with overlap: this chunk's range only, since
                                 // buckets of chunks past their last backward may be in flight on the communication
                                 // thread; in the chunk's last backward each bucket's task adds its own gradients
-                                long[] range = buffer.rangeOf(stage.chunk(chunk).trainableParameters());
-                                buffer.accumulateIntoMain(range[0], range[1]);
+                                accumulateChunkIntoMain(stage.chunk(chunk).trainableParameters());
                             }
                         }
                         if (inputGradient != null) {
@@ -618,6 +645,16 @@ public final class DistributedStep implements AutoCloseable {
             }
             NDArray sum = step.create(new double[] {lossSum});
             return pp.broadcast(sum, pp.size() - 1).getDouble(0);
+        }
+    }
+
+    /** {@link #accumulateIntoMain()} over the range of the buffers holding {@code chunk}'s parameters only. */
+    private void accumulateChunkIntoMain(List<TrainableParameter> chunk) {
+        if (buffer != null) {
+            long[] range = buffer.rangeOf(chunk);
+            buffer.accumulateIntoMain(range[0], range[1]);
+        } else {
+            expertBuffers.accumulateIntoMain(chunk);
         }
     }
 
@@ -739,8 +776,11 @@ public final class DistributedStep implements AutoCloseable {
                 if (!inMain) {
                     expertBuffers.accumulateIntoMain(); // nothing for fp32 weights
                 }
-                grads = overlapped != null ? expertBuffers.joinReducedGradients(s) // by finishStep, bucket by bucket
-                        : expertBuffers.reducedGradients(s);
+                expertBuffers.reduceGradients(overlapped != null); // overlapped: by finishStep, bucket by bucket
+                if (inMain && (tensorParallelOnMain() || tensorParallelOnShard())) { // else finishStep completed them
+                    expertBuffers.completeTensorParallel(tp); // after the data-parallel reduction: Megatron's order
+                }
+                grads = expertBuffers.joinReducedGradients(s);
             } else {
                 grads = reduceOverDp(layout.gradients(s));
                 if (expertLayout != null) {
@@ -764,9 +804,13 @@ public final class DistributedStep implements AutoCloseable {
             }
             double lr = config.schedule().lr(updates);
             updates++;
-            optimizer.step(masters, grads, decayMask, lr, updates);
+            if (weightMasters != null) {
+                optimizer.step(weightMasters, grads, decayMask, 1.0, lr, updates); // both shards where they are
+            } else {
+                optimizer.step(masters, grads, decayMask, lr, updates);
+            }
             if (overlapped != null && overlapped.gathersParams()) {
-                overlapped.startParamGather(masters); // expert parallelism: both parts waited for in the next forward
+                overlapped.startParamGather(masters, weightMasters); // expert parallelism: both parts, in the next forward
             } else {
                 writeBackMasters();
             }
@@ -816,7 +860,7 @@ public final class DistributedStep implements AutoCloseable {
             updates++;
             optimizer.step(masters, grads, decayMask, coeff, lr, updates);
             if (overlapped != null && overlapped.gathersParams()) {
-                overlapped.startParamGather(masters); // waited for in the next forward, bucket by bucket
+                overlapped.startParamGather(masters, null); // waited for in the next forward, bucket by bucket
             } else {
                 writeBackMasters();
             }
@@ -987,6 +1031,10 @@ public final class DistributedStep implements AutoCloseable {
             }
             return;
         }
+        if (weightMasters != null) {
+            expertBuffers.writeBack(weightMasters);
+            return;
+        }
         if (expertBuffers != null) {
             expertBuffers.writeBack(masters);
             return;
@@ -1017,6 +1065,11 @@ public final class DistributedStep implements AutoCloseable {
      * are {@code optim}'s; collective over data parallelism), in {@code m}.
      */
     public NDArray checkpointMasters(NDManager m) {
+        if (weightMasters != null) { // the weights' two shards, joined for the file
+            NDArray joined = NDArrays.concat(new NDList(weightMasters.toArray(new NDArray[0])));
+            joined.attach(m);
+            return joined;
+        }
         return paramShards == null ? masters : paramShards.toOptimizerOrder(masters, m);
     }
 
@@ -1030,6 +1083,9 @@ public final class DistributedStep implements AutoCloseable {
 
     /** Elements of {@link #checkpointMasters} on this rank. */
     public long checkpointLength() {
+        if (weightMasters != null) {
+            return weightMasters.stream().mapToLong(p -> p.getShape().size()).sum();
+        }
         return paramShards == null ? masters.getShape().get(0) : layout.paddedSize() / dp.size();
     }
 
@@ -1055,11 +1111,27 @@ public final class DistributedStep implements AutoCloseable {
             });
             savedMasters.close();
         } else {
-            masters.set(new NDIndex("..."), savedMasters);
+            setMasters(savedMasters);
             savedMasters.close();
             optState.putAll(savedState);
         }
         optimizer.loadState(optState);
+    }
+
+    /** Copies {@code values} (laid out as {@link #checkpointMasters}) into the masters. */
+    private void setMasters(NDArray values) {
+        if (weightMasters == null) {
+            masters.set(new NDIndex("..."), values);
+            return;
+        }
+        long at = 0;
+        for (NDArray part : weightMasters) {
+            long n = part.getShape().size();
+            try (NDArray piece = values.get(new NDIndex("{}:{}", at, at + n))) {
+                part.set(new NDIndex("..."), piece);
+            }
+            at += n;
+        }
     }
 
     /** Whether this rank keeps only its shard of the weights between steps (ZeRO-3). */
@@ -1114,7 +1186,8 @@ public final class DistributedStep implements AutoCloseable {
 
     /** Bytes of fp32 masters plus optimizer state held by this rank. */
     public long optimizerBytes() {
-        if (buffer != null && buffer.weightsAreFp32() || paramShards != null && masters == paramShards.shards()) {
+        if (buffer != null && buffer.weightsAreFp32() || paramShards != null && masters == paramShards.shards()
+                || weightMasters != null) {
             return optimizer.stateBytes(); // the fp32 weights are their own masters
         }
         return (shardLength + expertShardLength) * 4 + optimizer.stateBytes();
@@ -1156,9 +1229,17 @@ public final class DistributedStep implements AutoCloseable {
         return scaler;
     }
 
-    /** This rank's fp32 masters (its DP shard under the distributed optimizer). */
+    /**
+     * This rank's fp32 masters (its DP shard under the distributed optimizer); null under expert
+     * parallelism with fp32 weights, whose masters are the weights' shards ({@link #checkpointMasters}).
+     */
     public NDArray masters() {
         return masters;
+    }
+
+    /** The manager of this rank's optimizer state (masters, moments), for arrays that become part of it. */
+    public NDManager stateManager() {
+        return state;
     }
 
     public FlatLayout layout() {
@@ -1187,7 +1268,7 @@ public final class DistributedStep implements AutoCloseable {
             throw new IllegalStateException("an external step cannot run a pipeline schedule (pipeline size "
                     + pp.size() + "); use step(List<MicroBatch>)");
         }
-        if (gradShard != null || paramShards != null || expertBuffers != null && expertBuffers.shardsGradients()) {
+        if (shardsGradients() || paramShards != null) {
             throw new IllegalStateException("an external step cannot run --data-parallel-sharding-strategy "
                     + (paramShards != null ? "optim_grads_params" : "optim_grads")
                     + " (it reduce-scatters inside step(List<MicroBatch>))");

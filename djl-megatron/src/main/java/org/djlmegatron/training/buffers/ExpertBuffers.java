@@ -20,10 +20,16 @@ import org.djlmegatron.training.model.TrainableParameter;
  * group). Parameters and gradients are views of the buffers, so backward accumulates in place
  * and the reductions run bucket by bucket over whole buffers.
  *
- * <p>The optimizer sees one fp32 vector, this rank's dense shard followed by its expert shard:
+ * <p>The optimizer sees one fp32 range, this rank's dense shard followed by its expert shard:
  * the order of the flat-vector step, so the optimizer state (and checkpoints) are the same under
- * both. Joining the two reduced shards and splitting the updated masters back are one copy each
- * per step, not one per parameter.
+ * both. fp32 weights are their own masters: the range is the two weight shards themselves
+ * ({@link #weightShards}), updated where they are; 16-bit weights keep an fp32 copy
+ * ({@link #masters}), split back into both buffers after the update. Joining the two reduced
+ * gradient shards is one copy per step, not one per parameter.
+ *
+ * <p>16-bit weights: each micro-batch's gradients go into the fp32 main gradients (or ZeRO-2's
+ * shards), and the partial (sequence-parallel) gradients are completed over tensor parallelism
+ * once per step there, after the data-parallel reduction ({@link #completeTensorParallel}).
  *
  * <p>Under ZeRO-2 ({@code shardGradients}) neither buffer keeps gradients between micro-batches:
  * each has a {@link GradientShard} over its own group, into which every micro-batch's gradients
@@ -77,6 +83,16 @@ public final class ExpertBuffers implements AutoCloseable {
         return denseShard != null;
     }
 
+    /** ZeRO-2: the dense buffer's gradient shard (over data x context parallelism); null otherwise. */
+    public GradientShard denseShard() {
+        return denseShard;
+    }
+
+    /** ZeRO-2: the expert buffer's gradient shard (over the expert-data group); null otherwise. */
+    public GradientShard expertShard() {
+        return expertShard;
+    }
+
     public ParamAndGradBuffer dense() {
         return dense;
     }
@@ -118,9 +134,9 @@ public final class ExpertBuffers implements AutoCloseable {
     }
 
     /**
-     * After a micro-batch's backward (and its tensor-parallel completion): ZeRO-2 reduce-scatters
-     * its gradients into the shards (collective over both groups); 16-bit weights add them into the
-     * fp32 main gradients (see {@link ParamAndGradBuffer#accumulateIntoMain}).
+     * After a micro-batch's backward: ZeRO-2 reduce-scatters its gradients into the shards
+     * (collective over both groups); 16-bit weights add them into the fp32 main gradients (see
+     * {@link ParamAndGradBuffer#accumulateIntoMain}).
      */
     public void accumulateIntoMain() {
         if (shardsGradients()) {
@@ -132,7 +148,38 @@ public final class ExpertBuffers implements AutoCloseable {
         experts.accumulateIntoMain();
     }
 
-    /** The fp32 masters: this rank's shards of both buffers' weights, dense first (a new array). */
+    /**
+     * {@link #accumulateIntoMain()} over the range each buffer gives {@code chunk}'s parameters
+     * only (under pipelining with overlap: another chunk's buckets may be in flight meanwhile).
+     */
+    public void accumulateIntoMain(List<TrainableParameter> chunk) {
+        for (ParamAndGradBuffer b : List.of(dense, experts)) {
+            long[] range = b.rangeOf(chunk);
+            b.accumulateIntoMain(range[0], range[1]);
+        }
+    }
+
+    /** ZeRO-2 after an overlapped micro-batch: see {@link GradientShard#endOverlappedMicroBatch}. Not collective. */
+    public void endOverlappedMicroBatch() {
+        denseShard.endOverlappedMicroBatch();
+        expertShard.endOverlappedMicroBatch();
+    }
+
+    /**
+     * fp32 weights are their own masters: this rank's shard of the dense weights and of the expert
+     * weights (views of the buffers, attached to {@code m}; the buffers themselves when not sharded),
+     * which the optimizer updates in place as one range, dense first.
+     */
+    public List<NDArray> weightShards(NDManager m) {
+        if (!weightsAreFp32()) {
+            throw new IllegalStateException("16-bit weights keep fp32 masters of their own (masters)");
+        }
+        NDArray d = shard(dense.params(), dense, dp, m);
+        NDArray e = shard(experts.params(), experts, expertDp, m);
+        return List.of(d, e);
+    }
+
+    /** The fp32 masters of 16-bit weights: this rank's shards of both buffers' weights, dense first (a new array). */
     public NDArray masters(NDManager m) {
         try (NDManager tmp = m.newSubManager()) {
             NDArray d = shard(dense.params(), dense, dp, tmp).toType(DataType.FLOAT32, true);
@@ -153,28 +200,49 @@ public final class ExpertBuffers implements AutoCloseable {
     }
 
     /**
-     * The step's gradients as the optimizer sees them: the dense main gradients averaged over
-     * {@code dp} (bucketed all-reduce in place, or this rank's reduce-scattered shard), followed by
-     * the expert main gradients summed over the expert-data group (or its shard) and divided by
-     * {@code dp}'s size. Collective over both groups.
+     * The step's data-parallel reduction, in place: the dense main gradients averaged over
+     * {@code dp} (bucketed all-reduce, or this rank's reduce-scattered slice) and the expert main
+     * gradients summed over the expert-data group (or this rank's slice) and divided by
+     * {@code dp}'s size; with {@code overlapped} the buckets did that already. Under ZeRO-2 the
+     * shards, summed micro-batch by micro-batch, are divided by {@code dp}'s size. Collective over
+     * both groups unless overlapped or ZeRO-2.
      */
-    public NDArray reducedGradients(NDManager m) {
+    public void reduceGradients(boolean overlapped) {
         int divisor = dp.size();
-        try (NDManager tmp = m.newSubManager()) {
-            NDArray d = shardsGradients() ? denseShard.averaged(divisor) : reduce(dense, dp, divisor, tmp);
-            NDArray e = shardsGradients() ? expertShard.averaged(divisor) : reduce(experts, expertDp, divisor, tmp);
-            NDArray joined = NDArrays.concat(new NDList(d, e));
-            joined.attach(m);
-            return joined;
+        if (shardsGradients()) {
+            denseShard.averaged(divisor);
+            expertShard.averaged(divisor);
+        } else if (!overlapped) {
+            reduce(dense, dp, divisor);
+            reduce(experts, expertDp, divisor);
         }
     }
 
     /**
-     * After the overlapped reductions ({@code OverlappedCommunication.createForExperts}) summed and
-     * divided both main gradients in place: this rank's shards of them joined as
-     * {@link #reducedGradients} returns them (no collective).
+     * After {@link #reduceGradients}, for 16-bit weights: the partial gradients completed over
+     * the tensor-parallel group {@code tp} on the fp32 main gradients (or ZeRO-2's shards), once
+     * per step (Megatron's order, DP then TP; see {@link ParamAndGradBuffer#completeTensorParallel}).
+     */
+    public void completeTensorParallel(ProcessGroup tp) {
+        if (shardsGradients()) {
+            denseShard.completeTensorParallel(tp);
+            expertShard.completeTensorParallel(tp);
+        } else {
+            dense.completeTensorParallel(tp);
+            experts.completeTensorParallel(tp);
+        }
+    }
+
+    /**
+     * The reduced gradients as the optimizer sees them (after {@link #reduceGradients}): this
+     * rank's dense shard followed by its expert shard, in a new array of {@code m} (no collective).
      */
     public NDArray joinReducedGradients(NDManager m) {
+        if (shardsGradients()) {
+            NDArray joined = NDArrays.concat(new NDList(denseShard.values(), expertShard.values()));
+            joined.attach(m);
+            return joined;
+        }
         return joinShards(dense.mainGrads(), experts.mainGrads(), m);
     }
 
@@ -188,26 +256,36 @@ public final class ExpertBuffers implements AutoCloseable {
         }
     }
 
-    private NDArray reduce(ParamAndGradBuffer b, ProcessGroup group, int divisor, NDManager tmp) {
+    /** Reduces {@code b}'s main gradients over {@code group} in place (under sharding into this rank's slice only). */
+    private void reduce(ParamAndGradBuffer b, ProcessGroup group, int divisor) {
         if (group.size() > 1 && sharded) {
-            NDArray part = b.reduceScatter(group, divisor);
-            part.attach(tmp);
-            return part;
-        }
-        if (group.size() > 1) {
+            long len = b.paddedSize() / group.size();
+            try (NDArray part = b.reduceScatter(group, divisor);
+                    NDArray mine = b.mainGrads().get(new NDIndex("{}:{}", len * group.rank(), len * (group.rank() + 1)))) {
+                mine.set(new NDIndex("..."), part); // in the main gradient, where the TP completion finds it
+            }
+        } else if (group.size() > 1) {
             b.allReduce(group, divisor);
-            return b.mainGrads();
+        } else {
+            b.mainGrads().divi(divisor); // in place, as the all-reduce: zeroed before the next step
         }
-        return b.mainGrads().divi(divisor); // in place, as the all-reduce: zeroed before the next step
     }
 
     /** Copies the updated masters into both buffers' weights (all-gathered over each group when sharded). Collective. */
     public void writeBack(NDArray masters) {
         long split = denseShardLength();
         try (NDArray d = masters.get(new NDIndex("0:{}", split)); NDArray e = masters.get(new NDIndex("{}:", split))) {
-            setParams(dense, dp, d);
-            setParams(experts, expertDp, e);
+            writeBack(List.of(d, e));
         }
+    }
+
+    /**
+     * {@link #writeBack(NDArray)} from the dense and the expert part of the masters (for fp32 weights
+     * the {@link #weightShards}, which are the weights: unsharded, nothing is copied). Collective.
+     */
+    public void writeBack(List<NDArray> parts) {
+        setParams(dense, dp, parts.get(0));
+        setParams(experts, expertDp, parts.get(1));
     }
 
     private void setParams(ParamAndGradBuffer b, ProcessGroup group, NDArray shard) {

@@ -199,6 +199,11 @@ public final class GradientShard implements AutoCloseable {
         return shard.divi(divisor);
     }
 
+    /** This rank's fp32 gradient shard (averaged once {@link #averaged} ran). */
+    public NDArray values() {
+        return shard;
+    }
+
     /** Bytes of gradients kept between micro-batches: the fp32 shard. */
     public long bytes() {
         return shard.getShape().size() * 4;

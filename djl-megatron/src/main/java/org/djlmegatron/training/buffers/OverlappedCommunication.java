@@ -29,18 +29,26 @@ public final class OverlappedCommunication implements AutoCloseable {
      * One buffer's overlapped work on a thread of its own, so that its group sees one sequence of
      * calls from one thread: the dense buffer's, and under expert parallelism the expert buffer's.
      *
+     * @param shard ZeRO-2's gradient shard of this buffer, whose per-micro-batch workspaces are
+     *     reduced; null: the buffer's main gradient, in the last backward
      * @param gatherer its {@code --overlap-param-gather}; null without
      * @param mastersOffset where its shard starts in the optimizer's masters
      * @param mastersAreWeights whether the masters are a view of this rank's slice of its weights
      */
-    private record Lane(ParamAndGradBuffer buffer, CommThread comm, BucketReducer reducer, ParamGatherer gatherer,
-            long mastersOffset, boolean mastersAreWeights) {
+    private record Lane(ParamAndGradBuffer buffer, GradientShard shard, CommThread comm, BucketReducer reducer,
+            ParamGatherer gatherer, long mastersOffset, boolean mastersAreWeights) {
 
-        static Lane of(String thread, ParamAndGradBuffer buffer, ProcessGroup group, int divisor, boolean toOwners,
-                GradientShard wideInto, long bucketElements, Overlap overlap, long mastersOffset,
-                boolean mastersAreWeights) {
+        /**
+         * ZeRO-2 sums each micro-batch into its shard and averages the shard once, after the last
+         * (divisor 1); 16-bit pieces are widened and added into the shard by their owners.
+         */
+        static Lane of(String thread, ParamAndGradBuffer buffer, GradientShard shard, ProcessGroup group, int divisor,
+                boolean toOwners, long bucketElements, Overlap overlap, long mastersOffset, boolean mastersAreWeights) {
             CommThread comm = new CommThread(thread);
-            return new Lane(buffer, comm, new BucketReducer(buffer, group, divisor, toOwners, wideInto, comm, overlap),
+            GradientShard wideInto = shard != null && !buffer.weightsAreFp32() ? shard : null;
+            BucketReducer reducer = new BucketReducer(buffer, group, shard != null ? 1 : divisor, toOwners, wideInto,
+                    comm, overlap);
+            return new Lane(buffer, shard, comm, reducer,
                     overlap.paramGather() ? new ParamGatherer(buffer, group, bucketElements, comm, overlap) : null,
                     mastersOffset, mastersAreWeights);
         }
@@ -50,8 +58,6 @@ public final class OverlappedCommunication implements AutoCloseable {
     private final List<Lane> lanes;
     /** The dense buffer. */
     private final ParamAndGradBuffer buffer;
-    /** ZeRO-2's gradient shard, whose per-micro-batch workspaces are reduced; null: the buffer's main gradient. */
-    private final GradientShard gradShard;
     private final Overlap overlap;
     private boolean closed;
     private long waitedNanos;
@@ -59,59 +65,67 @@ public final class OverlappedCommunication implements AutoCloseable {
     private OverlappedCommunication(RankContext ctx, ParamAndGradBuffer buffer, ProcessGroup dp, GradientShard gradShard,
             boolean toOwners, long bucketElements, Overlap overlap) {
         this.buffer = buffer;
-        this.gradShard = gradShard;
         this.overlap = overlap;
         ProcessGroup async = ctx.overlapGroup(GroupKind.DATA_CONTEXT); // dp's ranks, a communicator of its own
-        // ZeRO-2 sums each micro-batch into its shard and averages the shard once, after the last
-        GradientShard wideInto = gradShard != null && !buffer.weightsAreFp32() ? gradShard : null;
-        lanes = List.of(Lane.of("rank-" + ctx.rank() + "-comm", buffer, async, gradShard != null ? 1 : dp.size(),
-                toOwners, wideInto, bucketElements, overlap, 0, buffer.weightsAreFp32()));
+        lanes = List.of(Lane.of("rank-" + ctx.rank() + "-comm", buffer, gradShard, async, dp.size(), toOwners,
+                bucketElements, overlap, 0, buffer.weightsAreFp32()));
         listenTo(ctx.tape());
     }
 
     /**
      * Expert parallelism: the dense buffer over {@code dp}'s ranks, the expert buffer over the
-     * expert-data group's, both divided by DP's size; the masters are a copy (dense shard, expert shard).
+     * expert-data group's, both divided by DP's size (under ZeRO-2 each into its own gradient
+     * shard); the masters are the weights' shards (fp32, see {@link #startParamGather}) or a copy
+     * of them (16-bit: dense shard, expert shard).
      */
     private OverlappedCommunication(RankContext ctx, ExpertBuffers buffers, ProcessGroup dp, boolean toOwners,
             long bucketElements, Overlap overlap) {
         this.buffer = buffers.dense();
-        this.gradShard = null;
         this.overlap = overlap;
         lanes = List.of(
-                Lane.of("rank-" + ctx.rank() + "-comm", buffer, ctx.overlapGroup(GroupKind.DATA_CONTEXT), dp.size(),
-                        toOwners, null, bucketElements, overlap, 0, false),
-                Lane.of("rank-" + ctx.rank() + "-expert-comm", buffers.experts(), ctx.overlapGroup(GroupKind.EXPERT_DATA),
-                        dp.size(), toOwners, null, bucketElements, overlap, buffers.denseShardLength(), false));
+                Lane.of("rank-" + ctx.rank() + "-comm", buffer, buffers.denseShard(),
+                        ctx.overlapGroup(GroupKind.DATA_CONTEXT), dp.size(), toOwners, bucketElements, overlap, 0, false),
+                Lane.of("rank-" + ctx.rank() + "-expert-comm", buffers.experts(), buffers.expertShard(),
+                        ctx.overlapGroup(GroupKind.EXPERT_DATA), dp.size(), toOwners, bucketElements, overlap,
+                        buffers.denseShardLength(), false));
         listenTo(ctx.tape());
     }
 
     /**
      * The overlap for a step under expert parallelism ({@code --overlap-grad-reduce}, and
-     * {@code --overlap-param-gather} under the distributed optimizer, on fp32 weights without
-     * gradient shards), or null when off or at DP 1.
+     * {@code --overlap-param-gather} under the distributed optimizer; fp32 or 16-bit weights, with
+     * or without gradient shards), or null when off or at DP 1.
      */
     public static OverlappedCommunication createForExperts(RankContext ctx, ExpertBuffers buffers, ProcessGroup dp,
             boolean distributedOptimizer, boolean wholeGradients, long bucketElements, Overlap overlap) {
         if (!overlap.any()) {
             return null;
         }
+        refuseShardsUnderPipelining(ctx, buffers != null && buffers.shardsGradients());
         if (overlap.paramGather() && !distributedOptimizer) {
             throw new IllegalArgumentException("--overlap-param-gather needs --use-distributed-optimizer "
                     + "(without it every rank holds all the updated weights: there is nothing to gather)");
         }
-        String why = buffers == null ? "the contiguous buffers (the project's native library, -Ddjlm.gradBuffers not false)"
-                : !buffers.weightsAreFp32() ? "fp32 weights; found 16-bit weights (--bf16/--fp16)"
-                : buffers.shardsGradients() ? "--data-parallel-sharding-strategy no_shard or optim; found optim_grads"
-                : null;
-        if (why != null) {
+        if (buffers == null) {
             throw new IllegalArgumentException("--overlap-grad-reduce with --expert-model-parallel-size "
-                    + ctx.group(GroupKind.EXPERT).size() + " needs " + why);
+                    + ctx.group(GroupKind.EXPERT).size() + " needs the contiguous buffers (the project's native library, "
+                    + "-Ddjlm.gradBuffers not false)");
         }
         return dp.size() > 1
                 ? new OverlappedCommunication(ctx, buffers, dp, distributedOptimizer && !wholeGradients, bucketElements,
                         overlap)
                 : null;
+    }
+
+    /** ZeRO-2 under pipelining reduce-scatters each backward's gradients as it ends: no overlap there. */
+    private static void refuseShardsUnderPipelining(RankContext ctx, boolean shardsGradients) {
+        ProcessGroup pp = ctx.group(GroupKind.PIPELINE);
+        if (pp.size() > 1 && shardsGradients) {
+            throw new IllegalArgumentException("--overlap-grad-reduce with --pipeline-model-parallel-size " + pp.size()
+                    + " runs with --data-parallel-sharding-strategy no_shard or optim; found optim_grads (the pipeline "
+                    + "schedule reduce-scatters each backward's gradients into the shard as it ends); leave "
+                    + "--overlap-grad-reduce off");
+        }
     }
 
     /**
@@ -155,13 +169,7 @@ public final class OverlappedCommunication implements AutoCloseable {
         if (!overlap.any()) {
             return null;
         }
-        ProcessGroup pp = ctx.group(GroupKind.PIPELINE);
-        if (pp.size() > 1 && gradShard != null) {
-            throw new IllegalArgumentException("--overlap-grad-reduce with --pipeline-model-parallel-size " + pp.size()
-                    + " runs with --data-parallel-sharding-strategy no_shard or optim; found optim_grads (the pipeline "
-                    + "schedule reduce-scatters each backward's gradients into the shard as it ends); leave "
-                    + "--overlap-grad-reduce off");
-        }
+        refuseShardsUnderPipelining(ctx, gradShard != null);
         if (overlap.paramGather() && !distributedOptimizer) {
             throw new IllegalArgumentException("--overlap-param-gather needs --use-distributed-optimizer "
                     + "(without it every rank holds all the updated weights: there is nothing to gather)");
@@ -188,8 +196,8 @@ public final class OverlappedCommunication implements AutoCloseable {
         if (m == 0) {
             afterFirstForward();
         }
-        if (gradShard != null) {
-            lanes.get(0).reducer().arm(gradShard.workspace());
+        if (shardsGradients()) {
+            lanes.forEach(l -> l.reducer().arm(l.shard().workspace()));
         } else if (m == microBatches - 1) {
             lanes.forEach(l -> l.reducer().arm(l.buffer().mainGrads()));
         }
@@ -227,7 +235,7 @@ public final class OverlappedCommunication implements AutoCloseable {
     public void finishMicroBatch() {
         long t0 = System.nanoTime();
         try {
-            lanes.get(0).reducer().finish();
+            lanes.forEach(l -> l.reducer().finish());
         } finally {
             waitedNanos += System.nanoTime() - t0;
         }
@@ -241,7 +249,7 @@ public final class OverlappedCommunication implements AutoCloseable {
         long t0 = System.nanoTime();
         try {
             awaitParams();
-            if (gradShard == null) { // ZeRO-2 (no expert lane) finished each micro-batch
+            if (!shardsGradients()) { // ZeRO-2 finished each micro-batch
                 lanes.forEach(l -> l.reducer().finish());
             }
         } finally {
@@ -272,14 +280,30 @@ public final class OverlappedCommunication implements AutoCloseable {
         return view;
     }
 
+    /** Whether each micro-batch's gradients are reduced into gradient shards (ZeRO-2). */
+    private boolean shardsGradients() {
+        return lanes.get(0).shard() != null;
+    }
+
     /** Whether the updated weights are gathered here ({@code --overlap-param-gather}). */
     public boolean gathersParams() {
         return lanes.get(0).gatherer() != null;
     }
 
-    /** After the optimizer: starts gathering the updated shards. */
-    public void startParamGather(NDArray masters) {
-        lanes.forEach(l -> l.gatherer().start(masters, l.mastersOffset(), l.mastersAreWeights()));
+    /**
+     * After the optimizer: starts gathering the updated shards, from {@code masters} (the
+     * optimizer's vector, each lane's shard at its offset) or, where fp32 weights under expert
+     * parallelism are their own masters, from {@code weightShards} (each lane's shard of its weights).
+     */
+    public void startParamGather(NDArray masters, List<NDArray> weightShards) {
+        for (int i = 0; i < lanes.size(); i++) {
+            Lane l = lanes.get(i);
+            if (weightShards != null) {
+                l.gatherer().start(weightShards.get(i), 0, true);
+            } else {
+                l.gatherer().start(masters, l.mastersOffset(), l.mastersAreWeights());
+            }
+        }
     }
 
     /** Waits until every weight holds the last update. */

@@ -14,6 +14,7 @@ import java.util.List;
 import org.djlmegatron.comm.ProcessGroup;
 import org.djlmegatron.comm.ThreadProcessGroup;
 import org.djlmegatron.engine.TorchNative;
+import org.djlmegatron.optim.FlatAdamW;
 import org.djlmegatron.training.model.TrainableParameter;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -71,7 +72,8 @@ class ExpertBuffersTest {
             assertThat(b.dense().mainGrads().toFloatArray()).containsExactly(1, 1, 1, 3);
             assertThat(b.experts().mainGrads().toFloatArray()).containsExactly(2, 2);
             try (NDManager s = m.newSubManager()) {
-                assertThat(b.reducedGradients(s).toFloatArray()).containsExactly(1, 1, 1, 3, 2, 2);
+                b.reduceGradients(false);
+                assertThat(b.joinReducedGradients(s).toFloatArray()).containsExactly(1, 1, 1, 3, 2, 2);
                 NDArray masters = b.masters(s);
                 assertThat(masters.toFloatArray()).containsExactly(1, 2, 3, 4, 10, 20);
                 assertThat(b.mask(s, TrainableParameter::weightDecay, p -> false).toFloatArray())
@@ -84,6 +86,39 @@ class ExpertBuffersTest {
             assertThat(expert.toFloatArray()).containsExactly(-10, -20);
             b.zeroGradients();
             assertThat(expert.getGradient().toType(DataType.FLOAT32, false).toFloatArray()).containsOnly(0f);
+        }
+    }
+
+    /**
+     * fp32 weights are their own masters: the optimizer's range is the dense buffer then the expert
+     * buffer, updated where they are (AdamW on each part with its slice of the moments), and the
+     * result is AdamW's on the joined vector, bit for bit.
+     */
+    @Test
+    void fp32WeightsAreTheirOwnMastersUpdatedInPlace() {
+        NDArray dense1 = param(1, 2, 3);
+        NDArray expert = param(10, 20);
+        List<TrainableParameter> params = List.of(new TrainableParameter("d1", dense1, false, true),
+                new TrainableParameter("e", expert, false, true, true));
+        ProcessGroup one = ThreadProcessGroup.newGroup("dp", new int[] {0}, Duration.ofSeconds(60)).get(0);
+        try (ExpertBuffers b = new ExpertBuffers(params, one, one, 100, false, false, m)) {
+            List<NDArray> parts = b.weightShards(m);
+            assertThat(TorchNative.dataPointer(parts.get(0))).isEqualTo(TorchNative.dataPointer(dense1));
+            assertThat(TorchNative.dataPointer(parts.get(1))).isEqualTo(TorchNative.dataPointer(expert));
+            NDArray joined = m.create(new float[] {1, 2, 3, 10, 20});
+            NDArray grads = m.create(new float[] {0.5f, -1, 2, 3, -0.25f});
+            NDArray mask = m.create(new float[] {1, 1, 1, 0, 1});
+            FlatAdamW inPlace = new FlatAdamW(0.9, 0.95, 1e-8, 0.1);
+            FlatAdamW reference = new FlatAdamW(0.9, 0.95, 1e-8, 0.1);
+            for (int step = 1; step <= 3; step++) {
+                inPlace.step(parts, grads, mask, 0.5, 1e-2, step);
+                reference.step(joined, grads, mask, 0.5, 1e-2, step);
+            }
+            float[] expected = joined.toFloatArray();
+            assertThat(dense1.toFloatArray()).containsExactly(expected[0], expected[1], expected[2]);
+            assertThat(expert.toFloatArray()).containsExactly(expected[3], expected[4]);
+            assertThat(inPlace.state().get("exp_avg_sq").toFloatArray())
+                    .containsExactly(reference.state().get("exp_avg_sq").toFloatArray());
         }
     }
 }
