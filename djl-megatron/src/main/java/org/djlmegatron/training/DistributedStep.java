@@ -139,13 +139,15 @@ public final class DistributedStep implements AutoCloseable {
         boolean buffers = !split && buffersOn && ParamAndGradBuffer.supports(params);
         boolean expertBuffersOn = split && buffersOn && ExpertBuffers.supports(params);
         checkStrategyRuns(sharding, buffers || expertBuffersOn);
-        // with overlap every ZeRO-3 collective runs on the communication thread, on a communicator of its own
+        // with overlap every ZeRO-3 collective runs on the communication thread, on communicators of its own
         paramShards = sharding.shardsParameters() ? new ParameterShards(params,
-                overlap.any() ? ctx.overlapGroup(GroupKind.DATA_CONTEXT) : dp, ctx.tape(), state, overlap) : null;
+                overlap.any() ? ctx.overlapGroup(GroupKind.DATA_CONTEXT) : dp,
+                !split ? null : overlap.any() ? ctx.overlapGroup(GroupKind.EXPERT_DATA) : expertDp,
+                ctx.tape(), state, overlap) : null;
         buffer = buffers && paramShards == null
                 ? new ParamAndGradBuffer(params, dp.size(), config.bucketElements(), state, !sharding.shardsGradients())
                 : null;
-        expertBuffers = expertBuffersOn
+        expertBuffers = expertBuffersOn && paramShards == null
                 ? new ExpertBuffers(params, dp, expertDp, config.bucketElements(), config.distributedOptimizer(),
                         sharding.shardsGradients(), state)
                 : null;
@@ -238,7 +240,10 @@ public final class DistributedStep implements AutoCloseable {
         normMask = expertBuffers.mask(state, p -> countedInNorm(p, firstTpRank), p -> !p.tpDuplicate() || firstTpRank);
     }
 
-    /** ZeRO-3: masters over this rank's unit shards (the shards themselves for fp32 weights), masks in that order. */
+    /**
+     * ZeRO-3: masters over this rank's unit shards (the shards themselves for fp32 weights; under
+     * expert parallelism the dense units' shards, then the expert units'), masks in that order.
+     */
     private void initFromShards(boolean firstTpRank) {
         NDArray weights = paramShards.shards();
         if (weights.getDataType() == ai.djl.ndarray.types.DataType.FLOAT32) {
@@ -254,11 +259,11 @@ public final class DistributedStep implements AutoCloseable {
     /** Refuses a ZeRO stage this step cannot run here, saying why (before any collective). */
     private void checkStrategyRuns(ShardingStrategy sharding, boolean buffers) {
         String flag = "--data-parallel-sharding-strategy " + sharding.flagValue();
-        if (sharding.shardsParameters() && (pp.size() > 1 || ep.size() > 1)) {
+        if (sharding.shardsParameters() && pp.size() > 1) {
             state.close();
-            throw new IllegalArgumentException(flag + " (ZeRO-3) does not run with " + (pp.size() > 1
-                    ? "--pipeline-model-parallel-size " + pp.size() : "--expert-model-parallel-size " + ep.size())
-                    + " yet; use optim_grads (ZeRO-2)");
+            throw new IllegalArgumentException(flag + " (ZeRO-3) needs --pipeline-model-parallel-size 1, found "
+                    + pp.size() + ": Megatron-FSDP, whose strategy this is, does not run under pipeline parallelism "
+                    + "either; use optim_grads (ZeRO-2) with --untie-embeddings-and-output-weights");
         }
         if (sharding.shardsGradients() && pp.size() > 1
                 && !((PipelineStageModel) model).embeddingGroupParameters().isEmpty()) {
@@ -843,19 +848,41 @@ public final class DistributedStep implements AutoCloseable {
      */
     private Update updateFromShards(double scale) {
         paramShards.completeTensorParallel(tp); // Megatron's order: DP (per micro-batch), then TP on the main gradient
-        NDArray grads = paramShards.averagedGradients(dp.size());
-        double[] sumAndBad = TorchNative.unscaleAndNorm(grads, normMask, 1.0 / scale);
+        NDArray grads = paramShards.averagedGradients(dp.size()); // experts too: the mean over all the batch's tokens
+        double[] sumAndBad = ep.size() > 1 ? unscaleAndNormWithExperts(grads, scale)
+                : TorchNative.unscaleAndNorm(grads, normMask, 1.0 / scale);
         boolean badScale = !scaler.isDynamic() && !Double.isFinite(scaler.scale());
         if (badScale || maxOverWorld(sumAndBad[1] > 0 ? 1f : 0f) > 0) {
             return new Update(Double.NaN, 0, true);
         }
-        double norm = Math.sqrt(sumOverModel((float) sumAndBad[0]));
+        double norm = Math.sqrt(ep.size() > 1 ? sumAndBad[0] : sumOverModel((float) sumAndBad[0]));
         double coeff = config.clipGrad() > 0 ? Math.min(1.0, config.clipGrad() / (norm + 1e-6)) : 1.0;
         double lr = config.schedule().lr(updates);
         updates++;
         optimizer.step(masters, grads, decayMask, coeff, lr, updates);
         paramShards.setShards(masters);
         return new Update(norm, lr, false);
+    }
+
+    /**
+     * ZeRO-3 under expert parallelism: the one-pass unscale over the dense and the expert part of
+     * the gradient shard separately; returns {the model's sum of squares, this rank's non-finite
+     * count}, the two sums reduced over their own groups ({@link #sumOverModelWithExperts}).
+     */
+    private double[] unscaleAndNormWithExperts(NDArray grads, double scale) {
+        long split = paramShards.denseShardSize();
+        try (NDManager s = state.newSubManager()) {
+            NDArray dg = grads.get(new NDIndex("0:{}", split));
+            NDArray eg = grads.get(new NDIndex("{}:", split));
+            NDArray dm = normMask.get(new NDIndex("0:{}", split));
+            NDArray em = normMask.get(new NDIndex("{}:", split));
+            new NDList(dg, eg, dm, em).attach(s);
+            double[] d = TorchNative.unscaleAndNorm(dg, dm, 1.0 / scale);
+            double[] e = TorchNative.unscaleAndNorm(eg, em, 1.0 / scale);
+            NDArray total = sumOverModelWithExperts(s.create(new float[] {(float) d[0]}),
+                    s.create(new float[] {(float) e[0]}));
+            return new double[] {total.getFloat(0), d[1] + e[1]};
+        }
     }
 
     /** Gradients averaged over data parallelism: this rank's shard of them, or all of them. */
@@ -905,19 +932,24 @@ public final class DistributedStep implements AutoCloseable {
             NDArray e = squares.get(new NDIndex("{}:", dense)).sum().reshape(1);
             d.attach(s);
             e.attach(s);
-            if (config.distributedOptimizer() && dp.size() > 1) {
-                d = dp.allReduce(d, ReduceOp.SUM);
-            }
-            if (config.distributedOptimizer() && expertDp.size() > 1) {
-                e = expertDp.allReduce(e, ReduceOp.SUM);
-            }
-            e = ep.allReduce(e, ReduceOp.SUM);
-            NDArray total = tp.allReduce(d.add(e), ReduceOp.SUM);
-            if (pp.size() > 1) {
-                total = pp.allReduce(total, ReduceOp.SUM);
-            }
-            return total.getFloat(0);
+            return sumOverModelWithExperts(d, e).getFloat(0);
         }
+    }
+
+    /** The model's sum of squares from this rank's dense and expert sums (one element each, in their manager). */
+    private NDArray sumOverModelWithExperts(NDArray d, NDArray e) {
+        if (config.distributedOptimizer() && dp.size() > 1) {
+            d = dp.allReduce(d, ReduceOp.SUM);
+        }
+        if (config.distributedOptimizer() && expertDp.size() > 1) {
+            e = expertDp.allReduce(e, ReduceOp.SUM);
+        }
+        e = ep.allReduce(e, ReduceOp.SUM);
+        NDArray total = tp.allReduce(d.add(e), ReduceOp.SUM);
+        if (pp.size() > 1) {
+            total = pp.allReduce(total, ReduceOp.SUM);
+        }
+        return total;
     }
 
     /** Whether any rank's gradients hold an inf or NaN (all ranks agree on the answer). */
@@ -1030,7 +1062,10 @@ public final class DistributedStep implements AutoCloseable {
 
     /** Elements of {@link #checkpointMasters} on this rank. */
     public long checkpointLength() {
-        return paramShards == null ? masters.getShape().get(0) : layout.paddedSize() / dp.size();
+        if (paramShards == null) {
+            return masters.getShape().get(0);
+        }
+        return layout.paddedSize() / dp.size() + (expertLayout == null ? 0 : expertLayout.paddedSize() / expertDp.size());
     }
 
     /**
