@@ -129,7 +129,7 @@ class OverlapParityTest {
      * communication thread in unit order) starts during backward, with {@code --overlap-param-gather}
      * the next unit's all-gather runs ahead; the same collectives on the same data, so the
      * trajectory is bit for bit ZeRO-3's without overlap on the same layout. The mixtral fixture:
-     * EP=2 on 2 ranks (expert-data 1) and over DP=4 (expert-data 2).
+     * EP=2 on 2 ranks (expert-data 1) and over DP=4 (expert-data 2), there with bf16 weights too.
      */
     @ParameterizedTest(name = "{0}")
     @MethodSource("zero3ExpertLayouts")
@@ -143,7 +143,7 @@ class OverlapParityTest {
     }
 
     static Stream<Variant> zero3ExpertLayouts() {
-        return Stream.of(EP2_DP2, EP2_DP4);
+        return Stream.of(EP2_DP2, EP2_DP4, EP2_DP4.with(Variant.of("bf16", "--bf16")));
     }
 
     /** The mixtral fixture with its balancing losses, 10 fp32 iterations, 8 micro-batches of one sample per step. */
