@@ -153,7 +153,8 @@ class PipelineExpertBufferTest {
      * ZeRO-3 under expert parallelism: each MoE layer is two units (its dense parameters, sharded,
      * gathered and reduce-scattered over data x context parallelism; its experts over the
      * expert-data group), both gathered around the layer's forward and backward. EP=2 on 2 ranks
-     * (DP 2, expert-data 1), 4 (DP 4, expert-data 2) and 8 (DP 8, expert-data 4) follow the
+     * (DP 2, expert-data 1), 4 (DP 4, expert-data 2) and 8 (DP 8, expert-data 4), and EP=2 x TP=2 + SP
+     * (DP 2, expert-data 1; the router's and the norms' partial gradients completed on the shard) follow the
      * distributed optimizer's run on the same layout within 1e-6 over 5 fp32 iterations and the
      * one-rank run within 1e-5 (mock MoE: a shared expert after the routed ones, so a layer's
      * dense parameters lie on both sides of its experts).
@@ -162,7 +163,7 @@ class PipelineExpertBufferTest {
     void zero3UnderExpertsFollowsTheDistributedOptimizer() {
         List<String> base = TrajectoryParity.replace(mockMoe(5), "--global-batch-size", "8");
         List<StepResult> single = TrajectoryParity.run(base, SINGLE);
-        for (Variant v : new Variant[] {EP2, EP2_WORLD4, EP2_WORLD8}) {
+        for (Variant v : new Variant[] {EP2, EP2_WORLD4, EP2_WORLD8, TrajectoryParity.EP2_TP2_SP}) {
             List<StepResult> optim = TrajectoryParity.run(base, v.with(DISTOPT));
             List<StepResult> zero3 = TrajectoryParity.run(base, v.with(ZERO3));
             TrajectoryParity.assertClose(optim, zero3, 1e-6, v + " optim_grads_params vs optim");

@@ -849,40 +849,20 @@ public final class DistributedStep implements AutoCloseable {
     private Update updateFromShards(double scale) {
         paramShards.completeTensorParallel(tp); // Megatron's order: DP (per micro-batch), then TP on the main gradient
         NDArray grads = paramShards.averagedGradients(dp.size()); // experts too: the mean over all the batch's tokens
-        double[] sumAndBad = ep.size() > 1 ? unscaleAndNormWithExperts(grads, scale)
-                : TorchNative.unscaleAndNorm(grads, normMask, 1.0 / scale);
+        double[] sumAndBad = TorchNative.unscaleAndNorm(grads, normMask, 1.0 / scale);
         boolean badScale = !scaler.isDynamic() && !Double.isFinite(scaler.scale());
         if (badScale || maxOverWorld(sumAndBad[1] > 0 ? 1f : 0f) > 0) {
             return new Update(Double.NaN, 0, true);
         }
-        double norm = Math.sqrt(ep.size() > 1 ? sumAndBad[0] : sumOverModel((float) sumAndBad[0]));
+        // every element once over data x context: under EP its ranks are expert-parallel x expert-data, and each
+        // expert unit is sharded over expert-data, so the expert parallel ranks' other experts are counted too
+        double norm = Math.sqrt(sumOverModel((float) sumAndBad[0]));
         double coeff = config.clipGrad() > 0 ? Math.min(1.0, config.clipGrad() / (norm + 1e-6)) : 1.0;
         double lr = config.schedule().lr(updates);
         updates++;
         optimizer.step(masters, grads, decayMask, coeff, lr, updates);
         paramShards.setShards(masters);
         return new Update(norm, lr, false);
-    }
-
-    /**
-     * ZeRO-3 under expert parallelism: the one-pass unscale over the dense and the expert part of
-     * the gradient shard separately; returns {the model's sum of squares, this rank's non-finite
-     * count}, the two sums reduced over their own groups ({@link #sumOverModelWithExperts}).
-     */
-    private double[] unscaleAndNormWithExperts(NDArray grads, double scale) {
-        long split = paramShards.denseShardSize();
-        try (NDManager s = state.newSubManager()) {
-            NDArray dg = grads.get(new NDIndex("0:{}", split));
-            NDArray eg = grads.get(new NDIndex("{}:", split));
-            NDArray dm = normMask.get(new NDIndex("0:{}", split));
-            NDArray em = normMask.get(new NDIndex("{}:", split));
-            new NDList(dg, eg, dm, em).attach(s);
-            double[] d = TorchNative.unscaleAndNorm(dg, dm, 1.0 / scale);
-            double[] e = TorchNative.unscaleAndNorm(eg, em, 1.0 / scale);
-            NDArray total = sumOverModelWithExperts(s.create(new float[] {(float) d[0]}),
-                    s.create(new float[] {(float) e[0]}));
-            return new double[] {total.getFloat(0), d[1] + e[1]};
-        }
     }
 
     /** Gradients averaged over data parallelism: this rank's shard of them, or all of them. */
@@ -932,24 +912,19 @@ public final class DistributedStep implements AutoCloseable {
             NDArray e = squares.get(new NDIndex("{}:", dense)).sum().reshape(1);
             d.attach(s);
             e.attach(s);
-            return sumOverModelWithExperts(d, e).getFloat(0);
+            if (config.distributedOptimizer() && dp.size() > 1) {
+                d = dp.allReduce(d, ReduceOp.SUM);
+            }
+            if (config.distributedOptimizer() && expertDp.size() > 1) {
+                e = expertDp.allReduce(e, ReduceOp.SUM);
+            }
+            e = ep.allReduce(e, ReduceOp.SUM);
+            NDArray total = tp.allReduce(d.add(e), ReduceOp.SUM);
+            if (pp.size() > 1) {
+                total = pp.allReduce(total, ReduceOp.SUM);
+            }
+            return total.getFloat(0);
         }
-    }
-
-    /** The model's sum of squares from this rank's dense and expert sums (one element each, in their manager). */
-    private NDArray sumOverModelWithExperts(NDArray d, NDArray e) {
-        if (config.distributedOptimizer() && dp.size() > 1) {
-            d = dp.allReduce(d, ReduceOp.SUM);
-        }
-        if (config.distributedOptimizer() && expertDp.size() > 1) {
-            e = expertDp.allReduce(e, ReduceOp.SUM);
-        }
-        e = ep.allReduce(e, ReduceOp.SUM);
-        NDArray total = tp.allReduce(d.add(e), ReduceOp.SUM);
-        if (pp.size() > 1) {
-            total = pp.allReduce(total, ReduceOp.SUM);
-        }
-        return total;
     }
 
     /** Whether any rank's gradients hold an inf or NaN (all ranks agree on the answer). */
