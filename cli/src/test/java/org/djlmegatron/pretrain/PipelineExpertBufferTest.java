@@ -150,14 +150,14 @@ class PipelineExpertBufferTest {
             "2", "--moe-token-dispatcher-type", "alltoall");
 
     /**
-     * ZeRO-3 under expert parallelism: each MoE layer is two units (its dense parameters, sharded,
-     * gathered and reduce-scattered over data x context parallelism; its experts over the
-     * expert-data group), both gathered around the layer's forward and backward. EP=2 on 2 ranks
+     * ZeRO-3 under expert parallelism: each MoE layer is three units here (its norms, attention and
+     * router; its routed experts; its shared expert), the dense ones sharded, gathered and
+     * reduce-scattered over data x context parallelism, the experts over the expert-data group, all
+     * gathered around the layer's forward and backward. EP=2 on 2 ranks
      * (DP 2, expert-data 1), 4 (DP 4, expert-data 2) and 8 (DP 8, expert-data 4), and EP=2 x TP=2 + SP
      * (DP 2, expert-data 1; the router's and the norms' partial gradients completed on the shard) follow the
      * distributed optimizer's run on the same layout within 1e-6 over 5 fp32 iterations and the
-     * one-rank run within 1e-5 (mock MoE: a shared expert after the routed ones, so a layer's
-     * dense parameters lie on both sides of its experts).
+     * one-rank run within 1e-5.
      */
     @Test
     void zero3UnderExpertsFollowsTheDistributedOptimizer() {
