@@ -271,9 +271,10 @@ public final class ParameterShards implements AutoCloseable {
 
     /**
      * Forward: gathers the used parameter's unit when it enters it (freed, or gathered ahead); a
-     * layer frees every unit of the layers before it (the units after the last layer, the final norm, the output
-     * layer and the tied embedding, run together in the head and stay gathered until backward's
-     * first segment frees what it does not use). A training forward at its furthest unit starts
+     * layer frees every unit of the layers before it, not its own other units (a MoE layer's dense
+     * and expert units); the units after the last layer, the final norm, the output layer and the
+     * tied embedding, run together in the head and stay gathered until backward's first segment
+     * frees what it does not use. A training forward at its furthest unit starts
      * the next unit's gather ({@code --overlap-param-gather}).
      */
     private void beforeForwardUse(Object reported) {
@@ -283,7 +284,7 @@ public final class ParameterShards implements AutoCloseable {
         }
         if (units.get(u).layer) {
             for (int v = 0; v < u; v++) {
-                if (!units.get(v).key.equals(units.get(u).key)) { // a MoE layer's other unit is still in use
+                if (!units.get(v).key.equals(units.get(u).key)) {
                     release(units.get(v));
                 }
             }
