@@ -10,7 +10,10 @@ import static org.djlmegatron.pretrain.TrajectoryParity.PP2_VP2;
 import static org.djlmegatron.pretrain.TrajectoryParity.SINGLE;
 
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.List;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import org.djlmegatron.pretrain.TrajectoryParity.Variant;
 import org.djlmegatron.training.StepResult;
 import org.djlmegatron.training.buffers.RankMemory;
@@ -176,12 +179,17 @@ class PipelineExpertBufferTest {
      * units' 1/4 and the expert units' 1/2, which is the distributed optimizer's shard of the
      * same parameters (a third of its fp32 masters and moments) up to each unit's padding; the
      * fp32 gradient shard has the same length, and Adam's two moments twice that (measured: 29,600
-     * bytes of weights on rank 0 against optim's 93,824).
+     * bytes of weights on rank 0 against optim's 93,824). An evaluation after the step prints
+     * optim's validation loss.
      */
     @Test
     void zero3UnderExpertsKeepsOnlyItsShards() {
-        RankMemory optim = memory(EP2_WORLD4.with(DISTOPT));
-        RankMemory zero3 = memory(EP2_WORLD4.with(ZERO3));
+        String optimLog = logged(EP2_WORLD4.with(DISTOPT));
+        String zero3Log = logged(EP2_WORLD4.with(ZERO3));
+        assertThat(validationLoss(zero3Log)).as("an evaluation gathers the units as a training forward does")
+                .isEqualTo(validationLoss(optimLog));
+        RankMemory optim = RankMemoryLine.parse(optimLog);
+        RankMemory zero3 = RankMemoryLine.parse(zero3Log);
         long optimShard = optim.optimizerBytes() / 3; // fp32 masters beside two moments, over the same shard
         assertThat(zero3.parameterBytes()).as("ZeRO-3 %s vs optim %s", zero3, optim)
                 .isBetween(optimShard, optimShard + 4L * 3 * 16); // under 4 pad elements in each of at most 16 units
@@ -190,10 +198,20 @@ class PipelineExpertBufferTest {
         assertThat(zero3.parameterBytes()).isLessThan(optim.parameterBytes() / 2);
     }
 
-    private static RankMemory memory(Variant v) {
+    /** One iteration of the mock MoE on {@code v}, with an evaluation after it: the log. */
+    private static String logged(Variant v) {
         List<String> args = mockMoe(1);
+        args.addAll(List.of("--eval-interval", "1", "--eval-iters", "1"));
         args.addAll(v.flags());
-        return RankMemoryLine.parse(PretrainRunner.runLogged(args));
+        return PretrainRunner.runLogged(args);
+    }
+
+    /** The printed validation loss (7 significant digits). */
+    private static String validationLoss(String log) {
+        Matcher m = Pattern.compile("validation loss at iteration 1 \\| lm loss value: (\\S+)")
+                .matcher(log);
+        assertThat(m.find()).as("a validation line in %s", log).isTrue();
+        return m.group(1);
     }
 
     /**
@@ -208,15 +226,15 @@ class PipelineExpertBufferTest {
         List<String> two = TrajectoryParity.replace(mockMoe(2), "--global-batch-size", "8");
         List<StepResult> straight = TrajectoryParity.run(four, EP2_WORLD4.with(DISTOPT));
         Path zero3Ckpt = tmp.resolve("zero3");
-        TrajectoryParity.run(withSave(new java.util.ArrayList<>(two), zero3Ckpt), EP2_WORLD4.with(ZERO3));
-        List<StepResult> underOptim = TrajectoryParity.run(withLoad(new java.util.ArrayList<>(four), zero3Ckpt),
+        TrajectoryParity.run(withSave(new ArrayList<>(two), zero3Ckpt), EP2_WORLD4.with(ZERO3));
+        List<StepResult> underOptim = TrajectoryParity.run(withLoad(new ArrayList<>(four), zero3Ckpt),
                 EP2_WORLD4.with(DISTOPT));
         assertThat(underOptim).extracting(StepResult::iteration).containsExactly(3L, 4L);
         TrajectoryParity.assertClose(straight.subList(2, 4), underOptim, 1e-6, "ZeRO-3 checkpoint resumed under optim");
 
         Path optimCkpt = tmp.resolve("optim");
-        TrajectoryParity.run(withSave(new java.util.ArrayList<>(two), optimCkpt), EP2_WORLD4.with(DISTOPT));
-        List<StepResult> underZero3 = TrajectoryParity.run(withLoad(new java.util.ArrayList<>(four), optimCkpt),
+        TrajectoryParity.run(withSave(new ArrayList<>(two), optimCkpt), EP2_WORLD4.with(DISTOPT));
+        List<StepResult> underZero3 = TrajectoryParity.run(withLoad(new ArrayList<>(four), optimCkpt),
                 EP2_WORLD4.with(ZERO3));
         TrajectoryParity.assertClose(straight.subList(2, 4), underZero3, 1e-6, "optim checkpoint resumed under ZeRO-3");
     }
