@@ -1,7 +1,6 @@
 package org.djlmegatron.pretrain;
 
-import static org.djlmegatron.options.OptionChecks.exclusive;
-
+import org.djlmegatron.options.InvalidOptionException;
 import org.djlmegatron.training.buffers.ShardingStrategy;
 
 /**
@@ -19,11 +18,9 @@ final class ShardingValidation {
     static void validate(PretrainOptions o) {
         ShardingStrategy s = o.sharding();
         String flag = "--data-parallel-sharding-strategy " + s.flagValue();
-        if (s.shardsParameters()) {
-            exclusive(flag, true, "--pipeline-model-parallel-size " + o.pipelineModelParallelSize,
-                    o.pipelineModelParallelSize > 1); // units are layers of one model chunk, gathered on one tape
-            exclusive(flag, true, "--expert-model-parallel-size " + o.moe.expertModelParallelSize,
-                    o.moe.expertModelParallelSize > 1); // expert parameters shard over another group
+        if (s.shardsParameters() && o.pipelineModelParallelSize > 1) { // as Megatron-FSDP, which raises for PP > 1
+            throw new InvalidOptionException("--pipeline-model-parallel-size", "1 with " + flag + " (ZeRO-3: "
+                    + "Megatron-FSDP does not run under pipeline parallelism either; optim_grads does)", o.pipelineModelParallelSize);
         }
         o.useDistributedOptimizer = s.shardsOptimizer();
     }

@@ -115,11 +115,7 @@ class OverlapParityTest {
     @ParameterizedTest(name = "{0} with {1}")
     @MethodSource("expertLayouts")
     void overlapUnderExpertParallelismGivesTheTrajectoryWithoutOverlap(Variant layout, Variant overlap) {
-        Path dir = PretrainRunner.fixtures().resolve("hf").resolve("mixtral");
-        List<String> base = TrajectoryParity.args("--init-hf", dir.toString(), "--mock-data", "--seq-length", "24",
-                "--train-iters", "10", "--micro-batch-size", "1", "--global-batch-size", "8", "--lr", "1e-3",
-                "--lr-decay-style", "constant", "--weight-decay", "0.1", "--clip-grad", "1.0", "--seed", "7",
-                "--moe-router-load-balancing-type", "aux_loss", "--moe-aux-loss-coeff", "0.01", "--ddp-bucket-size", "2000");
+        List<String> base = moeBase();
         List<StepResult> plain = TrajectoryParity.run(base, layout);
         List<StepResult> overlapped = TrajectoryParity.run(base, layout.with(overlap));
         TrajectoryParity.assertClose(plain, overlapped, 1e-6, layout + " with " + overlap + " vs without");
@@ -147,6 +143,40 @@ class OverlapParityTest {
             Variant overlap) {
         Overlap16BitParityTest.assertIdenticalWithAndWithout(Overlap16BitParityTest.expertBase(dtype), dtype,
                 layout.with(ZERO2), overlap);
+    }
+
+    static final Variant EP2_DP2 = Variant.of("ep2-dp2", "--nproc-per-node", "2", "--expert-model-parallel-size", "2");
+
+    /**
+     * ZeRO-3 under expert parallelism: with {@code --overlap-grad-reduce} each unit's reduce-scatter
+     * (dense units over data x context parallelism, expert units over the expert-data group, on one
+     * communication thread in unit order) starts during backward, with {@code --overlap-param-gather}
+     * the next unit's all-gather runs ahead; the same collectives on the same data, so the
+     * trajectory is bit for bit ZeRO-3's without overlap on the same layout. The mixtral fixture:
+     * EP=2 on 2 ranks (expert-data 1) and over DP=4 (expert-data 2), there with bf16 weights too.
+     */
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("zero3ExpertLayouts")
+    void zero3UnderExpertParallelismWithOverlapGivesItsTrajectoryWithout(Variant layout) {
+        List<String> base = moeBase();
+        List<StepResult> plain = TrajectoryParity.run(base, layout.with(ZERO3));
+        for (Variant overlap : List.of(GRAD, GRAD_PARAM)) {
+            TrajectoryParity.assertIdentical(plain, TrajectoryParity.run(base, layout.with(ZERO3).with(overlap)),
+                    layout + " optim_grads_params with " + overlap + " vs without");
+        }
+    }
+
+    static Stream<Variant> zero3ExpertLayouts() {
+        return Stream.of(EP2_DP2, EP2_DP4, EP2_DP4.with(Variant.of("bf16", "--bf16")));
+    }
+
+    /** The mixtral fixture with its balancing losses, 10 fp32 iterations, 8 micro-batches of one sample per step. */
+    private static List<String> moeBase() {
+        Path dir = PretrainRunner.fixtures().resolve("hf").resolve("mixtral");
+        return TrajectoryParity.args("--init-hf", dir.toString(), "--mock-data", "--seq-length", "24",
+                "--train-iters", "10", "--micro-batch-size", "1", "--global-batch-size", "8", "--lr", "1e-3",
+                "--lr-decay-style", "constant", "--weight-decay", "0.1", "--clip-grad", "1.0", "--seed", "7",
+                "--moe-router-load-balancing-type", "aux_loss", "--moe-aux-loss-coeff", "0.01", "--ddp-bucket-size", "2000");
     }
 
     static final Variant OPTIM = Variant.of("optim", "--data-parallel-sharding-strategy", "optim");

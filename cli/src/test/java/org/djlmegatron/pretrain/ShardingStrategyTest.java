@@ -156,7 +156,7 @@ class ShardingStrategyTest {
     /**
      * ZeRO-3 takes the overlap flags ({@code --overlap-param-gather} without
      * {@code --use-distributed-optimizer}: ZeRO-3 shards the optimizer) and still refuses pipelining,
-     * naming both flags.
+     * naming both flags, the expected and found size and Megatron-FSDP's own refusal.
      */
     @ParameterizedTest(name = "{0}")
     @ValueSource(strings = {"--overlap-grad-reduce", "--overlap-grad-reduce --overlap-param-gather"})
@@ -175,8 +175,10 @@ class ShardingStrategyTest {
         new CommandLine(piped).parseArgs(args.toArray(new String[0]));
         org.assertj.core.api.Assertions.assertThatThrownBy(() -> PretrainValidation.validate(piped))
                 .isInstanceOf(org.djlmegatron.options.InvalidOptionException.class)
-                .hasMessageContaining("--data-parallel-sharding-strategy optim_grads_params")
-                .hasMessageContaining("--pipeline-model-parallel-size 2");
+                .hasMessageStartingWith("--pipeline-model-parallel-size: expected 1 with "
+                        + "--data-parallel-sharding-strategy optim_grads_params")
+                .hasMessageContaining("Megatron-FSDP")
+                .hasMessageEndingWith("found 2");
     }
 
     /**

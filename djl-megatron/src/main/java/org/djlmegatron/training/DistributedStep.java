@@ -145,13 +145,15 @@ public final class DistributedStep implements AutoCloseable {
         boolean buffers = !split && buffersOn && ParamAndGradBuffer.supports(params);
         boolean expertBuffersOn = split && buffersOn && ExpertBuffers.supports(params);
         checkStrategyRuns(sharding, buffers || expertBuffersOn);
-        // with overlap every ZeRO-3 collective runs on the communication thread, on a communicator of its own
+        // with overlap every ZeRO-3 collective runs on the communication thread, on communicators of its own
         paramShards = sharding.shardsParameters() ? new ParameterShards(params,
-                overlap.any() ? ctx.overlapGroup(GroupKind.DATA_CONTEXT) : dp, ctx.tape(), state, overlap) : null;
+                overlap.any() ? ctx.overlapGroup(GroupKind.DATA_CONTEXT) : dp,
+                !split ? null : overlap.any() ? ctx.overlapGroup(GroupKind.EXPERT_DATA) : expertDp,
+                ctx.tape(), state, overlap) : null;
         buffer = buffers && paramShards == null
                 ? new ParamAndGradBuffer(params, dp.size(), config.bucketElements(), state, !sharding.shardsGradients())
                 : null;
-        expertBuffers = expertBuffersOn
+        expertBuffers = expertBuffersOn && paramShards == null
                 ? new ExpertBuffers(params, dp, expertDp, config.bucketElements(), config.distributedOptimizer(),
                         sharding.shardsGradients(), state)
                 : null;
@@ -248,7 +250,10 @@ public final class DistributedStep implements AutoCloseable {
         normMask = expertBuffers.mask(state, p -> countedInNorm(p, firstTpRank), p -> !p.tpDuplicate() || firstTpRank);
     }
 
-    /** ZeRO-3: masters over this rank's unit shards (the shards themselves for fp32 weights), masks in that order. */
+    /**
+     * ZeRO-3: masters over this rank's unit shards (the shards themselves for fp32 weights; under
+     * expert parallelism the dense units' shards, then the expert units'), masks in that order.
+     */
     private void initFromShards(boolean firstTpRank) {
         NDArray weights = paramShards.shards();
         if (weights.getDataType() == ai.djl.ndarray.types.DataType.FLOAT32) {
@@ -264,11 +269,11 @@ public final class DistributedStep implements AutoCloseable {
     /** Refuses a ZeRO stage this step cannot run here, saying why (before any collective). */
     private void checkStrategyRuns(ShardingStrategy sharding, boolean buffers) {
         String flag = "--data-parallel-sharding-strategy " + sharding.flagValue();
-        if (sharding.shardsParameters() && (pp.size() > 1 || ep.size() > 1)) {
+        if (sharding.shardsParameters() && pp.size() > 1) {
             state.close();
-            throw new IllegalArgumentException(flag + " (ZeRO-3) does not run with " + (pp.size() > 1
-                    ? "--pipeline-model-parallel-size " + pp.size() : "--expert-model-parallel-size " + ep.size())
-                    + " yet; use optim_grads (ZeRO-2)");
+            throw new IllegalArgumentException(flag + " (ZeRO-3) needs --pipeline-model-parallel-size 1, found "
+                    + pp.size() + ": Megatron-FSDP, whose strategy this is, does not run under pipeline parallelism "
+                    + "either; use optim_grads (ZeRO-2) with --untie-embeddings-and-output-weights");
         }
         if (sharding.shardsGradients() && !buffers) {
             state.close();
@@ -887,12 +892,14 @@ public final class DistributedStep implements AutoCloseable {
      */
     private Update updateFromShards(double scale) {
         paramShards.completeTensorParallel(tp); // Megatron's order: DP (per micro-batch), then TP on the main gradient
-        NDArray grads = paramShards.averagedGradients(dp.size());
+        NDArray grads = paramShards.averagedGradients(dp.size()); // experts too: the mean over all the batch's tokens
         double[] sumAndBad = TorchNative.unscaleAndNorm(grads, normMask, 1.0 / scale);
         boolean badScale = !scaler.isDynamic() && !Double.isFinite(scaler.scale());
         if (badScale || maxOverWorld(sumAndBad[1] > 0 ? 1f : 0f) > 0) {
             return new Update(Double.NaN, 0, true);
         }
+        // every element once over data x context: under EP its ranks are expert-parallel x expert-data, and each
+        // expert unit is sharded over expert-data, so the expert parallel ranks' other experts are counted too
         double norm = Math.sqrt(sumOverModel((float) sumAndBad[0]));
         double coeff = config.clipGrad() > 0 ? Math.min(1.0, config.clipGrad() / (norm + 1e-6)) : 1.0;
         double lr = config.schedule().lr(updates);
@@ -1086,7 +1093,10 @@ public final class DistributedStep implements AutoCloseable {
         if (weightMasters != null) {
             return weightMasters.stream().mapToLong(p -> p.getShape().size()).sum();
         }
-        return paramShards == null ? masters.getShape().get(0) : layout.paddedSize() / dp.size();
+        if (paramShards == null) {
+            return masters.getShape().get(0);
+        }
+        return layout.paddedSize() / dp.size() + (expertLayout == null ? 0 : expertLayout.paddedSize() / expertDp.size());
     }
 
     /**

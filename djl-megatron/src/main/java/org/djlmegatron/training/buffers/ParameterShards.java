@@ -1,6 +1,8 @@
 package org.djlmegatron.training.buffers;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
@@ -55,6 +57,13 @@ import org.djlmegatron.training.model.TrainableParameter;
  * data-parallel reduction, on this rank's fp32 shard ({@link #completeTensorParallel}), Megatron's
  * order; the model's own {@code reduceTensorParallelGradients} is not called under ZeRO-3.
  *
+ * <p>Expert parallelism (Megatron-FSDP's second mesh): given an expert-data group, the expert
+ * parameters ({@link TrainableParameter#expert()}) form units of their own (a MoE layer's experts
+ * beside its dense unit), padded to a multiple of that group's size and sharded, gathered and
+ * reduce-scattered over it; the dense units over the data x context group. This rank's shards
+ * hold every dense unit's shard first, then every expert unit's ({@link #denseShardSize()}), the
+ * order of the distributed optimizer's masters under expert parallelism (dense, then experts).
+ *
  * <p>Needs the project's native library ({@link TorchNative#resizeStorage}).
  */
 public final class ParameterShards implements AutoCloseable {
@@ -68,10 +77,14 @@ public final class ParameterShards implements AutoCloseable {
     private final Map<NDArray, Integer> index = new IdentityHashMap<>();
     private final long[] fullOffset;
     private final ProcessGroup dp;
+    /** The expert units' group (expert-data parallel); {@link #dp} without expert parallelism. */
+    private final ProcessGroup expertDp;
     private final NDManager manager;
     private final DataType type;
     private final long fullSize;
     private final long shardSize;
+    /** Elements of this rank's dense unit shards, which come first in {@link #shards}. */
+    private long denseShardSize;
     /** This rank's weights: the concatenation of its unit shards, in the weights' dtype. */
     private final NDArray shards;
     /** This rank's fp32 main-gradient shard (same layout as {@link #shards}). */
@@ -92,28 +105,40 @@ public final class ParameterShards implements AutoCloseable {
     private int backwardLow;
     private long waitedNanos;
 
-    /** One FSDP unit: a run of consecutive parameters with a storage of their own. */
+    /** One FSDP unit: a run of consecutive parameters with a storage of their own, sharded over {@link #group}. */
     private static final class Unit {
         final String name;
+        /** The layer prefix (or first name component): a MoE layer's dense and expert units share it. */
+        final String key;
         final boolean layer;
+        final boolean expert;
+        final ProcessGroup group;
         final int first;
         final int end;
         final long padded;
         final long fullStart;
-        final long shardStart;
+        /** Where this rank's piece lies in {@link #shards}: dense units first, then expert units. */
+        long shardStart;
         NDArray storage;
         boolean gathered = true;
         /** The all-gather on the communication thread that fills {@link #storage}, until waited for. */
         PendingWork<?> gathering;
 
-        Unit(String name, int first, int end, long padded, long fullStart, long shardStart) {
-            this.name = name;
-            this.layer = LAYER.matcher(name + ".").find();
+        Unit(String key, boolean expert, ProcessGroup group, int first, int end, long padded, long fullStart) {
+            this.name = expert ? key + " (experts)" : key;
+            this.key = key;
+            this.layer = LAYER.matcher(key + ".").find();
+            this.expert = expert;
+            this.group = group;
             this.first = first;
             this.end = end;
             this.padded = padded;
             this.fullStart = fullStart;
-            this.shardStart = shardStart;
+        }
+
+        /** Elements of each rank's piece. */
+        long piece() {
+            return padded / group.size();
         }
     }
 
@@ -122,30 +147,40 @@ public final class ParameterShards implements AutoCloseable {
         this(params, dp, tape, parent, Overlap.OFF);
     }
 
+    /** Without expert parallelism: every unit over {@code dp}. */
+    public ParameterShards(List<TrainableParameter> params, ProcessGroup dp, Tape tape, NDManager parent,
+            Overlap overlap) {
+        this(params, dp, null, tape, parent, overlap);
+    }
+
     /**
      * Moves the parameters into one storage per unit, keeps this rank's shard of each and frees the
      * storages; registers the gather/free hooks on {@code tape} (and, under {@code overlap}, the
      * gradient-final hook that starts the units' reduce-scatters).
+     *
+     * @param expertDp under expert parallelism the expert-data group, over which the expert
+     *     parameters get units of their own; null: every parameter is dense
      */
-    public ParameterShards(List<TrainableParameter> params, ProcessGroup dp, Tape tape, NDManager parent,
-            Overlap overlap) {
+    public ParameterShards(List<TrainableParameter> params, ProcessGroup dp, ProcessGroup expertDp, Tape tape,
+            NDManager parent, Overlap overlap) {
         if (!ParamAndGradBuffer.supports(params)) {
             throw new IllegalArgumentException("--data-parallel-sharding-strategy optim_grads_params needs the native "
                     + "library and one weight dtype (fp32, bf16 or fp16) and device");
         }
         this.params = List.copyOf(params);
         this.dp = dp;
+        this.expertDp = expertDp == null ? dp : expertDp;
         type = params.get(0).array().getDataType();
         manager = parent.newSubManager(params.get(0).array().getDevice());
         unitOf = new int[params.size()];
         fullOffset = new long[params.size()];
-        cutUnits();
+        cutUnits(expertDp != null);
         for (int i = 0; i < params.size(); i++) {
             index.put(params.get(i).array(), i);
         }
         Unit last = units.get(units.size() - 1);
         fullSize = last.fullStart + last.padded;
-        shardSize = last.shardStart + last.padded / dp.size();
+        shardSize = placeShards();
         shards = manager.zeros(new Shape(shardSize), type);
         gradShard = manager.zeros(new Shape(shardSize), DataType.FLOAT32);
         for (Unit u : units) {
@@ -153,8 +188,8 @@ public final class ParameterShards implements AutoCloseable {
             for (int i = u.first; i < u.end; i++) {
                 TorchNative.bindToBuffer(params.get(i).array(), u.storage, fullOffset[i] - u.fullStart);
             }
-            long piece = u.padded / dp.size();
-            try (NDArray mine = u.storage.get(new NDIndex("{}:{}", piece * dp.rank(), piece * (dp.rank() + 1)))) {
+            long piece = u.piece();
+            try (NDArray mine = u.storage.get(new NDIndex("{}:{}", piece * u.group.rank(), piece * (u.group.rank() + 1)))) {
                 shards.set(new NDIndex("{}:{}", u.shardStart, u.shardStart + piece), mine);
             }
         }
@@ -171,14 +206,15 @@ public final class ParameterShards implements AutoCloseable {
         }
     }
 
-    /** Units: consecutive parameters with the same layer prefix (or first name component). */
-    private void cutUnits() {
-        int dpSize = dp.size();
+    /**
+     * Units: consecutive parameters with the same layer prefix (or first name component) and, with
+     * {@code splitExperts}, on the same side of the dense/expert divide.
+     */
+    private void cutUnits(boolean splitExperts) {
         long full = 0;
-        long shard = 0;
         int start = 0;
         for (int i = 0; i <= params.size(); i++) {
-            if (i < params.size() && (i == start || unitName(params.get(i)).equals(unitName(params.get(start))))) {
+            if (i < params.size() && (i == start || sameUnit(params.get(i), params.get(start), splitExperts))) {
                 continue;
             }
             long size = 0;
@@ -187,16 +223,39 @@ public final class ParameterShards implements AutoCloseable {
                 fullOffset[j] = full + size;
                 size += params.get(j).array().getShape().size();
             }
-            long padded = Math.max(dpSize, (size + dpSize - 1) / dpSize * dpSize);
-            units.add(new Unit(unitName(params.get(start)), start, i, padded, full, shard));
+            boolean expert = splitExperts && params.get(start).expert();
+            ProcessGroup group = expert ? expertDp : dp;
+            int n = group.size();
+            long padded = Math.max(n, (size + n - 1) / n * n);
+            units.add(new Unit(unitName(params.get(start)), expert, group, start, i, padded, full));
             full += padded;
-            shard += padded / dpSize;
             start = i;
             if (i == params.size()) {
                 break;
             }
             i--; // parameter i starts the next unit
         }
+    }
+
+    private static boolean sameUnit(TrainableParameter a, TrainableParameter b, boolean splitExperts) {
+        return unitName(a).equals(unitName(b)) && (!splitExperts || a.expert() == b.expert());
+    }
+
+    /** Places this rank's unit pieces in {@link #shards}: the dense units' first, then the expert units'; returns the total. */
+    private long placeShards() {
+        long at = 0;
+        for (boolean expert : new boolean[] {false, true}) {
+            for (Unit u : units) {
+                if (u.expert == expert) {
+                    u.shardStart = at;
+                    at += u.piece();
+                }
+            }
+            if (!expert) {
+                denseShardSize = at;
+            }
+        }
+        return at;
     }
 
     private static String unitName(TrainableParameter p) {
@@ -212,9 +271,10 @@ public final class ParameterShards implements AutoCloseable {
 
     /**
      * Forward: gathers the used parameter's unit when it enters it (freed, or gathered ahead); a
-     * layer frees every unit before it (the units after the last layer, the final norm, the output
-     * layer and the tied embedding, run together in the head and stay gathered until backward's
-     * first segment frees what it does not use). A training forward at its furthest unit starts
+     * layer frees every unit of the layers before it, not its own other units (a MoE layer's dense
+     * and expert units); the units after the last layer, the final norm, the output layer and the
+     * tied embedding, run together in the head and stay gathered until backward's first segment
+     * frees what it does not use. A training forward at its furthest unit starts
      * the next unit's gather ({@code --overlap-param-gather}).
      */
     private void beforeForwardUse(Object reported) {
@@ -224,7 +284,9 @@ public final class ParameterShards implements AutoCloseable {
         }
         if (units.get(u).layer) {
             for (int v = 0; v < u; v++) {
-                release(units.get(v));
+                if (!units.get(v).key.equals(units.get(u).key)) {
+                    release(units.get(v));
+                }
             }
         }
         if (u == prefetched) {
@@ -292,7 +354,7 @@ public final class ParameterShards implements AutoCloseable {
         return i == null ? -1 : i;
     }
 
-    /** All-gathers a freed unit's shards into its reallocated storage, and waits. Collective over the data-parallel group. */
+    /** All-gathers a freed unit's shards into its reallocated storage, and waits. Collective over the unit's group. */
     private void gather(Unit u) {
         startGather(u);
         awaitGather(u);
@@ -321,7 +383,7 @@ public final class ParameterShards implements AutoCloseable {
             fill(u);
             return;
         }
-        u.gathering = comm.submit("overlapped parameter all-gather of unit " + u.name + " on " + dp.name(),
+        u.gathering = comm.submit("overlapped parameter all-gather of unit " + u.name + " on " + u.group.name(),
                 overlap.waitLimit(), () -> {
                     fill(u);
                     return null;
@@ -329,9 +391,9 @@ public final class ParameterShards implements AutoCloseable {
     }
 
     private void fill(Unit u) {
-        long piece = u.padded / dp.size();
+        long piece = u.piece();
         try (NDArray mine = shards.get(new NDIndex("{}:{}", u.shardStart, u.shardStart + piece));
-                NDArray all = dp.size() == 1 ? mine.duplicate() : dp.allGather(mine, 0)) {
+                NDArray all = u.group.size() == 1 ? mine.duplicate() : u.group.allGather(mine, 0)) {
             u.storage.set(new NDIndex("..."), all); // through the alias: the parameters' versions stay
         }
     }
@@ -457,19 +519,23 @@ public final class ParameterShards implements AutoCloseable {
         Unit unit = units.get(u);
         NDArray workspaceGrads = grads; // this micro-batch's, whatever the compute thread binds next
         return comm.submit("overlapped gradient reduce-scatter of unit " + unit.name + " (" + (u + 1) + " of "
-                + units.size() + ") on " + dp.name(), overlap.waitLimit(), () -> {
+                + units.size() + ") on " + unit.group.name(), overlap.waitLimit(), () -> {
                     reduceUnit(u, workspaceGrads);
                     return null;
                 });
     }
 
-    /** Reduce-scatters unit u's slice of the workspace (fp32) and adds this rank's piece into the gradient shard. */
+    /**
+     * Reduce-scatters unit u's slice of the workspace (fp32) over the unit's group and adds this
+     * rank's piece into the gradient shard (expert units: summed over the expert-data group, divided
+     * by the whole data-parallel size later, as Megatron's DDP).
+     */
     private void reduceUnit(int index, NDArray workspaceGrads) {
         Unit u = units.get(index);
-        long piece = u.padded / dp.size();
+        long piece = u.piece();
         try (NDArray part = workspaceGrads.get(new NDIndex("{}:{}", u.fullStart, u.fullStart + u.padded));
                 NDArray wide = part.toType(DataType.FLOAT32, false);
-                NDArray sum = dp.size() == 1 ? wide.duplicate() : dp.reduceScatter(wide, 0, ReduceOp.SUM);
+                NDArray sum = u.group.size() == 1 ? wide.duplicate() : u.group.reduceScatter(wide, 0, ReduceOp.SUM);
                 NDArray into = gradShard.get(new NDIndex("{}:{}", u.shardStart, u.shardStart + piece))) {
             into.addi(sum);
         }
@@ -487,8 +553,8 @@ public final class ParameterShards implements AutoCloseable {
             return;
         }
         for (Unit u : units) {
-            long piece = u.padded / dp.size();
-            long lo = u.fullStart + piece * dp.rank();
+            long piece = u.piece();
+            long lo = u.fullStart + piece * u.group.rank();
             for (int i = u.first; i < u.end; i++) {
                 long a = Math.max(lo, fullOffset[i]);
                 long b = Math.min(lo + piece, fullOffset[i] + params.get(i).array().getShape().size());
@@ -536,8 +602,8 @@ public final class ParameterShards implements AutoCloseable {
     public NDArray mask(NDManager m, Predicate<TrainableParameter> which) {
         NDArray v = m.zeros(new Shape(shardSize), DataType.FLOAT32);
         for (Unit u : units) {
-            long piece = u.padded / dp.size();
-            long lo = u.fullStart + piece * dp.rank();
+            long piece = u.piece();
+            long lo = u.fullStart + piece * u.group.rank();
             long hi = lo + piece;
             for (int i = u.first; i < u.end; i++) {
                 long a = Math.max(lo, fullOffset[i]);
@@ -554,66 +620,118 @@ public final class ParameterShards implements AutoCloseable {
 
     /**
      * This rank's piece of the distributed optimizer's order ({@code optim}: the parameters back to
-     * back in model order, padded to a multiple of DP, rank r holding the r-th 1/DP) of a vector laid
-     * out as {@link #shards()} (fp32 masters or a moment): what a checkpoint records, so that one
-     * saved under ZeRO-3 is one of {@code optim}'s. Collective over the data-parallel group.
+     * back in model order, padded to a multiple of DP, rank r holding the r-th 1/DP; under expert
+     * parallelism that for the dense parameters over DP, followed by that for the expert parameters
+     * over the expert-data group) of a vector laid out as {@link #shards()} (fp32 masters or a
+     * moment): what a checkpoint records, so that one saved under ZeRO-3 is one of {@code optim}'s.
+     * Collective over the data-parallel (and expert-data) group.
      */
     public NDArray toOptimizerOrder(NDArray unitShard, NDManager m) {
-        long real = 0;
-        for (Unit u : units) {
-            real += unitSize(u);
-        }
-        long padded = (real + dp.size() - 1) / dp.size() * dp.size();
-        long piece = padded / dp.size();
         try (NDManager s = m.newSubManager()) {
-            NDArray all = dp.size() == 1 ? unitShard.duplicate() : dp.allGather(unitShard, 0); // rank after rank
-            all.attach(s);
-            NDArray flat = s.zeros(new Shape(padded), unitShard.getDataType());
-            long at = 0;
-            for (Unit u : units) {
-                long n = unitSize(u);
-                long p = u.padded / dp.size();
-                for (int r = 0; r < dp.size(); r++) { // rank r's piece of the unit: elements [r p, (r+1) p)
-                    long lo = Math.min(n, r * p);
-                    long hi = Math.min(n, (r + 1) * p);
-                    if (hi > lo) {
-                        long src = r * shardSize + u.shardStart;
-                        flat.set(new NDIndex("{}:{}", at + lo, at + hi), all.get(new NDIndex("{}:{}", src, src + hi - lo)));
-                    }
-                }
-                at += n;
+            NDArray out = sectionToOptimizerOrder(false, unitShard, s);
+            if (hasExperts()) {
+                out = NDArrays.concat(new NDList(out, sectionToOptimizerOrder(true, unitShard, s)));
             }
-            NDArray mine = flat.get(new NDIndex("{}:{}", piece * dp.rank(), piece * (dp.rank() + 1))).duplicate();
+            NDArray mine = out.duplicate();
             mine.attach(m);
             return mine;
         }
     }
 
-    /** The inverse of {@link #toOptimizerOrder}: this rank's unit shards from its piece in the distributed optimizer's order. Collective. */
+    /** {@link #toOptimizerOrder} for the dense or the expert units alone, over their group. */
+    private NDArray sectionToOptimizerOrder(boolean expert, NDArray unitShard, NDManager s) {
+        ProcessGroup g = expert ? expertDp : dp;
+        long start = expert ? denseShardSize : 0;
+        long length = expert ? shardSize - denseShardSize : denseShardSize;
+        NDArray section = unitShard.get(new NDIndex("{}:{}", start, start + length));
+        section.attach(s);
+        NDArray all = g.size() == 1 ? section.duplicate() : g.allGather(section, 0); // rank after rank
+        all.attach(s);
+        long padded = optimizerOrderPadded(expert);
+        NDArray flat = s.zeros(new Shape(padded), unitShard.getDataType());
+        long at = 0;
+        for (Unit u : section(expert)) {
+            long n = unitSize(u);
+            long p = u.piece();
+            for (int r = 0; r < g.size(); r++) { // rank r's piece of the unit: elements [r p, (r+1) p)
+                long lo = Math.min(n, r * p);
+                long hi = Math.min(n, (r + 1) * p);
+                if (hi > lo) {
+                    long src = r * length + u.shardStart - start;
+                    flat.set(new NDIndex("{}:{}", at + lo, at + hi), all.get(new NDIndex("{}:{}", src, src + hi - lo)));
+                }
+            }
+            at += n;
+        }
+        long piece = padded / g.size();
+        NDArray mine = flat.get(new NDIndex("{}:{}", piece * g.rank(), piece * (g.rank() + 1)));
+        mine.attach(s);
+        return mine;
+    }
+
+    /**
+     * The inverse of {@link #toOptimizerOrder}: this rank's unit shards from its piece in the
+     * distributed optimizer's order. Collective over the data-parallel (and expert-data) group.
+     */
     public NDArray fromOptimizerOrder(NDArray optimPiece, NDManager m) {
         try (NDManager s = m.newSubManager()) {
-            NDArray flat = dp.size() == 1 ? optimPiece.duplicate() : dp.allGather(optimPiece, 0);
-            flat.attach(s);
             NDArray out = s.zeros(new Shape(shardSize), optimPiece.getDataType());
-            long at = 0;
-            for (Unit u : units) {
-                long n = unitSize(u);
-                long p = u.padded / dp.size();
-                long lo = Math.min(n, dp.rank() * p);
-                long hi = Math.min(n, (dp.rank() + 1) * p);
-                if (hi > lo) {
-                    out.set(new NDIndex("{}:{}", u.shardStart, u.shardStart + hi - lo),
-                            flat.get(new NDIndex("{}:{}", at + lo, at + hi)));
-                }
-                at += n;
+            long densePiece = optimizerOrderPadded(false) / dp.size();
+            sectionFromOptimizerOrder(false, optimPiece.get(new NDIndex("0:{}", densePiece)), out, s);
+            if (hasExperts()) {
+                sectionFromOptimizerOrder(true, optimPiece.get(new NDIndex("{}:", densePiece)), out, s);
             }
             out.attach(m);
             return out;
         }
     }
 
+    /** {@link #fromOptimizerOrder} for the dense or the expert units alone, over their group, into {@code out}. */
+    private void sectionFromOptimizerOrder(boolean expert, NDArray piece, NDArray out, NDManager s) {
+        ProcessGroup g = expert ? expertDp : dp;
+        piece.attach(s);
+        NDArray flat = g.size() == 1 ? piece.duplicate() : g.allGather(piece, 0);
+        flat.attach(s);
+        long at = 0;
+        for (Unit u : section(expert)) {
+            long n = unitSize(u);
+            long p = u.piece();
+            long lo = Math.min(n, g.rank() * p);
+            long hi = Math.min(n, (g.rank() + 1) * p);
+            if (hi > lo) {
+                out.set(new NDIndex("{}:{}", u.shardStart, u.shardStart + hi - lo),
+                        flat.get(new NDIndex("{}:{}", at + lo, at + hi)));
+            }
+            at += n;
+        }
+    }
+
+    /** The dense or the expert units, in model order. */
+    private List<Unit> section(boolean expert) {
+        return units.stream().filter(u -> u.expert == expert).toList();
+    }
+
+    private boolean hasExperts() {
+        return units.stream().anyMatch(u -> u.expert);
+    }
+
+    /** The optimizer order's length for the dense or the expert parameters: their size padded to a multiple of their group's. */
+    private long optimizerOrderPadded(boolean expert) {
+        int n = (expert ? expertDp : dp).size();
+        long real = 0;
+        for (Unit u : section(expert)) {
+            real += unitSize(u);
+        }
+        return (real + n - 1) / n * n;
+    }
+
     private long unitSize(Unit u) {
         return fullOffset[u.end - 1] + params.get(u.end - 1).array().getShape().size() - u.fullStart;
+    }
+
+    /** Elements of this rank's dense unit shards: the first part of {@link #shards()}, the expert units' after it. */
+    public long denseShardSize() {
+        return denseShardSize;
     }
 
     /** Elements this rank keeps: the sum of its unit shards. */
