@@ -200,10 +200,10 @@ class PipelineExpertBufferTest {
     /**
      * What a rank keeps under ZeRO-3 with EP=2 on 4 ranks: its piece of every unit, the dense
      * units' 1/4 and the expert units' 1/2, which is the distributed optimizer's shard of the
-     * same parameters (a third of its fp32 masters and moments) up to each unit's padding; the
-     * fp32 gradient shard has the same length, and Adam's two moments twice that (measured: 29,600
-     * bytes of weights on rank 0 against optim's 93,824). An evaluation after the step prints
-     * optim's validation loss.
+     * same parameters (half of its two Adam moments: fp32 weights are their own masters) up to each
+     * unit's padding; the fp32 gradient shard has the same length, and Adam's two moments twice that
+     * (measured: 29,600 bytes of weights on rank 0 against optim's 93,824). An evaluation after the
+     * step prints optim's validation loss.
      */
     @Test
     void zero3UnderExpertsKeepsOnlyItsShards() {
@@ -213,7 +213,7 @@ class PipelineExpertBufferTest {
                 .isEqualTo(validationLoss(optimLog));
         RankMemory optim = RankMemoryLine.parse(optimLog);
         RankMemory zero3 = RankMemoryLine.parse(zero3Log);
-        long optimShard = optim.optimizerBytes() / 3; // fp32 masters beside two moments, over the same shard
+        long optimShard = optim.optimizerBytes() / 2; // two moments over the same shard (no master copy)
         assertThat(zero3.parameterBytes()).as("ZeRO-3 %s vs optim %s", zero3, optim)
                 .isBetween(optimShard, optimShard + 4L * 3 * 16); // under 4 pad elements in each of at most 16 units
         assertThat(zero3.gradientBytes()).isEqualTo(zero3.parameterBytes());
