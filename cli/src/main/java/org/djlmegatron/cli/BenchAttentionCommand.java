@@ -18,7 +18,8 @@ import picocli.CommandLine.Option;
 /**
  * {@code bench-attention}: forward and backward of the native library's causal self-attention with
  * its queries in blocks of several sizes, against one block (the whole masked square, as the
- * composed attention ran before blocks), interleaved in every round of one run.
+ * composed attention ran before blocks), interleaved in every round of one run, the order rotated
+ * from round to round (what runs after what changes its time: allocation and cache state).
  */
 @Command(name = "bench-attention", mixinStandardHelpOptions = true,
         description = "Time the native causal attention (forward+backward) with queries in blocks of several sizes "
@@ -95,7 +96,8 @@ final class BenchAttentionCommand implements Callable<Integer> {
             NDArray upstream = m.randomNormal(shape).toType(type, false);
             double scale = 1 / Math.sqrt(headDim);
             for (int round = 0; round < warmup + steps; round++) {
-                for (int v = 0; v < seconds.length; v++) {
+                for (int k = 0; k < seconds.length; k++) {
+                    int v = (round + k) % seconds.length; // each variant in every position of a round in turn
                     int rows = v == 0 ? 0 : blockRows.get(v - 1);
                     try (NDManager step = m.newSubManager()) {
                         long start = System.nanoTime();
