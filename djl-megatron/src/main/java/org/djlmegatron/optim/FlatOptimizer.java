@@ -52,14 +52,19 @@ public interface FlatOptimizer {
         }
         try (NDArray joined = NDArrays.concat(new NDList(parts))) {
             step(joined, grads, decayMask, gradScale, lr, step);
-            long at = 0;
-            for (NDArray p : parts) {
-                long n = p.getShape().size();
-                try (NDArray updated = joined.get(new NDIndex("{}:{}", at, at + n))) {
-                    p.set(new NDIndex("..."), updated);
-                }
-                at += n;
+            splitInto(joined, parts);
+        }
+    }
+
+    /** Copies {@code joined}, the parts laid end to end, back into {@code parts}. */
+    static void splitInto(NDArray joined, List<NDArray> parts) {
+        long at = 0;
+        for (NDArray p : parts) {
+            long n = p.getShape().size();
+            try (NDArray piece = joined.get(new NDIndex("{}:{}", at, at + n))) {
+                p.set(new NDIndex("..."), piece);
             }
+            at += n;
         }
     }
 

@@ -1132,15 +1132,8 @@ public final class DistributedStep implements AutoCloseable {
     private void setMasters(NDArray values) {
         if (weightMasters == null) {
             masters.set(new NDIndex("..."), values);
-            return;
-        }
-        long at = 0;
-        for (NDArray part : weightMasters) {
-            long n = part.getShape().size();
-            try (NDArray piece = values.get(new NDIndex("{}:{}", at, at + n))) {
-                part.set(new NDIndex("..."), piece);
-            }
-            at += n;
+        } else {
+            FlatOptimizer.splitInto(values, weightMasters);
         }
     }
 
