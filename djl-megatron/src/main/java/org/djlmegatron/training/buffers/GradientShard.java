@@ -182,7 +182,9 @@ public final class GradientShard implements AutoCloseable {
             NDIndex mine = new NDIndex("{}:{}", a - range[0], b - range[0]);
             NDIndex inShard = new NDIndex("{}:{}", a - lo, b - lo);
             if (a < b) {
-                whole.set(mine, shard.get(inShard));
+                try (NDArray slice = shard.get(inShard)) { // a view; closed here, not with the shard's manager
+                    whole.set(mine, slice);
+                }
             }
             NDArray summed = group.size() == 1 ? whole : group.allReduce(whole, ReduceOp.SUM);
             summed.attach(tmp);
