@@ -273,7 +273,7 @@ public final class DistributedStep implements AutoCloseable {
             state.close();
             throw new IllegalArgumentException(flag + " (ZeRO-3) needs --pipeline-model-parallel-size 1, found "
                     + pp.size() + ": Megatron-FSDP, whose strategy this is, does not run under pipeline parallelism "
-                    + "either; use optim_grads (ZeRO-2) with --untie-embeddings-and-output-weights");
+                    + "either; use optim_grads (ZeRO-2)");
         }
         if (sharding.shardsGradients() && !buffers) {
             state.close();
